@@ -1,0 +1,55 @@
+"""Desired state handed from reconcile to the backend adapters. Pure data."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+
+class Outcome(enum.Enum):
+    """What an adapter call did. UNCHANGED means it wrote nothing at all."""
+
+    UNCHANGED = "Unchanged"
+    CREATED = "Created"
+    UPDATED = "Updated"
+    DELETED = "Deleted"
+
+    @property
+    def wrote(self) -> bool:
+        return self is not Outcome.UNCHANGED
+
+
+@dataclass(frozen=True)
+class DatabaseTarget:
+    schema: str
+    role: str
+    password: str
+    extensions_schema: str = "extensions"
+    pgvector: bool = False  # vectors.backend == postgres: make `vector` usable by the role
+
+
+@dataclass(frozen=True)
+class CollectionTarget:
+    name: str
+    dimensions: int
+    distance: str  # Cosine | Dot | Euclid
+    hnsw_m: int
+    hnsw_ef_construct: int
+    on_disk: bool
+
+
+@dataclass(frozen=True)
+class TopicsTarget:
+    names: tuple[str, ...]
+    partitions: int
+    replication_factor: int
+    retention_ms: int
+    principal: str | None = None  # SASL user for the tenant (SCRAM), None without SASL
+    password: str | None = None
+
+
+@dataclass(frozen=True)
+class CacheUserTarget:
+    username: str
+    password: str
+    key_prefix: str  # keys allowed: "<key_prefix>:*"

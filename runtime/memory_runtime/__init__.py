@@ -1,0 +1,3 @@
+"""The tenant memory API: one process serves exactly one tenant."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,88 @@
+"""The small interfaces the memory service depends on.
+
+Adapters in `embeddings/` and `vectors/` implement them; the service and the
+tests only see these types.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Protocol
+from uuid import UUID
+
+
+class Embedder(Protocol):
+    """Turns texts into vectors of a fixed dimension."""
+
+    @property
+    def dimensions(self) -> int | None:
+        """Vector size, or None for the `none` provider (client sends vectors)."""
+        ...
+
+    def embed(self, texts: Sequence[str]) -> list[list[float]]:
+        """Embed a batch; one vector per text, in order. Raises EmbeddingError."""
+        ...
+
+
+class EmbeddingError(RuntimeError):
+    """The embedder could not produce vectors (provider down, bad response, no provider)."""
+
+
+@dataclass(frozen=True)
+class VectorFilter:
+    """Filters evaluated inside the vector engine (never after it)."""
+
+    memory_types: tuple[str, ...] = ()
+    tags: tuple[str, ...] = ()  # every tag must be present
+    agent_id: str | None = None
+    user_id: str | None = None
+    session_id: str | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)  # equality on top-level keys
+    created_from: datetime | None = None
+    created_to: datetime | None = None
+    coordinate_min: tuple[float, ...] | None = None  # box over the first len() dimensions
+    coordinate_max: tuple[float, ...] | None = None
+
+
+@dataclass(frozen=True)
+class VectorItem:
+    """What the index stores for one memory: its vector plus the filterable fields."""
+
+    memory_id: UUID
+    vector: Sequence[float]
+    memory_type: str
+    tags: tuple[str, ...]
+    agent_id: str | None
+    user_id: str | None
+    session_id: str | None
+    metadata: dict[str, Any]
+    created_at: datetime
+    coordinate: tuple[float, ...]
+
+
+@dataclass(frozen=True)
+class VectorHit:
+    memory_id: UUID
+    similarity: float  # higher is better; cosine similarity for Cosine
+
+
+class VectorIndex(Protocol):
+    """A per-tenant vector index (pgvector table or Qdrant collection)."""
+
+    def ensure(self) -> None:
+        """Create the index if missing (idempotent)."""
+        ...
+
+    def upsert(self, items: Sequence[VectorItem]) -> None: ...
+
+    def delete(self, memory_ids: Sequence[UUID]) -> None: ...
+
+    def search(self, vector: Sequence[float], top_k: int, flt: VectorFilter) -> list[VectorHit]: ...
+
+    def count(self) -> int: ...
+
+    def ping(self) -> None:
+        """Raise if the engine is unreachable (used by /readyz)."""
+        ...

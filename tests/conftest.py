@@ -1,0 +1,33 @@
+"""Session fixtures: real servers on free 127.0.0.1 ports (see docs/TESTING.md).
+
+Each server starts on first use, once per pytest session, and is stopped at the
+end of the session whatever the tests did. A server that cannot start is an
+error naming its log file under .test-logs/<component>/, never a skip.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+
+import pytest
+
+from tests.servers.postgres import PostgresServer, create_database, drop_database, run_postgres
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    """PostgreSQL 18 + pgvector; `.admin_dsn` is the superuser URL of database `postgres`."""
+    with run_postgres() as server:
+        yield server
+
+
+@pytest.fixture
+def pg_database(postgres: PostgresServer) -> Iterator[str]:
+    """Superuser DSN of a fresh empty database, dropped after the test."""
+    name = f"t_{uuid.uuid4().hex[:16]}"
+    dsn = create_database(postgres, name)
+    try:
+        yield dsn
+    finally:
+        drop_database(postgres, name)

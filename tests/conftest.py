@@ -13,6 +13,7 @@ from collections.abc import Iterator
 import pytest
 
 from tests.servers.postgres import PostgresServer, create_database, drop_database, run_postgres
+from tests.servers.redis import RedisServer, run_redis
 
 
 @pytest.fixture(scope="session")
@@ -31,3 +32,10 @@ def pg_database(postgres: PostgresServer) -> Iterator[str]:
         yield dsn
     finally:
         drop_database(postgres, name)
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisServer]:
+    """Redis 6.2 with ACLs; `.url` authenticates as the `default` (admin) user."""
+    with run_redis() as server:
+        yield server

@@ -1,0 +1,145 @@
+"""The numpy all-MiniLM-L6-v2 matches sentence-transformers and ranks sensibly."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+
+from memory_runtime.embeddings import LocalEmbedder, NoEmbedder, build_embedder
+from memory_runtime.embeddings.http import _parse_data
+from memory_runtime.ports import EmbeddingError
+
+# Published SentenceTransformer("all-MiniLM-L6-v2") outputs (first 6 dims), used as
+# reference values by an independent implementation's test suite (sbert R package).
+REFERENCE = {
+    "This is an example sentence": [
+        0.06765693, 0.06349593, 0.04871314, 0.07930495, 0.03744806, 0.00265273,
+    ],
+    "Each sentence is converted.": [
+        0.07853645, 0.08856265, -0.00209270, -0.00717247, -0.01252624, 0.01881747,
+    ],
+    "": [-0.11883835, 0.04829856, -0.00254805, -0.01101118, 0.05195070, 0.01029179],
+    "Café déjà vu — 東京": [
+        0.05083271, 0.00967685, 0.09635572, -0.00997369, -0.01987603, 0.01692343,
+    ],
+}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def embedder() -> LocalEmbedder:
+    return build_embedder("local", "all-MiniLM-L6-v2", "", 384)  # type: ignore[return-value]
+
+
+def cos(a: list[float], b: list[float]) -> float:
+    return float(np.dot(a, b) / (np.linalg.norm(a) * np.linalg.norm(b)))
+
+
+def test_matches_reference_vectors(embedder: LocalEmbedder) -> None:
+    texts = list(REFERENCE)
+    vectors = np.array(embedder.embed(texts))
+    assert vectors.shape == (4, 384)
+    expected = np.array(list(REFERENCE.values()))
+    assert np.abs(vectors[:, :6] - expected).max() < 1e-4
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+
+
+def test_batching_and_padding_do_not_change_vectors(embedder: LocalEmbedder) -> None:
+    texts = ["short", "a much longer sentence that forces padding of the short one", "mid text"]
+    batched = np.array(embedder.embed(texts))
+    single = np.array([embedder.embed([t])[0] for t in texts])
+    assert np.abs(batched - single).max() < 1e-5
+
+
+def test_long_text_is_truncated_not_rejected(embedder: LocalEmbedder) -> None:
+    long_text = "word " * 2000
+    (vector,) = embedder.embed([long_text])
+    assert len(vector) == 384
+    assert np.isfinite(vector).all()
+
+
+def test_related_sentences_are_close_unrelated_far(embedder: LocalEmbedder) -> None:
+    cat, kitten, finance = embedder.embed(
+        ["the cat sat on the mat", "a kitten resting on a rug", "quarterly revenue grew by 8%"]
+    )
+    assert cos(cat, kitten) > 0.5
+    assert cos(cat, finance) < 0.2
+    assert cos(cat, kitten) > cos(kitten, finance) + 0.3
+
+
+def test_recall_ranks_the_matching_text_first(embedder: LocalEmbedder) -> None:
+    corpus = [
+        "quarterly revenue grew by 8%",
+        "the cat sat on the mat",
+        "how to configure a kubernetes ingress",
+        "the stock market closed lower today",
+        "a recipe for tomato soup",
+    ]
+    docs = np.array(embedder.embed(corpus))
+    (query,) = embedder.embed(["a kitten resting on a rug"])
+    ranking = np.argsort(-(docs @ np.array(query)))
+    assert corpus[ranking[0]] == "the cat sat on the mat"
+
+
+def test_empty_batch_and_bad_input(embedder: LocalEmbedder) -> None:
+    assert embedder.embed([]) == []
+    with pytest.raises(EmbeddingError):
+        embedder.embed("not a list")  # type: ignore[arg-type]
+    with pytest.raises(EmbeddingError):
+        embedder.embed(["ok", 3])  # type: ignore[list-item]
+
+
+def test_concurrent_first_use_loads_once_and_agrees() -> None:
+    fresh = LocalEmbedder()
+    results: list[list[list[float]]] = []
+    errors: list[BaseException] = []
+
+    def work() -> None:
+        try:
+            results.append(fresh.embed(["the same sentence"]))
+        except BaseException as exc:  # surfaced below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    assert len(results) == 4
+    first = np.array(results[0])
+    for other in results[1:]:
+        assert np.abs(np.array(other) - first).max() < 1e-6
+
+
+def test_build_embedder_validates_config() -> None:
+    with pytest.raises(EmbeddingError, match="only ships"):
+        build_embedder("local", "bge-large", "", 384)
+    with pytest.raises(EmbeddingError, match="384"):
+        build_embedder("local", "all-MiniLM-L6-v2", "", 768)
+    with pytest.raises(EmbeddingError, match="unknown embedding provider"):
+        build_embedder("openai", "x", "", 384)
+    with pytest.raises(EmbeddingError, match="http"):
+        build_embedder("http", "m", "ftp://nope", 384)
+
+
+def test_none_provider_refuses_to_embed() -> None:
+    embedder = build_embedder("none", "", "", 16)
+    assert isinstance(embedder, NoEmbedder)
+    assert embedder.dimensions == 16
+    with pytest.raises(EmbeddingError, match="no embedding provider; send vectors"):
+        embedder.embed(["text"])
+
+
+def test_openai_response_parsing() -> None:
+    data = [{"index": 1, "embedding": [0.0, 1.0]}, {"index": 0, "embedding": [1.0, 0.0]}]
+    assert _parse_data(data, 2, 2) == [[1.0, 0.0], [0.0, 1.0]]
+    with pytest.raises(EmbeddingError, match="dimensions"):
+        _parse_data([{"index": 0, "embedding": [1.0]}], 1, 2)
+    with pytest.raises(EmbeddingError, match="1 vectors for 2"):
+        _parse_data([{"index": 0, "embedding": [1.0]}], 2, 1)
+    with pytest.raises(EmbeddingError, match="index"):
+        _parse_data([{"index": 0, "embedding": [1.0]}, {"index": 0, "embedding": [2.0]}], 2, 1)
+    with pytest.raises(EmbeddingError, match="non-finite"):
+        _parse_data([{"index": 0, "embedding": [float("nan")]}], 1, 1)

@@ -1,0 +1,210 @@
+"""PostgreSQL adapter: a tenant's login role and schema (I/O only; planning is in sql.py).
+
+Every call observes the catalog first and issues nothing when it already
+matches; the writes of one call run in one transaction, so a failure leaves
+nothing half-applied.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import psycopg
+from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+from memory_operator.domain import DatabaseTarget, Outcome
+from memory_operator.ports import BackendRejected, BackendUnavailable
+from memory_operator.sql import (
+    PlanError,
+    RoleState,
+    TenantState,
+    password_matches,
+    plan_delete,
+    plan_tenant,
+    scram_verifier,
+)
+
+Observe = Callable[[str, str, float], None]
+BACKEND = "postgres"
+
+_ROLE_QUERY = """
+SELECT r.oid, r.rolcanlogin, r.rolsuper, r.rolcreatedb, r.rolcreaterole, r.rolinherit,
+       r.rolreplication, r.rolbypassrls,
+       ARRAY(SELECT m.roleid::regrole::text FROM pg_auth_members m WHERE m.member = r.oid)
+FROM pg_roles r WHERE r.rolname = %s
+"""
+
+# Explicit grants only (aclexplode over the effective ACL, defaults included), so
+# PUBLIC's privileges and the role's own are told apart.
+_STATE_QUERY = """
+WITH db AS (
+  SELECT a.grantee, a.privilege_type FROM pg_database d,
+         aclexplode(coalesce(d.datacl, acldefault('d', d.datdba))) a
+  WHERE d.datname = current_database()
+), pub AS (
+  SELECT a.grantee, a.privilege_type FROM pg_namespace n,
+         aclexplode(coalesce(n.nspacl, acldefault('n', n.nspowner))) a
+  WHERE n.nspname = 'public'
+), ext AS (
+  SELECT a.grantee, a.privilege_type FROM pg_namespace n,
+         aclexplode(coalesce(n.nspacl, acldefault('n', n.nspowner))) a
+  WHERE n.nspname = %(ext)s
+)
+SELECT current_database(),
+  (SELECT pg_get_userbyid(nspowner) FROM pg_namespace WHERE nspname = %(schema)s),
+  EXISTS (SELECT 1 FROM db WHERE grantee = %(oid)s::oid AND privilege_type = 'CONNECT'),
+  EXISTS (SELECT 1 FROM db WHERE grantee = %(oid)s::oid AND privilege_type = 'CREATE'),
+  EXISTS (SELECT 1 FROM db WHERE grantee = 0 AND privilege_type = 'CREATE'),
+  EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = 'public'),
+  EXISTS (SELECT 1 FROM pub WHERE grantee = %(oid)s::oid AND privilege_type = 'CREATE'),
+  EXISTS (SELECT 1 FROM pub WHERE grantee = 0 AND privilege_type = 'CREATE'),
+  EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = %(ext)s),
+  (SELECT n.nspname FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace
+    WHERE e.extname = 'vector'),
+  EXISTS (SELECT 1 FROM pg_available_extensions WHERE name = 'vector'),
+  EXISTS (SELECT 1 FROM ext WHERE grantee = %(oid)s::oid AND privilege_type = 'USAGE')
+"""
+
+
+class PostgresAdmin:
+    """DatabaseAdmin over an admin DSN (superuser, or CREATEROLE + database owner)."""
+
+    def __init__(
+        self,
+        dsn: str,
+        *,
+        observe: Observe | None = None,
+        connect_timeout: int = 5,
+    ) -> None:
+        self._dsn = dsn
+        self._observe = observe
+        self._connect_timeout = connect_timeout
+
+    # -- plumbing ---------------------------------------------------------------
+    @contextmanager
+    def _timed(self, operation: str) -> Iterator[None]:
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            if self._observe is not None:
+                self._observe(BACKEND, operation, time.perf_counter() - start)
+
+    @contextmanager
+    def _connect(self) -> Iterator[psycopg.Connection[Any]]:
+        try:
+            conn = psycopg.connect(
+                self._dsn, autocommit=True, connect_timeout=self._connect_timeout
+            )
+        except psycopg.OperationalError as exc:
+            raise BackendUnavailable(BACKEND, f"cannot connect: {exc}".strip()) from exc
+        try:
+            yield conn
+        except PlanError as exc:
+            raise BackendRejected(BACKEND, str(exc)) from exc
+        except (psycopg.OperationalError, psycopg.errors.AdminShutdown) as exc:
+            raise BackendUnavailable(BACKEND, str(exc).strip()) from exc
+        except psycopg.Error as exc:
+            # Privilege, dependency or syntax errors will not heal by retrying.
+            raise BackendRejected(BACKEND, str(exc).strip()) from exc
+        finally:
+            conn.close()
+
+    # -- observe ------------------------------------------------------------------
+    def _password_ok(self, conn: psycopg.Connection[Any], target: DatabaseTarget) -> bool:
+        row = conn.execute("SELECT rolsuper FROM pg_roles WHERE rolname = current_user").fetchone()
+        if row and row[0]:
+            stored = conn.execute(
+                "SELECT rolpassword FROM pg_authid WHERE rolname = %s", (target.role,)
+            ).fetchone()
+            return password_matches(stored[0] if stored else None, target.password, target.role)
+        # A non-superuser admin cannot read pg_authid: log in as the role instead
+        # (a read-only check; a failed login means the password must be set).
+        params = conninfo_to_dict(self._dsn)
+        params.update(user=target.role, password=target.password)
+        try:
+            with psycopg.connect(make_conninfo(**params), connect_timeout=self._connect_timeout):
+                return True
+        except psycopg.Error:
+            return False
+
+    def _observe_state(self, conn: psycopg.Connection[Any], target: DatabaseTarget) -> TenantState:
+        role_row = conn.execute(_ROLE_QUERY, (target.role,)).fetchone()
+        role: RoleState | None = None
+        oid = None
+        if role_row is not None:
+            oid = role_row[0]
+            role = RoleState(
+                login=role_row[1],
+                superuser=role_row[2],
+                createdb=role_row[3],
+                createrole=role_row[4],
+                inherit=role_row[5],
+                replication=role_row[6],
+                bypassrls=role_row[7],
+                password_matches=self._password_ok(conn, target),
+                member_of=tuple(role_row[8]),
+            )
+        row = conn.execute(
+            _STATE_QUERY, {"schema": target.schema, "ext": target.extensions_schema, "oid": oid}
+        ).fetchone()
+        assert row is not None  # a SELECT without FROM always returns one row
+        return TenantState(
+            database=row[0],
+            role=role,
+            schema_owner=row[1],
+            role_connect=row[2],
+            role_db_create=row[3],
+            public_db_create=row[4],
+            public_schema_exists=row[5],
+            role_public_create=row[6],
+            public_public_create=row[7],
+            ext_schema_exists=row[8],
+            vector_schema=row[9],
+            vector_available=row[10],
+            role_ext_usage=row[11],
+        )
+
+    def _apply(self, conn: psycopg.Connection[Any], statements: list[sql.Composed]) -> None:
+        with self._timed("apply"), conn.transaction():
+            for statement in statements:
+                conn.execute(statement)
+
+    # -- DatabaseAdmin --------------------------------------------------------------
+    def ensure_tenant(self, target: DatabaseTarget) -> Outcome:
+        with self._connect() as conn:
+            with self._timed("observe"):
+                state = self._observe_state(conn, target)
+            plan = plan_tenant(state, target, scram_verifier(target.password, os.urandom(16)))
+            if not plan:
+                return Outcome.UNCHANGED
+            self._apply(conn, plan)
+        return Outcome.CREATED if state.role is None else Outcome.UPDATED
+
+    def delete_tenant(self, target: DatabaseTarget) -> Outcome:
+        with self._connect() as conn:
+            with self._timed("observe"):
+                row = conn.execute(
+                    "SELECT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = %s),"
+                    " EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = %s)",
+                    (target.role, target.schema),
+                ).fetchone()
+            assert row is not None
+            plan = plan_delete(target, role_exists=row[0], schema_exists=row[1])
+            if not plan:
+                return Outcome.UNCHANGED
+            if row[0]:
+                # Sessions of the role (runtime pods being torn down) would keep
+                # working after DROP ROLE; end them first.
+                conn.execute(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                    " WHERE usename = %s AND pid <> pg_backend_pid()",
+                    (target.role,),
+                )
+            self._apply(conn, plan)
+        return Outcome.DELETED

@@ -1,0 +1,206 @@
+"""Kubernetes I/O for the reconciler: get, server-side apply, create, status
+patch, Events, listing MemoryNamespaces. Nothing else in the operator talks to
+the API server (Kopf's own watch aside).
+
+A small REST client over httpx with the credentials the `kubernetes` package
+loads (kubeconfig or in-cluster service account): server-side apply needs
+`application/apply-patch+yaml` bodies, which is simplest to send directly.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+from kubernetes import client as k8s_client
+from kubernetes import config as k8s_config
+
+from memory_operator.manifests import API_VERSION, FIELD_MANAGER, KIND
+
+# kind -> (API prefix, plural)
+_RESOURCES: dict[str, tuple[str, str]] = {
+    "Secret": ("/api/v1", "secrets"),
+    "ConfigMap": ("/api/v1", "configmaps"),
+    "Service": ("/api/v1", "services"),
+    "Event": ("/api/v1", "events"),
+    "Deployment": ("/apis/apps/v1", "deployments"),
+    KIND: (f"/apis/{API_VERSION}", "memorynamespaces"),
+}
+
+
+class KubeError(RuntimeError):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(f"kubernetes API {status}: {message}")
+        self.status = status
+        self.message = message
+
+    @property
+    def temporary(self) -> bool:
+        # 0: unreachable; 409 conflicts, 429 throttling and 5xx pass with time.
+        return self.status in (0, 409, 429) or self.status >= 500
+
+
+def _path(kind: str, namespace: str | None, name: str | None = None) -> str:
+    try:
+        prefix, plural = _RESOURCES[kind]
+    except KeyError:
+        raise ValueError(f"unsupported kind {kind!r}") from None
+    path = prefix + (f"/namespaces/{namespace}" if namespace else "") + f"/{plural}"
+    return path + (f"/{name}" if name else "")
+
+
+class KubeApi:
+    """Thin, synchronous client; one instance is shared by all reconciles."""
+
+    def __init__(self, configuration: k8s_client.Configuration, timeout: float = 30.0) -> None:
+        self._cfg = configuration
+        cert = None
+        if configuration.cert_file and configuration.key_file:
+            cert = (configuration.cert_file, configuration.key_file)
+        verify: Any = configuration.ssl_ca_cert if configuration.verify_ssl else False
+        if configuration.verify_ssl and not configuration.ssl_ca_cert:
+            verify = True
+        self._http = httpx.Client(
+            base_url=configuration.host, verify=verify, cert=cert, timeout=timeout
+        )
+
+    @classmethod
+    def from_kubeconfig(cls, path: str | None = None) -> KubeApi:
+        cfg = k8s_client.Configuration()
+        k8s_config.load_kube_config(config_file=path, client_configuration=cfg)
+        return cls(cfg)
+
+    @classmethod
+    def in_cluster(cls) -> KubeApi:
+        cfg = k8s_client.Configuration()
+        k8s_config.load_incluster_config(client_configuration=cfg)
+        return cls(cfg)
+
+    @classmethod
+    def auto(cls) -> KubeApi:
+        try:
+            return cls.in_cluster()
+        except k8s_config.ConfigException:
+            return cls.from_kubeconfig()
+
+    def close(self) -> None:
+        self._http.close()
+
+    # -- transport -------------------------------------------------------
+
+    def _headers(self, content_type: str | None = None) -> dict[str, str]:
+        if self._cfg.refresh_api_key_hook is not None:
+            self._cfg.refresh_api_key_hook(self._cfg)  # rotated service-account tokens
+        headers = {"Accept": "application/json"}
+        auth = self._cfg.get_api_key_with_prefix(
+            "authorization"
+        ) or self._cfg.get_api_key_with_prefix("BearerToken")
+        if auth:
+            headers["Authorization"] = auth
+        if content_type:
+            headers["Content-Type"] = content_type
+        return headers
+
+    def _request(
+        self,
+        method: str,
+        path: str,
+        *,
+        body: Any = None,
+        content_type: str = "application/json",
+        params: dict[str, str] | None = None,
+    ) -> dict[str, Any] | None:
+        try:
+            resp = self._http.request(
+                method,
+                path,
+                params=params,
+                content=None if body is None else json.dumps(body).encode(),
+                headers=self._headers(content_type if body is not None else None),
+            )
+        except httpx.HTTPError as err:
+            raise KubeError(0, f"{method} {path}: {err}") from err
+        if resp.status_code == 404 and method == "GET":
+            return None
+        if resp.status_code >= 400:
+            try:
+                message = resp.json().get("message", resp.text)
+            except ValueError:
+                message = resp.text
+            raise KubeError(resp.status_code, message)
+        return resp.json() if resp.content else {}
+
+    # -- operations the reconciler uses ---------------------------------
+
+    def get(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
+        return self._request("GET", _path(kind, namespace, name))
+
+    def apply(self, obj: dict[str, Any]) -> dict[str, Any]:
+        """Server-side apply under the operator's single field manager. force=true:
+        the operator is the authority for every field it renders."""
+        meta = obj["metadata"]
+        out = self._request(
+            "PATCH",
+            _path(obj["kind"], meta["namespace"], meta["name"]),
+            body=obj,  # JSON is valid YAML
+            content_type="application/apply-patch+yaml",
+            params={"fieldManager": FIELD_MANAGER, "force": "true"},
+        )
+        return out or {}
+
+    def create(self, obj: dict[str, Any]) -> dict[str, Any] | None:
+        """Create; None if it already exists (someone else won the race)."""
+        meta = obj["metadata"]
+        try:
+            return self._request(
+                "POST",
+                _path(obj["kind"], meta["namespace"]),
+                body=obj,
+                params={"fieldManager": FIELD_MANAGER},
+            )
+        except KubeError as err:
+            if err.status == 409:
+                return None
+            raise
+
+    def patch_status(self, namespace: str, name: str, status: dict[str, Any]) -> dict[str, Any]:
+        out = self._request(
+            "PATCH",
+            _path(KIND, namespace, name) + "/status",
+            body={"status": status},
+            content_type="application/merge-patch+json",
+        )
+        return out or {}
+
+    def list_memory_namespaces(self) -> list[dict[str, Any]]:
+        out = self._request("GET", f"/apis/{API_VERSION}/memorynamespaces") or {}
+        return list(out.get("items") or [])
+
+    def emit_event(self, cr: dict[str, Any], type_: str, reason: str, message: str) -> None:
+        """A core/v1 Event on the CR (what `kubectl describe memns` shows)."""
+        meta = cr["metadata"]
+        now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        event = {
+            "apiVersion": "v1",
+            "kind": "Event",
+            "metadata": {"generateName": f"{meta['name']}.", "namespace": meta["namespace"]},
+            "involvedObject": {
+                "apiVersion": API_VERSION,
+                "kind": KIND,
+                "name": meta["name"],
+                "namespace": meta["namespace"],
+                "uid": meta["uid"],
+            },
+            "type": type_,
+            "reason": reason,
+            "message": message[:1024],
+            "source": {"component": FIELD_MANAGER},
+            "reportingComponent": FIELD_MANAGER,
+            "reportingInstance": FIELD_MANAGER,
+            "firstTimestamp": now,
+            "lastTimestamp": now,
+            "count": 1,
+        }
+        self._request("POST", _path("Event", meta["namespace"]), body=event)

@@ -1,0 +1,110 @@
+"""Kubernetes-style status conditions. Pure.
+
+Conventions (k8s API conventions / metav1.Condition): type, status
+("True"/"False"/"Unknown"), CamelCase reason, human message,
+lastTransitionTime that changes only when status flips, observedGeneration.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from typing import Any
+
+SCHEMA_READY = "SchemaReady"
+COLLECTION_READY = "CollectionReady"
+TOPICS_READY = "TopicsReady"
+CACHE_READY = "CacheReady"
+API_READY = "ApiReady"
+READY = "Ready"
+PAUSED = "Paused"
+STEP_TYPES: tuple[str, ...] = (SCHEMA_READY, COLLECTION_READY, TOPICS_READY, CACHE_READY, API_READY)
+
+TRUE, FALSE, UNKNOWN = "True", "False", "Unknown"
+_REASON = re.compile(r"^[A-Z][A-Za-z0-9]*$")
+# metav1.Condition caps message at 32768 bytes; backend errors can be long.
+MAX_MESSAGE = 4096
+
+
+def now_rfc3339() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def set_condition(
+    conditions: Iterable[dict[str, Any]],
+    type_: str,
+    status: str,
+    reason: str,
+    message: str,
+    generation: int,
+    now: str,
+) -> list[dict[str, Any]]:
+    """Return a new list with `type_` set; lastTransitionTime kept unless status flips."""
+    if status not in (TRUE, FALSE, UNKNOWN):
+        raise ValueError(f"condition status must be True, False or Unknown, not {status!r}")
+    if not _REASON.match(reason):
+        raise ValueError(f"condition reason must be CamelCase, not {reason!r}")
+    out: list[dict[str, Any]] = []
+    found = False
+    for cond in conditions:
+        if cond.get("type") != type_:
+            out.append(dict(cond))
+            continue
+        found = True
+        ltt = cond.get("lastTransitionTime") if cond.get("status") == status else now
+        out.append(_make(type_, status, reason, message, generation, ltt or now))
+    if not found:
+        out.append(_make(type_, status, reason, message, generation, now))
+    return out
+
+
+def remove_condition(conditions: Iterable[dict[str, Any]], type_: str) -> list[dict[str, Any]]:
+    return [dict(c) for c in conditions if c.get("type") != type_]
+
+
+def get_condition(conditions: Iterable[dict[str, Any]], type_: str) -> dict[str, Any] | None:
+    return next((c for c in conditions if c.get("type") == type_), None)
+
+
+def is_true(conditions: Iterable[dict[str, Any]], type_: str) -> bool:
+    cond = get_condition(conditions, type_)
+    return cond is not None and cond.get("status") == TRUE
+
+
+def summarize(
+    conditions: Iterable[dict[str, Any]], generation: int, now: str
+) -> list[dict[str, Any]]:
+    """Set Ready from the step conditions: True only when every step is True;
+    otherwise False (or Unknown) with the first failing step's reason and message."""
+    conds = list(conditions)
+    for type_ in STEP_TYPES:
+        cond = get_condition(conds, type_)
+        if cond is None:
+            return set_condition(
+                conds, READY, UNKNOWN, "Reconciling", f"{type_} not evaluated yet", generation, now
+            )
+        if cond["status"] != TRUE:
+            return set_condition(
+                conds,
+                READY,
+                FALSE if cond["status"] == FALSE else UNKNOWN,
+                cond["reason"],
+                f"{type_}: {cond.get('message', '')}",
+                generation,
+                now,
+            )
+    return set_condition(conds, READY, TRUE, "Ready", "all resources are ready", generation, now)
+
+
+def _make(
+    type_: str, status: str, reason: str, message: str, generation: int, ltt: str
+) -> dict[str, Any]:
+    return {
+        "type": type_,
+        "status": status,
+        "reason": reason,
+        "message": message[:MAX_MESSAGE],
+        "lastTransitionTime": ltt,
+        "observedGeneration": generation,
+    }

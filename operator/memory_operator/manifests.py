@@ -1,0 +1,388 @@
+"""Kubernetes objects for one tenant, rendered for server-side apply. Pure.
+
+The runtime environment contract (docs/ARCHITECTURE.md) is rendered here:
+non-secret settings into the ConfigMap, tenant credentials into the
+credentials Secret, the API tokens into the token Secret.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import secrets
+from typing import Any
+from urllib.parse import quote
+
+from memory_operator.config import OperatorConfig
+from memory_operator.naming import METRICS_PORT, RUNTIME_PORT, Names
+from memory_operator.spec import MemoryNamespaceSpec
+
+GROUP = "memory.somafractal.io"
+API_VERSION = f"{GROUP}/v1alpha1"
+KIND = "MemoryNamespace"
+FIELD_MANAGER = "somafractal-operator"
+HASH_ANNOTATION = f"{GROUP}/applied-hash"
+CONFIG_HASH_ANNOTATION = f"{GROUP}/config-hash"
+TENANT_LABEL = f"{GROUP}/tenant"
+MANAGED_BY = "somafractal-operator"
+
+# Keys of the credentials Secret: generated passwords (persisted, reused) and the
+# runtime variables built from them.
+PG_PASSWORD_KEY = "postgres-password"
+REDIS_PASSWORD_KEY = "redis-password"
+KAFKA_PASSWORD_KEY = "kafka-password"
+PASSWORD_KEYS = (PG_PASSWORD_KEY, REDIS_PASSWORD_KEY, KAFKA_PASSWORD_KEY)
+SECRET_ENV = (
+    "MEMORY_DATABASE_URL",
+    "MEMORY_REDIS_URL",
+    "MEMORY_KAFKA_USERNAME",
+    "MEMORY_KAFKA_PASSWORD",
+    "MEMORY_QDRANT_API_KEY",
+)
+TOKEN_KEY = "token"
+
+
+def new_secret() -> str:
+    """A URL-safe random secret (256 bits): fits SQL, Redis ACL and SCRAM without quoting."""
+    return secrets.token_urlsafe(32)
+
+
+def owner_reference(cr: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "apiVersion": API_VERSION,
+        "kind": KIND,
+        "name": cr["metadata"]["name"],
+        "uid": cr["metadata"]["uid"],
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
+
+
+def labels(cr: dict[str, Any], names: Names) -> dict[str, str]:
+    return {
+        "app.kubernetes.io/name": "somafractal-memory",
+        "app.kubernetes.io/instance": cr["metadata"]["name"],
+        "app.kubernetes.io/component": "memory-api",
+        "app.kubernetes.io/managed-by": MANAGED_BY,
+        TENANT_LABEL: names.tenant,
+    }
+
+
+def selector_labels(cr: dict[str, Any]) -> dict[str, str]:
+    # Immutable on a Deployment: only labels that never change for this CR.
+    return {
+        "app.kubernetes.io/name": "somafractal-memory",
+        "app.kubernetes.io/instance": cr["metadata"]["name"],
+    }
+
+
+def content_hash(data: Any) -> str:
+    raw = json.dumps(data, sort_keys=True, separators=(",", ":")).encode()
+    return hashlib.sha256(raw).hexdigest()[:16]
+
+
+def _metadata(cr: dict[str, Any], names: Names, name: str) -> dict[str, Any]:
+    return {
+        "name": name,
+        "namespace": cr["metadata"]["namespace"],
+        "labels": labels(cr, names),
+        "ownerReferences": [owner_reference(cr)],
+    }
+
+
+def _with_hash(obj: dict[str, Any]) -> dict[str, Any]:
+    """Stamp the rendered content's hash so a later pass can tell that what we
+    applied last is what we want now (fields we dropped need a new apply)."""
+    obj["metadata"].setdefault("annotations", {})[HASH_ANNOTATION] = content_hash(obj)
+    return obj
+
+
+def _b64(data: dict[str, str]) -> dict[str, str]:
+    return {k: base64.b64encode(v.encode()).decode() for k, v in sorted(data.items())}
+
+
+def decode_secret_data(secret: dict[str, Any] | None) -> dict[str, str]:
+    if not secret:
+        return {}
+    return {k: base64.b64decode(v).decode() for k, v in (secret.get("data") or {}).items()}
+
+
+def events_enabled(spec: MemoryNamespaceSpec, config: OperatorConfig) -> bool:
+    return spec.events.enabled and config.kafka is not None
+
+
+def runtime_config(
+    spec: MemoryNamespaceSpec, names: Names, config: OperatorConfig
+) -> dict[str, str]:
+    """The non-secret half of the runtime environment contract."""
+    qdrant = spec.vectors.backend == "qdrant" and config.qdrant is not None
+    kafka = config.kafka if events_enabled(spec, config) else None
+    return {
+        "MEMORY_TENANT": names.tenant,
+        "MEMORY_DATABASE_SCHEMA": names.schema,
+        "MEMORY_DATABASE_EXTENSIONS_SCHEMA": config.postgres.extensions_schema,
+        "MEMORY_VECTOR_BACKEND": spec.vectors.backend,
+        "MEMORY_VECTOR_DIMENSIONS": str(spec.vectors.dimensions),
+        "MEMORY_VECTOR_DISTANCE": spec.vectors.distance,
+        "MEMORY_QDRANT_URL": config.qdrant.runtime_url if qdrant and config.qdrant else "",
+        "MEMORY_QDRANT_COLLECTION": names.collection if qdrant else "",
+        "MEMORY_REDIS_PREFIX": names.key_prefix,
+        "MEMORY_EVENTS_ENABLED": "true" if kafka else "false",
+        "MEMORY_KAFKA_BOOTSTRAP": kafka.runtime_bootstrap if kafka else "",
+        "MEMORY_KAFKA_TOPIC": names.events_topic if kafka else "",
+        "MEMORY_KAFKA_SECURITY_PROTOCOL": kafka.security_protocol if kafka and kafka.sasl else "",
+        "MEMORY_KAFKA_SASL_MECHANISM": kafka.sasl_mechanism if kafka and kafka.sasl else "",
+        "MEMORY_EMBEDDING_PROVIDER": spec.embedding.provider,
+        "MEMORY_EMBEDDING_MODEL": spec.embedding.model,
+        "MEMORY_EMBEDDING_URL": spec.embedding.url,
+        "MEMORY_DECAY_ENABLED": "true" if spec.decay.enabled else "false",
+        "MEMORY_DECAY_HALF_LIFE_HOURS": _num(spec.decay.half_life_hours),
+        "MEMORY_DECAY_PRUNE_BELOW": _num(spec.decay.prune_below),
+        "MEMORY_MAX_MEMORIES": str(spec.storage.max_memories),
+        "MEMORY_RATE_LIMIT_PER_MINUTE": str(spec.api.rate_limit.requests_per_minute),
+        "MEMORY_RATE_LIMIT_BURST": str(spec.api.rate_limit.burst),
+        "MEMORY_MAX_BODY_BYTES": str(spec.api.max_body_bytes),
+        "MEMORY_MIGRATE_ON_START": "true",
+        "MEMORY_HOST": "0.0.0.0",
+        "MEMORY_PORT": str(RUNTIME_PORT),
+        "MEMORY_METRICS_PORT": str(METRICS_PORT),
+    }
+
+
+def _num(value: float) -> str:
+    # 720.0 -> "720", 0.05 -> "0.05": stable strings, no float noise.
+    return str(int(value)) if float(value).is_integer() else repr(float(value))
+
+
+def credentials_data(
+    spec: MemoryNamespaceSpec, names: Names, config: OperatorConfig, passwords: dict[str, str]
+) -> dict[str, str]:
+    """The secret half of the environment contract plus the generated passwords."""
+    pg = config.postgres
+    db_url = (
+        f"postgresql://{quote(names.role, safe='')}:{quote(passwords[PG_PASSWORD_KEY], safe='')}"
+        f"@{pg.host}:{pg.port}/{quote(pg.database, safe='')}"
+    )
+    redis_url = ""
+    if config.redis is not None:
+        redis_url = (
+            f"redis://{quote(names.cache_user, safe='')}:"
+            f"{quote(passwords[REDIS_PASSWORD_KEY], safe='')}"
+            f"@{config.redis.host}:{config.redis.port}/{config.redis.db}"
+        )
+    kafka_sasl = events_enabled(spec, config) and config.kafka is not None and config.kafka.sasl
+    qdrant_key = ""
+    if spec.vectors.backend == "qdrant" and config.qdrant is not None:
+        qdrant_key = config.qdrant.api_key
+    return {
+        PG_PASSWORD_KEY: passwords[PG_PASSWORD_KEY],
+        REDIS_PASSWORD_KEY: passwords[REDIS_PASSWORD_KEY],
+        KAFKA_PASSWORD_KEY: passwords[KAFKA_PASSWORD_KEY],
+        "MEMORY_DATABASE_URL": db_url,
+        "MEMORY_REDIS_URL": redis_url,
+        "MEMORY_KAFKA_USERNAME": names.kafka_user if kafka_sasl else "",
+        "MEMORY_KAFKA_PASSWORD": passwords[KAFKA_PASSWORD_KEY] if kafka_sasl else "",
+        "MEMORY_QDRANT_API_KEY": qdrant_key,
+    }
+
+
+def render_configmap(cr: dict[str, Any], names: Names, data: dict[str, str]) -> dict[str, Any]:
+    return _with_hash(
+        {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": _metadata(cr, names, names.objects),
+            "data": dict(sorted(data.items())),
+        }
+    )
+
+
+def render_secret(
+    cr: dict[str, Any], names: Names, name: str, data: dict[str, str]
+) -> dict[str, Any]:
+    return _with_hash(
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": _metadata(cr, names, name),
+            "type": "Opaque",
+            "data": _b64(data),
+        }
+    )
+
+
+def token_ref(spec: MemoryNamespaceSpec, names: Names) -> tuple[str, str]:
+    """(secret name, key) holding MEMORY_API_TOKENS."""
+    ref = spec.api.token_secret_ref
+    return (ref.name, ref.key) if ref else (names.token_secret, TOKEN_KEY)
+
+
+def render_deployment(
+    cr: dict[str, Any],
+    spec: MemoryNamespaceSpec,
+    names: Names,
+    config: OperatorConfig,
+    config_hash: str,
+) -> dict[str, Any]:
+    token_secret, token_key = token_ref(spec, names)
+    env: list[dict[str, Any]] = [
+        {
+            "name": key,
+            "valueFrom": {"secretKeyRef": {"name": names.credentials_secret, "key": key}},
+        }
+        for key in SECRET_ENV
+    ]
+    env.append(
+        {
+            "name": "MEMORY_API_TOKENS",
+            "valueFrom": {"secretKeyRef": {"name": token_secret, "key": token_key}},
+        }
+    )
+    resources: dict[str, Any] = {}
+    if spec.api.resources.requests:
+        resources["requests"] = dict(spec.api.resources.requests)
+    if spec.api.resources.limits:
+        resources["limits"] = dict(spec.api.resources.limits)
+    container: dict[str, Any] = {
+        "name": "memory-api",
+        "image": spec.api.image or config.runtime_image,
+        "imagePullPolicy": config.image_pull_policy,
+        "args": ["serve"],
+        "ports": [
+            {"name": "http", "containerPort": RUNTIME_PORT, "protocol": "TCP"},
+            {"name": "metrics", "containerPort": METRICS_PORT, "protocol": "TCP"},
+        ],
+        "envFrom": [{"configMapRef": {"name": names.objects}}],
+        "env": env,
+        "livenessProbe": {
+            "httpGet": {"path": "/healthz", "port": "http"},
+            "periodSeconds": 10,
+            "timeoutSeconds": 3,
+            "failureThreshold": 3,
+        },
+        "readinessProbe": {
+            "httpGet": {"path": "/readyz", "port": "http"},
+            "periodSeconds": 5,
+            "timeoutSeconds": 3,
+            "failureThreshold": 3,
+        },
+        "startupProbe": {
+            "httpGet": {"path": "/healthz", "port": "http"},
+            "periodSeconds": 2,
+            "failureThreshold": 60,
+        },
+        "securityContext": {
+            "allowPrivilegeEscalation": False,
+            "readOnlyRootFilesystem": True,
+            "capabilities": {"drop": ["ALL"]},
+        },
+        "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
+    }
+    if resources:
+        container["resources"] = resources
+    pod_labels = labels(cr, names)
+    return _with_hash(
+        {
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": _metadata(cr, names, names.objects),
+            "spec": {
+                "replicas": spec.api.replicas,
+                "selector": {"matchLabels": selector_labels(cr)},
+                "template": {
+                    "metadata": {
+                        "labels": pod_labels,
+                        # A changed ConfigMap or credential rolls the pods.
+                        "annotations": {CONFIG_HASH_ANNOTATION: config_hash},
+                    },
+                    "spec": {
+                        "automountServiceAccountToken": False,
+                        "securityContext": {
+                            "runAsNonRoot": True,
+                            "runAsUser": 10001,
+                            "runAsGroup": 10001,
+                            "seccompProfile": {"type": "RuntimeDefault"},
+                        },
+                        "containers": [container],
+                        "volumes": [{"name": "tmp", "emptyDir": {}}],
+                    },
+                },
+            },
+        }
+    )
+
+
+def render_service(cr: dict[str, Any], names: Names) -> dict[str, Any]:
+    return _with_hash(
+        {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": _metadata(cr, names, names.objects),
+            "spec": {
+                "type": "ClusterIP",
+                "selector": selector_labels(cr),
+                "ports": [
+                    {"name": "http", "port": RUNTIME_PORT, "targetPort": "http", "protocol": "TCP"},
+                    {
+                        "name": "metrics",
+                        "port": METRICS_PORT,
+                        "targetPort": "metrics",
+                        "protocol": "TCP",
+                    },
+                ],
+            },
+        }
+    )
+
+
+def is_subset(desired: Any, live: Any) -> bool:
+    """True when every field we render is present in `live` with the same value.
+    The API server adds defaults (extra fields are fine); a changed or missing
+    field is drift."""
+    if isinstance(desired, dict):
+        return isinstance(live, dict) and all(
+            k in live and is_subset(v, live[k]) for k, v in desired.items()
+        )
+    if isinstance(desired, list):
+        return (
+            isinstance(live, list)
+            and len(desired) == len(live)
+            and all(is_subset(d, x) for d, x in zip(desired, live, strict=True))
+        )
+    if isinstance(desired, int | float) and not isinstance(desired, bool):
+        # Quantities may come back as strings ("1" for 1); compare textually.
+        return desired == live or str(desired) == str(live)
+    return desired == live
+
+
+def needs_apply(desired: dict[str, Any], live: dict[str, Any] | None) -> bool:
+    """Apply when the object is missing, differs from what we render, or was
+    last applied from different content (we may have dropped a field)."""
+    if live is None:
+        return True
+    want = desired["metadata"]["annotations"][HASH_ANNOTATION]
+    have = ((live.get("metadata") or {}).get("annotations") or {}).get(HASH_ANNOTATION)
+    return want != have or not is_subset(desired, live)
+
+
+def deployment_available(live: dict[str, Any] | None, replicas: int) -> tuple[bool, str]:
+    """(available, message) from a Deployment's status, as kubectl rollout status judges it."""
+    if live is None:
+        return False, "Deployment does not exist yet"
+    status = live.get("status") or {}
+    meta_gen = (live.get("metadata") or {}).get("generation", 0)
+    if status.get("observedGeneration", 0) < meta_gen:
+        return False, "Deployment controller has not observed the latest spec yet"
+    if replicas == 0:
+        return True, "scaled to zero replicas"
+    available = next(
+        (c for c in status.get("conditions") or [] if c.get("type") == "Available"), None
+    )
+    updated = status.get("updatedReplicas", 0)
+    ready = status.get("availableReplicas", 0)
+    if available is None or available.get("status") != "True" or ready < 1:
+        return False, f"{ready}/{replicas} replicas available"
+    if updated < replicas:
+        return False, f"rollout in progress: {updated}/{replicas} replicas updated"
+    return True, f"{ready}/{replicas} replicas available"

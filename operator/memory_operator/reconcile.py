@@ -1,0 +1,668 @@
+"""The reconciler: one idempotent pass from a MemoryNamespace to everything its
+tenant needs. No Kopf imports; handlers.py translates the Result.
+
+Order (each step its own condition): credentials Secret -> PostgreSQL schema +
+role (SchemaReady) -> vectors (CollectionReady) -> Kafka topics (TopicsReady)
+-> Redis ACL user (CacheReady) -> token Secret, ConfigMap, Deployment, Service
+(ApiReady, True once the Deployment is available) -> Ready.
+
+Zero-write rule: every backend call is an idempotent `ensure_*` that returns
+UNCHANGED when nothing was needed; every Kubernetes object is compared with
+the live one before it is applied; status is patched only when it changed.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+from memory_operator import conditions as c
+from memory_operator import manifests as m
+from memory_operator.adapters.kube import KubeError
+from memory_operator.config import OperatorConfig
+from memory_operator.domain import (
+    CacheUserTarget,
+    CollectionTarget,
+    DatabaseTarget,
+    Outcome,
+    TopicsTarget,
+)
+from memory_operator.metrics import (
+    ERROR,
+    REQUEUE,
+    SUCCESS,
+    reconcile_timer,
+    record_result,
+    timed_backend,
+)
+from memory_operator.naming import Names, derive_names
+from memory_operator.ports import (
+    BackendError,
+    BackendRejected,
+    BackendUnavailable,
+    CacheAdmin,
+    DatabaseAdmin,
+    EventsAdmin,
+    VectorAdmin,
+)
+from memory_operator.spec import InvalidSpecError, MemoryNamespaceSpec, effective_tenant, parse_spec
+
+log = logging.getLogger("memory_operator.reconcile")
+
+ErrorKind = Literal["temporary", "permanent"]
+# While the Deployment rolls out we look again soon, not at the next resync.
+API_POLL_SECONDS = 5.0
+
+
+class KubePort(Protocol):
+    """What the reconciler needs from Kubernetes (adapters.kube.KubeApi implements it)."""
+
+    def get(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None: ...
+    def apply(self, obj: dict[str, Any]) -> dict[str, Any]: ...
+    def create(self, obj: dict[str, Any]) -> dict[str, Any] | None: ...
+    def patch_status(self, namespace: str, name: str, status: dict[str, Any]) -> dict[str, Any]: ...
+    def list_memory_namespaces(self) -> list[dict[str, Any]]: ...
+    def emit_event(self, cr: dict[str, Any], type_: str, reason: str, message: str) -> None: ...
+
+
+@dataclass
+class Backends:
+    database: DatabaseAdmin
+    vectors: VectorAdmin | None = None  # None: no Qdrant configured
+    events: EventsAdmin | None = None  # None: no Kafka configured
+    cache: CacheAdmin | None = None  # None: no Redis configured
+
+
+@dataclass
+class Result:
+    status: dict[str, Any]
+    ready: bool = False
+    error: ErrorKind | None = None
+    reason: str = ""
+    message: str = ""
+    requeue_after: float | None = None
+    writes: list[str] = field(default_factory=list)  # what this pass changed, for logs/tests
+
+
+class StepError(Exception):
+    def __init__(self, kind: ErrorKind, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.reason = reason
+        self.message = message
+
+
+class Reconciler:
+    def __init__(
+        self,
+        config: OperatorConfig,
+        kube: KubePort,
+        backends: Backends,
+        clock: Callable[[], str] = c.now_rfc3339,
+    ) -> None:
+        self.config = config
+        self.kube = kube
+        self.backends = backends
+        self.clock = clock
+
+    # -- entry points ----------------------------------------------------
+
+    def reconcile(self, cr: dict[str, Any]) -> Result:
+        with reconcile_timer():
+            try:
+                result = self._reconcile(cr)
+            except StepError as err:
+                # Kubernetes itself failed outside a step (listing claims, status patch).
+                result = Result(
+                    dict(cr.get("status") or {}),
+                    error=err.kind,
+                    reason=err.reason,
+                    message=err.message,
+                )
+            except Exception:
+                record_result(ERROR)
+                raise
+        record_result(
+            ERROR if result.error else REQUEUE if result.requeue_after is not None else SUCCESS
+        )
+        return result
+
+    def finalize(self, cr: dict[str, Any]) -> Result:
+        """Run on deletion (behind the finalizer). Result.error set: keep the finalizer."""
+        with reconcile_timer():
+            try:
+                result = self._finalize(cr)
+            except StepError as err:
+                result = Result(
+                    dict(cr.get("status") or {}),
+                    error=err.kind,
+                    reason=err.reason,
+                    message=err.message,
+                )
+        record_result(ERROR if result.error else SUCCESS)
+        return result
+
+    # -- reconcile -------------------------------------------------------
+
+    def _reconcile(self, cr: dict[str, Any]) -> Result:
+        meta = cr["metadata"]
+        gen = int(meta.get("generation") or 1)
+        old = dict(cr.get("status") or {})
+        conds = list(old.get("conditions") or [])
+        now = self.clock()
+        writes: list[str] = []
+
+        try:
+            spec = parse_spec(cr.get("spec"), meta["name"])
+            names = derive_names(
+                self.config.name_prefix, spec.tenant, meta["name"], meta["namespace"]
+            )
+        except InvalidSpecError as err:
+            conds = c.set_condition(conds, c.READY, c.FALSE, err.reason, err.message, gen, now)
+            status = {**old, "conditions": conds, "observedGeneration": gen}
+            self._write_status(cr, old, status, writes)
+            return Result(
+                status, error="permanent", reason=err.reason, message=err.message, writes=writes
+            )
+
+        owner = self._tenant_owner(cr, spec.tenant)
+        if owner is not None:
+            # Touch nothing: not even our derived names go to status, they aren't ours.
+            msg = (
+                f"tenant {spec.tenant!r} is already claimed by"
+                f" {owner['metadata']['namespace']}/{owner['metadata']['name']}"
+                f" (created {owner['metadata'].get('creationTimestamp')}); the oldest claim wins"
+            )
+            conds = c.set_condition(conds, c.READY, c.FALSE, "TenantConflict", msg, gen, now)
+            status = {**old, "conditions": conds, "observedGeneration": gen}
+            self._write_status(cr, old, status, writes)
+            return Result(status, reason="TenantConflict", message=msg, writes=writes)
+
+        base = {**old, **self._names_status(spec, names), "observedGeneration": gen}
+
+        if spec.paused:
+            conds = c.set_condition(
+                conds,
+                c.PAUSED,
+                c.TRUE,
+                "PausedBySpec",
+                "spec.paused is true: external systems are not touched",
+                gen,
+                now,
+            )
+            status = {**base, "conditions": conds}
+            self._write_status(cr, old, status, writes)
+            return Result(
+                status,
+                ready=c.is_true(conds, c.READY),
+                reason="Paused",
+                message="paused",
+                writes=writes,
+            )
+        conds = c.remove_condition(conds, c.PAUSED)
+
+        try:
+            passwords = self._credentials(cr, spec, names, writes)
+        except StepError as err:
+            # No condition of its own: without credentials no later step can run.
+            conds = c.set_condition(
+                conds,
+                c.READY,
+                c.FALSE,
+                "CredentialsUnavailable",
+                f"credentials Secret: {err.message}",
+                gen,
+                now,
+            )
+            status = {**base, "conditions": conds}
+            self._write_status(cr, old, status, writes)
+            return Result(
+                status,
+                error=err.kind,
+                reason="CredentialsUnavailable",
+                message=err.message,
+                writes=writes,
+            )
+
+        failure: StepError | None = None
+        try:
+            conds = self._step(
+                conds,
+                c.SCHEMA_READY,
+                gen,
+                now,
+                lambda: self._schema(cr, spec, names, passwords, writes),
+            )
+            conds = self._step(
+                conds,
+                c.COLLECTION_READY,
+                gen,
+                now,
+                lambda: self._collection(cr, spec, names, writes),
+            )
+            conds = self._step(
+                conds,
+                c.TOPICS_READY,
+                gen,
+                now,
+                lambda: self._topics(cr, spec, names, passwords, writes),
+            )
+            conds = self._step(
+                conds, c.CACHE_READY, gen, now, lambda: self._cache(cr, names, passwords, writes)
+            )
+            conds = self._step(
+                conds,
+                c.API_READY,
+                gen,
+                now,
+                lambda: self._objects(cr, spec, names, passwords, writes),
+            )
+        except StepError as err:
+            failure = err
+
+        conds = c.summarize(conds, gen, now)
+        status = {**base, "conditions": conds}
+        self._write_status(cr, old, status, writes)
+        if failure is not None:
+            return Result(
+                status,
+                error=failure.kind,
+                reason=failure.reason,
+                message=failure.message,
+                writes=writes,
+            )
+        api = c.get_condition(conds, c.API_READY) or {}
+        if api.get("status") != c.TRUE:
+            return Result(
+                status,
+                reason=str(api.get("reason")),
+                message=str(api.get("message")),
+                requeue_after=API_POLL_SECONDS,
+                writes=writes,
+            )
+        return Result(
+            status, ready=c.is_true(conds, c.READY), reason="Ready", message="ready", writes=writes
+        )
+
+    def _step(
+        self,
+        conds: list[dict[str, Any]],
+        type_: str,
+        gen: int,
+        now: str,
+        fn: Callable[[], tuple[str, str]],
+    ) -> list[dict[str, Any]]:
+        """Run one step; its condition records the result. Failures stop the pass."""
+        try:
+            reason, message = fn()
+        except StepError as err:
+            conds[:] = c.set_condition(conds, type_, c.FALSE, err.reason, err.message, gen, now)
+            raise
+        ok = reason != "DeploymentNotAvailable"
+        return c.set_condition(conds, type_, c.TRUE if ok else c.FALSE, reason, message, gen, now)
+
+    # -- steps -------------------------------------------------------------
+
+    def _credentials(
+        self, cr: dict[str, Any], spec: MemoryNamespaceSpec, names: Names, writes: list[str]
+    ) -> dict[str, str]:
+        """Generated passwords live in the credentials Secret before any backend
+        sees them, so a crash between steps never loses a password."""
+        ns = cr["metadata"]["namespace"]
+        live = self._kube("get", lambda: self.kube.get("Secret", ns, names.credentials_secret))
+        existing = m.decode_secret_data(live)
+        passwords = {k: existing.get(k) or m.new_secret() for k in m.PASSWORD_KEYS}
+        desired = m.render_secret(
+            cr,
+            names,
+            names.credentials_secret,
+            m.credentials_data(spec, names, self.config, passwords),
+        )
+        if live is None:
+            created = self._kube("create", lambda: self.kube.create(desired))
+            if created is None:  # a concurrent pass created it first: use its passwords
+                live = self._kube(
+                    "get", lambda: self.kube.get("Secret", ns, names.credentials_secret)
+                )
+                return self._credentials(cr, spec, names, writes) if live else passwords
+            writes.append(f"Secret/{names.credentials_secret}")
+            self._event(
+                cr,
+                "Normal",
+                "CredentialsCreated",
+                f"generated tenant credentials in Secret {names.credentials_secret}",
+            )
+        elif m.needs_apply(desired, live):
+            self._kube("apply", lambda: self.kube.apply(desired))
+            writes.append(f"Secret/{names.credentials_secret}")
+        return passwords
+
+    def _schema(
+        self,
+        cr: dict[str, Any],
+        spec: MemoryNamespaceSpec,
+        names: Names,
+        passwords: dict[str, str],
+        writes: list[str],
+    ) -> tuple[str, str]:
+        target = DatabaseTarget(
+            schema=names.schema,
+            role=names.role,
+            password=passwords[m.PG_PASSWORD_KEY],
+            extensions_schema=self.config.postgres.extensions_schema,
+            pgvector=spec.vectors.backend == "postgres",
+        )
+        outcome = self._backend(
+            "postgres", "ensure_tenant", lambda: self.backends.database.ensure_tenant(target)
+        )
+        self._record(
+            cr, outcome, "Schema", f"PostgreSQL schema {names.schema} and role {names.role}", writes
+        )
+        return "SchemaReady", f"schema {names.schema} owned by role {names.role}"
+
+    def _collection(
+        self, cr: dict[str, Any], spec: MemoryNamespaceSpec, names: Names, writes: list[str]
+    ) -> tuple[str, str]:
+        if spec.vectors.backend == "postgres":
+            # The pgvector table lives in the tenant schema; the runtime creates it.
+            return "PgvectorInSchema", f"vectors are stored with pgvector in schema {names.schema}"
+        vectors = self.backends.vectors
+        if vectors is None:
+            raise StepError(
+                "permanent",
+                "QdrantNotConfigured",
+                "vectors.backend is qdrant but the operator has no Qdrant configured"
+                " (SOMAFRACTAL_QDRANT_URL); use vectors.backend: postgres",
+            )
+        target = CollectionTarget(
+            name=names.collection,
+            dimensions=spec.vectors.dimensions,
+            distance=spec.vectors.distance,
+            hnsw_m=spec.vectors.hnsw.m,
+            hnsw_ef_construct=spec.vectors.hnsw.ef_construct,
+            on_disk=spec.vectors.on_disk,
+        )
+        outcome = self._backend(
+            "qdrant", "ensure_collection", lambda: vectors.ensure_collection(target)
+        )
+        self._record(cr, outcome, "Collection", f"Qdrant collection {names.collection}", writes)
+        return "CollectionReady", f"collection {names.collection} ({spec.vectors.dimensions}d)"
+
+    def _topics_target(
+        self, spec: MemoryNamespaceSpec, names: Names, passwords: dict[str, str]
+    ) -> TopicsTarget:
+        sasl = self.config.kafka is not None and self.config.kafka.sasl
+        return TopicsTarget(
+            names=names.topics,
+            partitions=spec.events.partitions,
+            replication_factor=spec.events.replication_factor,
+            retention_ms=spec.events.retention_hours * 3_600_000,
+            principal=names.kafka_user if sasl else None,
+            password=passwords[m.KAFKA_PASSWORD_KEY] if sasl else None,
+        )
+
+    def _topics(
+        self,
+        cr: dict[str, Any],
+        spec: MemoryNamespaceSpec,
+        names: Names,
+        passwords: dict[str, str],
+        writes: list[str],
+    ) -> tuple[str, str]:
+        if not spec.events.enabled:
+            return "EventsDisabled", "spec.events.enabled is false"
+        events = self.backends.events
+        if events is None or self.config.kafka is None:
+            return "KafkaNotConfigured", "the operator has no Kafka configured; events are off"
+        target = self._topics_target(spec, names, passwords)
+        outcome = self._backend("kafka", "ensure_topics", lambda: events.ensure_topics(target))
+        what = f"Kafka topics {', '.join(names.topics)}"
+        if target.principal:
+            what += f" with SCRAM user {names.kafka_user} and ACLs"
+        self._record(cr, outcome, "Topics", what, writes)
+        return "TopicsReady", f"{', '.join(names.topics)} ({spec.events.partitions} partitions)"
+
+    def _cache(
+        self, cr: dict[str, Any], names: Names, passwords: dict[str, str], writes: list[str]
+    ) -> tuple[str, str]:
+        cache = self.backends.cache
+        if cache is None or self.config.redis is None:
+            return "RedisNotConfigured", "the operator has no Redis configured; limits are per pod"
+        target = CacheUserTarget(
+            username=names.cache_user,
+            password=passwords[m.REDIS_PASSWORD_KEY],
+            key_prefix=names.key_prefix,
+        )
+        outcome = self._backend("redis", "ensure_user", lambda: cache.ensure_user(target))
+        self._record(cr, outcome, "CacheUser", f"Redis ACL user {names.cache_user}", writes)
+        return "CacheReady", f"user {names.cache_user} limited to {names.key_prefix}:*"
+
+    def _objects(
+        self,
+        cr: dict[str, Any],
+        spec: MemoryNamespaceSpec,
+        names: Names,
+        passwords: dict[str, str],
+        writes: list[str],
+    ) -> tuple[str, str]:
+        ns = cr["metadata"]["namespace"]
+        token_fingerprint = self._token_secret(cr, spec, names, writes)
+        config_data = m.runtime_config(spec, names, self.config)
+        creds = m.credentials_data(spec, names, self.config, passwords)
+        config_hash = m.content_hash([config_data, creds, token_fingerprint])
+        deployment = m.render_deployment(cr, spec, names, self.config, config_hash)
+        for desired in (
+            m.render_configmap(cr, names, config_data),
+            deployment,
+            m.render_service(cr, names),
+        ):
+            kind, name = desired["kind"], desired["metadata"]["name"]
+            live = self._kube("get", lambda k=kind, n=name: self.kube.get(k, ns, n))
+            if m.needs_apply(desired, live):
+                applied = self._kube("apply", lambda d=desired: self.kube.apply(d))
+                writes.append(f"{kind}/{name}")
+                if desired is deployment:
+                    live = applied
+            if desired is deployment:
+                live_deployment = live
+        available, message = m.deployment_available(live_deployment, spec.api.replicas)
+        if available:
+            return "DeploymentAvailable", f"Deployment {names.objects}: {message}"
+        return "DeploymentNotAvailable", f"Deployment {names.objects}: {message}"
+
+    def _token_secret(
+        self, cr: dict[str, Any], spec: MemoryNamespaceSpec, names: Names, writes: list[str]
+    ) -> str:
+        """Ensure the API token Secret; returns a fingerprint (not the token) for the
+        pod-template hash so a rotated token rolls the pods."""
+        ns = cr["metadata"]["namespace"]
+        secret_name, key = m.token_ref(spec, names)
+        live = self._kube("get", lambda: self.kube.get("Secret", ns, secret_name))
+        data = m.decode_secret_data(live)
+        if spec.api.token_secret_ref is not None:
+            if not data.get(key):
+                raise StepError(
+                    "temporary",
+                    "TokenSecretNotFound",
+                    f"api.tokenSecretRef: Secret {secret_name} with key {key!r} not found",
+                )
+            return m.content_hash(data[key])
+        token = data.get(key) or m.new_secret()
+        desired = m.render_secret(cr, names, secret_name, {key: token})
+        if live is None:
+            if self._kube("create", lambda: self.kube.create(desired)) is None:
+                return self._token_secret(cr, spec, names, writes)  # lost a race; reuse theirs
+            writes.append(f"Secret/{secret_name}")
+            self._event(
+                cr, "Normal", "TokenCreated", f"generated API token in Secret {secret_name}"
+            )
+        elif m.needs_apply(desired, live):
+            self._kube("apply", lambda: self.kube.apply(desired))
+            writes.append(f"Secret/{secret_name}")
+        return m.content_hash(token)
+
+    # -- deletion ----------------------------------------------------------
+
+    def _finalize(self, cr: dict[str, Any]) -> Result:
+        meta = cr["metadata"]
+        status = dict(cr.get("status") or {})
+        writes: list[str] = []
+        try:
+            spec = parse_spec(cr.get("spec"), meta["name"])
+            names = derive_names(
+                self.config.name_prefix, spec.tenant, meta["name"], meta["namespace"]
+            )
+        except InvalidSpecError:
+            return Result(status, message="invalid spec: nothing was created, nothing to delete")
+        if self._tenant_owner(cr, spec.tenant) is not None:
+            # The data belongs to the winning claim; never delete it from here.
+            return Result(status, message="tenant conflict: nothing to delete")
+        kept = (
+            f"schema {names.schema}, role {names.role}"
+            + (f", collection {names.collection}" if spec.vectors.backend == "qdrant" else "")
+            + f", topics {', '.join(names.topics)}, Redis user {names.cache_user}"
+        )
+        if spec.paused or spec.deletion_policy == "Retain":
+            why = "spec.paused is true" if spec.paused else "deletionPolicy is Retain"
+            self._event(cr, "Normal", "DataRetained", f"{why}: kept {kept}")
+            return Result(status, message=f"retained {kept}")
+        try:
+            self._delete_external(cr, spec, names, writes)
+        except StepError as err:
+            self._event(cr, "Warning", err.reason, f"deletion blocked: {err.message}")
+            return Result(
+                status, error="temporary", reason=err.reason, message=err.message, writes=writes
+            )
+        return Result(status, message=f"deleted {kept}", writes=writes)
+
+    def _delete_external(
+        self, cr: dict[str, Any], spec: MemoryNamespaceSpec, names: Names, writes: list[str]
+    ) -> None:
+        # Credentials are still needed for the targets; read, never create, them.
+        ns = cr["metadata"]["namespace"]
+        live = self._kube("get", lambda: self.kube.get("Secret", ns, names.credentials_secret))
+        pw = m.decode_secret_data(live)
+        passwords = {k: pw.get(k, "") for k in m.PASSWORD_KEYS}
+        db = DatabaseTarget(
+            schema=names.schema,
+            role=names.role,
+            password=passwords[m.PG_PASSWORD_KEY],
+            extensions_schema=self.config.postgres.extensions_schema,
+            pgvector=spec.vectors.backend == "postgres",
+        )
+        vectors, events, cache = self.backends.vectors, self.backends.events, self.backends.cache
+        if spec.vectors.backend == "qdrant" and vectors is not None:
+            out = self._backend(
+                "qdrant", "delete_collection", lambda: vectors.delete_collection(names.collection)
+            )
+            self._record(cr, out, "Collection", f"Qdrant collection {names.collection}", writes)
+        if events is not None:
+            target = self._topics_target(spec, names, passwords)
+            out = self._backend("kafka", "delete_topics", lambda: events.delete_topics(target))
+            self._record(cr, out, "Topics", f"Kafka topics {', '.join(names.topics)}", writes)
+        if cache is not None:
+            user = CacheUserTarget(
+                names.cache_user, passwords[m.REDIS_PASSWORD_KEY], names.key_prefix
+            )
+            out = self._backend("redis", "delete_user", lambda: cache.delete_user(user))
+            self._record(cr, out, "CacheUser", f"Redis ACL user {names.cache_user}", writes)
+        out = self._backend(
+            "postgres", "delete_tenant", lambda: self.backends.database.delete_tenant(db)
+        )
+        self._record(
+            cr,
+            out,
+            "Schema",
+            f"PostgreSQL schema {names.schema} (CASCADE) and role {names.role}",
+            writes,
+        )
+
+    # -- helpers -------------------------------------------------------------
+
+    def _tenant_owner(self, cr: dict[str, Any], tenant: str) -> dict[str, Any] | None:
+        """The CR that owns `tenant` if it isn't `cr`: the oldest claim wins, ties by
+        namespace/name so every pass and every operator agrees."""
+        items = self._kube("list", self.kube.list_memory_namespaces)
+        claims = [o for o in items if effective_tenant(o) == tenant]
+        if not any(o["metadata"].get("uid") == cr["metadata"]["uid"] for o in claims):
+            claims.append(cr)
+
+        def key(o: dict[str, Any]) -> tuple[str, str, str]:
+            md = o["metadata"]
+            return (md.get("creationTimestamp") or "9999", md["namespace"], md["name"])
+
+        winner = min(claims, key=key)
+        return None if winner["metadata"]["uid"] == cr["metadata"]["uid"] else winner
+
+    def _names_status(self, spec: MemoryNamespaceSpec, names: Names) -> dict[str, Any]:
+        token_secret, _ = m.token_ref(spec, names)
+        events_on = spec.events.enabled and self.config.kafka is not None
+        return {
+            "tenant": names.tenant,
+            "schema": names.schema,
+            "role": names.role,
+            "collection": names.collection if spec.vectors.backend == "qdrant" else "",
+            "topics": list(names.topics) if events_on else [],
+            "cacheUser": names.cache_user if self.config.redis is not None else "",
+            "keyPrefix": names.key_prefix,
+            "endpoint": names.endpoint,
+            "tokenSecret": token_secret,
+            "credentialsSecret": names.credentials_secret,
+        }
+
+    def _write_status(
+        self,
+        cr: dict[str, Any],
+        old: dict[str, Any],
+        new: dict[str, Any],
+        writes: list[str],
+    ) -> None:
+        if new == old:
+            return
+        meta = cr["metadata"]
+        self._kube(
+            "patch_status", lambda: self.kube.patch_status(meta["namespace"], meta["name"], new)
+        )
+        writes.append("status")
+
+    def _record(
+        self, cr: dict[str, Any], outcome: Outcome, noun: str, what: str, writes: list[str]
+    ) -> None:
+        if outcome.wrote:
+            writes.append(f"{noun}:{outcome.value}")
+            self._event(cr, "Normal", f"{noun}{outcome.value}", f"{what}: {outcome.value.lower()}")
+
+    def _event(self, cr: dict[str, Any], type_: str, reason: str, message: str) -> None:
+        # An Event is a record, not state: failing to post one must not fail the pass.
+        try:
+            timed_backend(
+                "kubernetes", "event", lambda: self.kube.emit_event(cr, type_, reason, message)
+            )
+        except Exception as err:
+            log.warning("could not post Event %s: %s", reason, err)
+
+    def _backend(self, backend: str, operation: str, fn: Callable[[], Outcome]) -> Outcome:
+        try:
+            return timed_backend(backend, operation, fn)
+        except BackendUnavailable as err:
+            raise StepError("temporary", f"{_title(backend)}Unavailable", err.message) from err
+        except BackendRejected as err:
+            raise StepError("permanent", f"{_title(backend)}Rejected", err.message) from err
+        except BackendError as err:
+            raise StepError("temporary", f"{_title(backend)}Error", err.message) from err
+
+    def _kube(self, operation: str, fn: Callable[[], Any]) -> Any:
+        try:
+            return timed_backend("kubernetes", operation, fn)
+        except KubeError as err:
+            kind: ErrorKind = "temporary" if err.temporary else "permanent"
+            reason = "KubernetesUnavailable" if err.status == 0 else "KubernetesError"
+            raise StepError(kind, reason, err.message) from err
+
+
+def _title(backend: str) -> str:
+    return {"postgres": "Postgres", "qdrant": "Qdrant", "kafka": "Kafka", "redis": "Redis"}.get(
+        backend, backend.title()
+    )

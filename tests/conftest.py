@@ -12,6 +12,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from tests.servers.kafka import KafkaServer, run_kafka
 from tests.servers.postgres import PostgresServer, create_database, drop_database, run_postgres
 from tests.servers.redis import RedisServer, run_redis
 
@@ -38,4 +39,11 @@ def pg_database(postgres: PostgresServer) -> Iterator[str]:
 def redis_server() -> Iterator[RedisServer]:
     """Redis 6.2 with ACLs; `.url` authenticates as the `default` (admin) user."""
     with run_redis() as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def kafka() -> Iterator[KafkaServer]:
+    """Kafka 4.1 KRaft: `.bootstrap` (PLAINTEXT, super user) and `.sasl_bootstrap` (SCRAM, ACLs)."""
+    with run_kafka() as server:
         yield server

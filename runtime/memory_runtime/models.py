@@ -1,0 +1,305 @@
+"""Request and response models of the memory API (pydantic, no I/O)."""
+
+from __future__ import annotations
+
+import math
+from datetime import datetime
+from typing import Annotated, Any, Literal
+from uuid import UUID
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from memory_runtime.coordinates import CoordinateError, parse_coordinate
+
+MemoryType = Literal["episodic", "semantic"]
+RecallMode = Literal["hybrid", "vector", "keyword"]
+Direction = Literal["out", "in", "both"]
+
+ScopeValue = Annotated[str, Field(min_length=1, max_length=256)]
+Tag = Annotated[str, Field(min_length=1, max_length=128)]
+LinkType = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")]
+CoordinateIn = list[float] | str
+
+
+def _coordinate(value: object) -> tuple[float, ...] | None:
+    if value is None:
+        return None
+    try:
+        return parse_coordinate(value)  # type: ignore[arg-type]
+    except CoordinateError as exc:
+        raise ValueError(str(exc)) from None
+
+
+def _vector(value: list[float] | None) -> list[float] | None:
+    if value is None:
+        return None
+    if not value:
+        raise ValueError("vector must not be empty")
+    if not all(math.isfinite(v) for v in value):
+        raise ValueError("vector elements must be finite numbers")
+    return value
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class MemoryIn(_Strict):
+    """A memory to store. Storing at an existing coordinate replaces that memory."""
+
+    coordinate: CoordinateIn | None = Field(
+        default=None, description='1-16 finite numbers, as a list or `"1,2"`; assigned if absent'
+    )
+    memory_type: MemoryType = "episodic"
+    payload: dict[str, Any] = Field(default_factory=dict)
+    text: str | None = Field(default=None, max_length=100_000)
+    importance: float = Field(default=0.5, ge=0.0, le=1.0)
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    tags: list[Tag] = Field(default_factory=list, max_length=64)
+    agent_id: ScopeValue | None = None
+    user_id: ScopeValue | None = None
+    session_id: ScopeValue | None = None
+    expires_at: datetime | None = None
+    vector: list[float] | None = Field(default=None, max_length=8192)
+
+    @field_validator("coordinate", mode="before")
+    @classmethod
+    def _check_coordinate(cls, value: object) -> list[float] | None:
+        parsed = _coordinate(value)
+        return list(parsed) if parsed is not None else None
+
+    @field_validator("vector")
+    @classmethod
+    def _check_vector(cls, value: list[float] | None) -> list[float] | None:
+        return _vector(value)
+
+    @field_validator("expires_at")
+    @classmethod
+    def _aware(cls, value: datetime | None) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            raise ValueError("expires_at needs a timezone (e.g. 2030-01-01T00:00:00Z)")
+        return value
+
+
+class MemoryBatchIn(_Strict):
+    memories: list[MemoryIn] = Field(min_length=1, max_length=1000)
+
+
+class MemoryPatch(_Strict):
+    """Fields to replace; absent fields are kept. `if_version` makes the change conditional."""
+
+    payload: dict[str, Any] | None = None
+    text: str | None = Field(default=None, max_length=100_000)
+    importance: float | None = Field(default=None, ge=0.0, le=1.0)
+    metadata: dict[str, Any] | None = None
+    tags: list[Tag] | None = Field(default=None, max_length=64)
+    expires_at: datetime | None = None
+    if_version: int | None = Field(default=None, ge=1)
+
+    @model_validator(mode="after")
+    def _not_empty(self) -> MemoryPatch:
+        changed = self.model_fields_set - {"if_version"}
+        if not changed:
+            raise ValueError(
+                "nothing to change: send payload, text, importance, metadata, tags or expires_at"
+            )
+        return self
+
+
+class Memory(BaseModel):
+    id: UUID
+    coordinate: list[float]
+    memory_type: MemoryType
+    payload: dict[str, Any]
+    text: str
+    importance: float
+    metadata: dict[str, Any]
+    tags: list[str]
+    agent_id: str | None
+    user_id: str | None
+    session_id: str | None
+    created_at: datetime
+    updated_at: datetime
+    last_accessed_at: datetime
+    access_count: int
+    version: int
+    expires_at: datetime | None
+    has_vector: bool
+    index_pending: bool
+    vector: list[float] | None = None
+
+
+class MemoryList(BaseModel):
+    memories: list[Memory]
+
+
+class Filters(_Strict):
+    memory_type: MemoryType | None = None
+    tags: list[Tag] = Field(default_factory=list, max_length=64)
+    agent_id: ScopeValue | None = None
+    user_id: ScopeValue | None = None
+    session_id: ScopeValue | None = None
+    metadata: dict[str, str | int | float | bool] = Field(default_factory=dict)
+    created_from: datetime | None = None
+    created_to: datetime | None = None
+    coordinate_min: CoordinateIn | None = None
+    coordinate_max: CoordinateIn | None = None
+
+    @field_validator("coordinate_min", "coordinate_max", mode="before")
+    @classmethod
+    def _check_box(cls, value: object) -> list[float] | None:
+        parsed = _coordinate(value)
+        return list(parsed) if parsed is not None else None
+
+    @model_validator(mode="after")
+    def _box_pair(self) -> Filters:
+        if (self.coordinate_min is None) != (self.coordinate_max is None):
+            raise ValueError("coordinate_min and coordinate_max go together")
+        if self.coordinate_min is not None and self.coordinate_max is not None:
+            if len(self.coordinate_min) != len(self.coordinate_max):
+                raise ValueError("coordinate_min and coordinate_max differ in length")
+            if any(
+                lo > hi for lo, hi in zip(self.coordinate_min, self.coordinate_max, strict=True)
+            ):
+                raise ValueError("coordinate_min is above coordinate_max in some dimension")
+        for key in self.metadata:
+            if not key or len(key) > 128:
+                raise ValueError("metadata filter keys are 1-128 characters")
+        return self
+
+
+class SearchIn(Filters):
+    query: str | None = Field(default=None, max_length=10_000)
+    vector: list[float] | None = Field(default=None, max_length=8192)
+    top_k: int = Field(default=10, ge=1, le=100)
+    mode: RecallMode = "hybrid"
+    alpha: float = Field(default=0.5, ge=0.0, le=1.0, description="vector share in hybrid")
+    recency_weight: float = Field(default=0.0, ge=0.0, le=1.0)
+    importance_weight: float = Field(default=0.0, ge=0.0, le=1.0)
+
+    @field_validator("vector")
+    @classmethod
+    def _check_vector(cls, value: list[float] | None) -> list[float] | None:
+        return _vector(value)
+
+    @model_validator(mode="after")
+    def _what(self) -> SearchIn:
+        if not (self.query and self.query.strip()) and self.vector is None:
+            raise ValueError("give a query text, a vector, or both")
+        if self.mode == "keyword" and not (self.query and self.query.strip()):
+            raise ValueError("keyword mode needs a query text")
+        if self.recency_weight + self.importance_weight > 1.0:
+            raise ValueError("recency_weight + importance_weight must be at most 1")
+        return self
+
+
+class ScoreComponents(BaseModel):
+    vector: float | None = Field(description="normalised vector similarity (0..1)")
+    keyword: float | None = Field(description="full-text rank relative to the best hit (0..1)")
+    relevance: float
+    recency: float
+    importance: float = Field(description="effective (decayed) importance")
+
+
+class SearchHit(BaseModel):
+    score: float
+    components: ScoreComponents
+    memory: Memory
+
+
+class SearchOut(BaseModel):
+    mode: RecallMode
+    hits: list[SearchHit]
+
+
+class LinkIn(_Strict):
+    from_: CoordinateIn | UUID = Field(alias="from")
+    to: CoordinateIn | UUID
+    type: LinkType = "related"
+    strength: float = Field(default=1.0, ge=0.0, le=1.0)
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+class LinkKey(_Strict):
+    from_: CoordinateIn | UUID = Field(alias="from")
+    to: CoordinateIn | UUID
+    type: LinkType
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+class Link(BaseModel):
+    model_config = ConfigDict(populate_by_name=True)
+
+    from_: UUID = Field(alias="from", serialization_alias="from")
+    to: UUID
+    type: str
+    strength: float
+    metadata: dict[str, Any]
+    created_at: datetime
+    updated_at: datetime
+    version: int
+
+
+class Neighbor(BaseModel):
+    depth: int
+    memory: Memory
+    via: Link
+
+
+class NeighborsOut(BaseModel):
+    start: UUID
+    neighbors: list[Neighbor]
+
+
+class PathOut(BaseModel):
+    found: bool
+    hops: int | None
+    strength: float | None = Field(description="product of link strengths along the path")
+    memories: list[Memory]
+    links: list[Link]
+
+
+class Deleted(BaseModel):
+    deleted: int
+
+
+class ImportCounts(BaseModel):
+    created: int = 0
+    updated: int = 0
+    unchanged: int = 0
+
+
+class ImportOut(BaseModel):
+    memories: ImportCounts
+    links: ImportCounts
+
+
+class Stats(BaseModel):
+    tenant: str
+    schema_name: str
+    memories: int
+    memories_by_type: dict[str, int]
+    links: int
+    expired_pending_prune: int
+    index_pending: int
+    vector_count: int | None
+    vector_backend: str
+    outbox_lag: int
+    outbox_oldest_age_seconds: float | None
+    table_bytes: dict[str, int]
+    total_bytes: int
+    max_memories: int
+
+
+class Problem(BaseModel):
+    """RFC 9457 problem details."""
+
+    type: str
+    title: str
+    status: int
+    detail: str | None = None
+    instance: str | None = None
+    errors: list[dict[str, Any]] | None = None

@@ -1,0 +1,185 @@
+"""Recall scoring: hybrid fusion, recency and importance weights (pure, no I/O).
+
+Each candidate may come from the vector engine (a similarity), from PostgreSQL
+full-text search (a ts_rank), or both. The final score is
+
+    relevance = alpha * vector_score + (1 - alpha) * keyword_score       (hybrid)
+    final     = (1 - w_recency - w_importance) * relevance
+                + w_recency * recency + w_importance * effective_importance
+
+with every component in [0, 1] and returned to the client, so a score can be
+explained. Why this shape: a convex combination keeps the final score in [0, 1]
+and comparable across queries; keyword ranks have no absolute scale, so they
+are divided by the best rank in the candidate set (relative score fusion),
+while vector similarities do have one and are mapped to [0, 1] per distance.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Literal
+from uuid import UUID
+
+Mode = Literal["hybrid", "vector", "keyword"]
+Distance = Literal["Cosine", "Dot", "Euclid"]
+
+
+@dataclass(frozen=True)
+class Weights:
+    alpha: float = 0.5  # share of the vector score in hybrid relevance
+    recency: float = 0.0
+    importance: float = 0.0
+
+    def __post_init__(self) -> None:
+        for name in ("alpha", "recency", "importance"):
+            value = getattr(self, name)
+            if not (0.0 <= value <= 1.0) or math.isnan(value):
+                raise ValueError(f"{name} weight must be within 0..1, got {value}")
+        if self.recency + self.importance > 1.0 + 1e-9:
+            raise ValueError("recency and importance weights must sum to at most 1")
+
+
+@dataclass(frozen=True)
+class CandidateInfo:
+    """What ranking needs to know about a memory besides its engine scores."""
+
+    importance: float
+    updated_at: datetime
+    last_accessed_at: datetime
+
+
+@dataclass(frozen=True)
+class ScoredHit:
+    memory_id: UUID
+    score: float
+    vector: float | None  # normalised vector similarity, None if not a vector candidate
+    keyword: float | None  # relative keyword rank, None if not a keyword candidate
+    relevance: float
+    recency: float
+    importance: float
+
+
+def normalise_similarity(similarity: float, distance: Distance) -> float:
+    """Map an engine similarity (higher is better) into [0, 1].
+
+    Cosine similarity is already in [-1, 1]: negative means unrelated, so clamp.
+    Euclid: engines report the negated distance, turned into 1 / (1 + d).
+    Dot products are unbounded: a logistic squashes them monotonically.
+    """
+    if math.isnan(similarity):
+        return 0.0
+    if distance == "Cosine":
+        return min(1.0, max(0.0, similarity))
+    if distance == "Euclid":
+        return 1.0 / (1.0 + abs(similarity))
+    try:
+        return 1.0 / (1.0 + math.exp(-similarity))
+    except OverflowError:
+        return 0.0
+
+
+def decay_factor(hours: float, half_life_hours: float) -> float:
+    """0.5 ** (hours / half-life); 1 for no elapsed time or no half-life."""
+    if half_life_hours <= 0 or hours <= 0:
+        return 1.0
+    return 0.5 ** (hours / half_life_hours)
+
+
+def hours_between(earlier: datetime, later: datetime) -> float:
+    return max(0.0, (later - earlier).total_seconds() / 3600.0)
+
+
+def effective_importance(
+    importance: float,
+    last_accessed_at: datetime,
+    now: datetime,
+    half_life_hours: float,
+    decay_enabled: bool = True,
+) -> float:
+    """importance x 0.5^(hours since last access / half-life) (DESIGN §5)."""
+    if not decay_enabled:
+        return importance
+    return importance * decay_factor(hours_between(last_accessed_at, now), half_life_hours)
+
+
+def fuse(
+    vector_hits: Mapping[UUID, float],
+    keyword_hits: Mapping[UUID, float],
+    info: Mapping[UUID, CandidateInfo],
+    *,
+    mode: Mode,
+    weights: Weights,
+    distance: Distance,
+    now: datetime,
+    half_life_hours: float,
+    decay_enabled: bool = True,
+    top_k: int,
+) -> list[ScoredHit]:
+    """Score and order candidates; candidates missing from `info` are dropped.
+
+    `vector_hits` maps ids to raw engine similarities, `keyword_hits` to raw
+    ts_rank values. Ties are broken by id so the order is deterministic.
+    """
+    if top_k < 1:
+        raise ValueError("top_k must be at least 1")
+    best_rank = max((r for r in keyword_hits.values() if r > 0), default=0.0)
+    if mode == "vector":
+        ids = set(vector_hits)
+    elif mode == "keyword":
+        ids = set(keyword_hits)
+    else:
+        ids = set(vector_hits) | set(keyword_hits)
+    # Hybrid with only one engine answering (no query text, or no vector) must
+    # not halve every score: the missing side gets no share of relevance.
+    alpha = weights.alpha
+    if mode == "hybrid" and not keyword_hits:
+        alpha = 1.0
+    elif mode == "hybrid" and not vector_hits:
+        alpha = 0.0
+    relevance_share = 1.0 - weights.recency - weights.importance
+    scored: list[ScoredHit] = []
+    for memory_id in ids:
+        meta = info.get(memory_id)
+        if meta is None:
+            continue
+        vec = (
+            normalise_similarity(vector_hits[memory_id], distance)
+            if memory_id in vector_hits
+            else None
+        )
+        kw = (
+            (keyword_hits[memory_id] / best_rank if best_rank > 0 else 0.0)
+            if memory_id in keyword_hits
+            else None
+        )
+        if mode == "vector":
+            relevance = vec or 0.0
+        elif mode == "keyword":
+            relevance = kw or 0.0
+        else:
+            relevance = alpha * (vec or 0.0) + (1.0 - alpha) * (kw or 0.0)
+        recency = decay_factor(hours_between(meta.updated_at, now), half_life_hours)
+        importance = effective_importance(
+            meta.importance, meta.last_accessed_at, now, half_life_hours, decay_enabled
+        )
+        score = (
+            relevance_share * relevance
+            + weights.recency * recency
+            + weights.importance * importance
+        )
+        scored.append(
+            ScoredHit(
+                memory_id=memory_id,
+                score=score,
+                vector=vec,
+                keyword=kw,
+                relevance=relevance,
+                recency=recency,
+                importance=importance,
+            )
+        )
+    scored.sort(key=lambda h: (-h.score, str(h.memory_id)))
+    return scored[:top_k]

@@ -1,0 +1,877 @@
+"""The memory use cases: store, fetch, patch, delete, recall, graph, import/export.
+
+PostgreSQL is the source of truth. Every change writes its row(s) and outbox
+row(s) in one transaction; vectors go to the index after commit, and a row
+stays `index_pending` until the index confirmed it (a crash or an index outage
+between commit and index write is caught up by `index_pending()`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import uuid
+from collections import deque
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from typing import Any
+
+import psycopg
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from memory_runtime import ranking
+from memory_runtime.coordinates import (
+    Coordinate,
+    CoordinateError,
+    coordinate_for_id,
+    parse_coordinate,
+    parse_key,
+)
+from memory_runtime.models import (
+    Filters,
+    ImportCounts,
+    ImportOut,
+    Link,
+    LinkIn,
+    LinkKey,
+    Memory,
+    MemoryIn,
+    MemoryPatch,
+    MemoryType,
+    Neighbor,
+    NeighborsOut,
+    PathOut,
+    ScoreComponents,
+    SearchHit,
+    SearchIn,
+    SearchOut,
+)
+from memory_runtime.ports import Embedder, EmbeddingError, VectorFilter, VectorIndex, VectorItem
+from memory_runtime.storage.postgres import LinkRow, MemoryRow, PostgresStore, Tx
+
+log = logging.getLogger("memory_runtime.service")
+
+MAX_DEPTH = 6
+MAX_NEIGHBOURS = 1000
+PRUNE_BATCH = 500
+
+
+class ServiceError(Exception):
+    """An error the API turns into problem+json; `detail` is safe to show."""
+
+    status = 400
+    slug = "bad-request"
+    title = "Bad request"
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail)
+        self.detail = detail
+
+
+class NotFound(ServiceError):
+    status, slug, title = 404, "not-found", "Not found"
+
+
+class Conflict(ServiceError):
+    status, slug, title = 409, "conflict", "Conflict"
+
+
+class QuotaExceeded(ServiceError):
+    status, slug, title = 409, "quota-exceeded", "Memory quota exceeded"
+
+
+class InvalidInput(ServiceError):
+    status, slug, title = 422, "invalid-input", "Invalid input"
+
+
+class Unavailable(ServiceError):
+    status, slug, title = 503, "dependency-unavailable", "A dependency is unavailable"
+
+
+@dataclass(frozen=True)
+class ServiceConfig:
+    tenant: str
+    dimensions: int
+    distance: str = "Cosine"
+    max_memories: int = 0
+    decay_enabled: bool = True
+    half_life_hours: float = 720.0
+    prune_below: float = 0.05
+    vector_backend: str = "postgres"
+
+
+def now_utc() -> datetime:
+    return datetime.now(UTC)
+
+
+def derive_text(payload: dict[str, Any]) -> str:
+    """Payload `text`/`content`/`summary`, else the compact JSON (DESIGN §5)."""
+    for key in ("text", "content", "summary"):
+        value = payload.get(key)
+        if isinstance(value, str) and value.strip():
+            return value
+    return json.dumps(payload, separators=(",", ":"), sort_keys=True, ensure_ascii=False)
+
+
+def to_memory(row: MemoryRow, include_vector: bool = False) -> Memory:
+    return Memory(
+        id=row.id,
+        coordinate=list(row.coordinate),
+        memory_type=row.memory_type,  # type: ignore[arg-type]
+        payload=row.payload,
+        text=row.text,
+        importance=row.importance,
+        metadata=row.metadata,
+        tags=row.tags,
+        agent_id=row.agent_id,
+        user_id=row.user_id,
+        session_id=row.session_id,
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+        last_accessed_at=row.last_accessed_at,
+        access_count=row.access_count,
+        version=row.version,
+        expires_at=row.expires_at,
+        has_vector=row.embedding is not None,
+        index_pending=row.index_pending,
+        vector=row.embedding if include_vector else None,
+    )
+
+
+def to_link(row: LinkRow) -> Link:
+    return Link.model_validate(
+        {
+            "from": row.from_id,
+            "to": row.to_id,
+            "type": row.type,
+            "strength": row.strength,
+            "metadata": row.metadata,
+            "created_at": row.created_at,
+            "updated_at": row.updated_at,
+            "version": row.version,
+        }
+    )
+
+
+def memory_record(row: MemoryRow) -> dict[str, Any]:
+    """The event/outbox form of a memory: as the API returns it, JSON-ready."""
+    return to_memory(row).model_dump(mode="json", exclude={"vector"})
+
+
+def link_record(row: LinkRow) -> dict[str, Any]:
+    return to_link(row).model_dump(mode="json", by_alias=True)
+
+
+def to_filter(f: Filters) -> VectorFilter:
+    return VectorFilter(
+        memory_types=(f.memory_type,) if f.memory_type else (),
+        tags=tuple(f.tags),
+        agent_id=f.agent_id,
+        user_id=f.user_id,
+        session_id=f.session_id,
+        metadata=dict(f.metadata),
+        created_from=f.created_from,
+        created_to=f.created_to,
+        coordinate_min=tuple(f.coordinate_min) if f.coordinate_min is not None else None,
+        coordinate_max=tuple(f.coordinate_max) if f.coordinate_max is not None else None,
+    )
+
+
+class ImportedMemory(BaseModel):
+    """One `{"kind": "memory", "record": ...}` line of an export."""
+
+    model_config = ConfigDict(extra="ignore")
+    id: uuid.UUID
+    coordinate: list[float] = Field(min_length=1, max_length=16)
+    memory_type: MemoryType
+    payload: dict[str, Any]
+    text: str
+    importance: float = Field(ge=0, le=1)
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    tags: list[str] = Field(default_factory=list)
+    agent_id: str | None = None
+    user_id: str | None = None
+    session_id: str | None = None
+    created_at: datetime
+    updated_at: datetime
+    last_accessed_at: datetime
+    access_count: int = Field(ge=0)
+    version: int = Field(ge=1)
+    expires_at: datetime | None = None
+    vector: list[float] | None = None
+
+
+class MemoryService:
+    def __init__(
+        self,
+        store: PostgresStore,
+        index: VectorIndex,
+        embedder: Embedder,
+        config: ServiceConfig,
+    ) -> None:
+        self.store = store
+        self.index = index
+        self.embedder = embedder
+        self.config = config
+
+    # --- helpers --------------------------------------------------------
+    @property
+    def embeds(self) -> bool:
+        """True when the server computes vectors (provider local/http)."""
+        return self.embedder.dimensions is not None
+
+    def _check_vector(self, vector: Sequence[float], what: str = "vector") -> list[float]:
+        if len(vector) != self.config.dimensions:
+            raise InvalidInput(
+                f"{what} has {len(vector)} dimensions; this namespace uses {self.config.dimensions}"
+            )
+        return [float(v) for v in vector]
+
+    def _embed(self, texts: list[str]) -> list[list[float]] | None:
+        """Vectors for texts, or None when the embedder failed (the rows go pending)."""
+        if not texts or not self.embeds:
+            return None
+        try:
+            vectors = self.embedder.embed(texts)
+        except EmbeddingError as exc:
+            log.warning("embedding failed, records stay pending: %s", exc)
+            return None
+        return [self._check_vector(v, "embedder output") for v in vectors]
+
+    def resolve(
+        self, tx: Tx, key: str | Sequence[float] | uuid.UUID, *, lock: bool = False
+    ) -> MemoryRow:
+        """A memory by id or coordinate; NotFound if absent."""
+        try:
+            if isinstance(key, uuid.UUID):
+                parsed: uuid.UUID | Coordinate = key
+            elif isinstance(key, str):
+                parsed = parse_key(key)
+            else:
+                parsed = parse_coordinate(key)
+        except CoordinateError as exc:
+            raise InvalidInput(f"not a memory id or coordinate: {exc}") from None
+        if isinstance(parsed, uuid.UUID):
+            row = tx.get(parsed, for_update=lock)
+        else:
+            row = tx.get_by_coordinate(parsed, for_update=lock)
+        if row is None:
+            raise NotFound(f"no memory at {key if not isinstance(key, list) else parsed}")
+        return row
+
+    def _index_after_commit(self, rows: Sequence[MemoryRow]) -> None:
+        """Send committed vectors to the index; leave rows pending if it fails."""
+        items = [
+            VectorItem(
+                memory_id=r.id,
+                vector=r.embedding,
+                memory_type=r.memory_type,
+                tags=tuple(r.tags),
+                agent_id=r.agent_id,
+                user_id=r.user_id,
+                session_id=r.session_id,
+                metadata=r.metadata,
+                created_at=r.created_at,
+                coordinate=r.coordinate,
+            )
+            for r in rows
+            if r.embedding is not None and r.index_pending
+        ]
+        if not items:
+            return
+        try:
+            self.index.upsert(items)
+        except Exception as exc:  # any index failure: PostgreSQL stays the truth
+            log.warning("vector index write failed, %d record(s) pending: %s", len(items), exc)
+            return
+        with self.store.tx() as tx:
+            tx.set_index_done([(r.id, r.version) for r in rows if r.embedding is not None])
+        for r in rows:
+            if r.embedding is not None:
+                r.index_pending = False
+
+    def _unindex_after_commit(self, ids: Sequence[uuid.UUID]) -> None:
+        if not ids:
+            return
+        try:
+            self.index.delete(list(ids))
+        except Exception as exc:
+            log.warning("vector index delete failed, %d tombstone(s) kept: %s", len(ids), exc)
+            return
+        with self.store.tx() as tx:
+            tx.clear_tombstones(ids)
+
+    def _delete_in_tx(self, tx: Tx, ids: Sequence[uuid.UUID], reason: str) -> list[MemoryRow]:
+        """Links (with link.deleted events), rows and a memory.deleted event each."""
+        for link in tx.delete_links_of(ids):
+            tx.outbox("link.deleted", link.from_id, link.version, link_record(link), reason)
+        rows = tx.delete_rows(ids)
+        for row in rows:
+            tx.outbox("memory.deleted", row.id, row.version + 1, None, reason)
+        return rows
+
+    # --- store ----------------------------------------------------------
+    def store(self, items: Sequence[MemoryIn]) -> list[tuple[Memory, bool]]:
+        """Upsert by coordinate, all in one transaction; returns (memory, created)."""
+        if not items:
+            raise InvalidInput("nothing to store")
+        coords = [tuple(i.coordinate) if i.coordinate is not None else None for i in items]
+        given = [c for c in coords if c is not None]
+        if len(set(given)) != len(given):
+            raise InvalidInput("two memories in one request share a coordinate")
+        texts = [i.text if i.text is not None else derive_text(i.payload) for i in items]
+        vectors: list[list[float] | None] = [
+            self._check_vector(i.vector) if i.vector is not None else None for i in items
+        ]
+        need = [n for n, v in enumerate(vectors) if v is None]
+        embedded = self._embed([texts[n] for n in need])
+        embed_failed = self.embeds and bool(need) and embedded is None
+        if embedded is not None:
+            for n, vec in zip(need, embedded, strict=True):
+                vectors[n] = vec
+        for attempt in range(3):
+            try:
+                return self._store_tx(items, coords, texts, vectors, embed_failed)
+            except psycopg.errors.UniqueViolation:
+                # a concurrent writer took the same coordinate (or id): retry sees it
+                if attempt == 2:
+                    raise Conflict("the coordinate was taken concurrently; retry") from None
+        raise AssertionError("unreachable")
+
+    def _store_tx(
+        self,
+        items: Sequence[MemoryIn],
+        coords: Sequence[Coordinate | None],
+        texts: Sequence[str],
+        vectors: Sequence[list[float] | None],
+        embed_failed: bool,
+    ) -> list[tuple[Memory, bool]]:
+        results: list[tuple[MemoryRow, bool]] = []
+        now = now_utc()
+        with self.store.tx() as tx:
+            if self.config.max_memories:
+                tx.lock_quota()
+                room = self.config.max_memories - tx.count()
+            else:
+                room = math.inf
+            for item, coord, text, vector in zip(items, coords, texts, vectors, strict=True):
+                existing = tx.get_by_coordinate(coord, for_update=True) if coord else None
+                pending = vector is not None or (embed_failed and vector is None)
+                if existing is not None:
+                    row = replace(
+                        existing,
+                        memory_type=item.memory_type,
+                        payload=item.payload,
+                        text=text,
+                        importance=item.importance,
+                        metadata=item.metadata,
+                        tags=list(item.tags),
+                        agent_id=item.agent_id,
+                        user_id=item.user_id,
+                        session_id=item.session_id,
+                        updated_at=now,
+                        version=existing.version + 1,
+                        expires_at=item.expires_at,
+                        embedding=vector,
+                        index_pending=pending,
+                    )
+                    saved = tx.update(row)
+                    tx.outbox("memory.updated", saved.id, saved.version, memory_record(saved))
+                    results.append((saved, False))
+                    continue
+                if room <= 0:
+                    raise QuotaExceeded(
+                        f"this namespace holds at most {self.config.max_memories} memories; "
+                        "delete some or raise spec.storage.maxMemories"
+                    )
+                room -= 1
+                memory_id = uuid.uuid4()
+                saved = tx.insert(
+                    MemoryRow(
+                        id=memory_id,
+                        coordinate=coord or coordinate_for_id(memory_id),
+                        memory_type=item.memory_type,
+                        payload=item.payload,
+                        text=text,
+                        importance=item.importance,
+                        metadata=item.metadata,
+                        tags=list(item.tags),
+                        agent_id=item.agent_id,
+                        user_id=item.user_id,
+                        session_id=item.session_id,
+                        created_at=now,
+                        updated_at=now,
+                        last_accessed_at=now,
+                        access_count=0,
+                        version=1,
+                        expires_at=item.expires_at,
+                        embedding=vector,
+                        index_pending=pending,
+                    )
+                )
+                tx.outbox("memory.created", saved.id, saved.version, memory_record(saved))
+                results.append((saved, True))
+        self._index_after_commit([r for r, _ in results])
+        return [(to_memory(r), created) for r, created in results]
+
+    # --- read / patch / delete -----------------------------------------
+    def get(self, key: str, include_vector: bool = False) -> Memory:
+        with self.store.tx() as tx:
+            row = self.resolve(tx, key)
+            if row.expires_at is not None and row.expires_at <= now_utc():
+                raise NotFound(f"no memory at {key} (expired)")
+            tx.touch([row.id])
+            fresh = tx.get(row.id)
+        assert fresh is not None
+        return to_memory(fresh, include_vector)
+
+    def patch(self, key: str, change: MemoryPatch) -> Memory:
+        fields = change.model_fields_set
+        with self.store.tx() as tx:
+            row = self.resolve(tx, key, lock=True)
+            if change.if_version is not None and change.if_version != row.version:
+                raise Conflict(
+                    f"memory is at version {row.version}, not {change.if_version}; reload it"
+                )
+            new = replace(row, version=row.version + 1, updated_at=now_utc())
+            if "payload" in fields and change.payload is not None:
+                new.payload = change.payload
+            if "importance" in fields and change.importance is not None:
+                new.importance = change.importance
+            if "metadata" in fields and change.metadata is not None:
+                new.metadata = change.metadata
+            if "tags" in fields and change.tags is not None:
+                new.tags = list(change.tags)
+            if "expires_at" in fields:
+                new.expires_at = change.expires_at
+            if "text" in fields and change.text is not None:
+                new.text = change.text
+            elif "payload" in fields:
+                new.text = derive_text(new.payload)
+            if new.text != row.text and self.embeds:
+                vectors = self._embed([new.text])
+                new.embedding = vectors[0] if vectors else None
+                new.index_pending = True
+            elif new.embedding is not None:
+                new.index_pending = True  # filter fields may have changed in the index
+            saved = tx.update(new)
+            tx.outbox("memory.updated", saved.id, saved.version, memory_record(saved))
+        self._index_after_commit([saved])
+        return to_memory(saved)
+
+    def delete(self, key: str) -> Memory:
+        with self.store.tx() as tx:
+            row = self.resolve(tx, key, lock=True)
+            self._delete_in_tx(tx, [row.id], "deleted")
+        self._unindex_after_commit([row.id])
+        return to_memory(row)
+
+    def forget(self, flt: VectorFilter) -> int:
+        """Bulk delete by scope (erasure requests); at least one scope filter required."""
+        if not (flt.user_id or flt.agent_id or flt.session_id):
+            raise InvalidInput("bulk forget needs user_id, agent_id or session_id")
+        with self.store.tx() as tx:
+            ids = tx.ids_matching(flt)
+            rows = self._delete_in_tx(tx, ids, "forget")
+        self._unindex_after_commit([r.id for r in rows])
+        return len(rows)
+
+    def range(self, f: Filters, limit: int, offset: int) -> list[Memory]:
+        if f.coordinate_min is None:
+            raise InvalidInput("range needs min and max coordinates")
+        with self.store.tx() as tx:
+            rows = tx.range(to_filter(f), limit, offset)
+        return [to_memory(r) for r in rows]
+
+    # --- recall ---------------------------------------------------------
+    def recall(self, req: SearchIn) -> SearchOut:
+        flt = to_filter(req)
+        candidates = min(200, max(req.top_k * 4, 20))
+        query = req.query.strip() if req.query else ""
+        vector_hits: dict[uuid.UUID, float] = {}
+        keyword_hits: dict[uuid.UUID, float] = {}
+        if req.mode in ("hybrid", "vector"):
+            qvec: list[float] | None = None
+            if req.vector is not None:
+                qvec = self._check_vector(req.vector, "query vector")
+            elif query and self.embeds:
+                try:
+                    qvec = self._check_vector(self.embedder.embed([query])[0], "embedder output")
+                except EmbeddingError as exc:
+                    if req.mode == "vector":
+                        raise Unavailable(f"the embedder failed: {exc}") from None
+            if qvec is None and req.mode == "vector":
+                raise InvalidInput(
+                    "vector mode needs a query vector (this namespace does not embed text)"
+                )
+            if qvec is not None:
+                try:
+                    hits = self.index.search(qvec, candidates, flt)
+                except Exception as exc:
+                    if req.mode == "vector":
+                        raise Unavailable("the vector index is unavailable") from exc
+                    log.warning("vector index search failed, keyword only: %s", exc)
+                    hits = []
+                vector_hits = {h.memory_id: h.similarity for h in hits}
+        if req.mode in ("hybrid", "keyword") and query:
+            with self.store.tx() as tx:
+                keyword_hits = dict(tx.keyword_search(query, flt, candidates))
+        ids = list(set(vector_hits) | set(keyword_hits))
+        with self.store.tx() as tx:
+            rows = {r.id: r for r in tx.get_many(ids)}
+            info = {
+                i: ranking.CandidateInfo(r.importance, r.updated_at, r.last_accessed_at)
+                for i, r in rows.items()
+            }
+            scored = ranking.fuse(
+                vector_hits,
+                keyword_hits,
+                info,
+                mode=req.mode,
+                weights=ranking.Weights(req.alpha, req.recency_weight, req.importance_weight),
+                distance=self.config.distance,  # type: ignore[arg-type]
+                now=now_utc(),
+                half_life_hours=self.config.half_life_hours,
+                decay_enabled=self.config.decay_enabled,
+                top_k=req.top_k,
+            )
+            tx.touch([h.memory_id for h in scored])
+        return SearchOut(
+            mode=req.mode,
+            hits=[
+                SearchHit(
+                    score=h.score,
+                    components=ScoreComponents(
+                        vector=h.vector,
+                        keyword=h.keyword,
+                        relevance=h.relevance,
+                        recency=h.recency,
+                        importance=h.importance,
+                    ),
+                    memory=to_memory(rows[h.memory_id]),
+                )
+                for h in scored
+            ],
+        )
+
+    # --- graph ----------------------------------------------------------
+    def link(self, req: LinkIn) -> tuple[Link, bool]:
+        with self.store.tx() as tx:
+            source = self.resolve(tx, req.from_)
+            target = self.resolve(tx, req.to)
+            if source.id == target.id:
+                raise InvalidInput("a link needs two different memories")
+            row, created, changed = tx.upsert_link(
+                LinkRow(source.id, target.id, req.type, req.strength, req.metadata)
+            )
+            if changed:
+                tx.outbox("link.created", row.from_id, row.version, link_record(row))
+        return to_link(row), created
+
+    def unlink(self, req: LinkKey) -> Link:
+        with self.store.tx() as tx:
+            source = self.resolve(tx, req.from_)
+            target = self.resolve(tx, req.to)
+            row = tx.delete_link(source.id, target.id, req.type)
+            if row is None:
+                raise NotFound(f"no {req.type!r} link between these memories")
+            tx.outbox("link.deleted", row.from_id, row.version, link_record(row), "unlinked")
+        return to_link(row)
+
+    def neighbors(
+        self, key: str, depth: int, direction: str, link_type: str | None, limit: int
+    ) -> NeighborsOut:
+        """Breadth-first k-hop neighbourhood, one SQL round trip per hop.
+
+        Why BFS in Python over SQL instead of a recursive CTE: with cycles a
+        recursive CTE enumerates paths, not nodes, and grows exponentially with
+        depth; a visited set keeps this linear in the edges it touches, and the
+        depth (<= 6) and result limit bound the work.
+        """
+        if not 1 <= depth <= MAX_DEPTH:
+            raise InvalidInput(f"depth must be within 1..{MAX_DEPTH}")
+        with self.store.tx() as tx:
+            start = self.resolve(tx, key)
+            seen: dict[uuid.UUID, tuple[int, LinkRow]] = {}
+            visited = {start.id}
+            frontier = [start.id]
+            for level in range(1, depth + 1):
+                if not frontier or len(seen) >= limit:
+                    break
+                nxt: list[uuid.UUID] = []
+                front = set(frontier)
+                for link in tx.links_from_frontier(frontier, direction, link_type):
+                    candidates = []
+                    if direction in ("out", "both") and link.from_id in front:
+                        candidates.append(link.to_id)
+                    if direction in ("in", "both") and link.to_id in front:
+                        candidates.append(link.from_id)
+                    for other in candidates:
+                        if other not in visited and len(seen) < limit:
+                            visited.add(other)
+                            seen[other] = (level, link)
+                            nxt.append(other)
+                frontier = nxt
+            rows = {r.id: r for r in tx.get_many(list(seen))}
+        neighbours = [
+            Neighbor(depth=d, memory=to_memory(rows[i]), via=to_link(link))
+            for i, (d, link) in seen.items()
+            if i in rows
+        ]
+        return NeighborsOut(start=start.id, neighbors=neighbours)
+
+    def path(
+        self,
+        source_key: str,
+        target_key: str,
+        max_depth: int,
+        direction: str,
+        link_type: str | None,
+    ) -> PathOut:
+        """Fewest hops first; among those, the largest product of link strengths.
+
+        Layered BFS: every shortest path to a node at depth d passes through
+        depth d-1, so a max-product DP over the BFS layers is exact.
+        """
+        if not 1 <= max_depth <= MAX_DEPTH:
+            raise InvalidInput(f"max_depth must be within 1..{MAX_DEPTH}")
+        with self.store.tx() as tx:
+            source = self.resolve(tx, source_key)
+            target = self.resolve(tx, target_key)
+            if source.id == target.id:
+                return PathOut(
+                    found=True, hops=0, strength=1.0, memories=[to_memory(source)], links=[]
+                )
+            best: dict[uuid.UUID, tuple[float, uuid.UUID | None, LinkRow | None]] = {
+                source.id: (1.0, None, None)
+            }
+            frontier = [source.id]
+            found = False
+            for _ in range(max_depth):
+                layer: dict[uuid.UUID, tuple[float, uuid.UUID, LinkRow]] = {}
+                front = set(frontier)
+                for link in tx.links_from_frontier(frontier, direction, link_type):
+                    steps = []
+                    if direction in ("out", "both") and link.from_id in front:
+                        steps.append((link.from_id, link.to_id))
+                    if direction in ("in", "both") and link.to_id in front:
+                        steps.append((link.to_id, link.from_id))
+                    for here, there in steps:
+                        if there in best:
+                            continue
+                        strength = best[here][0] * link.strength
+                        current = layer.get(there)
+                        if current is None or strength > current[0]:
+                            layer[there] = (strength, here, link)
+                if not layer:
+                    break
+                best.update(layer)
+                if target.id in layer:
+                    found = True
+                    break
+                frontier = sorted(layer)
+            if not found:
+                return PathOut(found=False, hops=None, strength=None, memories=[], links=[])
+            chain: list[uuid.UUID] = [target.id]
+            links: list[LinkRow] = []
+            while (step := best[chain[-1]])[1] is not None:
+                assert step[2] is not None and step[1] is not None
+                links.append(step[2])
+                chain.append(step[1])
+            chain.reverse()
+            links.reverse()
+            rows = {r.id: r for r in tx.get_many(chain, live_only=False)}
+        return PathOut(
+            found=True,
+            hops=len(links),
+            strength=best[target.id][0],
+            memories=[to_memory(rows[i]) for i in chain],
+            links=[to_link(link) for link in links],
+        )
+
+    # --- export / import -----------------------------------------------
+    def export_lines(self) -> Iterator[bytes]:
+        for kind, raw in self.store.stream_export():
+            if kind == "memory":
+                record = to_memory(MemoryRow.from_db(raw), include_vector=True).model_dump(
+                    mode="json", exclude={"has_vector", "index_pending"}
+                )
+            else:
+                record = link_record(LinkRow.from_db(raw))
+            yield (
+                json.dumps({"kind": kind, "record": record}, separators=(",", ":")) + "\n"
+            ).encode()
+
+    def import_lines(self, lines: Iterable[bytes]) -> ImportOut:
+        """Import an export stream in one transaction; re-importing changes nothing."""
+        memories: list[ImportedMemory] = []
+        links: list[tuple[int, Link]] = []
+        for number, raw in enumerate(lines, start=1):
+            if not raw.strip():
+                continue
+            try:
+                entry = json.loads(raw)
+                kind = entry["kind"]
+                if kind == "memory":
+                    record = ImportedMemory.model_validate(entry["record"])
+                    record.coordinate = list(parse_coordinate(record.coordinate))
+                    if record.vector is not None:
+                        record.vector = self._check_vector(record.vector)
+                    memories.append(record)
+                elif kind == "link":
+                    links.append((number, Link.model_validate(entry["record"])))
+                else:
+                    raise InvalidInput(f"line {number}: unknown kind {kind!r}")
+            except (ValueError, KeyError, TypeError, ValidationError, CoordinateError) as exc:
+                if isinstance(exc, InvalidInput):
+                    raise
+                reason = exc.errors()[0]["msg"] if isinstance(exc, ValidationError) else str(exc)
+                raise InvalidInput(f"line {number}: not a valid export line ({reason})") from None
+        mem_counts, link_counts = ImportCounts(), ImportCounts()
+        touched: list[MemoryRow] = []
+        with self.store.tx() as tx:
+            if self.config.max_memories:
+                tx.lock_quota()
+            room = self.config.max_memories - tx.count() if self.config.max_memories else math.inf
+            for rec in memories:
+                existing = tx.get(rec.id, for_update=True)
+                if existing is not None and existing.version >= rec.version:
+                    mem_counts.unchanged += 1
+                    continue
+                clash = tx.get_by_coordinate(rec.coordinate)
+                if clash is not None and clash.id != rec.id:
+                    raise Conflict(
+                        f"memory {rec.id}: coordinate is held by another memory ({clash.id})"
+                    )
+                needs_embedding = rec.vector is None and self.embeds
+                row = MemoryRow(
+                    id=rec.id,
+                    coordinate=tuple(rec.coordinate),
+                    memory_type=rec.memory_type,
+                    payload=rec.payload,
+                    text=rec.text,
+                    importance=rec.importance,
+                    metadata=rec.metadata,
+                    tags=rec.tags,
+                    agent_id=rec.agent_id,
+                    user_id=rec.user_id,
+                    session_id=rec.session_id,
+                    created_at=rec.created_at,
+                    updated_at=rec.updated_at,
+                    last_accessed_at=rec.last_accessed_at,
+                    access_count=rec.access_count,
+                    version=rec.version,
+                    expires_at=rec.expires_at,
+                    embedding=rec.vector,
+                    index_pending=rec.vector is not None or needs_embedding,
+                )
+                if existing is None:
+                    if room <= 0:
+                        raise QuotaExceeded(
+                            f"import would exceed the quota of {self.config.max_memories} memories"
+                        )
+                    room -= 1
+                    saved = tx.insert(row)
+                    tx.outbox(
+                        "memory.created", saved.id, saved.version, memory_record(saved), "import"
+                    )
+                    mem_counts.created += 1
+                else:
+                    saved = tx.update(row)
+                    tx.outbox(
+                        "memory.updated", saved.id, saved.version, memory_record(saved), "import"
+                    )
+                    mem_counts.updated += 1
+                touched.append(saved)
+            for number, link in links:
+                if tx.get(link.from_) is None or tx.get(link.to) is None:
+                    raise InvalidInput(f"line {number}: link end not found in namespace or import")
+                row, created, changed = tx.upsert_link(
+                    LinkRow(link.from_, link.to, link.type, link.strength, link.metadata)
+                )
+                if changed:
+                    tx.outbox("link.created", row.from_id, row.version, link_record(row), "import")
+                if created:
+                    link_counts.created += 1
+                elif changed:
+                    link_counts.updated += 1
+                else:
+                    link_counts.unchanged += 1
+        self._index_after_commit(touched)
+        if any(r.embedding is None and r.index_pending for r in touched):
+            self.index_pending(limit=len(touched))
+        return ImportOut(memories=mem_counts, links=link_counts)
+
+    # --- background jobs -----------------------------------------------
+    def prune(self, now: datetime | None = None) -> int:
+        """Delete expired memories and decayed episodic ones (memory.deleted + reason)."""
+        del now  # the database clock decides, so every replica agrees
+        total = 0
+        while True:
+            with self.store.tx() as tx:
+                found = tx.prunable(
+                    self.config.prune_below,
+                    self.config.half_life_hours,
+                    self.config.decay_enabled,
+                    PRUNE_BATCH,
+                )
+                by_reason: dict[str, list[uuid.UUID]] = {}
+                for memory_id, reason in found:
+                    by_reason.setdefault(reason, []).append(memory_id)
+                removed: list[uuid.UUID] = []
+                for reason, ids in by_reason.items():
+                    removed.extend(r.id for r in self._delete_in_tx(tx, ids, reason))
+            self._unindex_after_commit(removed)
+            total += len(removed)
+            if len(found) < PRUNE_BATCH:
+                return total
+
+    def index_pending(self, limit: int = 500) -> int:
+        """Catch the index up: pending vectors (embedding them if needed) and tombstones."""
+        with self.store.tx() as tx:
+            rows = tx.pending_index(limit)
+            missing = [r for r in rows if r.embedding is None]
+            if missing and self.embeds:
+                vectors = self._embed([r.text for r in missing])
+                if vectors is not None:
+                    for r, vec in zip(missing, vectors, strict=True):
+                        r.embedding = vec
+                        tx.update(r)  # same version: the content did not change
+            elif missing:
+                # nothing can give these rows a vector: keyword-only, not pending
+                tx.set_index_done([(r.id, r.version) for r in missing])
+            tombstones = tx.tombstones(limit)
+        ready = [r for r in rows if r.embedding is not None]
+        self._index_after_commit(ready)
+        self._unindex_after_commit(tombstones)
+        return sum(1 for r in ready if not r.index_pending) + len(tombstones)
+
+    # --- stats / health -------------------------------------------------
+    def stats(self) -> dict[str, Any]:
+        data = self.store.stats()
+        try:
+            vector_count: int | None = self.index.count()
+        except Exception:
+            vector_count = None
+        total = sum(data["memories_by_type"].values())
+        return {
+            "tenant": self.config.tenant,
+            "schema_name": self.store.schema,
+            "memories": total,
+            "memories_by_type": {
+                "episodic": data["memories_by_type"].get("episodic", 0),
+                "semantic": data["memories_by_type"].get("semantic", 0),
+            },
+            "links": data["links"],
+            "expired_pending_prune": data["expired"],
+            "index_pending": data["index_pending"],
+            "vector_count": vector_count,
+            "vector_backend": self.config.vector_backend,
+            "outbox_lag": data["outbox_lag"],
+            "outbox_oldest_age_seconds": data["outbox_oldest_age_seconds"],
+            "table_bytes": data["table_bytes"],
+            "total_bytes": sum(data["table_bytes"].values()),
+            "max_memories": self.config.max_memories,
+        }

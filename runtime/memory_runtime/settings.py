@@ -1,0 +1,160 @@
+"""Runtime configuration from the environment (prefix MEMORY_, see docs/ARCHITECTURE.md)."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Literal
+
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+Role = Literal["read", "write", "admin"]
+ROLE_RANK: dict[str, int] = {"read": 1, "write": 2, "admin": 3}
+
+_IDENT = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+_TENANT = re.compile(r"^[a-z][a-z0-9-]{0,39}$")
+
+
+@dataclass(frozen=True)
+class ApiToken:
+    role: Role
+    token: str
+
+    def __repr__(self) -> str:  # never print secrets
+        return f"ApiToken(role={self.role!r}, token=***)"
+
+
+def parse_tokens(raw: str) -> tuple[ApiToken, ...]:
+    """`role:token` or bare `token` (= admin), separated by commas or newlines."""
+    tokens: list[ApiToken] = []
+    for item in re.split(r"[,\n]", raw):
+        entry = item.strip()
+        if not entry:
+            continue
+        role, sep, secret = entry.partition(":")
+        if sep and role.strip() in ROLE_RANK:
+            tokens.append(ApiToken(role=role.strip(), token=secret.strip()))  # type: ignore[arg-type]
+        else:
+            tokens.append(ApiToken(role="admin", token=entry))
+    for t in tokens:
+        if len(t.token) < 16:
+            raise ValueError("every API token must be at least 16 characters long")
+    return tuple(tokens)
+
+
+class Settings(BaseSettings):
+    """Everything the runtime reads at start; invalid values stop the process."""
+
+    model_config = SettingsConfigDict(env_prefix="MEMORY_", extra="ignore", frozen=True)
+
+    tenant: str = "default"
+    database_url: str = Field(default="", repr=False)
+    database_schema: str = ""  # default: mem_<tenant with - as _>
+    database_extensions_schema: str = "extensions"
+    database_pool_size: int = Field(default=8, ge=1, le=64)
+
+    vector_backend: Literal["postgres", "qdrant"] = "postgres"
+    vector_dimensions: int = Field(default=384, ge=1, le=8192)
+    vector_distance: Literal["Cosine", "Dot", "Euclid"] = "Cosine"
+    qdrant_url: str = ""
+    qdrant_collection: str = ""
+    qdrant_api_key: str = Field(default="", repr=False)
+
+    redis_url: str = Field(default="", repr=False)
+    redis_prefix: str = ""
+
+    events_enabled: bool = False
+    kafka_bootstrap: str = ""
+    kafka_topic: str = ""
+    kafka_security_protocol: str = ""
+    kafka_sasl_mechanism: str = ""
+    kafka_username: str = ""
+    kafka_password: str = Field(default="", repr=False)
+
+    embedding_provider: Literal["local", "http", "none"] = "local"
+    embedding_model: str = "all-MiniLM-L6-v2"
+    embedding_url: str = ""
+
+    decay_enabled: bool = True
+    decay_half_life_hours: float = Field(default=720.0, gt=0)
+    decay_prune_below: float = Field(default=0.05, ge=0, le=1)
+
+    max_memories: int = Field(default=0, ge=0)
+    rate_limit_per_minute: int = Field(default=600, ge=0)
+    rate_limit_burst: int = Field(default=100, ge=0)
+    max_body_bytes: int = Field(default=5_242_880, ge=1024)
+
+    api_tokens: str = Field(default="", repr=False)
+    migrate_on_start: bool = False
+
+    host: str = "0.0.0.0"
+    port: int = Field(default=9595, ge=1, le=65535)
+    metrics_port: int = Field(default=9596, ge=0, le=65535)  # 0 = no metrics server
+
+    # background jobs (seconds)
+    prune_interval_seconds: float = Field(default=300.0, gt=0)
+    index_interval_seconds: float = Field(default=10.0, gt=0)
+    relay_interval_seconds: float = Field(default=1.0, gt=0)
+
+    data_dir: str = "./.data/pg"  # embedded mode only
+
+    @field_validator("tenant")
+    @classmethod
+    def _tenant(cls, value: str) -> str:
+        if not _TENANT.match(value):
+            raise ValueError("tenant must match ^[a-z][a-z0-9-]{0,39}$")
+        return value
+
+    @field_validator("database_schema", "database_extensions_schema")
+    @classmethod
+    def _schema(cls, value: str) -> str:
+        if value and not _IDENT.match(value):
+            raise ValueError("schema names must match ^[a-z_][a-z0-9_]{0,62}$")
+        return value
+
+    @field_validator("api_tokens")
+    @classmethod
+    def _tokens(cls, value: str) -> str:
+        parse_tokens(value)  # raise early on malformed tokens
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Settings:
+        if self.vector_backend == "qdrant" and not self.qdrant_url:
+            raise ValueError("MEMORY_QDRANT_URL is required with MEMORY_VECTOR_BACKEND=qdrant")
+        if self.events_enabled and not (self.kafka_bootstrap and self.kafka_topic):
+            raise ValueError(
+                "MEMORY_KAFKA_BOOTSTRAP and MEMORY_KAFKA_TOPIC are required when events are enabled"
+            )
+        if self.embedding_provider == "http" and not self.embedding_url:
+            raise ValueError("MEMORY_EMBEDDING_URL is required with MEMORY_EMBEDDING_PROVIDER=http")
+        return self
+
+    @property
+    def schema_name(self) -> str:
+        return self.database_schema or "mem_" + self.tenant.replace("-", "_")
+
+    @property
+    def collection_name(self) -> str:
+        return self.qdrant_collection or self.schema_name
+
+    @property
+    def redis_key_prefix(self) -> str:
+        return self.redis_prefix or f"mem:{self.tenant}"
+
+    @property
+    def tokens(self) -> tuple[ApiToken, ...]:
+        return parse_tokens(self.api_tokens)
+
+    def kafka_producer_config(self) -> dict[str, str]:
+        """librdkafka settings for the outbox relay (idempotence is the relay's job)."""
+        config = {"bootstrap.servers": self.kafka_bootstrap}
+        if self.kafka_security_protocol:
+            config["security.protocol"] = self.kafka_security_protocol
+        if self.kafka_sasl_mechanism:
+            config["sasl.mechanism"] = self.kafka_sasl_mechanism
+        if self.kafka_username:
+            config["sasl.username"] = self.kafka_username
+            config["sasl.password"] = self.kafka_password
+        return config

@@ -1,0 +1,1 @@
+"""PostgreSQL storage: the repository (source of truth) and the schema migrations."""

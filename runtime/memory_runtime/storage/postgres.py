@@ -1,0 +1,503 @@
+"""PostgreSQL repository: the tenant's source of truth (psycopg 3, sync, pooled).
+
+The pool connects as the tenant role with `search_path = <schema>, <extensions>`,
+so every statement here uses unqualified names and can only reach that schema.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import psycopg
+from psycopg import sql
+from psycopg.rows import dict_row
+from psycopg.types.json import Jsonb
+from psycopg_pool import ConnectionPool
+
+from memory_runtime.ports import VectorFilter
+from memory_runtime.storage.migrate import search_path
+
+MEMORY_COLUMNS = (
+    "id, coordinate, memory_type, payload, text, importance, metadata, tags, agent_id, user_id,"
+    " session_id, created_at, updated_at, last_accessed_at, access_count, version, expires_at,"
+    " embedding, index_pending"
+)
+LINK_COLUMNS = "from_id, to_id, type, strength, metadata, created_at, updated_at, version"
+
+
+@dataclass
+class MemoryRow:
+    id: uuid.UUID
+    coordinate: tuple[float, ...]
+    memory_type: str
+    payload: dict[str, Any]
+    text: str
+    importance: float
+    metadata: dict[str, Any]
+    tags: list[str]
+    agent_id: str | None
+    user_id: str | None
+    session_id: str | None
+    created_at: datetime
+    updated_at: datetime
+    last_accessed_at: datetime
+    access_count: int
+    version: int
+    expires_at: datetime | None
+    embedding: list[float] | None
+    index_pending: bool
+
+    @classmethod
+    def from_db(cls, row: dict[str, Any]) -> MemoryRow:
+        data = dict(row)
+        data["coordinate"] = tuple(float(c) for c in data["coordinate"])
+        data["tags"] = list(data["tags"] or [])
+        data["embedding"] = (
+            [float(v) for v in data["embedding"]] if data["embedding"] is not None else None
+        )
+        return cls(**data)
+
+
+@dataclass
+class LinkRow:
+    from_id: uuid.UUID
+    to_id: uuid.UUID
+    type: str
+    strength: float
+    metadata: dict[str, Any] = field(default_factory=dict)
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
+    version: int = 1
+
+    @classmethod
+    def from_db(cls, row: dict[str, Any]) -> LinkRow:
+        return cls(**row)
+
+
+def filter_clause(flt: VectorFilter) -> tuple[sql.Composable, list[Any]]:
+    """The SQL WHERE fragment (ANDed terms, `TRUE` if none) for a filter."""
+    terms: list[sql.Composable] = []
+    params: list[Any] = []
+    if flt.memory_types:
+        terms.append(sql.SQL("memory_type = ANY(%s)"))
+        params.append(list(flt.memory_types))
+    if flt.tags:
+        terms.append(sql.SQL("tags @> %s::text[]"))
+        params.append(list(flt.tags))
+    for column in ("agent_id", "user_id", "session_id"):
+        value = getattr(flt, column)
+        if value is not None:
+            terms.append(sql.SQL("{} = %s").format(sql.Identifier(column)))
+            params.append(value)
+    if flt.metadata:
+        terms.append(sql.SQL("metadata @> %s::jsonb"))
+        params.append(Jsonb(flt.metadata))
+    if flt.created_from is not None:
+        terms.append(sql.SQL("created_at >= %s"))
+        params.append(flt.created_from)
+    if flt.created_to is not None:
+        terms.append(sql.SQL("created_at <= %s"))
+        params.append(flt.created_to)
+    if flt.coordinate_min is not None and flt.coordinate_max is not None:
+        terms.append(sql.SQL("cardinality(coordinate) >= %s"))
+        params.append(len(flt.coordinate_min))
+        for i, (lo, hi) in enumerate(zip(flt.coordinate_min, flt.coordinate_max, strict=True)):
+            terms.append(sql.SQL("coordinate[{}] BETWEEN %s AND %s").format(sql.Literal(i + 1)))
+            params.extend([lo, hi])
+    if not terms:
+        return sql.SQL("TRUE"), params
+    return sql.SQL(" AND ").join(terms), params
+
+
+NOT_EXPIRED = sql.SQL("(expires_at IS NULL OR expires_at > now())")
+
+
+class Tx:
+    """Statements that run inside one transaction of a `PostgresStore.tx()` block."""
+
+    def __init__(self, conn: psycopg.Connection[dict[str, Any]], outbox: bool = True) -> None:
+        self.conn = conn
+        self.outbox_enabled = outbox  # events off: no outbox rows pile up unread
+
+    # --- memories -------------------------------------------------------
+    def get(self, memory_id: uuid.UUID, *, for_update: bool = False) -> MemoryRow | None:
+        lock = " FOR UPDATE" if for_update else ""
+        row = self.conn.execute(
+            f"SELECT {MEMORY_COLUMNS} FROM memories WHERE id = %s{lock}", (memory_id,)
+        ).fetchone()
+        return MemoryRow.from_db(row) if row else None
+
+    def get_by_coordinate(
+        self, coordinate: Sequence[float], *, for_update: bool = False
+    ) -> MemoryRow | None:
+        lock = " FOR UPDATE" if for_update else ""
+        row = self.conn.execute(
+            f"SELECT {MEMORY_COLUMNS} FROM memories WHERE coordinate = %s::float8[]{lock}",
+            (list(coordinate),),
+        ).fetchone()
+        return MemoryRow.from_db(row) if row else None
+
+    def get_many(self, ids: Sequence[uuid.UUID], *, live_only: bool = True) -> list[MemoryRow]:
+        if not ids:
+            return []
+        where = sql.SQL("id = ANY(%s)")
+        if live_only:
+            where = sql.SQL(" AND ").join([where, NOT_EXPIRED])
+        query = sql.SQL("SELECT {} FROM memories WHERE {}").format(sql.SQL(MEMORY_COLUMNS), where)
+        return [MemoryRow.from_db(r) for r in self.conn.execute(query, (list(ids),))]
+
+    def count(self) -> int:
+        row = self.conn.execute("SELECT count(*) AS n FROM memories").fetchone()
+        return int(row["n"]) if row else 0
+
+    def lock_quota(self) -> None:
+        """Serialise inserts while a quota is enforced (count-then-insert is racy otherwise)."""
+        self.conn.execute("SELECT pg_advisory_xact_lock(hashtext(current_schema() || ':quota'))")
+
+    def insert(self, row: MemoryRow) -> MemoryRow:
+        result = self.conn.execute(
+            f"""INSERT INTO memories (id, coordinate, memory_type, payload, text, importance,
+                    metadata, tags, agent_id, user_id, session_id, created_at, updated_at,
+                    last_accessed_at, access_count, version, expires_at, embedding, index_pending)
+                VALUES (%s, %s::float8[], %s, %s, %s, %s, %s, %s::text[], %s, %s, %s,
+                    %s, %s, %s, %s, %s, %s, %s::float4[], %s)
+                RETURNING {MEMORY_COLUMNS}""",
+            self._values(row),
+        ).fetchone()
+        assert result is not None
+        return MemoryRow.from_db(result)
+
+    def update(self, row: MemoryRow) -> MemoryRow:
+        """Overwrite every column of an existing row (the caller bumped `version`)."""
+        values = self._values(row)
+        result = self.conn.execute(
+            f"""UPDATE memories SET coordinate = %s::float8[], memory_type = %s, payload = %s,
+                    text = %s, importance = %s, metadata = %s, tags = %s::text[], agent_id = %s,
+                    user_id = %s, session_id = %s, created_at = %s, updated_at = %s,
+                    last_accessed_at = %s, access_count = %s, version = %s, expires_at = %s,
+                    embedding = %s::float4[], index_pending = %s
+                WHERE id = %s RETURNING {MEMORY_COLUMNS}""",
+            (*values[1:], row.id),
+        ).fetchone()
+        assert result is not None
+        return MemoryRow.from_db(result)
+
+    @staticmethod
+    def _values(row: MemoryRow) -> tuple[Any, ...]:
+        return (
+            row.id,
+            list(row.coordinate),
+            row.memory_type,
+            Jsonb(row.payload),
+            row.text,
+            row.importance,
+            Jsonb(row.metadata),
+            list(row.tags),
+            row.agent_id,
+            row.user_id,
+            row.session_id,
+            row.created_at,
+            row.updated_at,
+            row.last_accessed_at,
+            row.access_count,
+            row.version,
+            row.expires_at,
+            row.embedding,
+            row.index_pending,
+        )
+
+    def touch(self, ids: Sequence[uuid.UUID]) -> None:
+        """Count an access (GET, recall): feeds decay and access statistics."""
+        if ids:
+            self.conn.execute(
+                "UPDATE memories SET access_count = access_count + 1, last_accessed_at = now()"
+                " WHERE id = ANY(%s)",
+                (list(ids),),
+            )
+
+    def delete_rows(self, ids: Sequence[uuid.UUID]) -> list[MemoryRow]:
+        if not ids:
+            return []
+        rows = self.conn.execute(
+            f"DELETE FROM memories WHERE id = ANY(%s) RETURNING {MEMORY_COLUMNS}", (list(ids),)
+        ).fetchall()
+        self.conn.execute(
+            "INSERT INTO vector_tombstones (memory_id) SELECT unnest(%s::uuid[])"
+            " ON CONFLICT (memory_id) DO UPDATE SET deleted_at = now()",
+            (list(ids),),
+        )
+        return [MemoryRow.from_db(r) for r in rows]
+
+    def ids_matching(self, flt: VectorFilter, *, for_update: bool = True) -> list[uuid.UUID]:
+        where, params = filter_clause(flt)
+        query = sql.SQL("SELECT id FROM memories WHERE {} ORDER BY id{}").format(
+            where, sql.SQL(" FOR UPDATE" if for_update else "")
+        )
+        return [r["id"] for r in self.conn.execute(query, params)]
+
+    def keyword_search(
+        self, query_text: str, flt: VectorFilter, limit: int
+    ) -> list[tuple[uuid.UUID, float]]:
+        where, params = filter_clause(flt)
+        query = sql.SQL(
+            "SELECT id, ts_rank_cd(tsv, q) AS rank"
+            " FROM memories, websearch_to_tsquery('english', %s) AS q"
+            " WHERE tsv @@ q AND {} AND {} ORDER BY rank DESC, id LIMIT %s"
+        ).format(where, NOT_EXPIRED)
+        rows = self.conn.execute(query, [query_text, *params, limit]).fetchall()
+        return [(r["id"], float(r["rank"])) for r in rows]
+
+    def range(self, flt: VectorFilter, limit: int, offset: int) -> list[MemoryRow]:
+        where, params = filter_clause(flt)
+        query = sql.SQL(
+            "SELECT {} FROM memories WHERE {} AND {} ORDER BY coordinate LIMIT %s OFFSET %s"
+        ).format(sql.SQL(MEMORY_COLUMNS), where, NOT_EXPIRED)
+        return [MemoryRow.from_db(r) for r in self.conn.execute(query, [*params, limit, offset])]
+
+    def set_index_done(self, done: Sequence[tuple[uuid.UUID, int]]) -> None:
+        """Clear the pending flag, but only if the row was not changed meanwhile."""
+        for memory_id, version in done:
+            self.conn.execute(
+                "UPDATE memories SET index_pending = false WHERE id = %s AND version = %s",
+                (memory_id, version),
+            )
+
+    def pending_index(self, limit: int) -> list[MemoryRow]:
+        rows = self.conn.execute(
+            f"SELECT {MEMORY_COLUMNS} FROM memories WHERE index_pending"
+            " ORDER BY updated_at LIMIT %s FOR UPDATE SKIP LOCKED",
+            (limit,),
+        ).fetchall()
+        return [MemoryRow.from_db(r) for r in rows]
+
+    def tombstones(self, limit: int) -> list[uuid.UUID]:
+        rows = self.conn.execute(
+            "SELECT memory_id FROM vector_tombstones ORDER BY deleted_at LIMIT %s"
+            " FOR UPDATE SKIP LOCKED",
+            (limit,),
+        ).fetchall()
+        return [r["memory_id"] for r in rows]
+
+    def clear_tombstones(self, ids: Sequence[uuid.UUID]) -> None:
+        if ids:
+            self.conn.execute(
+                "DELETE FROM vector_tombstones WHERE memory_id = ANY(%s)", (list(ids),)
+            )
+
+    def prunable(
+        self, prune_below: float, half_life_hours: float, decay: bool, limit: int
+    ) -> list[tuple[uuid.UUID, str]]:
+        """Expired memories, and decayed episodic ones: (id, reason)."""
+        rows = self.conn.execute(
+            """SELECT id, 'expired' AS reason FROM memories
+                 WHERE expires_at IS NOT NULL AND expires_at <= now()
+               UNION ALL
+               SELECT id, 'decayed' FROM memories
+                 WHERE %s AND memory_type = 'episodic'
+                   AND (expires_at IS NULL OR expires_at > now())
+                   AND importance * power(0.5, extract(epoch FROM now() - last_accessed_at)
+                       / 3600.0 / %s) < %s
+               LIMIT %s""",
+            (decay, half_life_hours, prune_below, limit),
+        ).fetchall()
+        return [(r["id"], r["reason"]) for r in rows]
+
+    # --- links ----------------------------------------------------------
+    def upsert_link(self, link: LinkRow) -> tuple[LinkRow, bool, bool]:
+        """Insert or update; returns (row, created, changed)."""
+        before = self.conn.execute(
+            f"SELECT {LINK_COLUMNS} FROM links WHERE from_id = %s AND to_id = %s AND type = %s"
+            " FOR UPDATE",
+            (link.from_id, link.to_id, link.type),
+        ).fetchone()
+        if before is None:
+            row = self.conn.execute(
+                f"INSERT INTO links (from_id, to_id, type, strength, metadata)"
+                f" VALUES (%s, %s, %s, %s, %s) RETURNING {LINK_COLUMNS}",
+                (link.from_id, link.to_id, link.type, link.strength, Jsonb(link.metadata)),
+            ).fetchone()
+            assert row is not None
+            return LinkRow.from_db(row), True, True
+        if before["strength"] == link.strength and before["metadata"] == link.metadata:
+            return LinkRow.from_db(before), False, False
+        row = self.conn.execute(
+            f"UPDATE links SET strength = %s, metadata = %s, updated_at = now(),"
+            f" version = version + 1 WHERE from_id = %s AND to_id = %s AND type = %s"
+            f" RETURNING {LINK_COLUMNS}",
+            (link.strength, Jsonb(link.metadata), link.from_id, link.to_id, link.type),
+        ).fetchone()
+        assert row is not None
+        return LinkRow.from_db(row), False, True
+
+    def delete_link(self, from_id: uuid.UUID, to_id: uuid.UUID, link_type: str) -> LinkRow | None:
+        row = self.conn.execute(
+            f"DELETE FROM links WHERE from_id = %s AND to_id = %s AND type = %s"
+            f" RETURNING {LINK_COLUMNS}",
+            (from_id, to_id, link_type),
+        ).fetchone()
+        return LinkRow.from_db(row) if row else None
+
+    def delete_links_of(self, ids: Sequence[uuid.UUID]) -> list[LinkRow]:
+        if not ids:
+            return []
+        rows = self.conn.execute(
+            f"DELETE FROM links WHERE from_id = ANY(%s) OR to_id = ANY(%s)"
+            f" RETURNING {LINK_COLUMNS}",
+            (list(ids), list(ids)),
+        ).fetchall()
+        return [LinkRow.from_db(r) for r in rows]
+
+    def links_from_frontier(
+        self, frontier: Sequence[uuid.UUID], direction: str, link_type: str | None
+    ) -> list[LinkRow]:
+        if direction == "out":
+            where = sql.SQL("from_id = ANY(%s)")
+            params: list[Any] = [list(frontier)]
+        elif direction == "in":
+            where = sql.SQL("to_id = ANY(%s)")
+            params = [list(frontier)]
+        else:
+            where = sql.SQL("(from_id = ANY(%s) OR to_id = ANY(%s))")
+            params = [list(frontier), list(frontier)]
+        if link_type is not None:
+            where = sql.SQL("{} AND type = %s").format(where)
+            params.append(link_type)
+        query = sql.SQL("SELECT {} FROM links WHERE {} ORDER BY from_id, to_id, type").format(
+            sql.SQL(LINK_COLUMNS), where
+        )
+        return [LinkRow.from_db(r) for r in self.conn.execute(query, params)]
+
+    # --- outbox ---------------------------------------------------------
+    def outbox(
+        self,
+        event_type: str,
+        memory_id: uuid.UUID,
+        version: int | None,
+        record: dict[str, Any] | None,
+        reason: str | None = None,
+    ) -> uuid.UUID | None:
+        if not self.outbox_enabled:
+            return None
+        event_id = uuid.uuid4()
+        self.conn.execute(
+            "INSERT INTO outbox (id, event_type, memory_id, version, record, reason)"
+            " VALUES (%s, %s, %s, %s, %s, %s)",
+            (
+                event_id,
+                event_type,
+                memory_id,
+                version,
+                Jsonb(record) if record is not None else None,
+                reason,
+            ),
+        )
+        return event_id
+
+
+class PostgresStore:
+    """Owns the connection pool; hands out transactions."""
+
+    def __init__(
+        self,
+        conninfo: str,
+        schema: str,
+        extensions_schema: str,
+        *,
+        min_size: int = 1,
+        max_size: int = 8,
+        outbox: bool = True,
+    ) -> None:
+        self.outbox = outbox
+        self.schema = schema
+        self.extensions_schema = extensions_schema
+        path = search_path(schema, extensions_schema)
+
+        def configure(conn: psycopg.Connection[Any]) -> None:
+            conn.execute("SELECT set_config('search_path', %s, false)", (path,))
+            conn.commit()
+
+        self.pool: ConnectionPool[psycopg.Connection[dict[str, Any]]] = ConnectionPool(
+            conninfo,
+            min_size=min_size,
+            max_size=max_size,
+            kwargs={"row_factory": dict_row},
+            configure=configure,
+            open=False,
+            name=f"memory-{schema}",
+        )
+
+    def open(self, wait_seconds: float = 30.0) -> None:
+        self.pool.open(wait=True, timeout=wait_seconds)
+
+    def close(self) -> None:
+        self.pool.close()
+
+    @contextmanager
+    def tx(self) -> Iterator[Tx]:
+        with self.pool.connection() as conn, conn.transaction():
+            yield Tx(conn, self.outbox)
+
+    def ping(self) -> None:
+        with self.pool.connection(timeout=5) as conn:
+            conn.execute("SELECT 1")
+
+    def stream_export(self, batch: int = 500) -> Iterator[tuple[str, dict[str, Any]]]:
+        """All memories then all links, from one snapshot (server-side cursor)."""
+        with self.pool.connection() as conn, conn.transaction():
+            conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+            with conn.cursor(name="export_memories") as cur:
+                cur.itersize = batch
+                cur.execute(f"SELECT {MEMORY_COLUMNS} FROM memories ORDER BY created_at, id")
+                for row in cur:
+                    yield "memory", row
+            with conn.cursor(name="export_links") as cur:
+                cur.itersize = batch
+                cur.execute(f"SELECT {LINK_COLUMNS} FROM links ORDER BY created_at, from_id")
+                for row in cur:
+                    yield "link", row
+
+    def stats(self) -> dict[str, Any]:
+        with self.tx() as tx:
+            c = tx.conn
+            by_type = {
+                r["memory_type"]: int(r["n"])
+                for r in c.execute(
+                    "SELECT memory_type, count(*) AS n FROM memories GROUP BY memory_type"
+                )
+            }
+            one = c.execute(
+                """SELECT (SELECT count(*) FROM links) AS links,
+                          (SELECT count(*) FROM memories WHERE index_pending) AS pending,
+                          (SELECT count(*) FROM memories
+                             WHERE expires_at IS NOT NULL AND expires_at <= now()) AS expired,
+                          (SELECT count(*) FROM outbox WHERE sent_at IS NULL) AS lag,
+                          (SELECT extract(epoch FROM now() - min(occurred_at))
+                             FROM outbox WHERE sent_at IS NULL) AS oldest"""
+            ).fetchone()
+            assert one is not None
+            # only relations of this schema: the role cannot see others' sizes anyway
+            sizes = {
+                r["relname"]: int(r["bytes"])
+                for r in c.execute(
+                    "SELECT c.relname, pg_total_relation_size(c.oid) AS bytes FROM pg_class c"
+                    " JOIN pg_namespace n ON n.oid = c.relnamespace"
+                    " WHERE n.nspname = %s AND c.relkind IN ('r', 'p')",
+                    (self.schema,),
+                )
+            }
+        return {
+            "memories_by_type": by_type,
+            "links": int(one["links"]),
+            "index_pending": int(one["pending"]),
+            "expired": int(one["expired"]),
+            "outbox_lag": int(one["lag"]),
+            "outbox_oldest_age_seconds": float(one["oldest"])
+            if one["oldest"] is not None
+            else None,
+            "table_bytes": sizes,
+        }

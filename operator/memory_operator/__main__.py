@@ -1,0 +1,112 @@
+"""`python -m memory_operator`: validate the configuration, then run Kopf.
+
+Exit code 2 with a one-line message when the configuration is invalid, so a
+misconfigured Deployment fails at start (CrashLoopBackOff with the reason in
+the log) instead of inside every reconcile.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+import threading
+from collections.abc import Sequence
+
+import kopf
+
+from memory_operator import handlers, metrics
+from memory_operator.adapters.kube import KubeApi
+from memory_operator.config import ConfigError, OperatorConfig, load_config
+from memory_operator.reconcile import Backends, Reconciler
+
+
+def build_backends(config: OperatorConfig) -> Backends:
+    """Admin adapters for every configured backend (imported only when configured)."""
+    from memory_operator.adapters.postgres import PostgresAdmin
+
+    backends = Backends(database=PostgresAdmin(config.postgres.admin_dsn))
+    if config.redis is not None:
+        from memory_operator.adapters.redis import RedisAdmin
+
+        backends.cache = RedisAdmin(config.redis.admin_url)
+    if config.kafka is not None:
+        from memory_operator.adapters.kafka import KafkaAdmin
+
+        backends.events = KafkaAdmin(config.kafka.admin_client_config())
+    if config.qdrant is not None:
+        from qdrant_client import QdrantClient
+
+        from memory_operator.adapters.qdrant import QdrantAdmin
+
+        client = QdrantClient(url=config.qdrant.url, api_key=config.qdrant.api_key or None)
+        backends.vectors = QdrantAdmin(client)
+    return backends
+
+
+def build_registry(
+    config: OperatorConfig, kube: KubeApi, backends: Backends
+) -> kopf.OperatorRegistry:
+    registry = kopf.OperatorRegistry()
+    handlers.setup(registry, Reconciler(config, kube, backends), config)
+    return registry
+
+
+def run_operator(
+    config: OperatorConfig,
+    kube: KubeApi,
+    backends: Backends,
+    *,
+    stop_flag: threading.Event | None = None,
+    ready_flag: threading.Event | None = None,
+    liveness: bool = True,
+) -> None:
+    """Run Kopf until stopped; also used by tests and the benchmark in a thread."""
+    registry = build_registry(config, kube, backends)
+    scope: dict[str, object] = (
+        {"namespaces": config.watch_namespaces}
+        if config.watch_namespaces
+        else {"clusterwide": True}
+    )
+    asyncio.run(
+        kopf.operator(
+            registry=registry,
+            standalone=True,  # one replica (Recreate): no peering objects needed
+            liveness_endpoint=(
+                f"http://0.0.0.0:{config.liveness_port}/healthz" if liveness else None
+            ),
+            stop_flag=stop_flag,
+            ready_flag=ready_flag,
+            **scope,  # type: ignore[arg-type]
+        )
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="memory_operator", description=__doc__)
+    parser.add_argument("--kubeconfig", help="kubeconfig path (default: in-cluster, then ~/.kube)")
+    parser.add_argument("--check-config", action="store_true", help="validate and exit")
+    parser.add_argument("--verbose", action="store_true")
+    args = parser.parse_args(argv)
+    try:
+        config = load_config()
+    except ConfigError as err:
+        print(f"memory_operator: invalid configuration: {err}", file=sys.stderr)
+        return 2
+    if args.check_config:
+        print("configuration OK")
+        return 0
+    kopf.configure(
+        verbose=args.verbose,
+        log_format=kopf.LogFormat.JSON if config.log_format == "json" else kopf.LogFormat.PLAIN,
+    )
+    logging.getLogger("memory_operator").setLevel(logging.DEBUG if args.verbose else logging.INFO)
+    kube = KubeApi.from_kubeconfig(args.kubeconfig) if args.kubeconfig else KubeApi.auto()
+    metrics.serve(config.metrics_port)
+    run_operator(config, kube, build_backends(config))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,154 @@
+"""Kopf wiring only: events in, Reconciler out, Result -> Kopf errors.
+
+Create, update (spec changes), resume and a periodic timer all run the same
+`Reconciler.reconcile`; deletion runs `Reconciler.finalize` behind our own
+finalizer. Handlers are registered into an explicit registry so tests and
+`python -m memory_operator` build the operator the same way.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import kopf
+
+from memory_operator.config import OperatorConfig
+from memory_operator.manifests import GROUP
+from memory_operator.reconcile import Reconciler, Result
+
+VERSION = "v1alpha1"
+PLURAL = "memorynamespaces"
+FINALIZER = f"{GROUP}/finalizer"
+MAX_BACKOFF = 300.0
+
+log = logging.getLogger("memory_operator.handlers")
+
+
+class _Locks:
+    """One lock per object: change handlers, the timer and deletion never run a
+    pass for the same CR at the same time (they run in Kopf's thread pool)."""
+
+    def __init__(self) -> None:
+        self._guard = threading.Lock()
+        self._locks: dict[str, threading.Lock] = {}
+
+    def get(self, uid: str) -> threading.Lock:
+        with self._guard:
+            return self._locks.setdefault(uid, threading.Lock())
+
+    def drop(self, uid: str) -> None:
+        with self._guard:
+            self._locks.pop(uid, None)
+
+
+def backoff(retry: int) -> float:
+    """5 s, 10 s, 20 s ... capped at 5 minutes."""
+    return min(5.0 * (2 ** min(retry, 10)), MAX_BACKOFF)
+
+
+def raise_for(result: Result, retry: int) -> None:
+    """Translate a Result into Kopf's error semantics."""
+    if result.error == "permanent":
+        raise kopf.PermanentError(f"{result.reason}: {result.message}")
+    if result.error == "temporary":
+        raise kopf.TemporaryError(f"{result.reason}: {result.message}", delay=backoff(retry))
+    if result.requeue_after is not None:
+        raise kopf.TemporaryError(f"{result.reason}: {result.message}", delay=result.requeue_after)
+
+
+def setup(
+    registry: kopf.OperatorRegistry,
+    reconciler: Reconciler,
+    config: OperatorConfig,
+    login: Callable[..., Any] | None = None,
+) -> None:
+    """Register every handler of the operator into `registry`."""
+    locks = _Locks()
+
+    @kopf.on.startup(registry=registry)
+    def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
+        # Our own finalizer name; Kopf's bookkeeping in annotations, not in status.
+        settings.persistence.finalizer = FINALIZER
+        settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
+        settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+            prefix=GROUP, key="last-handled-configuration"
+        )
+        # The reconciler posts specific Events itself; Kopf's per-handler
+        # "succeeded" Events would be a write on every timer tick.
+        settings.posting.enabled = False
+        settings.execution.max_workers = 8
+        settings.watching.server_timeout = 300
+
+    if login is not None:
+        kopf.on.login(registry=registry)(login)
+
+    def run(body: kopf.Body, retry: int) -> None:
+        cr = _plain(body)
+        if cr["metadata"].get("deletionTimestamp"):
+            return  # deletion owns the object now
+        with locks.get(cr["metadata"]["uid"]):
+            result = reconciler.reconcile(cr)
+        log.info(
+            "reconciled %s/%s: ready=%s reason=%s writes=%s",
+            cr["metadata"]["namespace"],
+            cr["metadata"]["name"],
+            result.ready,
+            result.reason,
+            ",".join(result.writes) or "none",
+        )
+        raise_for(result, retry)
+
+    @kopf.on.resume(GROUP, VERSION, PLURAL, registry=registry)
+    @kopf.on.create(GROUP, VERSION, PLURAL, registry=registry)
+    @kopf.on.update(GROUP, VERSION, PLURAL, field="spec", registry=registry)
+    def on_change(body: kopf.Body, retry: int, **_: Any) -> None:
+        run(body, retry)
+
+    @kopf.timer(
+        GROUP,
+        VERSION,
+        PLURAL,
+        interval=config.resync_seconds,
+        initial_delay=config.resync_seconds,
+        registry=registry,
+    )
+    def on_timer(body: kopf.Body, retry: int, **_: Any) -> None:
+        # Level-based: drift (a dropped schema, topic, Deployment) is repaired here.
+        run(body, retry)
+
+    @kopf.on.delete(GROUP, VERSION, PLURAL, registry=registry)
+    def on_delete(body: kopf.Body, retry: int, **_: Any) -> None:
+        cr = _plain(body)
+        uid = cr["metadata"]["uid"]
+        with locks.get(uid):
+            result = reconciler.finalize(cr)
+        log.info(
+            "finalized %s/%s: %s",
+            cr["metadata"]["namespace"],
+            cr["metadata"]["name"],
+            result.message,
+        )
+        raise_for(result, retry)
+        locks.drop(uid)
+
+
+def _plain(body: kopf.Body) -> dict[str, Any]:
+    """Kopf's Body is a live view; the reconciler works on a plain snapshot."""
+    return {
+        "apiVersion": body.get("apiVersion"),
+        "kind": body.get("kind"),
+        "metadata": dict(body["metadata"]),
+        "spec": _deep(body.get("spec") or {}),
+        "status": _deep(body.get("status") or {}),
+    }
+
+
+def _deep(value: Any) -> Any:
+    if isinstance(value, dict) or hasattr(value, "items"):
+        return {k: _deep(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_deep(v) for v in value]
+    return value

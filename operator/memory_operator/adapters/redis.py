@@ -1,0 +1,132 @@
+"""Redis adapter: one ACL user per tenant, confined to `<prefix>:*` keys and channels.
+
+Observe with ACL GETUSER (+ ACL CAT to compare permissions by meaning), then a
+single atomic ACL SETUSER only when something differs.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import redis
+
+from memory_operator.acl import (
+    AclError,
+    parse_getuser,
+    redis_setuser_args,
+    redis_user_matches,
+    validate_cache_target,
+)
+from memory_operator.domain import CacheUserTarget, Outcome
+from memory_operator.ports import BackendRejected, BackendUnavailable
+
+Observe = Callable[[str, str, float], None]
+BACKEND = "redis"
+_NO_ACL_FILE = "not configured to use an ACL file"
+
+
+class RedisAdmin:
+    """CacheAdmin over an admin URL (a user allowed ACL, SCAN and UNLINK)."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        observe: Observe | None = None,
+        timeout: float = 5.0,
+        scan_count: int = 500,
+        client_class: type[redis.Redis] = redis.Redis,
+    ) -> None:
+        # client_class lets tests see every command sent (a recording subclass).
+        self._client = client_class.from_url(
+            url,
+            socket_timeout=timeout,
+            socket_connect_timeout=timeout,
+            decode_responses=True,
+        )
+        self._observe = observe
+        self._scan_count = scan_count
+        self._categories: dict[str, frozenset[str]] | None = None
+
+    def close(self) -> None:
+        self._client.close()
+
+    @contextmanager
+    def _call(self, operation: str) -> Iterator[None]:
+        start = time.perf_counter()
+        try:
+            yield
+        except AclError as exc:
+            raise BackendRejected(BACKEND, str(exc)) from exc
+        except redis.AuthenticationError as exc:  # a subclass of ConnectionError
+            raise BackendRejected(BACKEND, f"admin authentication failed: {exc}") from exc
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            raise BackendUnavailable(BACKEND, str(exc)) from exc
+        except redis.RedisError as exc:
+            raise BackendRejected(BACKEND, str(exc)) from exc
+        finally:
+            if self._observe is not None:
+                self._observe(BACKEND, operation, time.perf_counter() - start)
+
+    def _command_categories(self) -> dict[str, frozenset[str]]:
+        # Category membership is fixed for a server binary: read it once per adapter.
+        if self._categories is None:
+            names = [str(n) for n in self._client.execute_command("ACL", "CAT")]
+            pipe = self._client.pipeline(transaction=False)
+            for name in names:
+                pipe.execute_command("ACL", "CAT", name)
+            members = pipe.execute()
+            self._categories = {
+                name.lower(): frozenset(str(c).lower() for c in cmds)
+                for name, cmds in zip(names, members, strict=True)
+            }
+        return self._categories
+
+    def _getuser(self, username: str) -> Any:
+        return self._client.execute_command("ACL", "GETUSER", username)
+
+    def _persist(self) -> None:
+        # Servers started with an aclfile lose SETUSER changes on restart unless saved;
+        # without one there is nothing to save (the next reconcile repairs a restart).
+        try:
+            self._client.execute_command("ACL", "SAVE")
+        except redis.ResponseError as exc:
+            if _NO_ACL_FILE not in str(exc):
+                raise
+
+    def ensure_user(self, target: CacheUserTarget) -> Outcome:
+        with self._call("observe"):
+            args = redis_setuser_args(target)  # validates before any I/O
+            state = parse_getuser(self._getuser(target.username))
+            if redis_user_matches(state, target, self._command_categories()):
+                return Outcome.UNCHANGED
+        with self._call("apply"):
+            self._client.execute_command("ACL", "SETUSER", *args)
+            self._persist()
+        return Outcome.CREATED if state is None else Outcome.UPDATED
+
+    def delete_user(self, target: CacheUserTarget) -> Outcome:
+        with self._call("observe"):
+            validate_cache_target(target)
+            exists = self._getuser(target.username) is not None
+        deleted_keys = 0
+        with self._call("delete"):
+            if exists:
+                # First the user, so the tenant can't write keys while we sweep them.
+                self._client.execute_command("ACL", "DELUSER", target.username)
+                self._persist()
+            # SCAN, not KEYS: never block the server on a large keyspace.
+            batch: list[str] = []
+            for key in self._client.scan_iter(
+                match=f"{target.key_prefix}:*", count=self._scan_count
+            ):
+                batch.append(key)
+                if len(batch) >= self._scan_count:
+                    deleted_keys += int(self._client.unlink(*batch))
+                    batch.clear()
+            if batch:
+                deleted_keys += int(self._client.unlink(*batch))
+        return Outcome.DELETED if exists or deleted_keys else Outcome.UNCHANGED

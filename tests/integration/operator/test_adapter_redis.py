@@ -1,0 +1,193 @@
+"""RedisAdmin against a real Redis (6.2, ACLs): confinement, idempotence, deletion."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+
+import pytest
+import redis
+
+from memory_operator.adapters.redis import RedisAdmin
+from memory_operator.domain import CacheUserTarget, Outcome
+from memory_operator.ports import BackendRejected, BackendUnavailable
+from tests.servers._process import free_port
+from tests.servers.redis import RedisServer
+
+pytestmark = pytest.mark.integration
+
+
+def new_target(tag: str) -> CacheUserTarget:
+    suffix = uuid.uuid4().hex[:8]
+    return CacheUserTarget(
+        username=f"mem-{tag}-{suffix}",
+        password=f"pw-{uuid.uuid4().hex}",
+        key_prefix=f"mem:{tag}-{suffix}",
+    )
+
+
+@pytest.fixture
+def admin(redis_server: RedisServer) -> Iterator[RedisAdmin]:
+    adapter = RedisAdmin(redis_server.url)
+    yield adapter
+    adapter.close()
+
+
+@pytest.fixture
+def root(redis_server: RedisServer) -> Iterator[redis.Redis]:
+    client = redis.Redis.from_url(redis_server.url, decode_responses=True)
+    yield client
+    client.close()
+
+
+def tenant_client(server: RedisServer, target: CacheUserTarget) -> redis.Redis:
+    return redis.Redis.from_url(
+        server.url_for(target.username, target.password), decode_responses=True
+    )
+
+
+class RecordingRedis(redis.Redis):
+    """A real client that also keeps every command it sends (outside pipelines)."""
+
+    sent: list[tuple[str, ...]]
+
+    def execute_command(self, *args, **options):
+        self.__dict__.setdefault("sent", []).append(tuple(str(a).upper() for a in args[:2]))
+        return super().execute_command(*args, **options)
+
+
+def sent_by(adapter: RedisAdmin) -> list[tuple[str, ...]]:
+    sent = adapter._client.__dict__.setdefault("sent", [])
+    out = list(sent)
+    sent.clear()
+    return out
+
+
+def test_user_is_confined_to_its_prefix(
+    admin: RedisAdmin, redis_server: RedisServer, root: redis.Redis
+) -> None:
+    mine, other = new_target("a"), new_target("b")
+    assert admin.ensure_user(mine) is Outcome.CREATED
+    root.set(f"{other.key_prefix}:secret", "b-only")
+    client = tenant_client(redis_server, mine)
+    try:
+        assert client.ping()
+        client.set(f"{mine.key_prefix}:k", "v")
+        assert client.get(f"{mine.key_prefix}:k") == "v"
+        with pytest.raises(redis.exceptions.NoPermissionError):
+            client.get(f"{other.key_prefix}:secret")
+        with pytest.raises(redis.exceptions.NoPermissionError):
+            client.set("unprefixed", "x")
+        for forbidden in (("FLUSHALL",), ("CONFIG", "GET", "*"), ("KEYS", "*"), ("SCAN", "0")):
+            with pytest.raises(redis.exceptions.NoPermissionError):
+                client.execute_command(*forbidden)
+        # Lua (token buckets, locks): allowed on its own keys, refused on others'.
+        incr = "return redis.call('INCRBY', KEYS[1], ARGV[1])"
+        assert client.eval(incr, 1, f"{mine.key_prefix}:bucket", 5) == 5
+        sha = client.script_load(incr)
+        assert client.evalsha(sha, 1, f"{mine.key_prefix}:bucket", 2) == 7
+        with pytest.raises(redis.exceptions.ResponseError, match=r"(?i)permission|noperm"):
+            client.eval(incr, 1, f"{other.key_prefix}:secret", 1)
+        # Pub/sub channels follow the same prefix.
+        assert client.publish(f"{mine.key_prefix}:events", "hi") == 0
+        with pytest.raises(redis.exceptions.NoPermissionError):
+            client.publish(f"{other.key_prefix}:events", "hi")
+    finally:
+        client.close()
+    assert root.get(f"{other.key_prefix}:secret") == "b-only"
+
+
+def test_second_ensure_writes_nothing(redis_server: RedisServer, root: redis.Redis) -> None:
+    admin = RedisAdmin(redis_server.url, client_class=RecordingRedis)
+    target = new_target("idem")
+    assert admin.ensure_user(target) is Outcome.CREATED
+    assert ("ACL", "SETUSER") in sent_by(admin)  # the recorder sees writes
+    acl_list = root.execute_command("ACL", "LIST")
+
+    assert admin.ensure_user(target) is Outcome.UNCHANGED
+    assert sent_by(admin) == [("ACL", "GETUSER")]
+    assert root.execute_command("ACL", "LIST") == acl_list
+
+    # A fresh adapter (categories not cached yet) reaches the same verdict, read-only.
+    fresh = RedisAdmin(redis_server.url, client_class=RecordingRedis)
+    assert fresh.ensure_user(target) is Outcome.UNCHANGED
+    assert set(sent_by(fresh)) == {("ACL", "GETUSER"), ("ACL", "CAT")}
+    fresh.close()
+    admin.close()
+
+
+def test_drift_is_repaired(admin: RedisAdmin, redis_server: RedisServer, root: redis.Redis) -> None:
+    target = new_target("drift")
+    admin.ensure_user(target)
+    # Someone widens the user by hand: all keys and FLUSHALL.
+    root.execute_command("ACL", "SETUSER", target.username, "allkeys", "+flushall")
+    assert admin.ensure_user(target) is Outcome.UPDATED
+    assert admin.ensure_user(target) is Outcome.UNCHANGED
+    client = tenant_client(redis_server, target)
+    try:
+        with pytest.raises(redis.exceptions.NoPermissionError):
+            client.get("elsewhere")
+        with pytest.raises(redis.exceptions.NoPermissionError):
+            client.flushall()
+    finally:
+        client.close()
+
+
+def test_password_rotation(admin: RedisAdmin, redis_server: RedisServer) -> None:
+    old = new_target("rot")
+    admin.ensure_user(old)
+    new = CacheUserTarget(old.username, f"rotated-{uuid.uuid4().hex}", old.key_prefix)
+    assert admin.ensure_user(new) is Outcome.UPDATED
+    client = tenant_client(redis_server, new)
+    assert client.ping()
+    client.close()
+    stale = tenant_client(redis_server, old)
+    with pytest.raises(redis.AuthenticationError):
+        stale.ping()
+    stale.close()
+
+
+def test_delete_user_removes_user_and_only_its_keys(admin: RedisAdmin, root: redis.Redis) -> None:
+    target, neighbour = new_target("del"), new_target("keep")
+    admin.ensure_user(target)
+    # More keys than one SCAN batch, to cover the batching.
+    root.mset({f"{target.key_prefix}:{i}": i for i in range(1200)})
+    root.set(f"{neighbour.key_prefix}:x", "stays")
+    root.set(f"{target.key_prefix}x", "not under the prefix")  # no ':' -> not the tenant's
+    assert admin.delete_user(target) is Outcome.DELETED
+    assert root.execute_command("ACL", "GETUSER", target.username) is None
+    assert list(root.scan_iter(match=f"{target.key_prefix}:*")) == []
+    assert root.get(f"{neighbour.key_prefix}:x") == "stays"
+    assert root.get(f"{target.key_prefix}x") == "not under the prefix"
+    assert admin.delete_user(target) is Outcome.UNCHANGED
+
+
+@pytest.mark.parametrize(
+    "target",
+    [
+        CacheUserTarget("mem-x", "pw", "mem:*"),
+        CacheUserTarget("mem-x", "pw", ""),
+        CacheUserTarget("default", "pw", "mem:x"),
+        CacheUserTarget("mem x", "pw", "mem:x"),
+        CacheUserTarget("mem-x", "p w", "mem:x"),
+    ],
+)
+def test_bad_input_is_rejected_before_any_write(
+    admin: RedisAdmin, root: redis.Redis, target: CacheUserTarget
+) -> None:
+    before = root.execute_command("ACL", "LIST")
+    with pytest.raises(BackendRejected):
+        admin.ensure_user(target)
+    assert root.execute_command("ACL", "LIST") == before
+
+
+def test_unreachable_server_is_temporary() -> None:
+    adapter = RedisAdmin(f"redis://default:x@127.0.0.1:{free_port()}/0", timeout=2)
+    with pytest.raises(BackendUnavailable):
+        adapter.ensure_user(new_target("down"))
+
+
+def test_wrong_admin_password_is_permanent(redis_server: RedisServer) -> None:
+    adapter = RedisAdmin(redis_server.url_for("default", "wrong"))
+    with pytest.raises(BackendRejected, match="authentication"):
+        adapter.ensure_user(new_target("auth"))

@@ -13,6 +13,7 @@ from collections.abc import Iterator
 import pytest
 
 from tests.servers.kafka import KafkaServer, run_kafka
+from tests.servers.kube import KubeCluster, run_kube
 from tests.servers.postgres import PostgresServer, create_database, drop_database, run_postgres
 from tests.servers.redis import RedisServer, run_redis
 
@@ -47,3 +48,21 @@ def kafka() -> Iterator[KafkaServer]:
     """Kafka 4.1 KRaft: `.bootstrap` (PLAINTEXT, super user) and `.sasl_bootstrap` (SCRAM, ACLs)."""
     with run_kafka() as server:
         yield server
+
+
+@pytest.fixture(scope="session")
+def kube() -> Iterator[KubeCluster]:
+    """etcd + kube-apiserver + kube-controller-manager; `.kubeconfig` is an admin kubeconfig."""
+    with run_kube() as cluster:
+        yield cluster
+
+
+@pytest.fixture
+def kube_namespace(kube: KubeCluster) -> Iterator[str]:
+    """A fresh namespace, deleted (without waiting) after the test."""
+    name = f"t-{uuid.uuid4().hex[:12]}"
+    kube.kubectl_run("create", "namespace", name)
+    try:
+        yield name
+    finally:
+        kube.kubectl_run("delete", "namespace", name, "--wait=false", check=False)

@@ -163,8 +163,8 @@ class Filters(_Strict):
             ):
                 raise ValueError("coordinate_min is above coordinate_max in some dimension")
         for key in self.metadata:
-            if not key or len(key) > 128:
-                raise ValueError("metadata filter keys are 1-128 characters")
+            if not key or len(key) > 128 or "." in key:
+                raise ValueError("metadata filter keys are 1-128 characters without '.'")
         return self
 
 

@@ -66,15 +66,13 @@ def normalise_similarity(similarity: float, distance: Distance) -> float:
     """Map an engine similarity (higher is better) into [0, 1].
 
     Cosine similarity is already in [-1, 1]: negative means unrelated, so clamp.
-    Euclid: engines report the negated distance, turned into 1 / (1 + d).
+    Euclid: engines report 1 / (1 + L2 distance), already in (0, 1].
     Dot products are unbounded: a logistic squashes them monotonically.
     """
     if math.isnan(similarity):
         return 0.0
-    if distance == "Cosine":
+    if distance in ("Cosine", "Euclid"):
         return min(1.0, max(0.0, similarity))
-    if distance == "Euclid":
-        return 1.0 / (1.0 + abs(similarity))
     try:
         return 1.0 / (1.0 + math.exp(-similarity))
     except OverflowError:

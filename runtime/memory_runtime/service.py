@@ -12,7 +12,6 @@ import json
 import logging
 import math
 import uuid
-from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -211,7 +210,7 @@ class MemoryService:
         embedder: Embedder,
         config: ServiceConfig,
     ) -> None:
-        self.store = store
+        self.db = store
         self.index = index
         self.embedder = embedder
         self.config = config
@@ -286,7 +285,7 @@ class MemoryService:
         except Exception as exc:  # any index failure: PostgreSQL stays the truth
             log.warning("vector index write failed, %d record(s) pending: %s", len(items), exc)
             return
-        with self.store.tx() as tx:
+        with self.db.tx() as tx:
             tx.set_index_done([(r.id, r.version) for r in rows if r.embedding is not None])
         for r in rows:
             if r.embedding is not None:
@@ -300,7 +299,7 @@ class MemoryService:
         except Exception as exc:
             log.warning("vector index delete failed, %d tombstone(s) kept: %s", len(ids), exc)
             return
-        with self.store.tx() as tx:
+        with self.db.tx() as tx:
             tx.clear_tombstones(ids)
 
     def _delete_in_tx(self, tx: Tx, ids: Sequence[uuid.UUID], reason: str) -> list[MemoryRow]:
@@ -350,7 +349,7 @@ class MemoryService:
     ) -> list[tuple[Memory, bool]]:
         results: list[tuple[MemoryRow, bool]] = []
         now = now_utc()
-        with self.store.tx() as tx:
+        with self.db.tx() as tx:
             if self.config.max_memories:
                 tx.lock_quota()
                 room = self.config.max_memories - tx.count()
@@ -418,7 +417,7 @@ class MemoryService:
 
     # --- read / patch / delete -----------------------------------------
     def get(self, key: str, include_vector: bool = False) -> Memory:
-        with self.store.tx() as tx:
+        with self.db.tx() as tx:
             row = self.resolve(tx, key)
             if row.expires_at is not None and row.expires_at <= now_utc():
                 raise NotFound(f"no memory at {key} (expired)")
@@ -429,7 +428,7 @@ class MemoryService:
 
     def patch(self, key: str, change: MemoryPatch) -> Memory:
         fields = change.model_fields_set
-        with self.store.tx() as tx:
+        with self.db.tx() as tx:
             row = self.resolve(tx, key, lock=True)
             if change.if_version is not None and change.if_version != row.version:
                 raise Conflict(
@@ -462,7 +461,7 @@ class MemoryService:
         return to_memory(saved)
 
     def delete(self, key: str) -> Memory:
-        with self.store.tx() as tx:
+        with self.db.tx() as tx:
             row = self.resolve(tx, key, lock=True)
             self._delete_in_tx(tx, [row.id], "deleted")
         self._unindex_after_commit([row.id])
@@ -472,7 +471,7 @@ class MemoryService:
         """Bulk delete by scope (erasure requests); at least one scope filter required."""
         if not (flt.user_id or flt.agent_id or flt.session_id):
             raise InvalidInput("bulk forget needs user_id, agent_id or session_id")
-        with self.store.tx() as tx:
+        with self.db.tx() as tx:
             ids = tx.ids_matching(flt)
             rows = self._delete_in_tx(tx, ids, "forget")
         self._unindex_after_commit([r.id for r in rows])
@@ -481,7 +480,7 @@ class MemoryService:
     def range(self, f: Filters, limit: int, offset: int) -> list[Memory]:
         if f.coordinate_min is None:
             raise InvalidInput("range needs min and max coordinates")
-        with self.store.tx() as tx:
+        with self.db.tx() as tx:
             rows = tx.range(to_filter(f), limit, offset)
         return [to_memory(r) for r in rows]
 
@@ -516,10 +515,10 @@ class MemoryService:
                     hits = []
                 vector_hits = {h.memory_id: h.similarity for h in hits}
         if req.mode in ("hybrid", "keyword") and query:
-            with self.store.tx() as tx:
+            with self.db.tx() as tx:
                 keyword_hits = dict(tx.keyword_search(query, flt, candidates))
         ids = list(set(vector_hits) | set(keyword_hits))
-        with self.store.tx() as tx:
+        with self.db.tx() as tx:
             rows = {r.id: r for r in tx.get_many(ids)}
             info = {
                 i: ranking.CandidateInfo(r.importance, r.updated_at, r.last_accessed_at)
@@ -558,7 +557,7 @@ class MemoryService:
 
     # --- graph ----------------------------------------------------------
     def link(self, req: LinkIn) -> tuple[Link, bool]:
-        with self.store.tx() as tx:
+        with self.db.tx() as tx:
             source = self.resolve(tx, req.from_)
             target = self.resolve(tx, req.to)
             if source.id == target.id:
@@ -571,7 +570,7 @@ class MemoryService:
         return to_link(row), created
 
     def unlink(self, req: LinkKey) -> Link:
-        with self.store.tx() as tx:
+        with self.db.tx() as tx:
             source = self.resolve(tx, req.from_)
             target = self.resolve(tx, req.to)
             row = tx.delete_link(source.id, target.id, req.type)
@@ -592,7 +591,7 @@ class MemoryService:
         """
         if not 1 <= depth <= MAX_DEPTH:
             raise InvalidInput(f"depth must be within 1..{MAX_DEPTH}")
-        with self.store.tx() as tx:
+        with self.db.tx() as tx:
             start = self.resolve(tx, key)
             seen: dict[uuid.UUID, tuple[int, LinkRow]] = {}
             visited = {start.id}
@@ -637,7 +636,7 @@ class MemoryService:
         """
         if not 1 <= max_depth <= MAX_DEPTH:
             raise InvalidInput(f"max_depth must be within 1..{MAX_DEPTH}")
-        with self.store.tx() as tx:
+        with self.db.tx() as tx:
             source = self.resolve(tx, source_key)
             target = self.resolve(tx, target_key)
             if source.id == target.id:
@@ -693,7 +692,7 @@ class MemoryService:
 
     # --- export / import -----------------------------------------------
     def export_lines(self) -> Iterator[bytes]:
-        for kind, raw in self.store.stream_export():
+        for kind, raw in self.db.stream_export():
             if kind == "memory":
                 record = to_memory(MemoryRow.from_db(raw), include_vector=True).model_dump(
                     mode="json", exclude={"has_vector", "index_pending"}
@@ -731,7 +730,7 @@ class MemoryService:
                 raise InvalidInput(f"line {number}: not a valid export line ({reason})") from None
         mem_counts, link_counts = ImportCounts(), ImportCounts()
         touched: list[MemoryRow] = []
-        with self.store.tx() as tx:
+        with self.db.tx() as tx:
             if self.config.max_memories:
                 tx.lock_quota()
             room = self.config.max_memories - tx.count() if self.config.max_memories else math.inf
@@ -810,7 +809,7 @@ class MemoryService:
         del now  # the database clock decides, so every replica agrees
         total = 0
         while True:
-            with self.store.tx() as tx:
+            with self.db.tx() as tx:
                 found = tx.prunable(
                     self.config.prune_below,
                     self.config.half_life_hours,
@@ -830,7 +829,7 @@ class MemoryService:
 
     def index_pending(self, limit: int = 500) -> int:
         """Catch the index up: pending vectors (embedding them if needed) and tombstones."""
-        with self.store.tx() as tx:
+        with self.db.tx() as tx:
             rows = tx.pending_index(limit)
             missing = [r for r in rows if r.embedding is None]
             if missing and self.embeds:
@@ -850,7 +849,7 @@ class MemoryService:
 
     # --- stats / health -------------------------------------------------
     def stats(self) -> dict[str, Any]:
-        data = self.store.stats()
+        data = self.db.stats()
         try:
             vector_count: int | None = self.index.count()
         except Exception:
@@ -858,7 +857,7 @@ class MemoryService:
         total = sum(data["memories_by_type"].values())
         return {
             "tenant": self.config.tenant,
-            "schema_name": self.store.schema,
+            "schema_name": self.db.schema,
             "memories": total,
             "memories_by_type": {
                 "episodic": data["memories_by_type"].get("episodic", 0),

@@ -120,8 +120,10 @@ NOT_EXPIRED = sql.SQL("(expires_at IS NULL OR expires_at > now())")
 class Tx:
     """Statements that run inside one transaction of a `PostgresStore.tx()` block."""
 
-    def __init__(self, conn: psycopg.Connection[dict[str, Any]], outbox: bool = True) -> None:
-        self.conn = conn
+    def __init__(self, conn: psycopg.Connection[Any], outbox: bool = True) -> None:
+        # dict rows on our own cursor: the pool's connections stay default (tuple
+        # rows) for the pgvector index, which shares the pool
+        self.conn = conn.cursor(row_factory=dict_row)
         self.outbox_enabled = outbox  # events off: no outbox rows pile up unread
 
     # --- memories -------------------------------------------------------
@@ -421,11 +423,10 @@ class PostgresStore:
             conn.execute("SELECT set_config('search_path', %s, false)", (path,))
             conn.commit()
 
-        self.pool: ConnectionPool[psycopg.Connection[dict[str, Any]]] = ConnectionPool(
+        self.pool: ConnectionPool[psycopg.Connection[Any]] = ConnectionPool(
             conninfo,
             min_size=min_size,
             max_size=max_size,
-            kwargs={"row_factory": dict_row},
             configure=configure,
             open=False,
             name=f"memory-{schema}",
@@ -450,12 +451,12 @@ class PostgresStore:
         """All memories then all links, from one snapshot (server-side cursor)."""
         with self.pool.connection() as conn, conn.transaction():
             conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
-            with conn.cursor(name="export_memories") as cur:
+            with conn.cursor(name="export_memories", row_factory=dict_row) as cur:
                 cur.itersize = batch
                 cur.execute(f"SELECT {MEMORY_COLUMNS} FROM memories ORDER BY created_at, id")
                 for row in cur:
                     yield "memory", row
-            with conn.cursor(name="export_links") as cur:
+            with conn.cursor(name="export_links", row_factory=dict_row) as cur:
                 cur.itersize = batch
                 cur.execute(f"SELECT {LINK_COLUMNS} FROM links ORDER BY created_at, from_id")
                 for row in cur:

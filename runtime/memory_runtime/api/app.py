@@ -1,0 +1,203 @@
+"""The app factory: wires settings to the store, index, embedder, limiter and jobs."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI
+
+from memory_runtime import __version__
+from memory_runtime.api import compat, errors, routes
+from memory_runtime.api.middleware import BodyLimitMiddleware, Metrics, ObserveMiddleware
+from memory_runtime.ports import Embedder, VectorIndex
+from memory_runtime.service import MemoryService, ServiceConfig
+from memory_runtime.settings import Settings
+from memory_runtime.storage.migrate import migrate
+from memory_runtime.storage.postgres import PostgresStore
+
+log = logging.getLogger("memory_runtime")
+
+
+def build_store(settings: Settings) -> PostgresStore:
+    if not settings.database_url:
+        raise ValueError("MEMORY_DATABASE_URL is empty: use `serve --embedded` for local mode")
+    return PostgresStore(
+        settings.database_url,
+        settings.schema_name,
+        settings.database_extensions_schema,
+        max_size=settings.database_pool_size,
+        outbox=settings.events_enabled,
+    )
+
+
+def build_index(settings: Settings, store: PostgresStore, qdrant_client: Any = None) -> VectorIndex:
+    from memory_runtime.vectors import build_vector_index
+
+    return build_vector_index(
+        settings.vector_backend,
+        pool=store.pool,
+        schema=settings.schema_name,
+        extensions_schema=settings.database_extensions_schema,
+        dimensions=settings.vector_dimensions,
+        distance=settings.vector_distance,
+        qdrant_url=settings.qdrant_url or None,
+        qdrant_api_key=settings.qdrant_api_key or None,
+        collection=settings.collection_name,
+        qdrant_client=qdrant_client,
+    )
+
+
+def build_embedder(settings: Settings) -> Embedder:
+    from memory_runtime.embeddings import build_embedder as build
+
+    return build(
+        settings.embedding_provider,
+        settings.embedding_model,
+        settings.embedding_url,
+        settings.vector_dimensions,
+    )
+
+
+def create_app(
+    settings: Settings,
+    *,
+    store: PostgresStore | None = None,
+    index: VectorIndex | None = None,
+    embedder: Embedder | None = None,
+    redis_client: Any = None,
+    rate_limiter: Any = None,
+    qdrant_client: Any = None,
+    start_jobs: bool = False,
+) -> FastAPI:
+    """Build the tenant API. Anything not given is built from `settings`.
+
+    `start_jobs` runs the background jobs (pruning, index catch-up, outbox
+    relay) inside the app's lifespan; tests call the service methods directly.
+    """
+    store = store or build_store(settings)
+    index = index or build_index(settings, store, qdrant_client)
+    embedder = embedder or build_embedder(settings)
+    if redis_client is None and settings.redis_url:
+        import redis
+
+        redis_client = redis.Redis.from_url(settings.redis_url, socket_timeout=5)
+    if rate_limiter is None and settings.rate_limit_per_minute > 0:
+        from memory_runtime.limits import build_rate_limiter
+
+        rate_limiter = build_rate_limiter(
+            redis_client,
+            f"{settings.redis_key_prefix}:ratelimit",
+            settings.rate_limit_per_minute,
+            settings.rate_limit_burst,
+        )
+    service = MemoryService(
+        store,
+        index,
+        embedder,
+        ServiceConfig(
+            tenant=settings.tenant,
+            dimensions=settings.vector_dimensions,
+            distance=settings.vector_distance,
+            max_memories=settings.max_memories,
+            decay_enabled=settings.decay_enabled,
+            half_life_hours=settings.decay_half_life_hours,
+            prune_below=settings.decay_prune_below,
+            vector_backend=settings.vector_backend,
+        ),
+    )
+    jobs: list[Any] = []
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        store.open()
+        if settings.migrate_on_start:
+            applied = migrate(
+                settings.database_url, settings.schema_name, settings.database_extensions_schema
+            )
+            if applied:
+                log.info("applied migrations %s to %s", applied, settings.schema_name)
+        try:
+            index.ensure()
+        except Exception as exc:  # the index may come later; readyz reports it
+            log.warning("vector index not ready at start: %s", exc)
+        if start_jobs:
+            jobs.extend(_start_jobs(settings, service, store, redis_client))
+        try:
+            yield
+        finally:
+            for job in jobs:
+                job.stop()
+            store.close()
+
+    app = FastAPI(
+        title=f"SomaFractalMemory tenant API ({settings.tenant})",
+        version=__version__,
+        description="The memory API of one tenant. See docs/API.md.",
+        lifespan=lifespan,
+    )
+    metrics = Metrics()
+    app.state.settings = settings
+    app.state.service = service
+    app.state.tokens = settings.tokens
+    app.state.rate_limiter = rate_limiter
+    app.state.metrics = metrics
+    readiness: dict[str, Callable[[], dict[str, Any] | None]] = {
+        "postgres": lambda: (store.ping(), {"schema": store.schema})[1],
+        "vectors": lambda: (index.ping(), {"backend": settings.vector_backend})[1],
+    }
+    if redis_client is not None:
+        readiness["redis"] = lambda: (redis_client.ping(), None)[1]
+    app.state.readiness = readiness
+    errors.install(app)
+    app.include_router(routes.router)
+    app.include_router(compat.router)
+    # outermost first: metrics see every answer, including 413s
+    app.add_middleware(BodyLimitMiddleware, limit=settings.max_body_bytes)
+    app.add_middleware(ObserveMiddleware, metrics=metrics)
+    return app
+
+
+def _start_jobs(
+    settings: Settings, service: MemoryService, store: PostgresStore, redis_client: Any
+) -> list[Any]:
+    from memory_runtime.jobs import PeriodicJob, build_lock
+
+    prefix = settings.redis_key_prefix
+    jobs = [
+        PeriodicJob(
+            "prune",
+            settings.prune_interval_seconds,
+            lambda: service.prune(),
+            build_lock(redis_client, f"{prefix}:lock:prune"),
+        ),
+        PeriodicJob(
+            "index",
+            settings.index_interval_seconds,
+            lambda: service.index_pending(500),
+            build_lock(redis_client, f"{prefix}:lock:index"),
+        ),
+    ]
+    if settings.events_enabled:
+        from memory_runtime.events.relay import OutboxRelay
+
+        relay = OutboxRelay(
+            store.pool,
+            settings.schema_name,
+            settings.tenant,
+            settings.kafka_producer_config(),
+            settings.kafka_topic,
+        )
+        jobs.append(
+            PeriodicJob(
+                "relay",
+                settings.relay_interval_seconds,
+                lambda: relay.publish_pending(500),
+                build_lock(redis_client, f"{prefix}:lock:relay"),
+            )
+        )
+    for job in jobs:
+        job.start()
+    return jobs

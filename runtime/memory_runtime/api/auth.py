@@ -1,0 +1,76 @@
+"""Bearer-token auth with roles, and per-token rate limiting."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import math
+from collections.abc import Callable
+from typing import Any
+
+from fastapi import Request
+
+from memory_runtime.api.errors import ProblemError
+from memory_runtime.settings import ROLE_RANK, ApiToken
+
+
+def token_key(token: str) -> str:
+    """Rate-limit key for a token: a hash, so Redis never holds the secret."""
+    return hashlib.sha256(token.encode()).hexdigest()[:24]
+
+
+def _match(presented: str, tokens: tuple[ApiToken, ...]) -> ApiToken | None:
+    # compare against every token (constant time each), never short-circuit on a prefix
+    found: ApiToken | None = None
+    for candidate in tokens:
+        if hmac.compare_digest(presented.encode(), candidate.token.encode()) and found is None:
+            found = candidate
+    return found
+
+
+def require(role: str) -> Callable[[Request], ApiToken]:
+    """A dependency: 401 without a valid token, 403 if its role is too low, 429 if limited."""
+    needed = ROLE_RANK[role]
+
+    def dependency(request: Request) -> ApiToken:
+        state: Any = request.app.state
+        header = request.headers.get("authorization", "")
+        scheme, _, credentials = header.partition(" ")
+        challenge = {"WWW-Authenticate": 'Bearer realm="memory"'}
+        if scheme.lower() != "bearer" or not credentials.strip():
+            raise ProblemError(401, "send Authorization: Bearer <token>", headers=challenge)
+        token = _match(credentials.strip(), state.tokens)
+        if token is None:
+            raise ProblemError(
+                401,
+                "the token is not valid for this namespace",
+                headers={"WWW-Authenticate": 'Bearer realm="memory", error="invalid_token"'},
+            )
+        if ROLE_RANK[token.role] < needed:
+            raise ProblemError(403, f"this route needs the {role} role; the token has {token.role}")
+        limiter = state.rate_limiter
+        if limiter is not None:
+            decision = limiter.acquire(token_key(token.token))
+            reset = max(0, math.ceil(decision.reset_seconds))
+            headers = {
+                "RateLimit-Limit": str(decision.limit),
+                "RateLimit-Remaining": str(max(0, decision.remaining)),
+                "RateLimit-Reset": str(reset),
+            }
+            request.scope.setdefault("state", {})["ratelimit_headers"] = headers
+            if not decision.allowed:
+                state.metrics.rate_limited.inc()
+                retry = max(1, math.ceil(decision.retry_after_seconds))
+                raise ProblemError(
+                    429,
+                    f"rate limit exceeded; retry in {retry} s",
+                    headers={**headers, "Retry-After": str(retry)},
+                )
+        return token
+
+    return dependency
+
+
+read = require("read")
+write = require("write")
+admin = require("admin")

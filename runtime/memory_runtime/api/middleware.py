@@ -1,0 +1,159 @@
+"""Pure ASGI middleware: body size cap, rate-limit headers, request metrics."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from memory_runtime.api.errors import MEDIA_TYPE, PROBLEM_BASE
+
+
+class Metrics:
+    """The runtime's Prometheus metrics, in a registry of their own (one per app)."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        self.requests = Counter(
+            "memory_http_requests_total",
+            "HTTP requests by route template, method and status code.",
+            ["method", "route", "status"],
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "memory_http_request_duration_seconds",
+            "HTTP request latency by route template.",
+            ["method", "route"],
+            registry=self.registry,
+        )
+        self.rate_limited = Counter(
+            "memory_rate_limited_total", "Requests refused with 429.", registry=self.registry
+        )
+        self.memories_written = Counter(
+            "memory_records_written_total",
+            "Memories created or updated.",
+            ["result"],
+            registry=self.registry,
+        )
+        self.recalls = Counter(
+            "memory_recall_total", "Recall requests by mode.", ["mode"], registry=self.registry
+        )
+
+
+async def _send_413(send: Send, limit: int, path: str) -> None:
+    body = json.dumps(
+        {
+            "type": PROBLEM_BASE + "payload-too-large",
+            "title": "Request body too large",
+            "status": 413,
+            "detail": f"the request body exceeds {limit} bytes",
+            "instance": path,
+        }
+    ).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 413,
+            "headers": [
+                (b"content-type", MEDIA_TYPE.encode()),
+                (b"content-length", str(len(body)).encode()),
+                (b"connection", b"close"),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+class BodyLimitMiddleware:
+    """413 when Content-Length says too much, or when the streamed body grows past it.
+
+    The body is read up front (at most `limit` bytes are ever buffered) and
+    replayed to the app, so an oversized chunked upload is refused before any
+    handler runs and nothing is half-applied.
+    """
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS"):
+            await self.app(scope, receive, send)
+            return
+        path = scope.get("path", "")
+        for name, value in scope.get("headers", []):
+            if name == b"content-length":
+                try:
+                    declared = int(value)
+                except ValueError:
+                    declared = -1
+                if declared > self.limit:
+                    await _send_413(send, self.limit, path)
+                    return
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.limit:
+                await _send_413(send, self.limit, path)
+                return
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        body = b"".join(chunks)
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
+
+
+class ObserveMiddleware:
+    """Adds RateLimit headers stashed by the auth dependency, records metrics."""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        scope.setdefault("state", {})
+        started = time.perf_counter()
+        status = 500
+
+        async def wrapped(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                extra: dict[str, str] = scope["state"].get("ratelimit_headers", {})
+                if extra:
+                    headers = list(message.get("headers", []))
+                    present = {k.lower() for k, _ in headers}
+                    for key, value in extra.items():
+                        if key.lower().encode() not in present:
+                            headers.append((key.lower().encode(), value.encode()))
+                    message = {**message, "headers": headers}
+            await send(message)
+
+        try:
+            await self.app(scope, receive, wrapped)
+        finally:
+            route: Any = scope.get("route")
+            template = getattr(route, "path", None) or "unmatched"
+            method = scope.get("method", "")
+            self.metrics.requests.labels(method, template, str(status)).inc()
+            self.metrics.latency.labels(method, template).observe(time.perf_counter() - started)

@@ -1,0 +1,344 @@
+"""The memory API routes (HTTP only: parse, call the service, shape the answer)."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse, StreamingResponse
+from pydantic import ValidationError
+
+from memory_runtime.api import auth
+from memory_runtime.api.errors import ProblemError
+from memory_runtime.models import (
+    Deleted,
+    Direction,
+    Filters,
+    ImportOut,
+    Link,
+    LinkIn,
+    LinkKey,
+    Memory,
+    MemoryBatchIn,
+    MemoryIn,
+    MemoryList,
+    MemoryPatch,
+    MemoryType,
+    NeighborsOut,
+    PathOut,
+    RecallMode,
+    SearchIn,
+    SearchOut,
+    Stats,
+)
+from memory_runtime.service import MemoryService, to_filter
+
+router = APIRouter()
+
+ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"description": text, "content": {"application/problem+json": {}}}
+    for code, text in {
+        401: "missing or invalid token",
+        403: "token role too low",
+        413: "body too large",
+        422: "invalid input",
+        429: "rate limited",
+    }.items()
+}
+
+
+def service(request: Request) -> MemoryService:
+    return request.app.state.service  # type: ignore[no-any-return]
+
+
+Svc = Annotated[MemoryService, Depends(service)]
+
+
+def _validation(exc: ValidationError) -> ProblemError:
+    err = exc.errors()[0]
+    where = ".".join(str(p) for p in err.get("loc", ()))
+    return ProblemError(422, f"{where}: {err['msg']}" if where else str(err["msg"]))
+
+
+def _filters_from_query(
+    memory_type: MemoryType | None,
+    tags: list[str] | None,
+    agent_id: str | None,
+    user_id: str | None,
+    session_id: str | None,
+    metadata: str | None,
+    created_from: datetime | None,
+    created_to: datetime | None,
+    coordinate_min: str | None,
+    coordinate_max: str | None,
+) -> dict[str, Any]:
+    meta: Any = {}
+    if metadata:
+        try:
+            meta = json.loads(metadata)
+        except ValueError:
+            raise ProblemError(422, 'metadata must be a JSON object, e.g. {"k": "v"}') from None
+        if not isinstance(meta, dict):
+            raise ProblemError(422, "metadata must be a JSON object")
+    return {
+        "memory_type": memory_type,
+        "tags": tags or [],
+        "agent_id": agent_id,
+        "user_id": user_id,
+        "session_id": session_id,
+        "metadata": meta,
+        "created_from": created_from,
+        "created_to": created_to,
+        "coordinate_min": coordinate_min,
+        "coordinate_max": coordinate_max,
+    }
+
+
+# --- memories ---------------------------------------------------------------
+
+
+@router.post(
+    "/memories",
+    response_model=Memory,
+    status_code=201,
+    responses={200: {"description": "replaced the memory at that coordinate"}, **ERRORS},
+    tags=["memories"],
+)
+def store(body: MemoryIn, svc: Svc, request: Request, _: Any = Depends(auth.write)) -> Any:
+    [(memory, created)] = svc.store([body])
+    request.app.state.metrics.memories_written.labels("created" if created else "updated").inc()
+    data = memory.model_dump(mode="json", exclude={"vector"})
+    return JSONResponse(data, status_code=201 if created else 200)
+
+
+@router.post("/memories/batch", response_model=MemoryList, responses=ERRORS, tags=["memories"])
+def store_batch(
+    body: MemoryBatchIn, svc: Svc, request: Request, _: Any = Depends(auth.write)
+) -> MemoryList:
+    results = svc.store(body.memories)
+    for _memory, created in results:
+        request.app.state.metrics.memories_written.labels("created" if created else "updated").inc()
+    return MemoryList(memories=[m for m, _ in results])
+
+
+@router.get("/memories/search", response_model=SearchOut, responses=ERRORS, tags=["recall"])
+def search_get(
+    svc: Svc,
+    request: Request,
+    query: str | None = None,
+    top_k: int = 10,
+    mode: RecallMode = "hybrid",
+    alpha: float = 0.5,
+    recency_weight: float = 0.0,
+    importance_weight: float = 0.0,
+    memory_type: MemoryType | None = None,
+    tags: Annotated[list[str] | None, Query()] = None,
+    agent_id: str | None = None,
+    user_id: str | None = None,
+    session_id: str | None = None,
+    metadata: Annotated[str | None, Query(description="JSON object, equality per key")] = None,
+    created_from: datetime | None = None,
+    created_to: datetime | None = None,
+    coordinate_min: str | None = None,
+    coordinate_max: str | None = None,
+    _: Any = Depends(auth.read),
+) -> SearchOut:
+    filters = _filters_from_query(
+        memory_type,
+        tags,
+        agent_id,
+        user_id,
+        session_id,
+        metadata,
+        created_from,
+        created_to,
+        coordinate_min,
+        coordinate_max,
+    )
+    try:
+        req = SearchIn(
+            query=query,
+            top_k=top_k,
+            mode=mode,
+            alpha=alpha,
+            recency_weight=recency_weight,
+            importance_weight=importance_weight,
+            **filters,
+        )
+    except ValidationError as exc:
+        raise _validation(exc) from None
+    request.app.state.metrics.recalls.labels(req.mode).inc()
+    return svc.recall(req)
+
+
+@router.post("/memories/search", response_model=SearchOut, responses=ERRORS, tags=["recall"])
+def search_post(
+    body: SearchIn, svc: Svc, request: Request, _: Any = Depends(auth.read)
+) -> SearchOut:
+    request.app.state.metrics.recalls.labels(body.mode).inc()
+    return svc.recall(body)
+
+
+@router.get("/memories/range", response_model=MemoryList, responses=ERRORS, tags=["memories"])
+def range_query(
+    svc: Svc,
+    min: Annotated[str, Query(description="lower corner, e.g. 0,0")],
+    max: Annotated[str, Query(description="upper corner, e.g. 10,10")],
+    memory_type: MemoryType | None = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    offset: Annotated[int, Query(ge=0)] = 0,
+    _: Any = Depends(auth.read),
+) -> MemoryList:
+    try:
+        f = Filters(coordinate_min=min, coordinate_max=max, memory_type=memory_type)
+    except ValidationError as exc:
+        raise _validation(exc) from None
+    return MemoryList(memories=svc.range(f, limit, offset))
+
+
+@router.delete("/memories", response_model=Deleted, responses=ERRORS, tags=["memories"])
+def forget(
+    svc: Svc,
+    user_id: str | None = None,
+    agent_id: str | None = None,
+    session_id: str | None = None,
+    memory_type: MemoryType | None = None,
+    _: Any = Depends(auth.admin),
+) -> Deleted:
+    try:
+        f = Filters(
+            user_id=user_id, agent_id=agent_id, session_id=session_id, memory_type=memory_type
+        )
+    except ValidationError as exc:
+        raise _validation(exc) from None
+    return Deleted(deleted=svc.forget(to_filter(f)))
+
+
+@router.get("/memories/{key}", response_model=Memory, responses=ERRORS, tags=["memories"])
+def fetch(key: str, svc: Svc, include_vector: bool = False, _: Any = Depends(auth.read)) -> Any:
+    memory = svc.get(key, include_vector)
+    return memory.model_dump(mode="json", exclude=None if include_vector else {"vector"})
+
+
+@router.patch("/memories/{key}", response_model=Memory, responses=ERRORS, tags=["memories"])
+def patch(key: str, body: MemoryPatch, svc: Svc, _: Any = Depends(auth.write)) -> Any:
+    return svc.patch(key, body).model_dump(mode="json", exclude={"vector"})
+
+
+@router.delete("/memories/{key}", response_model=Memory, responses=ERRORS, tags=["memories"])
+def delete(key: str, svc: Svc, _: Any = Depends(auth.write)) -> Any:
+    return svc.delete(key).model_dump(mode="json", exclude={"vector"})
+
+
+# --- graph ------------------------------------------------------------------
+
+
+@router.post("/graph/link", response_model=Link, status_code=201, responses=ERRORS, tags=["graph"])
+def link(body: LinkIn, svc: Svc, _: Any = Depends(auth.write)) -> Any:
+    row, created = svc.link(body)
+    return JSONResponse(
+        row.model_dump(mode="json", by_alias=True), status_code=201 if created else 200
+    )
+
+
+@router.delete("/graph/link", response_model=Link, responses=ERRORS, tags=["graph"])
+def unlink(
+    svc: Svc,
+    from_: Annotated[str, Query(alias="from")],
+    to: str,
+    type: str = "related",
+    _: Any = Depends(auth.write),
+) -> Any:
+    try:
+        key = LinkKey.model_validate({"from": from_, "to": to, "type": type})
+    except ValidationError as exc:
+        raise _validation(exc) from None
+    return svc.unlink(key).model_dump(mode="json", by_alias=True)
+
+
+@router.get("/graph/neighbors", response_model=NeighborsOut, responses=ERRORS, tags=["graph"])
+def neighbors(
+    svc: Svc,
+    key: Annotated[str, Query(description="memory id or coordinate")],
+    depth: Annotated[int, Query(ge=1, le=6)] = 1,
+    direction: Direction = "out",
+    type: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    _: Any = Depends(auth.read),
+) -> Any:
+    return svc.neighbors(key, depth, direction, type, limit).model_dump(mode="json", by_alias=True)
+
+
+@router.get("/graph/path", response_model=PathOut, responses=ERRORS, tags=["graph"])
+def path(
+    svc: Svc,
+    from_: Annotated[str, Query(alias="from")],
+    to: str,
+    max_depth: Annotated[int, Query(ge=1, le=6)] = 4,
+    direction: Direction = "out",
+    type: str | None = None,
+    _: Any = Depends(auth.read),
+) -> Any:
+    return svc.path(from_, to, max_depth, direction, type).model_dump(mode="json", by_alias=True)
+
+
+# --- admin: export / import / stats -----------------------------------------
+
+
+@router.get(
+    "/export",
+    responses={200: {"content": {"application/x-ndjson": {}}}, **ERRORS},
+    tags=["admin"],
+)
+def export(svc: Svc, _: Any = Depends(auth.admin)) -> StreamingResponse:
+    return StreamingResponse(svc.export_lines(), media_type="application/x-ndjson")
+
+
+@router.post(
+    "/import",
+    response_model=ImportOut,
+    responses=ERRORS,
+    tags=["admin"],
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {"application/x-ndjson": {"schema": {"type": "string"}}},
+        }
+    },
+)
+async def import_(request: Request, svc: Svc, _: Any = Depends(auth.admin)) -> ImportOut:
+    body = await request.body()  # already capped by BodyLimitMiddleware
+    return await run_in_threadpool(svc.import_lines, body.splitlines())
+
+
+@router.get("/stats", response_model=Stats, responses=ERRORS, tags=["admin"])
+def stats(svc: Svc, _: Any = Depends(auth.read)) -> Any:
+    return svc.stats()
+
+
+# --- health -----------------------------------------------------------------
+
+
+@router.get("/healthz", tags=["health"])
+def healthz() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@router.get("/readyz", tags=["health"])
+def readyz(request: Request, response: Response) -> dict[str, Any]:
+    checks: dict[str, dict[str, Any]] = {}
+    ready = True
+    for name, check in request.app.state.readiness.items():
+        try:
+            info = check()
+            checks[name] = {"status": "ok", **(info or {})}
+        except Exception as exc:
+            ready = False
+            # the exception class only: messages may carry hosts or credentials
+            checks[name] = {"status": "error", "error": type(exc).__name__}
+    if not ready:
+        response.status_code = 503
+    return {"status": "ready" if ready else "not ready", "checks": checks}

@@ -69,23 +69,23 @@ class ServiceError(Exception):
         self.detail = detail
 
 
-class NotFound(ServiceError):
+class NotFoundError(ServiceError):
     status, slug, title = 404, "not-found", "Not found"
 
 
-class Conflict(ServiceError):
+class ConflictError(ServiceError):
     status, slug, title = 409, "conflict", "Conflict"
 
 
-class QuotaExceeded(ServiceError):
+class QuotaExceededError(ServiceError):
     status, slug, title = 409, "quota-exceeded", "Memory quota exceeded"
 
 
-class InvalidInput(ServiceError):
+class InvalidInputError(ServiceError):
     status, slug, title = 422, "invalid-input", "Invalid input"
 
 
-class Unavailable(ServiceError):
+class UnavailableError(ServiceError):
     status, slug, title = 503, "dependency-unavailable", "A dependency is unavailable"
 
 
@@ -223,7 +223,7 @@ class MemoryService:
 
     def _check_vector(self, vector: Sequence[float], what: str = "vector") -> list[float]:
         if len(vector) != self.config.dimensions:
-            raise InvalidInput(
+            raise InvalidInputError(
                 f"{what} has {len(vector)} dimensions; this namespace uses {self.config.dimensions}"
             )
         return [float(v) for v in vector]
@@ -242,7 +242,7 @@ class MemoryService:
     def resolve(
         self, tx: Tx, key: str | Sequence[float] | uuid.UUID, *, lock: bool = False
     ) -> MemoryRow:
-        """A memory by id or coordinate; NotFound if absent."""
+        """A memory by id or coordinate; NotFoundError if absent."""
         try:
             if isinstance(key, uuid.UUID):
                 parsed: uuid.UUID | Coordinate = key
@@ -251,13 +251,13 @@ class MemoryService:
             else:
                 parsed = parse_coordinate(key)
         except CoordinateError as exc:
-            raise InvalidInput(f"not a memory id or coordinate: {exc}") from None
+            raise InvalidInputError(f"not a memory id or coordinate: {exc}") from None
         if isinstance(parsed, uuid.UUID):
             row = tx.get(parsed, for_update=lock)
         else:
             row = tx.get_by_coordinate(parsed, for_update=lock)
         if row is None:
-            raise NotFound(f"no memory at {key if not isinstance(key, list) else parsed}")
+            raise NotFoundError(f"no memory at {key if not isinstance(key, list) else parsed}")
         return row
 
     def _index_after_commit(self, rows: Sequence[MemoryRow]) -> None:
@@ -315,11 +315,11 @@ class MemoryService:
     def store(self, items: Sequence[MemoryIn]) -> list[tuple[Memory, bool]]:
         """Upsert by coordinate, all in one transaction; returns (memory, created)."""
         if not items:
-            raise InvalidInput("nothing to store")
+            raise InvalidInputError("nothing to store")
         coords = [tuple(i.coordinate) if i.coordinate is not None else None for i in items]
         given = [c for c in coords if c is not None]
         if len(set(given)) != len(given):
-            raise InvalidInput("two memories in one request share a coordinate")
+            raise InvalidInputError("two memories in one request share a coordinate")
         texts = [i.text if i.text is not None else derive_text(i.payload) for i in items]
         vectors: list[list[float] | None] = [
             self._check_vector(i.vector) if i.vector is not None else None for i in items
@@ -336,7 +336,7 @@ class MemoryService:
             except psycopg.errors.UniqueViolation:
                 # a concurrent writer took the same coordinate (or id): retry sees it
                 if attempt == 2:
-                    raise Conflict("the coordinate was taken concurrently; retry") from None
+                    raise ConflictError("the coordinate was taken concurrently; retry") from None
         raise AssertionError("unreachable")
 
     def _store_tx(
@@ -381,7 +381,7 @@ class MemoryService:
                     results.append((saved, False))
                     continue
                 if room <= 0:
-                    raise QuotaExceeded(
+                    raise QuotaExceededError(
                         f"this namespace holds at most {self.config.max_memories} memories; "
                         "delete some or raise spec.storage.maxMemories"
                     )
@@ -420,7 +420,7 @@ class MemoryService:
         with self.db.tx() as tx:
             row = self.resolve(tx, key)
             if row.expires_at is not None and row.expires_at <= now_utc():
-                raise NotFound(f"no memory at {key} (expired)")
+                raise NotFoundError(f"no memory at {key} (expired)")
             tx.touch([row.id])
             fresh = tx.get(row.id)
         assert fresh is not None
@@ -431,7 +431,7 @@ class MemoryService:
         with self.db.tx() as tx:
             row = self.resolve(tx, key, lock=True)
             if change.if_version is not None and change.if_version != row.version:
-                raise Conflict(
+                raise ConflictError(
                     f"memory is at version {row.version}, not {change.if_version}; reload it"
                 )
             new = replace(row, version=row.version + 1, updated_at=now_utc())
@@ -470,7 +470,7 @@ class MemoryService:
     def forget(self, flt: VectorFilter) -> int:
         """Bulk delete by scope (erasure requests); at least one scope filter required."""
         if not (flt.user_id or flt.agent_id or flt.session_id):
-            raise InvalidInput("bulk forget needs user_id, agent_id or session_id")
+            raise InvalidInputError("bulk forget needs user_id, agent_id or session_id")
         with self.db.tx() as tx:
             ids = tx.ids_matching(flt)
             rows = self._delete_in_tx(tx, ids, "forget")
@@ -479,7 +479,7 @@ class MemoryService:
 
     def range(self, f: Filters, limit: int, offset: int) -> list[Memory]:
         if f.coordinate_min is None:
-            raise InvalidInput("range needs min and max coordinates")
+            raise InvalidInputError("range needs min and max coordinates")
         with self.db.tx() as tx:
             rows = tx.range(to_filter(f), limit, offset)
         return [to_memory(r) for r in rows]
@@ -500,9 +500,9 @@ class MemoryService:
                     qvec = self._check_vector(self.embedder.embed([query])[0], "embedder output")
                 except EmbeddingError as exc:
                     if req.mode == "vector":
-                        raise Unavailable(f"the embedder failed: {exc}") from None
+                        raise UnavailableError(f"the embedder failed: {exc}") from None
             if qvec is None and req.mode == "vector":
-                raise InvalidInput(
+                raise InvalidInputError(
                     "vector mode needs a query vector (this namespace does not embed text)"
                 )
             if qvec is not None:
@@ -510,7 +510,7 @@ class MemoryService:
                     hits = self.index.search(qvec, candidates, flt)
                 except Exception as exc:
                     if req.mode == "vector":
-                        raise Unavailable("the vector index is unavailable") from exc
+                        raise UnavailableError("the vector index is unavailable") from exc
                     log.warning("vector index search failed, keyword only: %s", exc)
                     hits = []
                 vector_hits = {h.memory_id: h.similarity for h in hits}
@@ -561,7 +561,7 @@ class MemoryService:
             source = self.resolve(tx, req.from_)
             target = self.resolve(tx, req.to)
             if source.id == target.id:
-                raise InvalidInput("a link needs two different memories")
+                raise InvalidInputError("a link needs two different memories")
             row, created, changed = tx.upsert_link(
                 LinkRow(source.id, target.id, req.type, req.strength, req.metadata)
             )
@@ -575,7 +575,7 @@ class MemoryService:
             target = self.resolve(tx, req.to)
             row = tx.delete_link(source.id, target.id, req.type)
             if row is None:
-                raise NotFound(f"no {req.type!r} link between these memories")
+                raise NotFoundError(f"no {req.type!r} link between these memories")
             tx.outbox("link.deleted", row.from_id, row.version, link_record(row), "unlinked")
         return to_link(row)
 
@@ -590,7 +590,7 @@ class MemoryService:
         depth (<= 6) and result limit bound the work.
         """
         if not 1 <= depth <= MAX_DEPTH:
-            raise InvalidInput(f"depth must be within 1..{MAX_DEPTH}")
+            raise InvalidInputError(f"depth must be within 1..{MAX_DEPTH}")
         with self.db.tx() as tx:
             start = self.resolve(tx, key)
             seen: dict[uuid.UUID, tuple[int, LinkRow]] = {}
@@ -635,7 +635,7 @@ class MemoryService:
         depth d-1, so a max-product DP over the BFS layers is exact.
         """
         if not 1 <= max_depth <= MAX_DEPTH:
-            raise InvalidInput(f"max_depth must be within 1..{MAX_DEPTH}")
+            raise InvalidInputError(f"max_depth must be within 1..{MAX_DEPTH}")
         with self.db.tx() as tx:
             source = self.resolve(tx, source_key)
             target = self.resolve(tx, target_key)
@@ -676,7 +676,8 @@ class MemoryService:
             chain: list[uuid.UUID] = [target.id]
             links: list[LinkRow] = []
             while (step := best[chain[-1]])[1] is not None:
-                assert step[2] is not None and step[1] is not None
+                assert step[1] is not None
+                assert step[2] is not None
                 links.append(step[2])
                 chain.append(step[1])
             chain.reverse()
@@ -722,12 +723,14 @@ class MemoryService:
                 elif kind == "link":
                     links.append((number, Link.model_validate(entry["record"])))
                 else:
-                    raise InvalidInput(f"line {number}: unknown kind {kind!r}")
+                    raise InvalidInputError(f"line {number}: unknown kind {kind!r}")
             except (ValueError, KeyError, TypeError, ValidationError, CoordinateError) as exc:
-                if isinstance(exc, InvalidInput):
+                if isinstance(exc, InvalidInputError):
                     raise
                 reason = exc.errors()[0]["msg"] if isinstance(exc, ValidationError) else str(exc)
-                raise InvalidInput(f"line {number}: not a valid export line ({reason})") from None
+                raise InvalidInputError(
+                    f"line {number}: not a valid export line ({reason})"
+                ) from None
         mem_counts, link_counts = ImportCounts(), ImportCounts()
         touched: list[MemoryRow] = []
         with self.db.tx() as tx:
@@ -741,7 +744,7 @@ class MemoryService:
                     continue
                 clash = tx.get_by_coordinate(rec.coordinate)
                 if clash is not None and clash.id != rec.id:
-                    raise Conflict(
+                    raise ConflictError(
                         f"memory {rec.id}: coordinate is held by another memory ({clash.id})"
                     )
                 needs_embedding = rec.vector is None and self.embeds
@@ -768,7 +771,7 @@ class MemoryService:
                 )
                 if existing is None:
                     if room <= 0:
-                        raise QuotaExceeded(
+                        raise QuotaExceededError(
                             f"import would exceed the quota of {self.config.max_memories} memories"
                         )
                     room -= 1
@@ -786,7 +789,9 @@ class MemoryService:
                 touched.append(saved)
             for number, link in links:
                 if tx.get(link.from_) is None or tx.get(link.to) is None:
-                    raise InvalidInput(f"line {number}: link end not found in namespace or import")
+                    raise InvalidInputError(
+                        f"line {number}: link end not found in the namespace or the import"
+                    )
                 row, created, changed = tx.upsert_link(
                     LinkRow(link.from_, link.to, link.type, link.strength, link.metadata)
                 )

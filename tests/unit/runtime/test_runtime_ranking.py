@@ -29,7 +29,7 @@ def info(importance: float = 0.5, age_hours: float = 0.0, idle_hours: float = 0.
     )
 
 
-def run(vec, kw, infos, mode="hybrid", weights=Weights(), top_k=10, distance="Cosine"):  # noqa: B008
+def run(vec, kw, infos, mode="hybrid", weights=Weights(), top_k=10, distance="Cosine"):
     return fuse(
         vec,
         kw,

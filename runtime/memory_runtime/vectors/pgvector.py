@@ -1,0 +1,291 @@
+"""VectorIndex on pgvector: table <schema>.memory_vectors with an HNSW index.
+
+Filters go into the same WHERE clause as the ANN ordering, and pgvector 0.8's
+iterative index scan keeps scanning the HNSW graph until enough rows pass them,
+so a selective filter still returns top_k hits (filtering happens in the engine).
+"""
+
+from __future__ import annotations
+
+import threading
+import weakref
+from collections.abc import Sequence
+from typing import Any
+from uuid import UUID
+
+import numpy as np
+from pgvector import Vector
+from pgvector.psycopg.vector import register_vector_info
+from psycopg import Connection, sql
+from psycopg.types import TypeInfo
+from psycopg.types.json import Jsonb
+
+from memory_runtime.ports import VectorFilter, VectorHit, VectorItem
+from memory_runtime.vectors.common import (
+    VectorIndexError,
+    as_utc,
+    check_filter,
+    check_top_k,
+    check_vector,
+    normalise_distance,
+    similarity,
+)
+
+TABLE = "memory_vectors"
+
+# distance -> (operator, HNSW operator class); the operator returns a distance.
+_OPS = {
+    "Cosine": ("<=>", "vector_cosine_ops"),
+    "Dot": ("<#>", "vector_ip_ops"),  # negative inner product
+    "Euclid": ("<->", "vector_l2_ops"),
+}
+
+
+class PgVectorIndex:
+    def __init__(
+        self,
+        pool: Any,  # psycopg_pool.ConnectionPool (anything with .connection())
+        *,
+        schema: str,
+        extensions_schema: str,
+        dimensions: int,
+        distance: str,
+        hnsw_m: int = 16,
+        hnsw_ef_construct: int = 100,
+    ) -> None:
+        if not 1 <= dimensions <= 2000:
+            raise VectorIndexError(f"pgvector HNSW supports 1..2000 dimensions, got {dimensions}")
+        self._pool = pool
+        self._schema = schema
+        self._ext = extensions_schema
+        self._dimensions = dimensions
+        self._distance = normalise_distance(distance)
+        self._m = hnsw_m
+        self._ef_construct = hnsw_ef_construct
+        self._table = sql.Identifier(schema, TABLE)
+        # Schema-qualified so it works whatever the connection's search_path is.
+        self._op = sql.SQL("OPERATOR({}.{})").format(
+            sql.Identifier(extensions_schema), sql.SQL(_OPS[self._distance][0])
+        )
+        # Connections whose adapters already know the vector type (one lookup each).
+        self._registered: weakref.WeakSet[Connection[Any]] = weakref.WeakSet()
+        self._register_lock = threading.Lock()
+
+    @property
+    def dimensions(self) -> int:
+        return self._dimensions
+
+    @property
+    def distance(self) -> str:
+        return self._distance
+
+    def _prepare(self, conn: Connection[Any]) -> None:
+        if conn in self._registered:
+            return
+        info = TypeInfo.fetch(conn, f"{_quote(self._ext)}.vector")
+        if info is None:
+            raise VectorIndexError(f"the vector extension is not installed in schema {self._ext}")
+        register_vector_info(conn, info)
+        with self._register_lock:
+            self._registered.add(conn)
+
+    def ensure(self) -> None:
+        ext = sql.Identifier(self._ext)
+        opclass = sql.SQL("{}.{}").format(ext, sql.Identifier(_OPS[self._distance][1]))
+        suffix = self._distance.lower()
+        statements = [
+            sql.SQL(
+                """CREATE TABLE IF NOT EXISTS {t} (
+                    memory_id uuid PRIMARY KEY,
+                    embedding {ext}.vector({dim}) NOT NULL,
+                    memory_type text NOT NULL,
+                    tags text[] NOT NULL DEFAULT '{{}}',
+                    agent_id text,
+                    user_id text,
+                    session_id text,
+                    metadata jsonb NOT NULL DEFAULT '{{}}',
+                    created_at timestamptz NOT NULL,
+                    coordinate float8[] NOT NULL
+                )"""
+            ).format(t=self._table, ext=ext, dim=sql.Literal(self._dimensions)),
+            sql.SQL(
+                "CREATE INDEX IF NOT EXISTS {name} ON {t} USING hnsw (embedding {opclass}) "
+                "WITH (m = {m}, ef_construction = {ef})"
+            ).format(
+                name=sql.Identifier(f"{TABLE}_embedding_{suffix}_hnsw"),
+                t=self._table,
+                opclass=opclass,
+                m=sql.Literal(self._m),
+                ef=sql.Literal(self._ef_construct),
+            ),
+        ]
+        for column in ("memory_type", "agent_id", "user_id", "session_id", "created_at"):
+            statements.append(
+                sql.SQL("CREATE INDEX IF NOT EXISTS {name} ON {t} ({col})").format(
+                    name=sql.Identifier(f"{TABLE}_{column}_idx"),
+                    t=self._table,
+                    col=sql.Identifier(column),
+                )
+            )
+        statements.append(
+            sql.SQL("CREATE INDEX IF NOT EXISTS {name} ON {t} USING gin (tags)").format(
+                name=sql.Identifier(f"{TABLE}_tags_gin"), t=self._table
+            )
+        )
+        statements.append(
+            sql.SQL(
+                "CREATE INDEX IF NOT EXISTS {name} ON {t} USING gin (metadata jsonb_path_ops)"
+            ).format(name=sql.Identifier(f"{TABLE}_metadata_gin"), t=self._table)
+        )
+        with self._pool.connection() as conn, conn.transaction():
+            # Two replicas starting together must not race on CREATE ... IF NOT EXISTS.
+            conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"{self._schema}.{TABLE}",))
+            for statement in statements:
+                conn.execute(statement)
+            self._check_dimension(conn)
+
+    def _check_dimension(self, conn: Connection[Any]) -> None:
+        # An existing table with another dimension would fail every write later; say so now.
+        row = conn.execute(
+            "SELECT atttypmod FROM pg_attribute WHERE attrelid = %s::regclass "
+            "AND attname = 'embedding'",
+            (f"{_quote(self._schema)}.{TABLE}",),
+        ).fetchone()
+        if row is not None and row[0] != self._dimensions:
+            raise VectorIndexError(
+                f"{self._schema}.{TABLE} holds {row[0]}-dimensional vectors, "
+                f"the namespace declares {self._dimensions}"
+            )
+
+    def upsert(self, items: Sequence[VectorItem]) -> None:
+        if not items:
+            return
+        # Validate everything before writing anything (all or nothing).
+        rows = [
+            (
+                item.memory_id,
+                Vector(np.asarray(check_vector(item.vector, self._dimensions), dtype=np.float32)),
+                item.memory_type,
+                list(item.tags),
+                item.agent_id,
+                item.user_id,
+                item.session_id,
+                Jsonb(item.metadata),
+                as_utc(item.created_at),
+                [float(c) for c in item.coordinate],
+            )
+            for item in items
+        ]
+        statement = sql.SQL(
+            """INSERT INTO {t} (memory_id, embedding, memory_type, tags, agent_id, user_id,
+                   session_id, metadata, created_at, coordinate)
+               VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
+               ON CONFLICT (memory_id) DO UPDATE SET
+                   embedding = EXCLUDED.embedding, memory_type = EXCLUDED.memory_type,
+                   tags = EXCLUDED.tags, agent_id = EXCLUDED.agent_id,
+                   user_id = EXCLUDED.user_id, session_id = EXCLUDED.session_id,
+                   metadata = EXCLUDED.metadata, created_at = EXCLUDED.created_at,
+                   coordinate = EXCLUDED.coordinate"""
+        ).format(t=self._table)
+        with self._pool.connection() as conn:
+            self._prepare(conn)
+            with conn.transaction(), conn.cursor() as cur:
+                cur.executemany(statement, rows)
+
+    def delete(self, memory_ids: Sequence[UUID]) -> None:
+        if not memory_ids:
+            return
+        with self._pool.connection() as conn, conn.transaction():
+            conn.execute(
+                sql.SQL("DELETE FROM {t} WHERE memory_id = ANY(%s)").format(t=self._table),
+                (list(memory_ids),),
+            )
+
+    def search(self, vector: Sequence[float], top_k: int, flt: VectorFilter) -> list[VectorHit]:
+        check_top_k(top_k)
+        check_filter(flt)
+        query = Vector(np.asarray(check_vector(vector, self._dimensions), dtype=np.float32))
+        where, params = build_where(flt)
+        statement = sql.SQL(
+            "SELECT memory_id, embedding {op} %(q)s AS d FROM {t} {where} "
+            "ORDER BY embedding {op} %(q)s LIMIT %(k)s"
+        ).format(op=self._op, t=self._table, where=where)
+        params.update(q=query, k=top_k)
+        with self._pool.connection() as conn:
+            self._prepare(conn)
+            with conn.transaction():
+                # relaxed_order: keep walking the graph until top_k rows pass the
+                # filter; ef_search must be >= top_k or HNSW caps the result size.
+                conn.execute("SET LOCAL hnsw.iterative_scan = relaxed_order")
+                conn.execute(sql.SQL("SET LOCAL hnsw.ef_search = {}").format(max(40, top_k)))
+                rows = conn.execute(statement, params).fetchall()
+        # relaxed_order may return rows slightly out of order: sort exactly here.
+        rows.sort(key=lambda r: r[1])
+        return [VectorHit(memory_id=r[0], similarity=self._similarity(r[1])) for r in rows]
+
+    def _similarity(self, d: float) -> float:
+        if self._distance == "Cosine":
+            return similarity("Cosine", 1.0 - d)
+        if self._distance == "Dot":
+            return similarity("Dot", -d)  # <#> is the negated inner product
+        return similarity("Euclid", d)
+
+    def count(self) -> int:
+        with self._pool.connection() as conn:
+            row = conn.execute(sql.SQL("SELECT count(*) FROM {t}").format(t=self._table)).fetchone()
+        return int(row[0]) if row else 0
+
+    def ping(self) -> None:
+        with self._pool.connection() as conn:
+            conn.execute("SELECT 1")
+
+    def analyze(self) -> None:
+        """Refresh planner statistics (after a bulk load) so filtered plans are chosen well."""
+        with self._pool.connection() as conn, conn.transaction():
+            conn.execute(sql.SQL("ANALYZE {t}").format(t=self._table))
+
+
+def build_where(flt: VectorFilter) -> tuple[sql.Composable, dict[str, Any]]:
+    """The WHERE clause for a filter (all conditions ANDed), with named parameters."""
+    conditions: list[sql.Composable] = []
+    params: dict[str, Any] = {}
+    if flt.memory_types:
+        conditions.append(sql.SQL("memory_type = ANY(%(memory_types)s)"))
+        params["memory_types"] = list(flt.memory_types)
+    if flt.tags:
+        conditions.append(sql.SQL("tags @> %(tags)s::text[]"))
+        params["tags"] = list(flt.tags)
+    for column in ("agent_id", "user_id", "session_id"):
+        value = getattr(flt, column)
+        if value is not None:
+            conditions.append(
+                sql.SQL("{} = %({})s").format(sql.Identifier(column), sql.SQL(column))
+            )
+            params[column] = value
+    if flt.metadata:
+        # Containment on scalar values == equality on those top-level keys (GIN-indexed).
+        conditions.append(sql.SQL("metadata @> %(metadata)s"))
+        params["metadata"] = Jsonb(flt.metadata)
+    if flt.created_from is not None:
+        conditions.append(sql.SQL("created_at >= %(created_from)s"))
+        params["created_from"] = as_utc(flt.created_from)
+    if flt.created_to is not None:
+        conditions.append(sql.SQL("created_at <= %(created_to)s"))
+        params["created_to"] = as_utc(flt.created_to)
+    if flt.coordinate_min is not None and flt.coordinate_max is not None:
+        for i, (lo, hi) in enumerate(zip(flt.coordinate_min, flt.coordinate_max, strict=True)):
+            # float8[] is 1-based; a shorter coordinate yields NULL and is excluded.
+            conditions.append(
+                sql.SQL("coordinate[{i}] BETWEEN %(clo{n})s AND %(chi{n})s").format(
+                    i=sql.Literal(i + 1), n=sql.SQL(str(i))
+                )
+            )
+            params[f"clo{i}"] = float(lo)
+            params[f"chi{i}"] = float(hi)
+    if not conditions:
+        return sql.SQL(""), params
+    return sql.SQL("WHERE ") + sql.SQL(" AND ").join(conditions), params
+
+
+def _quote(identifier: str) -> str:
+    return '"' + identifier.replace('"', '""') + '"'

@@ -1,0 +1,217 @@
+"""VectorIndex on Qdrant: one collection per tenant, point id = memory id.
+
+Filterable fields live in the payload (with payload indexes) and every filter is
+a Qdrant Filter evaluated during the HNSW search, never after it.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+from typing import Any
+from uuid import UUID
+
+from qdrant_client import QdrantClient, models
+
+from memory_runtime.ports import VectorFilter, VectorHit, VectorItem
+from memory_runtime.vectors.common import (
+    MAX_COORDINATE_DIMS,
+    VectorIndexError,
+    as_utc,
+    check_filter,
+    check_top_k,
+    check_vector,
+    normalise_distance,
+    similarity,
+)
+
+_DISTANCES = {
+    "Cosine": models.Distance.COSINE,
+    "Dot": models.Distance.DOT,
+    "Euclid": models.Distance.EUCLID,
+}
+
+_KEYWORD_FIELDS = ("memory_type", "tags", "agent_id", "user_id", "session_id")
+
+
+def coord_key(i: int) -> str:
+    # One numeric payload key per dimension so a box is a set of range conditions.
+    return f"coord_{i}"
+
+
+class QdrantVectorIndex:
+    def __init__(
+        self,
+        client: QdrantClient,
+        *,
+        collection: str,
+        dimensions: int,
+        distance: str,
+        hnsw_m: int = 16,
+        hnsw_ef_construct: int = 100,
+        on_disk: bool = False,
+    ) -> None:
+        if dimensions <= 0:
+            raise VectorIndexError(f"dimensions must be positive, got {dimensions}")
+        self._client = client
+        self._collection = collection
+        self._dimensions = dimensions
+        self._distance = normalise_distance(distance)
+        self._m = hnsw_m
+        self._ef_construct = hnsw_ef_construct
+        self._on_disk = on_disk
+
+    @property
+    def dimensions(self) -> int:
+        return self._dimensions
+
+    @property
+    def distance(self) -> str:
+        return self._distance
+
+    def ensure(self) -> None:
+        # In cluster mode the operator owns the collection; create it only if missing.
+        if not self._client.collection_exists(self._collection):
+            self._client.create_collection(
+                self._collection,
+                vectors_config=models.VectorParams(
+                    size=self._dimensions,
+                    distance=_DISTANCES[self._distance],
+                    on_disk=self._on_disk,
+                ),
+                hnsw_config=models.HnswConfigDiff(m=self._m, ef_construct=self._ef_construct),
+            )
+        else:
+            self._check_existing()
+        for field in _KEYWORD_FIELDS:
+            self._index(field, models.PayloadSchemaType.KEYWORD)
+        self._index("created_at", models.PayloadSchemaType.DATETIME)
+        for i in range(MAX_COORDINATE_DIMS):
+            self._index(coord_key(i), models.PayloadSchemaType.FLOAT)
+
+    def _check_existing(self) -> None:
+        info = self._client.get_collection(self._collection)
+        params = info.config.params.vectors
+        if isinstance(params, models.VectorParams) and (
+            params.size != self._dimensions or params.distance != _DISTANCES[self._distance]
+        ):
+            raise VectorIndexError(
+                f"collection {self._collection} is {params.size}-d {params.distance}, the "
+                f"namespace declares {self._dimensions}-d {self._distance}"
+            )
+
+    def _index(self, field: str, schema: models.PayloadSchemaType) -> None:
+        # Idempotent on the server; the local engine (tests) ignores them and warns.
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Payload indexes have no effect")
+            self._client.create_payload_index(self._collection, field, field_schema=schema)
+
+    def upsert(self, items: Sequence[VectorItem]) -> None:
+        if not items:
+            return
+        points = [
+            models.PointStruct(
+                id=str(item.memory_id),
+                vector=check_vector(item.vector, self._dimensions),
+                payload=_payload(item),
+            )
+            for item in items
+        ]
+        self._client.upsert(self._collection, points=points, wait=True)
+
+    def delete(self, memory_ids: Sequence[UUID]) -> None:
+        if not memory_ids:
+            return
+        self._client.delete(
+            self._collection,
+            points_selector=models.PointIdsList(points=[str(m) for m in memory_ids]),
+            wait=True,
+        )
+
+    def search(self, vector: Sequence[float], top_k: int, flt: VectorFilter) -> list[VectorHit]:
+        check_top_k(top_k)
+        check_filter(flt)
+        query = check_vector(vector, self._dimensions)
+        response = self._client.query_points(
+            self._collection,
+            query=query,
+            query_filter=build_filter(flt),
+            limit=top_k,
+            with_payload=False,
+            with_vectors=False,
+        )
+        return [
+            VectorHit(memory_id=UUID(str(p.id)), similarity=similarity(self._distance, p.score))
+            for p in response.points
+        ]
+
+    def count(self) -> int:
+        return int(self._client.count(self._collection, exact=True).count)
+
+    def ping(self) -> None:
+        if not self._client.collection_exists(self._collection):
+            raise VectorIndexError(f"qdrant collection {self._collection} does not exist")
+
+
+def _payload(item: VectorItem) -> dict[str, Any]:
+    if len(item.coordinate) > MAX_COORDINATE_DIMS:
+        raise VectorIndexError(f"coordinates have at most {MAX_COORDINATE_DIMS} dimensions")
+    payload: dict[str, Any] = {
+        "memory_type": item.memory_type,
+        "tags": list(item.tags),
+        "agent_id": item.agent_id,
+        "user_id": item.user_id,
+        "session_id": item.session_id,
+        "metadata": item.metadata,
+        "created_at": as_utc(item.created_at).isoformat(),
+        "coordinate": [float(c) for c in item.coordinate],
+    }
+    for i, c in enumerate(item.coordinate):
+        payload[coord_key(i)] = float(c)
+    return payload
+
+
+def build_filter(flt: VectorFilter) -> models.Filter | None:
+    """The Qdrant Filter equivalent of the pgvector WHERE clause (all conditions ANDed)."""
+    must: list[models.Condition] = []
+    if flt.memory_types:
+        must.append(
+            models.FieldCondition(
+                key="memory_type", match=models.MatchAny(any=list(flt.memory_types))
+            )
+        )
+    # One condition per tag: each must match some element of the tags array.
+    for tag in flt.tags:
+        must.append(models.FieldCondition(key="tags", match=models.MatchValue(value=tag)))
+    for field in ("agent_id", "user_id", "session_id"):
+        value = getattr(flt, field)
+        if value is not None:
+            must.append(models.FieldCondition(key=field, match=models.MatchValue(value=value)))
+    for key, value in flt.metadata.items():
+        if isinstance(value, float):  # MatchValue takes str/int/bool; floats need a range
+            condition = models.FieldCondition(
+                key=f"metadata.{key}", range=models.Range(gte=value, lte=value)
+            )
+        else:
+            condition = models.FieldCondition(
+                key=f"metadata.{key}", match=models.MatchValue(value=value)
+            )
+        must.append(condition)
+    if flt.created_from is not None or flt.created_to is not None:
+        must.append(
+            models.FieldCondition(
+                key="created_at",
+                range=models.DatetimeRange(
+                    gte=as_utc(flt.created_from) if flt.created_from else None,
+                    lte=as_utc(flt.created_to) if flt.created_to else None,
+                ),
+            )
+        )
+    if flt.coordinate_min is not None and flt.coordinate_max is not None:
+        for i, (lo, hi) in enumerate(zip(flt.coordinate_min, flt.coordinate_max, strict=True)):
+            must.append(
+                models.FieldCondition(
+                    key=coord_key(i), range=models.Range(gte=float(lo), lte=float(hi))
+                )
+            )
+    return models.Filter(must=must) if must else None

@@ -15,6 +15,7 @@ import pytest
 from tests.servers.kafka import KafkaServer, run_kafka
 from tests.servers.kube import KubeCluster, run_kube
 from tests.servers.postgres import PostgresServer, create_database, drop_database, run_postgres
+from tests.servers.qdrant_rest import run_qdrant_rest
 from tests.servers.redis import RedisServer, run_redis
 
 
@@ -66,3 +67,13 @@ def kube_namespace(kube: KubeCluster) -> Iterator[str]:
         yield name
     finally:
         kube.kubectl_run("delete", "namespace", name, "--wait=false", check=False)
+
+
+@pytest.fixture(scope="session")
+def qdrant_url() -> Iterator[str]:
+    """URL of the TEST-ONLY Qdrant REST stand-in (tests/servers/qdrant_rest.py), no API key.
+
+    For tests where two processes share one Qdrant; in-process code can use
+    QdrantClient(":memory:") directly."""
+    with run_qdrant_rest() as server:
+        yield server.url

@@ -7,7 +7,15 @@ from datetime import datetime
 from typing import Annotated, Any, Literal
 from uuid import UUID
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
 
 from memory_runtime.coordinates import CoordinateError, parse_coordinate
 
@@ -126,7 +134,16 @@ class Memory(BaseModel):
     expires_at: datetime | None
     has_vector: bool
     index_pending: bool
-    vector: list[float] | None = None
+    vector: list[float] | None = Field(
+        default=None, description="only present with include_vector=true"
+    )
+
+    @model_serializer(mode="wrap")
+    def _omit_absent_vector(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        data: dict[str, Any] = handler(self)
+        if data.get("vector") is None:
+            data.pop("vector", None)
+        return data
 
 
 class MemoryList(BaseModel):

@@ -99,6 +99,7 @@ class ServiceConfig:
     half_life_hours: float = 720.0
     prune_below: float = 0.05
     vector_backend: str = "postgres"
+    server_embeds: bool = True  # False for provider `none`: clients send vectors
 
 
 def now_utc() -> datetime:
@@ -219,7 +220,7 @@ class MemoryService:
     @property
     def embeds(self) -> bool:
         """True when the server computes vectors (provider local/http)."""
-        return self.embedder.dimensions is not None
+        return self.config.server_embeds and self.embedder.dimensions is not None
 
     def _check_vector(self, vector: Sequence[float], what: str = "vector") -> list[float]:
         if len(vector) != self.config.dimensions:

@@ -106,6 +106,7 @@ def create_app(
             half_life_hours=settings.decay_half_life_hours,
             prune_below=settings.decay_prune_below,
             vector_backend=settings.vector_backend,
+            server_embeds=settings.embedding_provider != "none",
         ),
     )
     jobs: list[Any] = []

@@ -246,10 +246,14 @@ class Tx:
         self, query_text: str, flt: VectorFilter, limit: int
     ) -> list[tuple[uuid.UUID, float]]:
         where, params = filter_clause(flt)
+        # Recall matches ANY word of the query (OR of its english lexemes), and
+        # cover-density rank puts memories matching more of them first; an AND
+        # query (websearch_to_tsquery) would drop partially matching memories.
         query = sql.SQL(
-            "SELECT id, ts_rank_cd(tsv, q) AS rank"
-            " FROM memories, websearch_to_tsquery('english', %s) AS q"
-            " WHERE tsv @@ q AND {} AND {} ORDER BY rank DESC, id LIMIT %s"
+            "WITH q AS (SELECT to_tsquery('simple', string_agg(quote_literal(lexeme), ' | '))"
+            " AS q FROM unnest(tsvector_to_array(to_tsvector('english', %s))) AS lexeme)"
+            " SELECT id, ts_rank_cd(tsv, q.q) AS rank FROM memories, q"
+            " WHERE tsv @@ q.q AND {} AND {} ORDER BY rank DESC, id LIMIT %s"
         ).format(where, NOT_EXPIRED)
         rows = self.conn.execute(query, [query_text, *params, limit]).fetchall()
         return [(r["id"], float(r["rank"])) for r in rows]

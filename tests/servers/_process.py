@@ -12,6 +12,7 @@ import contextlib
 import ctypes
 import ctypes.util
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -45,11 +46,40 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(s.getsockname()[1])
 
 
+# One directory per pytest process, so engineers running tests at the same time in one
+# checkout do not overwrite each other's logs: .test-logs/<component>/<run id>/.
+RUN_ID = f"{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
+KEEP_RUNS = 5
+
+
 def log_dir(component: str) -> Path:
-    """`.test-logs/<component>/`, created; kept after the run for post-mortems."""
-    path = LOG_ROOT / component
+    """`.test-logs/<component>/<run id>/`, created; the newest runs are kept for post-mortems."""
+    base = LOG_ROOT / component
+    path = base / RUN_ID
     path.mkdir(parents=True, exist_ok=True)
+    runs = sorted(
+        (p for p in base.iterdir() if p.is_dir() and not p.is_symlink()),
+        key=lambda p: p.stat().st_mtime,
+    )
+    for old in runs[:-KEEP_RUNS]:
+        if old != path and not _pid_alive(old.name.rsplit("-", 1)[-1]):
+            shutil.rmtree(old, ignore_errors=True)
+    latest = base / "latest"
+    with contextlib.suppress(OSError):
+        if latest.is_symlink() or latest.exists():
+            latest.unlink()
+        latest.symlink_to(RUN_ID)
     return path
+
+
+def _pid_alive(pid_text: str) -> bool:
+    try:
+        os.kill(int(pid_text), 0)
+    except (ValueError, ProcessLookupError):
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def tail(path: Path, lines: int = 40) -> str:

@@ -10,6 +10,7 @@ loads (kubeconfig or in-cluster service account): server-side apply needs
 from __future__ import annotations
 
 import json
+import ssl
 from datetime import UTC, datetime
 from typing import Any
 
@@ -59,9 +60,9 @@ class KubeApi:
         cert = None
         if configuration.cert_file and configuration.key_file:
             cert = (configuration.cert_file, configuration.key_file)
-        verify: Any = configuration.ssl_ca_cert if configuration.verify_ssl else False
-        if configuration.verify_ssl and not configuration.ssl_ca_cert:
-            verify = True
+        verify: ssl.SSLContext | bool = False
+        if configuration.verify_ssl:
+            verify = ssl.create_default_context(cafile=configuration.ssl_ca_cert or None)
         self._http = httpx.Client(
             base_url=configuration.host, verify=verify, cert=cert, timeout=timeout
         )

@@ -1,0 +1,423 @@
+"""Reconciler against a real kube-apiserver, PostgreSQL and Redis, and Qdrant's
+local engine: every step, zero writes when nothing changed, drift repair,
+spec changes, TenantConflict, paused, backend outages, deletion policies."""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+import pytest
+import redis
+from qdrant_client import QdrantClient
+
+from memory_operator import conditions as c
+from memory_operator.adapters.kube import KubeApi
+from memory_operator.adapters.postgres import PostgresAdmin
+from memory_operator.adapters.qdrant import QdrantAdmin
+from memory_operator.adapters.redis import RedisAdmin
+from memory_operator.config import OperatorConfig
+from memory_operator.reconcile import Backends, Reconciler, Result
+from tests.e2e.harness import (
+    CountingAdapter,
+    CountingKube,
+    WriteLog,
+    delete,
+    fetch,
+    kube_api,
+    make_deployment_available,
+    memory_namespace,
+    operator_config,
+    patch_spec,
+)
+from tests.servers.kube import KubeCluster, install_crds
+from tests.servers.redis import RedisServer
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def api(kube: KubeCluster) -> Iterator[KubeApi]:
+    install_crds(kube, "crds/")
+    client = kube_api(kube)
+    yield client
+    client.close()
+
+
+@dataclass
+class Env:
+    api: KubeApi
+    ns: str
+    config: OperatorConfig
+    log: WriteLog
+    reconciler: Reconciler
+    qdrant: QdrantClient
+    pg_dsn: str
+    redis: redis.Redis
+    adapters: dict[str, CountingAdapter]
+
+    def create(self, name: str, spec: dict[str, Any] | None = None) -> dict[str, Any]:
+        return memory_namespace(self.api, self.ns, name, spec)
+
+    def reconcile(self, name: str) -> Result:
+        return self.reconciler.reconcile(fetch(self.api, self.ns, name))
+
+    def finalize(self, name: str) -> Result:
+        return self.reconciler.finalize(fetch(self.api, self.ns, name))
+
+    def to_ready(self, name: str) -> Result:
+        first = self.reconcile(name)
+        assert first.error is None, first
+        make_deployment_available(self.api, self.ns, f"{name}-memory")
+        result = self.reconcile(name)
+        assert result.ready, result
+        return result
+
+    def events(self, name: str) -> list[str]:
+        out = self.api._request(
+            "GET", f"/api/v1/namespaces/{self.ns}/events",
+            params={"fieldSelector": f"involvedObject.name={name}"},
+        )  # fmt: skip
+        return [e["reason"] for e in (out or {}).get("items", [])]
+
+    def secret(self, name: str) -> dict[str, str]:
+        s = self.api.get("Secret", self.ns, name)
+        assert s is not None, name
+        return {k: base64.b64decode(v).decode() for k, v in s["data"].items()}
+
+
+def _env(
+    api: KubeApi, ns: str, pg_dsn: str, redis_server: RedisServer, pg_admin_dsn: str | None = None
+) -> Iterator[Env]:
+    log = WriteLog()
+    config = operator_config(
+        postgres_dsn=pg_admin_dsn or pg_dsn,
+        redis_url=redis_server.url,
+        qdrant_url="http://qdrant.test:6333",
+    )
+    qdrant = QdrantClient(":memory:")
+    adapters = {
+        "postgres": CountingAdapter("postgres", PostgresAdmin(config.postgres.admin_dsn), log),
+        "qdrant": CountingAdapter("qdrant", QdrantAdmin(qdrant), log),
+        "redis": CountingAdapter("redis", RedisAdmin(redis_server.url), log),
+    }
+    backends = Backends(
+        database=adapters["postgres"], vectors=adapters["qdrant"], cache=adapters["redis"]
+    )
+    reconciler = Reconciler(config, CountingKube(api, log), backends)
+    r = redis.Redis.from_url(redis_server.url, decode_responses=True)
+    yield Env(api, ns, config, log, reconciler, qdrant, pg_dsn, r, adapters)
+    r.close()
+    qdrant.close()
+    # Tenants are cluster-wide claims: leave none behind for the next test.
+    delete(api, f"/apis/memory.somafractal.io/v1alpha1/namespaces/{ns}/memorynamespaces")
+
+
+@pytest.fixture
+def env(
+    api: KubeApi, kube_namespace: str, pg_database: str, redis_server: RedisServer
+) -> Iterator[Env]:
+    yield from _env(api, kube_namespace, pg_database, redis_server)
+
+
+def _cond(obj: dict[str, Any], type_: str) -> dict[str, Any]:
+    cond = c.get_condition(obj.get("status", {}).get("conditions", []), type_)
+    assert cond is not None, f"no {type_} condition in {obj.get('status')}"
+    return cond
+
+
+def _schema_exists(dsn: str, schema: str) -> bool:
+    with psycopg.connect(dsn) as conn:
+        row = conn.execute("SELECT 1 FROM pg_namespace WHERE nspname = %s", (schema,)).fetchone()
+    return row is not None
+
+
+def _role_exists(dsn: str, role: str) -> bool:
+    with psycopg.connect(dsn) as conn:
+        return (
+            conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (role,)).fetchone()
+            is not None
+        )
+
+
+def test_reconcile_creates_everything_and_becomes_ready(env: Env) -> None:
+    env.create("acme")
+    first = env.reconcile("acme")
+    assert first.error is None
+    assert first.requeue_after is not None  # waiting for the Deployment
+    obj = fetch(env.api, env.ns, "acme")
+    for type_ in (c.SCHEMA_READY, c.COLLECTION_READY, c.TOPICS_READY, c.CACHE_READY):
+        assert _cond(obj, type_)["status"] == "True", type_
+    assert _cond(obj, c.API_READY)["reason"] == "DeploymentNotAvailable"
+    assert _cond(obj, c.READY)["status"] == "False"
+    status = obj["status"]
+    assert status["schema"] == "mem_acme"
+    assert status["collection"] == "mem_acme"
+    assert status["endpoint"] == f"http://acme-memory.{env.ns}.svc:9595"
+    assert status["tokenSecret"] == "acme-memory-token"
+    assert status["observedGeneration"] == obj["metadata"]["generation"]
+    assert _cond(obj, c.TOPICS_READY)["reason"] == "KafkaNotConfigured"
+
+    # PostgreSQL: the tenant role logs in with the persisted password and owns its schema.
+    creds = env.secret("acme-memory-credentials")
+    with psycopg.connect(creds["MEMORY_DATABASE_URL"]) as conn:
+        conn.execute("CREATE TABLE mem_acme.probe (id int)")
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            conn.execute("CREATE TABLE public.escape (id int)")
+    # Redis: the ACL user is confined to its prefix.
+    tenant = redis.Redis.from_url(creds["MEMORY_REDIS_URL"], decode_responses=True)
+    tenant.set("mem:acme:k", "v")
+    with pytest.raises(redis.exceptions.NoPermissionError):
+        tenant.set("mem:other:k", "v")
+    tenant.close()
+    # Qdrant collection with the spec's geometry.
+    info = env.qdrant.get_collection("mem_acme")
+    assert info.config.params.vectors.size == 384
+    # Kubernetes objects owned by the CR.
+    for kind in ("ConfigMap", "Deployment", "Service"):
+        live = env.api.get(kind, env.ns, "acme-memory")
+        assert live is not None
+        assert live["metadata"]["ownerReferences"][0]["uid"] == obj["metadata"]["uid"]
+    assert env.secret("acme-memory-token")["token"]
+    assert {"CredentialsCreated", "SchemaCreated", "CollectionCreated", "CacheUserCreated"} <= set(
+        env.events("acme")
+    )
+
+    make_deployment_available(env.api, env.ns, "acme-memory")
+    final = env.reconcile("acme")
+    assert final.ready
+    obj = fetch(env.api, env.ns, "acme")
+    assert _cond(obj, c.READY)["status"] == "True"
+    assert _cond(obj, c.API_READY)["reason"] == "DeploymentAvailable"
+
+
+def test_unchanged_ready_object_makes_zero_writes(env: Env) -> None:
+    env.create("acme")
+    env.to_ready("acme")
+    before = {
+        kind: env.api.get(kind, env.ns, name)["metadata"]["resourceVersion"]  # type: ignore[index]
+        for kind, name in [
+            ("MemoryNamespace", "acme"),
+            ("ConfigMap", "acme-memory"),
+            ("Deployment", "acme-memory"),
+            ("Service", "acme-memory"),
+            ("Secret", "acme-memory-token"),
+            ("Secret", "acme-memory-credentials"),
+        ]
+    }
+    env.log.clear()
+    for _ in range(2):
+        result = env.reconcile("acme")
+        assert result.ready
+        assert result.writes == []
+    assert env.log.calls == []  # no Kubernetes write and no backend wrote
+    assert env.adapters["postgres"].calls["ensure_tenant"] >= 2  # yet every backend was checked
+    after = {
+        kind: env.api.get(kind, env.ns, name)["metadata"]["resourceVersion"]  # type: ignore[index]
+        for kind, name in [
+            ("MemoryNamespace", "acme"),
+            ("ConfigMap", "acme-memory"),
+            ("Deployment", "acme-memory"),
+            ("Service", "acme-memory"),
+            ("Secret", "acme-memory-token"),
+            ("Secret", "acme-memory-credentials"),
+        ]
+    }
+    assert after == before
+
+
+def test_passwords_are_generated_once_and_reused(env: Env) -> None:
+    env.create("acme")
+    env.reconcile("acme")
+    first = env.secret("acme-memory-credentials")
+    token = env.secret("acme-memory-token")["token"]
+    env.reconcile("acme")
+    assert env.secret("acme-memory-credentials") == first
+    assert env.secret("acme-memory-token")["token"] == token
+
+
+def test_drift_is_repaired(env: Env) -> None:
+    env.create("acme")
+    env.to_ready("acme")
+    with psycopg.connect(env.pg_dsn, autocommit=True) as conn:
+        conn.execute("DROP SCHEMA mem_acme CASCADE")
+    env.qdrant.delete_collection("mem_acme")
+    env.redis.execute_command("ACL", "DELUSER", "mem-acme")
+    delete(env.api, f"/apis/apps/v1/namespaces/{env.ns}/deployments/acme-memory")
+    env.log.clear()
+    result = env.reconcile("acme")
+    assert result.error is None
+    wrote = {what for _, what in env.log.calls}
+    assert "ensure_tenant Created" in wrote or "ensure_tenant Updated" in wrote
+    assert "ensure_collection Created" in wrote
+    assert "ensure_user Created" in wrote or "ensure_user Updated" in wrote
+    assert "apply Deployment/acme-memory" in wrote
+    assert _schema_exists(env.pg_dsn, "mem_acme")
+    assert env.qdrant.collection_exists("mem_acme")
+    assert env.api.get("Deployment", env.ns, "acme-memory") is not None
+
+
+def test_edited_owned_field_is_restored(env: Env) -> None:
+    env.create("acme")
+    env.reconcile("acme")
+    env.api._request(
+        "PATCH", f"/api/v1/namespaces/{env.ns}/configmaps/acme-memory",
+        body={"data": {"MEMORY_TENANT": "hijacked"}},
+        content_type="application/merge-patch+json",
+    )  # fmt: skip
+    env.log.clear()
+    env.reconcile("acme")
+    assert ("kubernetes", "apply ConfigMap/acme-memory") in env.log.calls
+    cm = env.api.get("ConfigMap", env.ns, "acme-memory")
+    assert cm is not None
+    assert cm["data"]["MEMORY_TENANT"] == "acme"
+
+
+def test_spec_changes_are_applied(env: Env) -> None:
+    env.create("acme")
+    env.to_ready("acme")
+    hash_key = "memory.somafractal.io/config-hash"
+    old_dep = env.api.get("Deployment", env.ns, "acme-memory")
+    assert old_dep is not None
+    old_hash = old_dep["spec"]["template"]["metadata"]["annotations"][hash_key]
+    patch_spec(
+        env.api,
+        env.ns,
+        "acme",
+        {"vectors": {"hnsw": {"m": 32}}, "api": {"replicas": 2}, "decay": {"halfLifeHours": 24}},
+    )
+    env.log.clear()
+    env.reconcile("acme")
+    # (HNSW changes reach a Qdrant server; the local engine has no HNSW to update.)
+    assert ("kubernetes", "apply Deployment/acme-memory") in env.log.calls
+    dep = env.api.get("Deployment", env.ns, "acme-memory")
+    assert dep is not None
+    assert dep["spec"]["replicas"] == 2
+    cm = env.api.get("ConfigMap", env.ns, "acme-memory")
+    assert cm is not None
+    assert cm["data"]["MEMORY_DECAY_HALF_LIFE_HOURS"] == "24"
+    obj = fetch(env.api, env.ns, "acme")
+    assert obj["status"]["observedGeneration"] == obj["metadata"]["generation"] == 2
+    # A changed ConfigMap rolls the pods.
+    assert dep["spec"]["template"]["metadata"]["annotations"][hash_key] != old_hash
+
+
+def test_tenant_conflict_newer_claim_touches_nothing(env: Env) -> None:
+    env.create("acme")
+    env.reconcile("acme")
+    env.create("second", {"tenant": "acme", "deletionPolicy": "Delete"})
+    env.log.clear()
+    calls_before = {k: sum(a.calls.values()) for k, a in env.adapters.items()}
+    result = env.reconcile("second")
+    assert result.reason == "TenantConflict"
+    obj = fetch(env.api, env.ns, "second")
+    ready = _cond(obj, c.READY)
+    assert (ready["status"], ready["reason"]) == ("False", "TenantConflict")
+    assert f"{env.ns}/acme" in ready["message"]
+    assert env.log.calls == [("kubernetes", "status second")]
+    assert {k: sum(a.calls.values()) for k, a in env.adapters.items()} == calls_before
+    assert env.api.get("ConfigMap", env.ns, "second-memory") is None
+    # Deleting the loser with deletionPolicy Delete must not delete the winner's data.
+    env.finalize("second")
+    assert _schema_exists(env.pg_dsn, "mem_acme")
+    # The older claim is unaffected.
+    assert env.reconcile("acme").error is None
+
+
+def test_paused_touches_no_backend(env: Env) -> None:
+    env.create("acme", {"paused": True})
+    result = env.reconcile("acme")
+    assert result.reason == "Paused"
+    assert all(sum(a.calls.values()) == 0 for a in env.adapters.values())
+    assert env.api.get("Secret", env.ns, "acme-memory-credentials") is None
+    obj = fetch(env.api, env.ns, "acme")
+    assert _cond(obj, c.PAUSED)["status"] == "True"
+    patch_spec(env.api, env.ns, "acme", {"paused": False})
+    env.reconcile("acme")
+    obj = fetch(env.api, env.ns, "acme")
+    assert c.get_condition(obj["status"]["conditions"], c.PAUSED) is None
+    assert _cond(obj, c.SCHEMA_READY)["status"] == "True"
+
+
+def test_invalid_spec_is_permanent_and_touches_nothing(env: Env) -> None:
+    env.create("acme", {"embedding": {"model": "bge-large"}})
+    result = env.reconcile("acme")
+    assert result.error == "permanent"
+    ready = _cond(fetch(env.api, env.ns, "acme"), c.READY)
+    assert (ready["status"], ready["reason"]) == ("False", "InvalidSpec")
+    assert "not a bundled local model" in ready["message"]
+    assert all(sum(a.calls.values()) == 0 for a in env.adapters.values())
+
+
+def test_backend_down_is_temporary_with_its_message(
+    api: KubeApi, kube_namespace: str, pg_database: str, redis_server: RedisServer
+) -> None:
+    from tests.servers._process import free_port
+
+    dead = f"postgresql://x:y@127.0.0.1:{free_port()}/postgres"
+    for env in _env(api, kube_namespace, pg_database, redis_server, pg_admin_dsn=dead):
+        env.create("acme")
+        result = env.reconcile("acme")
+        assert result.error == "temporary"
+        assert result.reason == "PostgresUnavailable"
+        obj = fetch(env.api, env.ns, "acme")
+        schema = _cond(obj, c.SCHEMA_READY)
+        assert (schema["status"], schema["reason"]) == ("False", "PostgresUnavailable")
+        assert schema["message"]
+        assert _cond(obj, c.READY)["reason"] == "PostgresUnavailable"
+        # Ordered: nothing after the failing step was touched.
+        assert sum(env.adapters["qdrant"].calls.values()) == 0
+        assert env.api.get("Deployment", env.ns, "acme-memory") is None
+        # The same pass again changes nothing in status (lastTransitionTime stays).
+        env.log.clear()
+        env.reconcile("acme")
+        assert env.log.calls == []
+
+
+def test_pgvector_backend(env: Env) -> None:
+    env.create("acme", {"vectors": {"backend": "postgres"}})
+    env.reconcile("acme")
+    obj = fetch(env.api, env.ns, "acme")
+    assert _cond(obj, c.COLLECTION_READY)["reason"] == "PgvectorInSchema"
+    assert obj["status"]["collection"] == ""
+    assert sum(env.adapters["qdrant"].calls.values()) == 0
+    creds = env.secret("acme-memory-credentials")
+    with psycopg.connect(creds["MEMORY_DATABASE_URL"]) as conn:
+        conn.execute("SET search_path = mem_acme, extensions")
+        conn.execute("CREATE TABLE v (e vector(3))")
+    cm = env.api.get("ConfigMap", env.ns, "acme-memory")
+    assert cm is not None
+    assert cm["data"]["MEMORY_VECTOR_BACKEND"] == "postgres"
+
+
+def test_delete_with_retain_keeps_data(env: Env) -> None:
+    env.create("acme")
+    env.reconcile("acme")
+    result = env.finalize("acme")
+    assert result.error is None
+    assert _schema_exists(env.pg_dsn, "mem_acme")
+    assert _role_exists(env.pg_dsn, "mem_acme")
+    assert env.qdrant.collection_exists("mem_acme")
+    assert env.redis.execute_command("ACL", "GETUSER", "mem-acme") is not None
+    assert "DataRetained" in env.events("acme")
+
+
+def test_delete_with_delete_removes_external_data(env: Env) -> None:
+    env.create("acme", {"deletionPolicy": "Delete"})
+    env.reconcile("acme")
+    env.redis.set("mem:acme:x", "1")
+    result = env.finalize("acme")
+    assert result.error is None, result
+    assert not _schema_exists(env.pg_dsn, "mem_acme")
+    assert not _role_exists(env.pg_dsn, "mem_acme")
+    assert not env.qdrant.collection_exists("mem_acme")
+    assert env.redis.execute_command("ACL", "GETUSER", "mem-acme") is None
+    assert env.redis.get("mem:acme:x") is None
+    assert {"SchemaDeleted", "CollectionDeleted", "CacheUserDeleted"} <= set(env.events("acme"))
+    # Idempotent: a second finalize (e.g. after a crash) writes nothing.
+    env.log.clear()
+    assert env.finalize("acme").error is None
+    assert [t for t, _ in env.log.calls if t != "kubernetes"] == []

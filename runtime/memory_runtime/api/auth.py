@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
 import math
 from collections.abc import Callable
 from typing import Any
@@ -12,6 +13,8 @@ from fastapi import Request
 
 from memory_runtime.api.errors import ProblemError
 from memory_runtime.settings import ROLE_RANK, ApiToken
+
+log = logging.getLogger("memory_runtime.api")
 
 
 def token_key(token: str) -> str:
@@ -49,8 +52,14 @@ def require(role: str) -> Callable[[Request], ApiToken]:
         if ROLE_RANK[token.role] < needed:
             raise ProblemError(403, f"this route needs the {role} role; the token has {token.role}")
         limiter = state.rate_limiter
+        decision = None
         if limiter is not None:
-            decision = limiter.acquire(token_key(token.token))
+            try:
+                decision = limiter.acquire(token_key(token.token))
+            except Exception as exc:
+                # fail open: a Redis outage must not take the memory API down with it
+                log.warning("rate limiter unavailable, request allowed: %s", exc)
+        if decision is not None:
             reset = max(0, math.ceil(decision.reset_seconds))
             headers = {
                 "RateLimit-Limit": str(decision.limit),

@@ -1,0 +1,454 @@
+"""Kafka adapter (confluent-kafka AdminClient): a tenant's topics, SCRAM user and ACLs.
+
+Observe (describe_topics, describe_configs, describe_user_scram_credentials,
+describe_acls), plan purely (`plan_topics`, acl.diff_acls), then write only the
+difference. Permanent refusals (partition shrink, replication-factor change)
+are found before any write, so a refused target changes nothing.
+
+SCRAM password idempotence: Kafka never reveals a stored credential, so
+- when the admin client itself speaks SASL/SCRAM, the adapter checks the tenant
+  password by logging in as the tenant (read-only) and rewrites it only when the
+  broker refuses it — password rotation works;
+- otherwise (e.g. a PLAINTEXT admin listener) the credential is created when
+  absent and left alone after that: the operator persists tenant passwords in
+  the tenant's Secret, so they don't change behind Kafka's back. Rotating one
+  then means delete_topics (or deleting the credential) and ensuring again.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+from confluent_kafka import KafkaError, KafkaException, TopicCollection
+from confluent_kafka.admin import (
+    AclBinding,
+    AclBindingFilter,
+    AclOperation,
+    AclPermissionType,
+    AdminClient,
+    AlterConfigOpType,
+    ConfigEntry,
+    ConfigResource,
+    NewPartitions,
+    NewTopic,
+    ResourcePatternType,
+    ResourceType,
+    ScramCredentialInfo,
+    ScramMechanism,
+    UserScramCredentialDeletion,
+    UserScramCredentialUpsertion,
+)
+
+from memory_operator.acl import AclError, KafkaAcl, diff_acls, kafka_acls, validate_topic
+from memory_operator.domain import Outcome, TopicsTarget
+from memory_operator.ports import BackendRejected, BackendUnavailable
+
+Observe = Callable[[str, str, float], None]
+BACKEND = "kafka"
+RETENTION = "retention.ms"
+SCRAM_ITERATIONS = 8192
+
+# Errors that say "try again later" rather than "this will never work".
+_TEMPORARY = {
+    KafkaError._TRANSPORT,
+    KafkaError._TIMED_OUT,
+    KafkaError._ALL_BROKERS_DOWN,
+    KafkaError._RESOLVE,
+    KafkaError._WAIT_COORD,
+    KafkaError.NETWORK_EXCEPTION,
+    KafkaError.REQUEST_TIMED_OUT,
+    KafkaError.NOT_CONTROLLER,
+    KafkaError.LEADER_NOT_AVAILABLE,
+    KafkaError.BROKER_NOT_AVAILABLE,
+    KafkaError.COORDINATOR_NOT_AVAILABLE,
+    KafkaError.NOT_ENOUGH_REPLICAS,
+    KafkaError.THROTTLING_QUOTA_EXCEEDED,
+}
+
+
+class PlanError(ValueError):
+    """The desired topics can't be reached from the existing ones (permanent)."""
+
+
+@dataclass(frozen=True)
+class TopicState:
+    partitions: int
+    replication_factor: int
+    retention_ms: str | None
+
+
+@dataclass(frozen=True)
+class TopicsPlan:
+    create: tuple[str, ...] = ()
+    grow: Mapping[str, int] = field(default_factory=dict)  # topic -> new partition count
+    retention: tuple[str, ...] = ()  # topics whose retention.ms must be set
+
+    @property
+    def empty(self) -> bool:
+        return not (self.create or self.grow or self.retention)
+
+
+def validate_target(target: TopicsTarget) -> None:
+    if not target.names:
+        raise PlanError("at least one topic name is required")
+    try:
+        for name in target.names:
+            validate_topic(name)
+    except AclError as exc:
+        raise PlanError(str(exc)) from exc
+    if target.partitions < 1:
+        raise PlanError(f"partitions must be >= 1, not {target.partitions}")
+    if target.replication_factor < 1:
+        raise PlanError(f"replication factor must be >= 1, not {target.replication_factor}")
+    if target.retention_ms < -1:
+        raise PlanError(f"retention.ms must be >= -1 (-1 = forever), not {target.retention_ms}")
+    if (target.principal is None) != (target.password is None) or target.password == "":
+        raise PlanError("principal and password are given together, and the password is not empty")
+
+
+def plan_topics(observed: Mapping[str, TopicState | None], target: TopicsTarget) -> TopicsPlan:
+    """What to create/grow/reconfigure; raises PlanError for what Kafka can't do."""
+    validate_target(target)
+    create: list[str] = []
+    grow: dict[str, int] = {}
+    retention: list[str] = []
+    for name in target.names:
+        state = observed.get(name)
+        if state is None:
+            create.append(name)
+            continue
+        if state.partitions > target.partitions:
+            raise PlanError(
+                f"topic {name!r} has {state.partitions} partitions; Kafka can't shrink it "
+                f"to {target.partitions}"
+            )
+        if state.replication_factor != target.replication_factor:
+            raise PlanError(
+                f"topic {name!r} has replication factor {state.replication_factor}, the spec "
+                f"asks {target.replication_factor}; it can't change in place"
+            )
+        if state.partitions < target.partitions:
+            grow[name] = target.partitions
+        if state.retention_ms != str(target.retention_ms):
+            retention.append(name)
+    return TopicsPlan(tuple(create), grow, tuple(retention))
+
+
+def _to_binding(acl: KafkaAcl) -> AclBinding:
+    return AclBinding(
+        ResourceType[acl.resource_type],
+        acl.resource_name,
+        ResourcePatternType[acl.pattern_type],
+        acl.principal,
+        acl.host,
+        AclOperation[acl.operation],
+        AclPermissionType[acl.permission],
+    )
+
+
+def _to_filter(acl: KafkaAcl) -> AclBindingFilter:
+    # Every field exact: the filter matches this one binding and nothing else.
+    return AclBindingFilter(
+        ResourceType[acl.resource_type],
+        acl.resource_name,
+        ResourcePatternType[acl.pattern_type],
+        acl.principal,
+        acl.host,
+        AclOperation[acl.operation],
+        AclPermissionType[acl.permission],
+    )
+
+
+def _from_binding(binding: AclBinding) -> KafkaAcl:
+    return KafkaAcl(
+        binding.restype.name,
+        binding.name,
+        binding.resource_pattern_type.name,
+        binding.operation.name,
+        binding.principal,
+        binding.host,
+        binding.permission_type.name,
+    )
+
+
+def group_prefix(principal: str) -> str:
+    # The "." can't occur in a tenant name, so tenant "acme" never matches the
+    # groups of tenant "acme-corp" (a bare "mem-acme" prefix would).
+    return f"{principal}."
+
+
+class KafkaAdmin:
+    """EventsAdmin over confluent-kafka AdminClient settings (may include SASL)."""
+
+    def __init__(
+        self,
+        config: Mapping[str, Any],
+        *,
+        observe: Observe | None = None,
+        timeout: float = 10.0,
+        client_class: type[AdminClient] = AdminClient,
+    ) -> None:
+        self._config = dict(config)
+        self._timeout = timeout
+        self._observe = observe
+        conf = {"socket.connection.setup.timeout.ms": int(timeout * 1000), **self._config}
+        # client_class lets tests record every admin call (a recording subclass).
+        self._admin = client_class(conf)
+        mechanism = str(self._config.get("sasl.mechanism", "")).upper()
+        self._mechanism = (
+            ScramMechanism.SCRAM_SHA_256
+            if mechanism == "SCRAM-SHA-256"
+            else ScramMechanism.SCRAM_SHA_512
+        )
+        protocol = str(self._config.get("security.protocol", "PLAINTEXT")).upper()
+        self._can_login = protocol.startswith("SASL") and mechanism.startswith("SCRAM")
+
+    # -- plumbing -----------------------------------------------------------------
+    @contextmanager
+    def _call(self, operation: str) -> Iterator[None]:
+        start = time.perf_counter()
+        try:
+            yield
+        except (PlanError, AclError) as exc:
+            raise BackendRejected(BACKEND, str(exc)) from exc
+        except KafkaException as exc:
+            error = exc.args[0] if exc.args and isinstance(exc.args[0], KafkaError) else None
+            if error is None or error.code() in _TEMPORARY or error.retriable():
+                raise BackendUnavailable(BACKEND, str(error or exc)) from exc
+            raise BackendRejected(BACKEND, error.str()) from exc
+        finally:
+            if self._observe is not None:
+                self._observe(BACKEND, operation, time.perf_counter() - start)
+
+    @staticmethod
+    def _results(futures: Mapping[Any, Any], *, ignore: tuple[int, ...] = ()) -> dict[Any, Any]:
+        """Wait for every future; errors with a code in `ignore` become None."""
+        out: dict[Any, Any] = {}
+        for key, future in futures.items():
+            try:
+                out[key] = future.result()
+            except KafkaException as exc:
+                if exc.args and exc.args[0].code() in ignore:
+                    out[key] = None
+                else:
+                    raise
+        return out
+
+    # -- observe -------------------------------------------------------------------
+    def _describe_topics(self, names: tuple[str, ...]) -> dict[str, TopicState | None]:
+        described = self._results(
+            self._admin.describe_topics(
+                TopicCollection(list(names)), request_timeout=self._timeout
+            ),
+            ignore=(KafkaError.UNKNOWN_TOPIC_OR_PART,),
+        )
+        existing = [n for n in names if described.get(n) is not None]
+        retention: dict[str, str | None] = {}
+        if existing:
+            configs = self._results(
+                self._admin.describe_configs(
+                    [ConfigResource(ResourceType.TOPIC, n) for n in existing],
+                    request_timeout=self._timeout,
+                )
+            )
+            for resource, entries in configs.items():
+                entry = entries.get(RETENTION)
+                retention[resource.name] = entry.value if entry is not None else None
+        out: dict[str, TopicState | None] = {}
+        for name in names:
+            desc = described.get(name)
+            if desc is None:
+                out[name] = None
+                continue
+            out[name] = TopicState(
+                partitions=len(desc.partitions),
+                replication_factor=len(desc.partitions[0].replicas) if desc.partitions else 0,
+                retention_ms=retention.get(name),
+            )
+        return out
+
+    def _scram_exists(self, principal: str) -> bool:
+        result = self._results(
+            self._admin.describe_user_scram_credentials([principal], request_timeout=self._timeout),
+            ignore=(KafkaError.RESOURCE_NOT_FOUND,),
+        ).get(principal)
+        if result is None:
+            return False
+        return any(i.mechanism == self._mechanism for i in result.scram_credential_infos)
+
+    def _password_accepted(self, principal: str, password: str) -> bool:
+        """Log in as the tenant (read-only). False only when the broker refuses it."""
+        errors: list[KafkaError] = []
+        conf = {
+            **self._config,
+            "sasl.mechanism": self._mechanism.name.replace("_", "-"),
+            "sasl.username": principal,
+            "sasl.password": password,
+            "error_cb": errors.append,
+        }
+        client = AdminClient(conf)
+        deadline = time.monotonic() + self._timeout
+        while time.monotonic() < deadline:
+            try:
+                client.list_topics(timeout=0.5)
+                return True
+            except KafkaException:
+                client.poll(0)  # deliver error_cb
+                if any(e.code() == KafkaError._AUTHENTICATION for e in errors):
+                    return False
+        raise KafkaException(KafkaError(KafkaError._TIMED_OUT, "tenant login check timed out"))
+
+    def _principal_acls(self, principal: str) -> list[KafkaAcl]:
+        acl_filter = AclBindingFilter(
+            ResourceType.ANY,
+            None,
+            ResourcePatternType.ANY,
+            f"User:{principal}",
+            None,
+            AclOperation.ANY,
+            AclPermissionType.ANY,
+        )
+        found = self._admin.describe_acls(acl_filter, request_timeout=self._timeout).result()
+        return [_from_binding(b) for b in found]
+
+    def _diff(
+        self, target: TopicsTarget, *, check_login: bool
+    ) -> tuple[TopicsPlan, bool, list[KafkaAcl], list[KafkaAcl]]:
+        """(topic plan, whether to (re)write the SCRAM credential, ACLs to add, ACLs to drop)."""
+        plan = plan_topics(self._describe_topics(target.names), target)
+        set_password = False
+        acls_create: list[KafkaAcl] = []
+        acls_delete: list[KafkaAcl] = []
+        if target.principal is not None and target.password is not None:
+            want = kafka_acls(target.principal, target.names, group_prefix(target.principal))
+            acls_create, acls_delete = diff_acls(self._principal_acls(target.principal), want)
+            if not self._scram_exists(target.principal):
+                set_password = True
+            elif check_login and self._can_login:
+                set_password = not self._password_accepted(target.principal, target.password)
+        return plan, set_password, acls_create, acls_delete
+
+    def _settle(self, target: TopicsTarget) -> None:
+        """Brokers serve metadata the controller applied asynchronously: wait (bounded)
+        until our writes are visible, so the next reconcile observes them and writes
+        nothing. Not settling in time is not an error; the next pass re-checks."""
+        deadline = time.monotonic() + self._timeout
+        while time.monotonic() < deadline:
+            plan, set_password, acls_create, acls_delete = self._diff(target, check_login=False)
+            if plan.empty and not set_password and not acls_create and not acls_delete:
+                return
+            time.sleep(0.1)
+
+    # -- EventsAdmin -------------------------------------------------------------------
+    def ensure_topics(self, target: TopicsTarget) -> Outcome:
+        with self._call("observe"):
+            validate_target(target)
+            plan, set_password, acls_create, acls_delete = self._diff(target, check_login=True)
+        if plan.empty and not set_password and not acls_create and not acls_delete:
+            return Outcome.UNCHANGED
+
+        with self._call("apply"):
+            if plan.create:
+                new = [
+                    NewTopic(
+                        name,
+                        num_partitions=target.partitions,
+                        replication_factor=target.replication_factor,
+                        config={RETENTION: str(target.retention_ms)},
+                    )
+                    for name in plan.create
+                ]
+                self._results(
+                    self._admin.create_topics(new, request_timeout=self._timeout),
+                    ignore=(KafkaError.TOPIC_ALREADY_EXISTS,),  # a concurrent create won
+                )
+            if plan.grow:
+                self._results(
+                    self._admin.create_partitions(
+                        [NewPartitions(t, n) for t, n in plan.grow.items()],
+                        request_timeout=self._timeout,
+                    )
+                )
+            if plan.retention:
+                resources = [
+                    ConfigResource(
+                        ResourceType.TOPIC,
+                        name,
+                        incremental_configs=[
+                            ConfigEntry(
+                                RETENTION,
+                                str(target.retention_ms),
+                                incremental_operation=AlterConfigOpType.SET,
+                            )
+                        ],
+                    )
+                    for name in plan.retention
+                ]
+                self._results(
+                    self._admin.incremental_alter_configs(resources, request_timeout=self._timeout)
+                )
+            if set_password and target.principal and target.password:
+                upsert = UserScramCredentialUpsertion(
+                    target.principal,
+                    ScramCredentialInfo(self._mechanism, SCRAM_ITERATIONS),
+                    target.password.encode(),
+                )
+                self._results(
+                    self._admin.alter_user_scram_credentials(
+                        [upsert], request_timeout=self._timeout
+                    )
+                )
+            if acls_create:
+                self._results(
+                    self._admin.create_acls(
+                        [_to_binding(a) for a in acls_create], request_timeout=self._timeout
+                    )
+                )
+            if acls_delete:
+                self._results(
+                    self._admin.delete_acls(
+                        [_to_filter(a) for a in acls_delete], request_timeout=self._timeout
+                    )
+                )
+            self._settle(target)
+        if len(plan.create) == len(target.names):
+            return Outcome.CREATED
+        return Outcome.UPDATED
+
+    def delete_topics(self, target: TopicsTarget) -> Outcome:
+        with self._call("observe"):
+            validate_target(target)
+            observed = self._describe_topics(target.names)
+            existing = [n for n, s in observed.items() if s is not None]
+            acls: list[KafkaAcl] = []
+            scram = False
+            if target.principal is not None:
+                acls = self._principal_acls(target.principal)
+                scram = self._scram_exists(target.principal)
+        if not existing and not acls and not scram:
+            return Outcome.UNCHANGED
+        with self._call("delete"):
+            if existing:
+                self._results(
+                    self._admin.delete_topics(existing, request_timeout=self._timeout),
+                    ignore=(KafkaError.UNKNOWN_TOPIC_OR_PART,),
+                )
+            if acls:
+                self._results(
+                    self._admin.delete_acls(
+                        [_to_filter(a) for a in acls], request_timeout=self._timeout
+                    )
+                )
+            if scram and target.principal:
+                deletion = UserScramCredentialDeletion(target.principal, self._mechanism)
+                self._results(
+                    self._admin.alter_user_scram_credentials(
+                        [deletion], request_timeout=self._timeout
+                    ),
+                    ignore=(KafkaError.RESOURCE_NOT_FOUND,),
+                )
+        return Outcome.DELETED

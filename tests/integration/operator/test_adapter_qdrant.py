@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import uuid
 from typing import Any
 
 import pytest
@@ -141,3 +142,33 @@ def test_unreachable_server_is_temporary() -> None:
     )
     with pytest.raises(BackendUnavailable):
         QdrantAdmin(remote).ensure_collection(TARGET)
+
+
+def test_index_params_over_rest_are_compared_and_updated(qdrant_url: str) -> None:
+    """Through qdrant-client's HTTP code path (the test-only REST stand-in reports HNSW
+    and on_disk back like a server), index drift is detected and updated in place."""
+    client = RecordingQdrant(url=qdrant_url, check_compatibility=False)
+    admin = QdrantAdmin(client)
+    target = dataclasses.replace(
+        TARGET,
+        name=f"mem_rest_{uuid.uuid4().hex[:8]}",
+        hnsw_m=8,
+        hnsw_ef_construct=64,
+        on_disk=False,
+    )
+    assert admin.ensure_collection(target) is Outcome.CREATED
+    assert admin.ensure_collection(target) is Outcome.UNCHANGED
+    assert client.writes == ["create_collection"]
+
+    tuned = dataclasses.replace(target, hnsw_m=32, on_disk=True)
+    assert admin.ensure_collection(tuned) is Outcome.UPDATED
+    config = client.get_collection(target.name).config
+    assert (config.hnsw_config.m, config.hnsw_config.ef_construct) == (32, 64)
+    assert isinstance(config.params.vectors, models.VectorParams)
+    assert config.params.vectors.on_disk is True
+    client.writes.clear()
+    assert admin.ensure_collection(tuned) is Outcome.UNCHANGED
+    assert client.writes == []
+    with pytest.raises(BackendRejected, match="dimensions can't change"):
+        admin.ensure_collection(dataclasses.replace(tuned, dimensions=5))
+    assert admin.delete_collection(target.name) is Outcome.DELETED

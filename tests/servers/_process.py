@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import ctypes.util
+import fcntl
 import os
 import shutil
 import signal
@@ -210,6 +211,19 @@ def stopping(*procs: ManagedProcess) -> Iterator[None]:
     finally:
         for proc in reversed(procs):
             proc.stop()
+
+
+@contextlib.contextmanager
+def cache_lock(name: str) -> Iterator[None]:
+    """An exclusive lock in the cache dir: two pytest sessions on one machine must not run
+    a provisioning script (build-kube.sh, fetch-kafka.sh) at the same time."""
+    CACHE_ROOT.mkdir(parents=True, exist_ok=True)
+    with (CACHE_ROOT / f".{name}.lock").open("w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def port_open(host: str, port: int) -> bool:

@@ -27,6 +27,7 @@ from confluent_kafka.admin import AdminClient
 from tests.servers._process import (
     REPO_ROOT,
     ServerStartError,
+    cache_lock,
     free_port,
     log_dir,
     port_open,
@@ -64,9 +65,10 @@ class KafkaServer:
 
 def kafka_lib_dir() -> Path:
     """Run scripts/fetch-kafka.sh (a no-op when cached) and return the broker classpath dir."""
-    out = subprocess.run(
-        [str(FETCH_SCRIPT)], capture_output=True, text=True, check=False, timeout=1800
-    )
+    with cache_lock("fetch-kafka"):
+        out = subprocess.run(
+            [str(FETCH_SCRIPT)], capture_output=True, text=True, check=False, timeout=1800
+        )
     if out.returncode != 0:
         raise ServerStartError(
             f"kafka: {FETCH_SCRIPT} failed ({out.returncode}):\n{out.stderr[-3000:]}"

@@ -33,6 +33,7 @@ import yaml
 from tests.servers._process import (
     REPO_ROOT,
     ServerStartError,
+    cache_lock,
     free_port,
     log_dir,
     spawn,
@@ -82,9 +83,10 @@ class KubeCluster:
 
 def kube_bin_dir() -> Path:
     """Run scripts/build-kube.sh (a no-op when cached) and return its bin directory."""
-    out = subprocess.run(
-        [str(BUILD_SCRIPT)], capture_output=True, text=True, check=False, timeout=3 * 3600
-    )
+    with cache_lock("build-kube"):
+        out = subprocess.run(
+            [str(BUILD_SCRIPT)], capture_output=True, text=True, check=False, timeout=3 * 3600
+        )
     if out.returncode != 0:
         raise ServerStartError(
             f"kube: {BUILD_SCRIPT} failed ({out.returncode}):\n{out.stderr[-3000:]}"

@@ -1,0 +1,1 @@
+"""The event JSON Schema (memory-event.json), shipped as package data."""

@@ -10,16 +10,18 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import kopf
 
 from memory_operator import handlers, metrics
 from memory_operator.adapters.kube import KubeApi
 from memory_operator.config import ConfigError, OperatorConfig, load_config
-from memory_operator.reconcile import Backends, Reconciler
+from memory_operator.reconcile import Backends, KubePort, Reconciler
 
 
 def build_backends(config: OperatorConfig) -> Backends:
@@ -46,24 +48,28 @@ def build_backends(config: OperatorConfig) -> Backends:
 
 
 def build_registry(
-    config: OperatorConfig, kube: KubeApi, backends: Backends
+    config: OperatorConfig,
+    kube: KubePort,
+    backends: Backends,
+    login: Callable[..., Any] = kopf.login_via_client,
 ) -> kopf.OperatorRegistry:
     registry = kopf.OperatorRegistry()
-    handlers.setup(registry, Reconciler(config, kube, backends), config)
+    handlers.setup(registry, Reconciler(config, kube, backends), config, login=login)
     return registry
 
 
 def run_operator(
     config: OperatorConfig,
-    kube: KubeApi,
+    kube: KubePort,
     backends: Backends,
     *,
     stop_flag: threading.Event | None = None,
     ready_flag: threading.Event | None = None,
     liveness: bool = True,
+    login: Callable[..., Any] = kopf.login_via_client,
 ) -> None:
     """Run Kopf until stopped; also used by tests and the benchmark in a thread."""
-    registry = build_registry(config, kube, backends)
+    registry = build_registry(config, kube, backends, login)
     scope: dict[str, object] = (
         {"namespaces": config.watch_namespaces}
         if config.watch_namespaces
@@ -102,6 +108,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         log_format=kopf.LogFormat.JSON if config.log_format == "json" else kopf.LogFormat.PLAIN,
     )
     logging.getLogger("memory_operator").setLevel(logging.DEBUG if args.verbose else logging.INFO)
+    if args.kubeconfig:
+        os.environ["KUBECONFIG"] = args.kubeconfig  # Kopf's own login reads it too
     kube = KubeApi.from_kubeconfig(args.kubeconfig) if args.kubeconfig else KubeApi.auto()
     metrics.serve(config.metrics_port)
     run_operator(config, kube, build_backends(config))

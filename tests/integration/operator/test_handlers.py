@@ -1,0 +1,222 @@
+"""The whole operator (Kopf + handlers + reconciler + real adapters) running
+in-process against a real kube-apiserver, PostgreSQL, Redis and Qdrant's local
+engine: create -> Ready, the finalizer and deletion policies, repair by the
+periodic timer, permanent errors, and no writes while nothing changes."""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import kopf
+import psycopg
+import pytest
+from qdrant_client import QdrantClient
+
+from memory_operator import conditions as c
+from memory_operator.__main__ import run_operator
+from memory_operator.adapters.kube import KubeApi
+from memory_operator.adapters.postgres import PostgresAdmin
+from memory_operator.adapters.qdrant import QdrantAdmin
+from memory_operator.adapters.redis import RedisAdmin
+from memory_operator.handlers import FINALIZER
+from memory_operator.metrics import REGISTRY
+from memory_operator.reconcile import Backends
+from tests.e2e.harness import (
+    CountingKube,
+    WriteLog,
+    delete,
+    fetch,
+    kube_api,
+    make_deployment_available,
+    memory_namespace,
+    operator_config,
+    wait_for,
+)
+from tests.servers.kube import KubeCluster, install_crds
+from tests.servers.postgres import PostgresServer
+from tests.servers.redis import RedisServer
+
+pytestmark = pytest.mark.integration
+
+
+@dataclass
+class Running:
+    api: KubeApi
+    prefix: str
+    pg_dsn: str
+    qdrant: QdrantClient
+    log: WriteLog
+
+    def schema(self, tenant: str) -> str:
+        return f"{self.prefix}_{tenant.replace('-', '_')}"
+
+    def schema_exists(self, tenant: str) -> bool:
+        with psycopg.connect(self.pg_dsn) as conn:
+            row = conn.execute(
+                "SELECT 1 FROM pg_namespace WHERE nspname = %s", (self.schema(tenant),)
+            ).fetchone()
+        return row is not None
+
+
+def _reconciles() -> float:
+    return sum(
+        s.value
+        for m in REGISTRY.collect()
+        if m.name == "controller_runtime_reconcile"
+        for s in m.samples
+        if s.name == "controller_runtime_reconcile_total"
+    )
+
+
+@pytest.fixture(scope="module")
+def operator(
+    kube: KubeCluster, postgres: PostgresServer, redis_server: RedisServer
+) -> Iterator[Running]:
+    install_crds(kube, "crds/")
+    api = kube_api(kube)
+    prefix = f"h{uuid.uuid4().hex[:6]}"  # this module's tenants never collide with others'
+    config = operator_config(
+        postgres_dsn=postgres.admin_dsn,
+        redis_url=redis_server.url,
+        qdrant_url="http://qdrant.test:6333",
+        prefix=prefix,
+    )
+    qdrant = QdrantClient(":memory:")
+    backends = Backends(
+        database=PostgresAdmin(postgres.admin_dsn),
+        vectors=QdrantAdmin(qdrant),
+        cache=RedisAdmin(redis_server.url),
+    )
+    log = WriteLog()
+
+    def login(**_: Any) -> kopf.ConnectionInfo:
+        return kopf.ConnectionInfo(server=kube.server, token=kube.token, ca_path=kube.ca_file)
+
+    stop, ready = threading.Event(), threading.Event()
+    thread = threading.Thread(
+        target=run_operator,
+        args=(config, CountingKube(api, log), backends),
+        kwargs={"stop_flag": stop, "ready_flag": ready, "liveness": False, "login": login},
+        daemon=True,
+    )
+    thread.start()
+    assert ready.wait(60), "operator did not start"
+    yield Running(api, prefix, postgres.admin_dsn, qdrant, log)
+    stop.set()
+    thread.join(30)
+    api.close()
+
+
+def _cond(obj: dict[str, Any], type_: str) -> dict[str, Any] | None:
+    return c.get_condition((obj.get("status") or {}).get("conditions") or [], type_)
+
+
+def _has(running: Running, ns: str, name: str, type_: str, status: str, reason: str | None = None):
+    def check() -> bool:
+        obj = running.api.get("MemoryNamespace", ns, name)
+        cond = _cond(obj or {}, type_)
+        return bool(
+            cond and cond["status"] == status and (reason is None or cond["reason"] == reason)
+        )
+
+    return check
+
+
+def _gone(api: KubeApi, ns: str, name: str):
+    return lambda: api.get("MemoryNamespace", ns, name) is None
+
+
+def test_create_to_ready_then_delete_with_delete_policy(
+    operator: Running, kube_namespace: str
+) -> None:
+    ns = kube_namespace
+    memory_namespace(operator.api, ns, "alpha", {"deletionPolicy": "Delete"})
+    wait_for(_has(operator, ns, "alpha", c.SCHEMA_READY, "True"), what="SchemaReady")
+    wait_for(
+        _has(operator, ns, "alpha", c.API_READY, "False", "DeploymentNotAvailable"),
+        what="ApiReady=False while the Deployment is not available",
+    )
+    obj = fetch(operator.api, ns, "alpha")
+    assert FINALIZER in obj["metadata"]["finalizers"]
+    assert operator.schema_exists("alpha")
+    make_deployment_available(operator.api, ns, "alpha-memory")
+    # The create handler keeps polling the Deployment (TemporaryError with a short delay).
+    wait_for(_has(operator, ns, "alpha", c.READY, "True"), timeout=90, what="Ready")
+
+    delete(
+        operator.api, f"/apis/memory.somafractal.io/v1alpha1/namespaces/{ns}/memorynamespaces/alpha"
+    )
+    wait_for(_gone(operator.api, ns, "alpha"), what="finalizer released")
+    assert not operator.schema_exists("alpha")
+    assert not operator.qdrant.collection_exists(operator.schema("alpha"))
+
+
+def test_retain_keeps_data_after_delete(operator: Running, kube_namespace: str) -> None:
+    ns = kube_namespace
+    memory_namespace(operator.api, ns, "beta")
+    wait_for(_has(operator, ns, "beta", c.SCHEMA_READY, "True"), what="SchemaReady")
+    delete(
+        operator.api, f"/apis/memory.somafractal.io/v1alpha1/namespaces/{ns}/memorynamespaces/beta"
+    )
+    wait_for(_gone(operator.api, ns, "beta"), what="finalizer released")
+    assert operator.schema_exists("beta")
+    assert operator.qdrant.collection_exists(operator.schema("beta"))
+
+
+def test_timer_repairs_drift_and_idle_ready_object_is_not_written(
+    operator: Running, kube_namespace: str
+) -> None:
+    ns = kube_namespace
+    memory_namespace(operator.api, ns, "gamma", {"deletionPolicy": "Delete"})
+    wait_for(_has(operator, ns, "gamma", c.SCHEMA_READY, "True"), what="SchemaReady")
+    make_deployment_available(operator.api, ns, "gamma-memory")
+    wait_for(_has(operator, ns, "gamma", c.READY, "True"), timeout=90, what="Ready")
+
+    # Idle: let the timer run a few passes, then compare resourceVersions.
+    objects = [
+        ("MemoryNamespace", "gamma"),
+        ("ConfigMap", "gamma-memory"),
+        ("Deployment", "gamma-memory"),
+        ("Service", "gamma-memory"),
+        ("Secret", "gamma-memory-credentials"),
+        ("Secret", "gamma-memory-token"),
+    ]
+
+    def versions() -> dict[str, str]:
+        return {
+            f"{k}/{n}": operator.api.get(k, ns, n)["metadata"]["resourceVersion"]  # type: ignore[index]
+            for k, n in objects
+        }
+
+    start = _reconciles()
+    wait_for(lambda: _reconciles() >= start + 1, timeout=30, what="a timer pass")
+    before = versions()
+    operator.log.clear()
+    mark = _reconciles()
+    wait_for(lambda: _reconciles() >= mark + 2, timeout=30, what="two more timer passes")
+    assert versions() == before
+    assert not [w for w in operator.log.calls if "gamma" in w[1]]
+
+    # Drift: drop the schema out of band; the timer brings it back.
+    with psycopg.connect(operator.pg_dsn, autocommit=True) as conn:
+        conn.execute(f"DROP SCHEMA {operator.schema('gamma')} CASCADE")
+    wait_for(lambda: operator.schema_exists("gamma"), timeout=30, what="schema restored")
+    delete(
+        operator.api, f"/apis/memory.somafractal.io/v1alpha1/namespaces/{ns}/memorynamespaces/gamma"
+    )
+    wait_for(_gone(operator.api, ns, "gamma"), what="finalizer released")
+
+
+def test_invalid_spec_reports_permanent_error(operator: Running, kube_namespace: str) -> None:
+    ns = kube_namespace
+    memory_namespace(operator.api, ns, "delta", {"embedding": {"model": "nope"}})
+    wait_for(_has(operator, ns, "delta", c.READY, "False", "InvalidSpec"), what="InvalidSpec")
+    assert not operator.schema_exists("delta")
+    delete(
+        operator.api, f"/apis/memory.somafractal.io/v1alpha1/namespaces/{ns}/memorynamespaces/delta"
+    )
+    wait_for(_gone(operator.api, ns, "delta"), what="deleted")

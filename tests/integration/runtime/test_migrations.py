@@ -1,0 +1,63 @@
+"""Schema migrations: applied once, as the tenant role, recorded, refused when edited."""
+
+from __future__ import annotations
+
+import pytest
+
+from memory_runtime.storage import migrate as migrations
+from memory_runtime.storage.migrate import MigrationError, load_migrations, migrate
+from tests.integration.runtime.conftest import Tenant
+from tests.integration.runtime.helpers import admin_rows
+
+pytestmark = pytest.mark.integration
+
+
+def test_migrate_applies_once_and_records_versions(tenant: Tenant):
+    versions = [m.version for m in load_migrations()]
+    assert versions[0] == 1
+    assert versions == sorted(set(versions))
+    assert migrate(tenant.dsn, tenant.schema, "extensions") == versions
+    assert migrate(tenant.dsn, tenant.schema, "extensions") == []
+    rows = admin_rows(tenant, "SELECT version, name, checksum FROM schema_migrations")
+    assert [r["version"] for r in rows] == versions
+    assert rows[0]["name"] == "initial"
+    owners = admin_rows(
+        tenant,
+        "SELECT DISTINCT tableowner FROM pg_tables WHERE schemaname = current_schema()",
+    )
+    assert [o["tableowner"] for o in owners] == [tenant.role]  # created as the tenant role
+    tables = {
+        r["tablename"]
+        for r in admin_rows(
+            tenant, "SELECT tablename FROM pg_tables WHERE schemaname = current_schema()"
+        )
+    }
+    assert tables == {"memories", "links", "outbox", "vector_tombstones", "schema_migrations"}
+
+
+def test_changed_migration_is_refused(tenant: Tenant, monkeypatch: pytest.MonkeyPatch):
+    migrate(tenant.dsn, tenant.schema, "extensions")
+    original = load_migrations()
+    edited = [migrations.Migration(m.version, m.name, m.sql + "\n-- edited") for m in original]
+    monkeypatch.setattr(migrations, "load_migrations", lambda: edited)
+    with pytest.raises(MigrationError, match="changed after it was applied"):
+        migrate(tenant.dsn, tenant.schema, "extensions")
+
+
+def test_failed_migration_leaves_nothing_behind(tenant: Tenant, monkeypatch: pytest.MonkeyPatch):
+    migrate(tenant.dsn, tenant.schema, "extensions")
+    latest = load_migrations()[-1].version
+    broken = [
+        *load_migrations(),
+        migrations.Migration(9999, "broken", "CREATE TABLE half_done (x int);\nSELECT nope;"),
+    ]
+    monkeypatch.setattr(migrations, "load_migrations", lambda: broken)
+    with pytest.raises(MigrationError, match="9999_broken failed"):
+        migrate(tenant.dsn, tenant.schema, "extensions")
+    assert admin_rows(tenant, "SELECT to_regclass('half_done') AS t")[0]["t"] is None
+    assert admin_rows(tenant, "SELECT max(version) AS v FROM schema_migrations")[0]["v"] == latest
+
+
+def test_missing_schema_is_a_clear_error(tenant: Tenant):
+    with pytest.raises(MigrationError, match="does not exist"):
+        migrate(tenant.dsn, "mem_nobody", "extensions")

@@ -1,0 +1,185 @@
+"""Write path: outbox rows, pending vectors when the index is down, catch-up, pruning."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Iterator
+
+import pytest
+from fastapi.testclient import TestClient
+from qdrant_client import QdrantClient
+
+from memory_runtime.api import create_app
+from memory_runtime.vectors import build_vector_index
+from tests.integration.runtime.conftest import (
+    ADMIN_TOKEN,
+    DIMENSIONS,
+    HashingTestEmbedder,
+    Tenant,
+    bearer,
+    tenant_settings,
+)
+from tests.integration.runtime.helpers import admin_rows, outbox
+
+pytestmark = pytest.mark.integration
+
+
+def closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+def qdrant_down(tenant: Tenant) -> Iterator[TestClient]:
+    """Qdrant backend whose server is not there (connection refused)."""
+    url = f"http://127.0.0.1:{closed_port()}"
+    settings = tenant_settings(
+        tenant,
+        vector_backend="qdrant",
+        qdrant_url=url,
+        embedding_provider="local",
+        events_enabled=True,
+        kafka_bootstrap="127.0.0.1:1",
+        kafka_topic="t",
+    )
+    app = create_app(
+        settings,
+        embedder=HashingTestEmbedder(),
+        qdrant_client=QdrantClient(url=url, timeout=2, check_compatibility=False),
+    )
+    with TestClient(app, raise_server_exceptions=False) as c:
+        c.headers.update(bearer(ADMIN_TOKEN))
+        yield c
+
+
+def test_outbox_rows_match_the_relay_contract(client: TestClient, tenant: Tenant):
+    columns = admin_rows(
+        tenant,
+        "SELECT column_name, data_type, is_nullable FROM information_schema.columns"
+        " WHERE table_schema = current_schema() AND table_name = 'outbox' ORDER BY ordinal_position",
+    )
+    assert [(c["column_name"], c["data_type"]) for c in columns] == [
+        ("id", "uuid"),
+        ("event_type", "text"),
+        ("memory_id", "uuid"),
+        ("version", "bigint"),
+        ("record", "jsonb"),
+        ("reason", "text"),
+        ("occurred_at", "timestamp with time zone"),
+        ("sent_at", "timestamp with time zone"),
+    ]
+    m = client.post("/memories", json={"coordinate": [1], "payload": {"text": "x"}}).json()
+    client.patch("/memories/1", json={"tags": ["a"]})
+    client.delete("/memories/1")
+    events = outbox(tenant)
+    assert [(e["event_type"], e["version"]) for e in events] == [
+        ("memory.created", 1),
+        ("memory.updated", 2),
+        ("memory.deleted", 3),
+    ]
+    assert {str(e["memory_id"]) for e in events} == {m["id"]}
+    assert len({e["id"] for e in events}) == 3
+    assert events[1]["record"]["tags"] == ["a"]
+
+
+def test_events_disabled_writes_no_outbox(tenant: Tenant):
+    app = create_app(tenant_settings(tenant))  # events_enabled=False
+    with TestClient(app) as c:
+        c.headers.update(bearer(ADMIN_TOKEN))
+        assert c.post("/memories", json={"payload": {"text": "x"}}).status_code == 201
+    assert outbox(tenant) == []
+
+
+def test_index_down_marks_pending_and_catch_up_repairs(qdrant_down: TestClient, tenant: Tenant):
+    c = qdrant_down
+    a = c.post("/memories", json={"coordinate": [1], "payload": {"text": "alpha beta"}})
+    assert a.status_code == 201  # PostgreSQL is the truth: the write succeeds
+    assert a.json()["index_pending"] is True
+    b = c.post("/memories", json={"coordinate": [2], "payload": {"text": "gamma"}}).json()
+    assert c.delete("/memories/2").status_code == 200
+    assert admin_rows(tenant, "SELECT memory_id FROM vector_tombstones")[0]["memory_id"].hex == (
+        b["id"].replace("-", "")
+    )
+    assert c.get("/memories/search", params={"query": "alpha", "mode": "vector"}).status_code == 503
+    keyword_only = c.get("/memories/search", params={"query": "alpha"}).json()["hits"]
+    assert [h["memory"]["coordinate"] for h in keyword_only] == [[1.0]]
+    assert c.get("/readyz").status_code == 503
+    assert c.get("/stats").json()["index_pending"] == 1
+
+    # the index comes back
+    service = c.app.state.service  # type: ignore[attr-defined]
+    live = build_vector_index(
+        "qdrant",
+        pool=None,
+        schema=tenant.schema,
+        extensions_schema="extensions",
+        dimensions=DIMENSIONS,
+        distance="Cosine",
+        qdrant_url=None,
+        qdrant_api_key=None,
+        collection=tenant.schema,
+        qdrant_client=QdrantClient(":memory:"),
+    )
+    live.ensure()
+    service.index = live
+    assert service.index_pending(100) == 2  # one vector written, one tombstone applied
+    assert c.get("/memories/1").json()["index_pending"] is False
+    assert admin_rows(tenant, "SELECT count(*) AS n FROM vector_tombstones")[0]["n"] == 0
+    assert live.count() == 1
+    hits = c.get("/memories/search", params={"query": "alpha", "mode": "vector"}).json()["hits"]
+    assert [h["memory"]["id"] for h in hits] == [a.json()["id"]]
+    assert service.index_pending(100) == 0  # nothing left
+
+
+def test_prune_removes_decayed_episodic_and_expired(client: TestClient, tenant: Tenant):
+    specs = {
+        "1": {"importance": 0.04},  # under pruneBelow right away
+        "2": {"importance": 0.04, "memory_type": "semantic"},  # semantic never decays away
+        "3": {"importance": 0.5},  # idle 1000 h: 0.5 * 0.5^(1000/720) = 0.19, kept
+        "4": {"importance": 0.1},  # idle 2000 h: 0.015, pruned
+        "5": {"importance": 0.9, "expires_at": "2001-01-01T00:00:00Z"},
+        "6": {"importance": 0.9},
+    }
+    ids = {}
+    for coord, extra in specs.items():
+        r = client.post("/memories", json={"coordinate": [int(coord)], "payload": {}, **extra})
+        ids[coord] = r.json()["id"]
+    client.post("/graph/link", json={"from": "6", "to": "4"})
+    admin_rows(
+        tenant,
+        "UPDATE memories SET last_accessed_at = now() - interval '1000 hours'"
+        " WHERE id = %s RETURNING id",
+        ids["3"],
+    )
+    admin_rows(
+        tenant,
+        "UPDATE memories SET last_accessed_at = now() - interval '2000 hours'"
+        " WHERE id = %s RETURNING id",
+        ids["4"],
+    )
+    service = client.app.state.service  # type: ignore[attr-defined]
+    assert service.prune() == 3
+    left = sorted(r["coordinate"][0] for r in admin_rows(tenant, "SELECT coordinate FROM memories"))
+    assert left == [2.0, 3.0, 6.0]
+    deleted = {
+        str(e["memory_id"]): e["reason"]
+        for e in outbox(tenant)
+        if e["event_type"] == "memory.deleted"
+    }
+    assert deleted == {ids["1"]: "decayed", ids["4"]: "decayed", ids["5"]: "expired"}
+    assert admin_rows(tenant, "SELECT count(*) AS n FROM links")[0]["n"] == 0
+    assert service.prune() == 0
+
+
+def test_decay_disabled_prunes_only_expired(tenant: Tenant):
+    app = create_app(tenant_settings(tenant, decay_enabled=False))
+    with TestClient(app) as c:
+        c.headers.update(bearer(ADMIN_TOKEN))
+        c.post("/memories", json={"coordinate": [1], "payload": {}, "importance": 0.0})
+        c.post(
+            "/memories",
+            json={"coordinate": [2], "payload": {}, "expires_at": "2001-01-01T00:00:00Z"},
+        )
+        assert app.state.service.prune() == 1
+        assert c.get("/memories/1").status_code == 200

@@ -13,6 +13,7 @@ import ctypes
 import ctypes.util
 import fcntl
 import os
+import random
 import shutil
 import signal
 import socket
@@ -40,11 +41,30 @@ class ServerStartError(RuntimeError):
     """A test server did not come up; the message names its log files."""
 
 
+def _ephemeral_range() -> tuple[int, int]:
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 32768, 60999
+
+
 def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port that was free a moment ago (the server binds it next)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
+    """A TCP port that was free a moment ago (the server binds it next).
+
+    Chosen at random below the kernel's ephemeral range: a port the kernel hands out
+    for bind(0) could meanwhile become some client connection's local port, while
+    these are only taken by other servers choosing the same way."""
+    low, _high = _ephemeral_range()
+    candidates = range(15000, low) if low > 16000 else range(low, 65536)
+    for port in random.sample(candidates, 200):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind((host, port))
+            except OSError:
+                continue
+            return port
+    raise ServerStartError("no free TCP port found on 127.0.0.1")
 
 
 # One directory per pytest process, so engineers running tests at the same time in one

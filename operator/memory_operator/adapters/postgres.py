@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from typing import Any
 
 import psycopg
@@ -104,10 +104,15 @@ class PostgresAdmin:
         except psycopg.OperationalError as exc:
             raise BackendUnavailable(BACKEND, f"cannot connect: {exc}".strip()) from exc
         try:
+            # A tenant's sessions may hold locks (e.g. on its schema): wait a while,
+            # then fail as a temporary error instead of hanging the reconcile.
+            conn.execute("SET lock_timeout = '10s'")
+            conn.execute("SET statement_timeout = '60s'")
             yield conn
         except PlanError as exc:
             raise BackendRejected(BACKEND, str(exc)) from exc
-        except (psycopg.OperationalError, psycopg.errors.AdminShutdown) as exc:
+        except psycopg.OperationalError as exc:
+            # Connection lost, shutdown, lock/statement timeout, deadlock: all transient.
             raise BackendUnavailable(BACKEND, str(exc).strip()) from exc
         except psycopg.Error as exc:
             # Privilege, dependency or syntax errors will not heal by retrying.
@@ -200,11 +205,13 @@ class PostgresAdmin:
                 return Outcome.UNCHANGED
             if row[0]:
                 # Sessions of the role (runtime pods being torn down) would keep
-                # working after DROP ROLE; end them first.
-                conn.execute(
-                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
-                    " WHERE usename = %s AND pid <> pg_backend_pid()",
-                    (target.role,),
-                )
+                # working after DROP ROLE; end them first. An admin without
+                # pg_signal_backend can't: those sessions end with their pods.
+                with suppress(psycopg.errors.InsufficientPrivilege):
+                    conn.execute(
+                        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                        " WHERE usename = %s AND pid <> pg_backend_pid()",
+                        (target.role,),
+                    )
             self._apply(conn, plan)
         return Outcome.DELETED

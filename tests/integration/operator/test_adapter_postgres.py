@@ -254,6 +254,22 @@ def test_delete_tenant(pg_database: str, cleanup: list) -> None:
         ).fetchone() == (0, 0)
 
 
+def test_delete_ends_the_tenants_sessions_first(pg_database: str, cleanup: list) -> None:
+    """A runtime still connected (even holding locks in its schema) doesn't block deletion."""
+    admin = PostgresAdmin(pg_database)
+    target = target_for("busy")
+    cleanup.append(target)
+    admin.ensure_tenant(target)
+    tenant = psycopg.connect(as_role(pg_database, target.role, target.password))
+    tenant.execute(f'CREATE TABLE "{target.schema}".t (x int)')
+    tenant.commit()
+    tenant.execute(f'LOCK TABLE "{target.schema}".t IN ACCESS EXCLUSIVE MODE')  # left open
+    assert admin.delete_tenant(target) is Outcome.DELETED
+    with pytest.raises(psycopg.OperationalError):
+        tenant.execute("SELECT 1")
+    tenant.close()
+
+
 def test_unreachable_server_is_temporary() -> None:
     dsn = f"postgresql://postgres:x@127.0.0.1:{free_port()}/postgres"
     with pytest.raises(BackendUnavailable, match="postgres: cannot connect"):

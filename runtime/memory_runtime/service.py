@@ -724,10 +724,10 @@ class MemoryService:
                 elif kind == "link":
                     links.append((number, Link.model_validate(entry["record"])))
                 else:
-                    raise InvalidInputError(f"line {number}: unknown kind {kind!r}")
+                    raise InvalidInputError(f"unknown kind {kind!r}")
+            except InvalidInputError as exc:
+                raise InvalidInputError(f"line {number}: {exc.detail}") from None
             except (ValueError, KeyError, TypeError, ValidationError, CoordinateError) as exc:
-                if isinstance(exc, InvalidInputError):
-                    raise
                 reason = exc.errors()[0]["msg"] if isinstance(exc, ValidationError) else str(exc)
                 raise InvalidInputError(
                     f"line {number}: not a valid export line ({reason})"

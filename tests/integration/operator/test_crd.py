@@ -165,3 +165,15 @@ def test_status_fields_are_kept_and_unknown_ones_pruned(
     assert table[0].split() == ["NAME", "TENANT", "READY", "REASON", "ENDPOINT", "AGE"]
     row = table[1].split()
     assert row[1:5] == ["acme", "False", "TenantConflict", "http://acme-memory.x.svc:9595"]
+
+
+def test_samples_are_accepted_by_the_api_server(crd: KubeCluster, kube_namespace: str) -> None:
+    from pathlib import Path
+
+    for path in sorted(Path("samples").glob("*.yaml")):
+        doc = yaml.safe_load(path.read_text())
+        doc["metadata"]["namespace"] = kube_namespace
+        out = crd.kubectl_run(
+            "apply", "--dry-run=server", "-f", "-", input=yaml.safe_dump(doc), check=False
+        )
+        assert out.returncode == 0, f"{path}: {out.stderr}"

@@ -1,0 +1,38 @@
+"""handlers.py: Result -> Kopf error semantics, backoff."""
+
+from __future__ import annotations
+
+import kopf
+import pytest
+
+from memory_operator.handlers import MAX_BACKOFF, backoff, raise_for
+from memory_operator.reconcile import Result
+
+
+def test_backoff_grows_and_is_capped() -> None:
+    delays = [backoff(r) for r in range(12)]
+    assert delays[:3] == [5.0, 10.0, 20.0]
+    assert delays == sorted(delays)
+    assert max(delays) == MAX_BACKOFF
+
+
+def test_permanent_error_is_not_retried() -> None:
+    with pytest.raises(kopf.PermanentError, match="InvalidSpec: bad"):
+        raise_for(Result({}, error="permanent", reason="InvalidSpec", message="bad"), 0)
+
+
+def test_temporary_error_backs_off() -> None:
+    with pytest.raises(kopf.TemporaryError) as err:
+        raise_for(Result({}, error="temporary", reason="PostgresUnavailable", message="x"), 2)
+    assert err.value.delay == 20.0
+
+
+def test_waiting_for_deployment_polls_soon() -> None:
+    with pytest.raises(kopf.TemporaryError) as err:
+        raise_for(Result({}, reason="DeploymentNotAvailable", message="0/1", requeue_after=5.0), 9)
+    assert err.value.delay == 5.0
+
+
+def test_ready_and_conflict_do_not_raise() -> None:
+    raise_for(Result({}, ready=True, reason="Ready"), 0)
+    raise_for(Result({}, reason="TenantConflict", message="older claim"), 0)

@@ -168,9 +168,9 @@ def test_status_fields_are_kept_and_unknown_ones_pruned(
 
 
 def test_samples_are_accepted_by_the_api_server(crd: KubeCluster, kube_namespace: str) -> None:
-    from pathlib import Path
+    from tests.servers._process import REPO_ROOT
 
-    for path in sorted(Path("samples").glob("*.yaml")):
+    for path in sorted((REPO_ROOT / "samples").glob("*.yaml")):
         doc = yaml.safe_load(path.read_text())
         doc["metadata"]["namespace"] = kube_namespace
         out = crd.kubectl_run(

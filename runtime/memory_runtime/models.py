@@ -11,9 +11,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
-    SerializerFunctionWrapHandler,
     field_validator,
-    model_serializer,
     model_validator,
 )
 
@@ -142,15 +140,10 @@ class Memory(BaseModel):
     has_vector: bool
     index_pending: bool
     vector: list[float] | None = Field(
-        default=None, description="only present with include_vector=true"
+        default=None,
+        description="only present with include_vector=true",
+        exclude_if=lambda v: v is None,
     )
-
-    @model_serializer(mode="wrap")
-    def _omit_absent_vector(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
-        data: dict[str, Any] = handler(self)
-        if data.get("vector") is None:
-            data.pop("vector", None)
-        return data
 
 
 class MemoryList(BaseModel):

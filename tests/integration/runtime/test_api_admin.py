@@ -142,7 +142,10 @@ def test_readyz_and_openapi(client: TestClient):
     spec = client.get("/openapi.json").json()
     for path in ("/memories", "/memories/search", "/graph/path", "/export", "/import", "/store"):
         assert path in spec["paths"], path
-    assert "Memory" in spec["components"]["schemas"]
+    memory_schema = spec["components"]["schemas"]["Memory"]
+    assert {"id", "coordinate", "payload", "version", "vector"} <= set(memory_schema["properties"])
+    problem_codes = spec["paths"]["/memories"]["post"]["responses"]
+    assert {"401", "403", "413", "422", "429"} <= set(problem_codes)
 
 
 def test_somafractalmemory_aliases(client: TestClient):

@@ -17,8 +17,9 @@ class Embedder(Protocol):
     """Turns texts into vectors of a fixed dimension."""
 
     @property
-    def dimensions(self) -> int | None:
-        """Vector size, or None for the `none` provider (client sends vectors)."""
+    def dimensions(self) -> int:
+        """Vector size. The `none` provider reports the namespace's dimension (used to
+        validate client vectors) and raises EmbeddingError from embed()."""
         ...
 
     def embed(self, texts: Sequence[str]) -> list[list[float]]:

@@ -16,13 +16,14 @@ from typing import Any
 import kopf
 
 from memory_operator.config import OperatorConfig
-from memory_operator.manifests import GROUP
+from memory_operator.manifests import GROUP, KIND, MANAGED_BY
 from memory_operator.reconcile import Reconciler, Result
 
 VERSION = "v1alpha1"
 PLURAL = "memorynamespaces"
 FINALIZER = f"{GROUP}/finalizer"
 MAX_BACKOFF = 300.0
+MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
 
 log = logging.getLogger("memory_operator.handlers")
 
@@ -50,13 +51,14 @@ def backoff(retry: int) -> float:
 
 
 def raise_for(result: Result, retry: int) -> None:
-    """Translate a Result into Kopf's error semantics."""
+    """Translate a Result into Kopf's error semantics. Waiting for the Deployment
+    is not an error: the Deployment watch (on_deployment) reconciles the owner
+    when the Deployment changes; retrying here instead would rewrite Kopf's
+    progress annotations on the CR every few seconds while a rollout is stuck."""
     if result.error == "permanent":
         raise kopf.PermanentError(f"{result.reason}: {result.message}")
     if result.error == "temporary":
         raise kopf.TemporaryError(f"{result.reason}: {result.message}", delay=backoff(retry))
-    if result.requeue_after is not None:
-        raise kopf.TemporaryError(f"{result.reason}: {result.message}", delay=result.requeue_after)
 
 
 def setup(
@@ -118,6 +120,47 @@ def setup(
     def on_timer(body: kopf.Body, retry: int, **_: Any) -> None:
         # Level-based: drift (a dropped schema, topic, Deployment) is repaired here.
         run(body, retry)
+
+    @kopf.on.event(
+        "apps", "v1", "deployments", labels={MANAGED_BY_LABEL: MANAGED_BY}, registry=registry
+    )
+    def on_deployment(body: kopf.Body, **_: Any) -> None:
+        # Like controller-runtime's Owns(): a change to a tenant's Deployment
+        # (rollout progress, deletion, edits) reconciles its MemoryNamespace.
+        owner = next(
+            (
+                ref
+                for ref in body.metadata.get("ownerReferences") or []
+                if ref.get("kind") == KIND and ref.get("controller")
+            ),
+            None,
+        )
+        if owner is None:
+            return
+        ns = body.metadata["namespace"]
+        try:
+            cr = reconciler.kube.get(KIND, ns, owner["name"])
+            if cr is None or cr["metadata"].get("uid") != owner.get("uid"):
+                return
+            if cr["metadata"].get("deletionTimestamp"):
+                return
+            with locks.get(owner["uid"]):
+                result = reconciler.reconcile(cr)
+        except Exception as err:  # event handlers are not retried: log, the timer covers
+            log.warning(
+                "reconcile after Deployment %s/%s changed failed: %s",
+                ns,
+                body.metadata.get("name"),
+                err,
+            )
+            return
+        if result.writes:
+            log.info(
+                "reconciled %s/%s after its Deployment changed: writes=%s",
+                ns,
+                owner["name"],
+                ",".join(result.writes),
+            )
 
     @kopf.on.delete(GROUP, VERSION, PLURAL, registry=registry)
     def on_delete(body: kopf.Body, retry: int, **_: Any) -> None:

@@ -73,6 +73,10 @@ class QdrantConfig:
     url: str  # for the operator
     runtime_url: str  # for tenant pods
     api_key: str = ""
+    # What tenant pods get: "jwt" (a collection-scoped token signed with the API
+    # key; Qdrant needs service.jwt_rbac) or "api-key" (the key itself: only for
+    # servers without JWT RBAC, and then tenants are not isolated in Qdrant).
+    tenant_auth: str = "jwt"
 
 
 @dataclass(frozen=True)
@@ -198,10 +202,14 @@ def _qdrant(env: Mapping[str, str]) -> QdrantConfig | None:
         return None
     if not url.startswith(("http://", "https://")) and url != ":memory:":
         raise ConfigError(f"{ENV_PREFIX}QDRANT_URL must be an http(s) URL")
+    tenant_auth = _read(env, "QDRANT_TENANT_AUTH") or "jwt"
+    if tenant_auth not in ("jwt", "api-key"):
+        raise ConfigError(f"{ENV_PREFIX}QDRANT_TENANT_AUTH={tenant_auth!r} must be jwt or api-key")
     return QdrantConfig(
         url=url,
         runtime_url=_read(env, "QDRANT_RUNTIME_URL") or url,
         api_key=_read(env, "QDRANT_API_KEY") or "",
+        tenant_auth=tenant_auth,
     )
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import hmac
 import json
 import secrets
 from typing import Any
@@ -173,8 +174,12 @@ def credentials_data(
         )
     kafka_sasl = events_enabled(spec, config) and config.kafka is not None and config.kafka.sasl
     qdrant_key = ""
-    if spec.vectors.backend == "qdrant" and config.qdrant is not None:
-        qdrant_key = config.qdrant.api_key
+    if spec.vectors.backend == "qdrant" and config.qdrant is not None and config.qdrant.api_key:
+        qdrant_key = (
+            qdrant_jwt(config.qdrant.api_key, names.collection)
+            if config.qdrant.tenant_auth == "jwt"
+            else config.qdrant.api_key
+        )
     return {
         PG_PASSWORD_KEY: passwords[PG_PASSWORD_KEY],
         REDIS_PASSWORD_KEY: passwords[REDIS_PASSWORD_KEY],
@@ -185,6 +190,23 @@ def credentials_data(
         "MEMORY_KAFKA_PASSWORD": passwords[KAFKA_PASSWORD_KEY] if kafka_sasl else "",
         "MEMORY_QDRANT_API_KEY": qdrant_key,
     }
+
+
+def _b64url(raw: bytes) -> str:
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+
+def qdrant_jwt(api_key: str, collection: str) -> str:
+    """A Qdrant JWT (HS256, signed with the server's API key) granting read/write
+    on one collection only: the tenant never holds the admin key. Needs Qdrant's
+    `service.jwt_rbac: true`. No exp/iat claims: the same token is rendered on
+    every pass (rotating the API key rotates every tenant token)."""
+    header = _b64url(json.dumps({"alg": "HS256", "typ": "JWT"}, separators=(",", ":")).encode())
+    claims = {"access": [{"collection": collection, "access": "rw"}]}
+    payload = _b64url(json.dumps(claims, separators=(",", ":"), sort_keys=True).encode())
+    signing = f"{header}.{payload}".encode()
+    signature = _b64url(hmac.new(api_key.encode(), signing, hashlib.sha256).digest())
+    return f"{header}.{payload}.{signature}"
 
 
 def render_configmap(cr: dict[str, Any], names: Names, data: dict[str, str]) -> dict[str, Any]:

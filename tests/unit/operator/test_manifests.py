@@ -186,3 +186,31 @@ def test_rendering_is_deterministic() -> None:
     b = m.render_deployment(CR, SPEC, NAMES, CFG, "h")
     assert a == b
     assert m.new_secret() != m.new_secret()
+
+
+def _b64d(part: str) -> bytes:
+    return base64.urlsafe_b64decode(part + "=" * (-len(part) % 4))
+
+
+def test_qdrant_tenant_gets_collection_scoped_jwt_not_the_admin_key() -> None:
+    import hashlib
+    import hmac
+    import json
+
+    env = {
+        "SOMAFRACTAL_POSTGRES_ADMIN_DSN": "postgresql://a:b@h:1/d",
+        "SOMAFRACTAL_QDRANT_URL": "http://q:6333",
+        "SOMAFRACTAL_QDRANT_API_KEY": "admin-key",
+    }
+    creds = m.credentials_data(SPEC, NAMES, load_config(env), PASSWORDS)
+    token = creds["MEMORY_QDRANT_API_KEY"]
+    assert "admin-key" not in token
+    header, payload, signature = token.split(".")
+    assert json.loads(_b64d(header)) == {"alg": "HS256", "typ": "JWT"}
+    assert json.loads(_b64d(payload)) == {"access": [{"collection": "mem_acme", "access": "rw"}]}
+    expected = hmac.new(b"admin-key", f"{header}.{payload}".encode(), hashlib.sha256).digest()
+    assert _b64d(signature) == expected
+    # Deterministic, so an unchanged tenant's Secret is never rewritten.
+    assert m.credentials_data(SPEC, NAMES, load_config(env), PASSWORDS) == creds
+    plain = load_config({**env, "SOMAFRACTAL_QDRANT_TENANT_AUTH": "api-key"})
+    assert m.credentials_data(SPEC, NAMES, plain, PASSWORDS)["MEMORY_QDRANT_API_KEY"] == "admin-key"

@@ -6,11 +6,16 @@ configuration pointing at the test servers, and a way to make a Deployment
 
 from __future__ import annotations
 
+import threading
 import time
 import uuid
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
+
+import kopf
 
 from memory_operator.adapters.kube import KubeApi, KubeError
 from memory_operator.config import OperatorConfig, load_config
@@ -102,13 +107,18 @@ def operator_config(
     qdrant_url: str | None = None,
     prefix: str = "mem",
     image: str = "registry.test/memory-runtime:test",
+    resync_seconds: int = 5,
+    namespaces: tuple[str, ...] = (),
 ) -> OperatorConfig:
     """An OperatorConfig built the way the Deployment builds it: from environment."""
     env = {
         "SOMAFRACTAL_POSTGRES_ADMIN_DSN": postgres_dsn,
         "SOMAFRACTAL_NAME_PREFIX": prefix,
         "SOMAFRACTAL_RUNTIME_IMAGE": image,
-        "SOMAFRACTAL_RESYNC_SECONDS": "5",
+        "SOMAFRACTAL_RESYNC_SECONDS": str(resync_seconds),
+        # Test operators watch only their own namespaces: other tests' leftovers
+        # (in namespaces still terminating) must not get this operator's finalizer.
+        "SOMAFRACTAL_WATCH_NAMESPACES": ",".join(namespaces),
     }
     if redis_url:
         env["SOMAFRACTAL_REDIS_ADMIN_URL"] = redis_url
@@ -122,6 +132,40 @@ def operator_config(
     if qdrant_url:
         env["SOMAFRACTAL_QDRANT_URL"] = qdrant_url
     return load_config(env)
+
+
+@contextmanager
+def running_operator(
+    kube: KubeCluster, config: OperatorConfig, kube_port: Any, backends: Any
+) -> Iterator[None]:
+    """The real operator (Kopf + handlers + reconciler) in a thread, until the block ends."""
+    from memory_operator.__main__ import run_operator
+
+    def login(**_: Any) -> kopf.ConnectionInfo:
+        return kopf.ConnectionInfo(server=kube.server, token=kube.token, ca_path=kube.ca_file)
+
+    stop, ready = threading.Event(), threading.Event()
+    thread = threading.Thread(
+        target=run_operator,
+        args=(config, kube_port, backends),
+        kwargs={"stop_flag": stop, "ready_flag": ready, "liveness": False, "login": login},
+        daemon=True,
+    )
+    thread.start()
+    if not ready.wait(60):
+        raise AssertionError("operator did not start within 60 s")
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(30)
+
+
+def new_namespace(api: KubeApi, prefix: str = "t") -> str:
+    name = f"{prefix}-{uuid.uuid4().hex[:10]}"
+    body = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}}
+    api._request("POST", "/api/v1/namespaces", body=body)
+    return name
 
 
 def kube_api(kube: KubeCluster) -> KubeApi:

@@ -12,7 +12,6 @@ import base64
 import os
 import subprocess
 import sys
-import threading
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -20,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import kopf
 import psycopg
 import pytest
 import redis
@@ -28,14 +26,20 @@ import yaml
 from confluent_kafka.admin import AdminClient
 from qdrant_client import QdrantClient
 
-from memory_operator.__main__ import run_operator
 from memory_operator.adapters.kafka import KafkaAdmin
 from memory_operator.adapters.kube import KubeApi
 from memory_operator.adapters.postgres import PostgresAdmin
 from memory_operator.adapters.qdrant import QdrantAdmin
 from memory_operator.adapters.redis import RedisAdmin
 from memory_operator.reconcile import Backends
-from tests.e2e.harness import kube_api, make_deployment_available, operator_config, wait_for
+from tests.e2e.harness import (
+    delete,
+    kube_api,
+    make_deployment_available,
+    operator_config,
+    running_operator,
+    wait_for,
+)
 from tests.servers._process import free_port
 from tests.servers.kafka import KafkaServer
 from tests.servers.kube import KubeCluster, install_crds
@@ -50,6 +54,7 @@ REPO = Path(__file__).resolve().parents[2]
 class Stack:
     kube: KubeCluster
     api: KubeApi
+    ns: str
     prefix: str
     pg_dsn: str
     redis: redis.Redis
@@ -64,6 +69,7 @@ def stack(
     redis_server: RedisServer,
     kafka: KafkaServer,
     qdrant_url: str,
+    kube_namespace: str,
 ) -> Iterator[Stack]:
     """The operator running in-process against every real backend, for one test."""
     install_crds(kube, "crds/")
@@ -76,6 +82,8 @@ def stack(
         kafka_sasl=(kafka.admin_username, kafka.admin_password),
         qdrant_url=qdrant_url,
         prefix=prefix,
+        resync_seconds=60,
+        namespaces=(kube_namespace,),
     )
     qdrant = QdrantClient(url=qdrant_url)
     backends = Backends(
@@ -84,23 +92,14 @@ def stack(
         events=KafkaAdmin(config.kafka.admin_client_config()),  # type: ignore[union-attr]
         cache=RedisAdmin(redis_server.url),
     )
-
-    def login(**_: Any) -> kopf.ConnectionInfo:
-        return kopf.ConnectionInfo(server=kube.server, token=kube.token, ca_path=kube.ca_file)
-
-    stop, ready = threading.Event(), threading.Event()
-    thread = threading.Thread(
-        target=run_operator,
-        args=(config, api, backends),
-        kwargs={"stop_flag": stop, "ready_flag": ready, "liveness": False, "login": login},
-        daemon=True,
-    )
-    thread.start()
-    assert ready.wait(60), "operator did not start"
     r = redis.Redis.from_url(redis_server.url, decode_responses=True)
-    yield Stack(kube, api, prefix, pg_database, r, kafka, qdrant)
-    stop.set()
-    thread.join(30)
+    with running_operator(kube, config, api, backends):
+        yield Stack(kube, api, kube_namespace, prefix, pg_database, r, kafka, qdrant)
+        # Finalize anything a failed test left while the operator still runs.
+        delete(
+            api,
+            f"/apis/memory.somafractal.io/v1alpha1/namespaces/{kube_namespace}/memorynamespaces",
+        )
     r.close()
     qdrant.close()
     api.close()
@@ -243,42 +242,43 @@ def _delete(stack: Stack, ns: str, name: str) -> None:
 def test_pgvector_tenant_end_to_end_with_retain(
     stack: Stack, kube_namespace: str, runtime_proc: Any, tmp_path: Path
 ) -> None:
-    ns, name = kube_namespace, "acme"
+    ns, name = kube_namespace, f"acme-{stack.prefix}"
     _apply(stack, ns, name, {"vectors": {"backend": "postgres"}})
     _ready(stack, ns, name)
     env = _env_from_pod_template(stack.api, ns, f"{name}-memory")
     # The runtime gets tenant credentials only, never admin ones.
-    assert env["MEMORY_DATABASE_URL"].startswith(f"postgresql://{stack.prefix}_acme:")
-    assert env["MEMORY_REDIS_URL"].startswith(f"redis://{stack.prefix}-acme:")
-    assert env["MEMORY_KAFKA_USERNAME"] == f"{stack.prefix}-acme"
+    sql = f"{stack.prefix}_{name.replace('-', '_')}"
+    assert env["MEMORY_DATABASE_URL"].startswith(f"postgresql://{sql}:")
+    assert env["MEMORY_REDIS_URL"].startswith(f"redis://{stack.prefix}-{name}:")
+    assert env["MEMORY_KAFKA_USERNAME"] == f"{stack.prefix}-{name}"
     url = runtime_proc(env, tmp_path / "runtime.log")
     _store_and_recall(url, env["MEMORY_API_TOKENS"])
 
-    schema = f"{stack.prefix}_acme"
+    schema = sql
     _delete(stack, ns, name)
     assert _schema_exists(stack.pg_dsn, schema)  # Retain
     with psycopg.connect(stack.pg_dsn) as conn:
         count = conn.execute(f"SELECT count(*) FROM {schema}.memories").fetchone()
     assert count is not None
     assert count[0] == 2
-    assert _topic_exists(stack.kafka, f"{stack.prefix}.acme.events")
+    assert _topic_exists(stack.kafka, f"{stack.prefix}.{name}.events")
 
 
 def test_qdrant_tenant_end_to_end_with_delete(
     stack: Stack, kube_namespace: str, runtime_proc: Any, tmp_path: Path
 ) -> None:
-    ns, name = kube_namespace, "globex"
+    ns, name = kube_namespace, f"globex-{stack.prefix}"
     _apply(stack, ns, name, {"deletionPolicy": "Delete"})
     _ready(stack, ns, name)
     env = _env_from_pod_template(stack.api, ns, f"{name}-memory")
     assert env["MEMORY_VECTOR_BACKEND"] == "qdrant"
     url = runtime_proc(env, tmp_path / "runtime.log")
     _store_and_recall(url, env["MEMORY_API_TOKENS"])
-    collection = f"{stack.prefix}_globex"
+    collection = f"{stack.prefix}_{name.replace('-', '_')}"
     assert stack.qdrant.count(collection).count == 2
 
     _delete(stack, ns, name)
     assert not _schema_exists(stack.pg_dsn, collection)
     assert not stack.qdrant.collection_exists(collection)
-    assert not _topic_exists(stack.kafka, f"{stack.prefix}.globex.events")
-    assert stack.redis.execute_command("ACL", "GETUSER", f"{stack.prefix}-globex") is None
+    assert not _topic_exists(stack.kafka, f"{stack.prefix}.{name}.events")
+    assert stack.redis.execute_command("ACL", "GETUSER", f"{stack.prefix}-{name}") is None

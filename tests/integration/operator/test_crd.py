@@ -4,6 +4,7 @@ CEL immutability and monotonic rules, printer columns."""
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 
 import pytest
 import yaml
@@ -17,6 +18,13 @@ pytestmark = pytest.mark.integration
 def crd(kube: KubeCluster) -> KubeCluster:
     install_crds(kube, "crds/")
     return kube
+
+
+@pytest.fixture(autouse=True)
+def _cleanup(crd: KubeCluster, kube_namespace: str) -> Iterator[None]:
+    # Tenant claims are cluster-wide: leave no CR behind in a terminating namespace.
+    yield
+    crd.kubectl_run("delete", "memns", "--all", "-n", kube_namespace, "--wait=false", check=False)
 
 
 def _apply(kube: KubeCluster, ns: str, name: str, spec: dict, check: bool = False):

@@ -5,19 +5,16 @@ periodic timer, permanent errors, and no writes while nothing changes."""
 
 from __future__ import annotations
 
-import threading
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-import kopf
 import psycopg
 import pytest
 from qdrant_client import QdrantClient
 
 from memory_operator import conditions as c
-from memory_operator.__main__ import run_operator
 from memory_operator.adapters.kube import KubeApi
 from memory_operator.adapters.postgres import PostgresAdmin
 from memory_operator.adapters.qdrant import QdrantAdmin
@@ -33,7 +30,9 @@ from tests.e2e.harness import (
     kube_api,
     make_deployment_available,
     memory_namespace,
+    new_namespace,
     operator_config,
+    running_operator,
     wait_for,
 )
 from tests.servers.kube import KubeCluster, install_crds
@@ -46,6 +45,7 @@ pytestmark = pytest.mark.integration
 @dataclass
 class Running:
     api: KubeApi
+    ns: str
     prefix: str
     pg_dsn: str
     qdrant: QdrantClient
@@ -78,12 +78,15 @@ def operator(
 ) -> Iterator[Running]:
     install_crds(kube, "crds/")
     api = kube_api(kube)
+    ns = new_namespace(api, "h")
     prefix = f"h{uuid.uuid4().hex[:6]}"  # this module's tenants never collide with others'
     config = operator_config(
         postgres_dsn=postgres.admin_dsn,
         redis_url=redis_server.url,
         qdrant_url="http://qdrant.test:6333",
         prefix=prefix,
+        resync_seconds=5,
+        namespaces=(ns,),
     )
     qdrant = QdrantClient(":memory:")
     backends = Backends(
@@ -92,22 +95,17 @@ def operator(
         cache=RedisAdmin(redis_server.url),
     )
     log = WriteLog()
-
-    def login(**_: Any) -> kopf.ConnectionInfo:
-        return kopf.ConnectionInfo(server=kube.server, token=kube.token, ca_path=kube.ca_file)
-
-    stop, ready = threading.Event(), threading.Event()
-    thread = threading.Thread(
-        target=run_operator,
-        args=(config, CountingKube(api, log), backends),
-        kwargs={"stop_flag": stop, "ready_flag": ready, "liveness": False, "login": login},
-        daemon=True,
-    )
-    thread.start()
-    assert ready.wait(60), "operator did not start"
-    yield Running(api, prefix, postgres.admin_dsn, qdrant, log)
-    stop.set()
-    thread.join(30)
+    with running_operator(kube, config, CountingKube(api, log), backends):
+        yield Running(api, ns, prefix, postgres.admin_dsn, qdrant, log)
+        # Let the operator release its finalizers before it stops.
+        delete(api, f"/apis/memory.somafractal.io/v1alpha1/namespaces/{ns}/memorynamespaces")
+        crs = f"/apis/memory.somafractal.io/v1alpha1/namespaces/{ns}/memorynamespaces"
+        wait_for(
+            lambda: not (api._request("GET", crs) or {}).get("items"),
+            timeout=60,
+            what="CRs finalized",
+        )
+    delete(api, f"/api/v1/namespaces/{ns}")
     api.close()
 
 
@@ -131,9 +129,9 @@ def _gone(api: KubeApi, ns: str, name: str):
 
 
 def test_create_to_ready_then_delete_with_delete_policy(
-    operator: Running, kube_namespace: str
+    operator: Running,
 ) -> None:
-    ns = kube_namespace
+    ns = operator.ns
     memory_namespace(operator.api, ns, "alpha", {"deletionPolicy": "Delete"})
     wait_for(_has(operator, ns, "alpha", c.SCHEMA_READY, "True"), what="SchemaReady")
     wait_for(
@@ -155,8 +153,8 @@ def test_create_to_ready_then_delete_with_delete_policy(
     assert not operator.qdrant.collection_exists(operator.schema("alpha"))
 
 
-def test_retain_keeps_data_after_delete(operator: Running, kube_namespace: str) -> None:
-    ns = kube_namespace
+def test_retain_keeps_data_after_delete(operator: Running) -> None:
+    ns = operator.ns
     memory_namespace(operator.api, ns, "beta")
     wait_for(_has(operator, ns, "beta", c.SCHEMA_READY, "True"), what="SchemaReady")
     delete(
@@ -168,9 +166,9 @@ def test_retain_keeps_data_after_delete(operator: Running, kube_namespace: str) 
 
 
 def test_timer_repairs_drift_and_idle_ready_object_is_not_written(
-    operator: Running, kube_namespace: str
+    operator: Running,
 ) -> None:
-    ns = kube_namespace
+    ns = operator.ns
     memory_namespace(operator.api, ns, "gamma", {"deletionPolicy": "Delete"})
     wait_for(_has(operator, ns, "gamma", c.SCHEMA_READY, "True"), what="SchemaReady")
     make_deployment_available(operator.api, ns, "gamma-memory")
@@ -211,8 +209,8 @@ def test_timer_repairs_drift_and_idle_ready_object_is_not_written(
     wait_for(_gone(operator.api, ns, "gamma"), what="finalizer released")
 
 
-def test_invalid_spec_reports_permanent_error(operator: Running, kube_namespace: str) -> None:
-    ns = kube_namespace
+def test_invalid_spec_reports_permanent_error(operator: Running) -> None:
+    ns = operator.ns
     memory_namespace(operator.api, ns, "delta", {"embedding": {"model": "nope"}})
     wait_for(_has(operator, ns, "delta", c.READY, "False", "InvalidSpec"), what="InvalidSpec")
     assert not operator.schema_exists("delta")

@@ -1,0 +1,82 @@
+"""The operator reacts to its Deployments (like controller-runtime's Owns()):
+with a resync far in the future and no retry loop, a rollout that becomes
+available makes the tenant Ready, and a deleted Deployment comes back at once."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+
+import pytest
+from qdrant_client import QdrantClient
+
+from memory_operator import conditions as c
+from memory_operator.adapters.kube import KubeApi
+from memory_operator.adapters.postgres import PostgresAdmin
+from memory_operator.adapters.qdrant import QdrantAdmin
+from memory_operator.reconcile import Backends
+from tests.e2e.harness import (
+    delete,
+    fetch,
+    kube_api,
+    make_deployment_available,
+    memory_namespace,
+    new_namespace,
+    operator_config,
+    running_operator,
+    wait_for,
+)
+from tests.servers.kube import KubeCluster, install_crds
+from tests.servers.postgres import PostgresServer
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def ns_and_api(kube: KubeCluster, postgres: PostgresServer) -> Iterator[tuple[str, KubeApi]]:
+    install_crds(kube, "crds/")
+    api = kube_api(kube)
+    ns = new_namespace(api, "w")
+    config = operator_config(
+        postgres_dsn=postgres.admin_dsn,
+        qdrant_url="http://qdrant.test:6333",
+        prefix=f"w{uuid.uuid4().hex[:6]}",
+        resync_seconds=3600,  # the timer can't be what makes this test pass
+        namespaces=(ns,),
+    )
+    backends = Backends(
+        database=PostgresAdmin(postgres.admin_dsn), vectors=QdrantAdmin(QdrantClient(":memory:"))
+    )
+    with running_operator(kube, config, api, backends):
+        yield ns, api
+        delete(api, f"/apis/memory.somafractal.io/v1alpha1/namespaces/{ns}/memorynamespaces")
+        crs = f"/apis/memory.somafractal.io/v1alpha1/namespaces/{ns}/memorynamespaces"
+        wait_for(lambda: not (api._request("GET", crs) or {}).get("items"), timeout=60)
+    delete(api, f"/api/v1/namespaces/{ns}")
+    api.close()
+
+
+def _ready(api: KubeApi, ns: str, name: str) -> str | None:
+    cond = c.get_condition(
+        (fetch(api, ns, name).get("status") or {}).get("conditions", []), "Ready"
+    )
+    return cond["status"] if cond else None
+
+
+def test_rollout_and_deleted_deployment_drive_reconcile(ns_and_api: tuple[str, KubeApi]) -> None:
+    ns, api = ns_and_api
+    memory_namespace(api, ns, "epsilon", {"vectors": {"backend": "postgres"}})
+    wait_for(lambda: api.get("Deployment", ns, "epsilon-memory"), timeout=60, what="Deployment")
+    assert _ready(api, ns, "epsilon") == "False"
+    make_deployment_available(api, ns, "epsilon-memory")
+    wait_for(lambda: _ready(api, ns, "epsilon") == "True", timeout=60, what="Ready via watch")
+
+    uid = api.get("Deployment", ns, "epsilon-memory")["metadata"]["uid"]  # type: ignore[index]
+    delete(api, f"/apis/apps/v1/namespaces/{ns}/deployments/epsilon-memory")
+
+    def recreated() -> bool:
+        dep = api.get("Deployment", ns, "epsilon-memory")
+        return dep is not None and dep["metadata"]["uid"] != uid
+
+    wait_for(recreated, timeout=60, what="Deployment recreated")
+    wait_for(lambda: _ready(api, ns, "epsilon") == "False", timeout=60, what="Ready flips")

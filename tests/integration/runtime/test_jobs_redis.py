@@ -142,3 +142,24 @@ def test_redis_down_counts_as_a_failure_not_a_crash() -> None:
     assert job.run_once() is None
     assert job.failures == 1
     assert "lock unavailable" in (job.last_error or "")
+
+
+def test_locks_work_as_the_tenant_acl_user(client: redis.Redis, redis_server: RedisServer) -> None:
+    from memory_operator.acl import REDIS_COMMAND_RULES
+
+    client.execute_command(
+        "ACL", "SETUSER", "lock-tenant", "reset", "on", ">lock-secret", "~mem:acme:*",
+        *REDIS_COMMAND_RULES,
+    )  # fmt: skip
+    tenant = redis.Redis.from_url(redis_server.url_for("lock-tenant", "lock-secret"))
+    try:
+        runs: list[int] = []
+        job = PeriodicJob("prune", 60, lambda: runs.append(1) or 1, build_lock(tenant, key(), 10))
+        assert job.run_once() == 1
+        assert runs == [1]
+        outside = PeriodicJob("x", 60, lambda: 1, build_lock(tenant, "mem:other:lock:x", 10))
+        assert outside.run_once() is None  # the ACL keeps it out of other tenants' keys
+        assert outside.failures == 1
+    finally:
+        tenant.close()
+        client.execute_command("ACL", "DELUSER", "lock-tenant")

@@ -87,9 +87,10 @@ def create_app(
     if rate_limiter is None and settings.rate_limit_per_minute > 0:
         from memory_runtime.limits import build_rate_limiter
 
+        # the limiter adds the `:ratelimit:<key>` part itself: pass the bare prefix
         rate_limiter = build_rate_limiter(
             redis_client,
-            f"{settings.redis_key_prefix}:ratelimit",
+            settings.redis_key_prefix,
             settings.rate_limit_per_minute,
             settings.rate_limit_burst,
         )

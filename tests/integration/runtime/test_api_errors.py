@@ -5,9 +5,11 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
+import redis
 from fastapi.testclient import TestClient
 
 from memory_runtime.api import create_app
+from memory_runtime.api.auth import token_key
 from tests.integration.runtime.conftest import (
     ADMIN_TOKEN,
     ADMIN_TOKEN_2,
@@ -17,6 +19,7 @@ from tests.integration.runtime.conftest import (
     bearer,
     tenant_settings,
 )
+from tests.servers.redis import RedisServer
 
 pytestmark = pytest.mark.integration
 
@@ -160,3 +163,23 @@ def test_database_outage_is_503_without_internals(tenant: Tenant):
         ready = c.get("/readyz")
         assert ready.status_code == 503
         assert ready.json()["checks"]["postgres"]["status"] == "error"
+
+
+def test_rate_limit_buckets_live_at_prefix_ratelimit_key(
+    tenant: Tenant, redis_server: RedisServer
+) -> None:
+    # The app's Redis buckets must be `<prefix>:ratelimit:<token id>` (docs/API.md,
+    # limits.RedisRateLimiter), not with the `ratelimit` segment doubled.
+    r = redis.Redis.from_url(redis_server.url)
+    r.flushdb()
+    settings = tenant_settings(
+        tenant, rate_limit_per_minute=60, rate_limit_burst=5, redis_prefix="mem:acme"
+    )
+    try:
+        with TestClient(create_app(settings, redis_client=r), raise_server_exceptions=False) as c:
+            assert c.get("/stats", headers=bearer(READ_TOKEN)).status_code == 200
+        keys = {k.decode() for k in r.keys("*")}
+        assert keys == {f"mem:acme:ratelimit:{token_key(READ_TOKEN)}"}
+    finally:
+        r.flushdb()
+        r.close()

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import math
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 from uuid import UUID
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     field_validator,
@@ -20,11 +22,51 @@ from memory_runtime.coordinates import CoordinateError, parse_coordinate
 MemoryType = Literal["episodic", "semantic"]
 RecallMode = Literal["hybrid", "vector", "keyword"]
 Direction = Literal["out", "in", "both"]
+Degradation = Literal["vector", "embedding"]
 
 ScopeValue = Annotated[str, Field(min_length=1, max_length=256)]
 Tag = Annotated[str, Field(min_length=1, max_length=128)]
 LinkType = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")]
 CoordinateIn = list[float] | str
+
+INT64 = 2**63  # Qdrant keeps integers as int64; larger ones could never match anyway
+
+
+def _metadata_key(key: str) -> str:
+    # Dots would be read as a path by Qdrant but as a literal key by PostgreSQL.
+    if not key or len(key) > 128 or "." in key:
+        raise ValueError("metadata filter keys are top-level names: 1-128 characters, no '.'")
+    return key
+
+
+def _metadata_value(value: object) -> str | int | float | bool:
+    # Equality on a top-level key is the one filter both engines apply alike;
+    # objects, lists and null would be containment/missing-key tests in one engine
+    # and unsupported in the other, so they are refused, never ignored.
+    if isinstance(value, bool | str):
+        return value
+    if isinstance(value, int):
+        if not -INT64 <= value < INT64:
+            raise ValueError("metadata filter integers must fit in 64 bits")
+        return value
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise ValueError("metadata filter numbers must be finite")
+        return value
+    kind = {dict: "an object", list: "a list", type(None): "null"}.get(type(value), "this type")
+    raise ValueError(
+        f"metadata filter values must be a string, number or boolean (equality on a "
+        f"top-level key), not {kind}"
+    )
+
+
+MetadataKey = Annotated[str, AfterValidator(_metadata_key)]
+MetadataValue = Annotated[str | int | float | bool, BeforeValidator(_metadata_value)]
+
+
+def as_utc(value: datetime) -> datetime:
+    """Naive datetimes are UTC (as the engines read them), so any two compare."""
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value
 
 
 def _coordinate(value: object) -> tuple[float, ...] | None:
@@ -156,7 +198,9 @@ class Filters(_Strict):
     agent_id: ScopeValue | None = None
     user_id: ScopeValue | None = None
     session_id: ScopeValue | None = None
-    metadata: dict[str, str | int | float | bool] = Field(default_factory=dict)
+    metadata: dict[MetadataKey, MetadataValue] = Field(
+        default_factory=dict, description="equality per top-level key; scalar values only"
+    )
     created_from: datetime | None = None
     created_to: datetime | None = None
     coordinate_min: CoordinateIn | None = None
@@ -179,9 +223,12 @@ class Filters(_Strict):
                 lo > hi for lo, hi in zip(self.coordinate_min, self.coordinate_max, strict=True)
             ):
                 raise ValueError("coordinate_min is above coordinate_max in some dimension")
-        for key in self.metadata:
-            if not key or len(key) > 128 or "." in key:
-                raise ValueError("metadata filter keys are 1-128 characters without '.'")
+        if (
+            self.created_from is not None
+            and self.created_to is not None
+            and as_utc(self.created_from) > as_utc(self.created_to)
+        ):
+            raise ValueError("created_from is after created_to")
         return self
 
 
@@ -227,6 +274,11 @@ class SearchHit(BaseModel):
 class SearchOut(BaseModel):
     mode: RecallMode
     hits: list[SearchHit]
+    degraded: list[Degradation] = Field(
+        default_factory=list,
+        description="parts hybrid recall skipped because a dependency was down "
+        "(`vector`: the index, `embedding`: the query embedder); empty when complete",
+    )
 
 
 class LinkIn(_Strict):

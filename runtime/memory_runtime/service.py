@@ -29,6 +29,7 @@ from memory_runtime.coordinates import (
     parse_key,
 )
 from memory_runtime.models import (
+    Degradation,
     Filters,
     ImportCounts,
     ImportOut,
@@ -49,6 +50,7 @@ from memory_runtime.models import (
 )
 from memory_runtime.ports import Embedder, EmbeddingError, VectorFilter, VectorIndex, VectorItem
 from memory_runtime.storage.postgres import LinkRow, MemoryRow, PostgresStore, Tx
+from memory_runtime.vectors.common import VectorIndexError, VectorIndexUnavailable
 
 log = logging.getLogger("memory_runtime.service")
 
@@ -492,6 +494,7 @@ class MemoryService:
         query = req.query.strip() if req.query else ""
         vector_hits: dict[uuid.UUID, float] = {}
         keyword_hits: dict[uuid.UUID, float] = {}
+        degraded: list[Degradation] = []  # what hybrid had to skip; told to the client
         if req.mode in ("hybrid", "vector"):
             qvec: list[float] | None = None
             if req.vector is not None:
@@ -502,6 +505,8 @@ class MemoryService:
                 except EmbeddingError as exc:
                     if req.mode == "vector":
                         raise UnavailableError(f"the embedder failed: {exc}") from None
+                    log.warning("query embedding failed, keyword only: %s", exc)
+                    degraded.append("embedding")
             if qvec is None and req.mode == "vector":
                 raise InvalidInputError(
                     "vector mode needs a query vector (this namespace does not embed text)"
@@ -509,11 +514,16 @@ class MemoryService:
             if qvec is not None:
                 try:
                     hits = self.index.search(qvec, candidates, flt)
-                except Exception as exc:
+                except VectorIndexUnavailable as exc:
+                    # only an outage degrades hybrid recall, and the answer says so
                     if req.mode == "vector":
                         raise UnavailableError("the vector index is unavailable") from exc
-                    log.warning("vector index search failed, keyword only: %s", exc)
+                    log.warning("vector index unavailable, keyword only: %s", exc)
+                    degraded.append("vector")
                     hits = []
+                except VectorIndexError as exc:
+                    # a filter the request models let through: refuse, never ignore it
+                    raise InvalidInputError(str(exc)) from None
                 vector_hits = {h.memory_id: h.similarity for h in hits}
         if req.mode in ("hybrid", "keyword") and query:
             with self.db.tx() as tx:
@@ -540,6 +550,7 @@ class MemoryService:
             tx.touch([h.memory_id for h in scored])
         return SearchOut(
             mode=req.mode,
+            degraded=degraded,
             hits=[
                 SearchHit(
                     score=h.score,

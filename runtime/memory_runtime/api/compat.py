@@ -8,11 +8,11 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from memory_runtime.api import auth
-from memory_runtime.api.errors import ProblemError
+from memory_runtime.api import auth, routes
+from memory_runtime.api.errors import ProblemError, validation_problem
 from memory_runtime.api.routes import ERRORS, Svc
 from memory_runtime.coordinates import CoordinateError, parse_coordinate
 from memory_runtime.models import CoordinateIn, LinkIn, MemoryIn, MemoryType, SearchIn
@@ -68,8 +68,7 @@ def _memory_in(coord: Any, payload: dict[str, Any], memory_type: str) -> MemoryI
     try:
         return MemoryIn(**fields)
     except ValidationError as exc:
-        err = exc.errors()[0]
-        raise ProblemError(422, f"{'.'.join(map(str, err['loc']))}: {err['msg']}") from None
+        raise validation_problem(exc) from None
 
 
 def _coord_list(coord: str) -> list[float]:
@@ -102,7 +101,9 @@ def store_bulk(body: BulkReq, svc: Svc, _: Any = Depends(auth.write)) -> dict[st
 
 
 @router.post("/recall", responses=ERRORS)
-def recall(body: RecallReq, svc: Svc, _: Any = Depends(auth.read)) -> dict[str, Any]:
+def recall(
+    body: RecallReq, svc: Svc, request: Request, response: Response, _: Any = Depends(auth.read)
+) -> dict[str, Any]:
     filters = dict(body.filters or {})
     fields: dict[str, Any] = {"query": body.query, "top_k": body.top_k, "memory_type": body.type}
     for key in _SCOPE_KEYS:
@@ -114,9 +115,8 @@ def recall(body: RecallReq, svc: Svc, _: Any = Depends(auth.read)) -> dict[str, 
     try:
         req = SearchIn(**fields)
     except ValidationError as exc:
-        err = exc.errors()[0]
-        raise ProblemError(422, f"{'.'.join(map(str, err['loc']))}: {err['msg']}") from None
-    result = svc.recall(req)
+        raise validation_problem(exc) from None
+    result = routes.recall(svc, req, request, response)
     matches = []
     for hit in result.hits:
         match = dict(hit.memory.payload)
@@ -143,8 +143,7 @@ def link(body: LinkReq, svc: Svc, _: Any = Depends(auth.write)) -> dict[str, Any
             }
         )
     except ValidationError as exc:
-        err = exc.errors()[0]
-        raise ProblemError(422, f"{'.'.join(map(str, err['loc']))}: {err['msg']}") from None
+        raise validation_problem(exc) from None
     svc.link(req)
     return {"ok": True}
 

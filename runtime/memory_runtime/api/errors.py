@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from typing import Any
 
 import psycopg
@@ -10,6 +11,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from psycopg_pool import PoolClosed, PoolTimeout
+from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from memory_runtime.service import ServiceError
@@ -81,13 +83,32 @@ def problem(
     return JSONResponse(body, status_code=status, headers=headers, media_type=MEDIA_TYPE)
 
 
+_WHERE_SKIP = ("body", "query", "path", "[key]")
+
+
+def error_message(err: Mapping[str, Any]) -> str:
+    """A pydantic error's message without pydantic's "Value error, " prefix."""
+    return str(err.get("msg", "invalid")).removeprefix("Value error, ")
+
+
+def error_detail(err: Mapping[str, Any]) -> str:
+    """`where: message` for the first error, e.g. `metadata.a: ... not an object`."""
+    where = ".".join(str(p) for p in err.get("loc", ()) if p not in _WHERE_SKIP)
+    return f"{where}: {error_message(err)}" if where else error_message(err)
+
+
+def validation_problem(exc: ValidationError) -> ProblemError:
+    """422 for a model validated inside a route (same detail as a request body error)."""
+    errors = exc.errors()
+    return ProblemError(422, error_detail(errors[0]) if errors else "invalid input")
+
+
 def _validation_errors(exc: RequestValidationError) -> list[dict[str, Any]]:
     # location and message only: echoing the input could reflect secrets or megabytes
     out = []
     for err in exc.errors():
         loc = [str(p) for p in err.get("loc", ())]
-        msg = str(err.get("msg", "invalid"))
-        out.append({"loc": loc, "message": msg, "type": str(err.get("type", ""))})
+        out.append({"loc": loc, "message": error_message(err), "type": str(err.get("type", ""))})
     return out
 
 
@@ -112,9 +133,8 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
         errors = _validation_errors(exc)
-        first = errors[0] if errors else {"loc": [], "message": "invalid request"}
-        where = ".".join(p for p in first["loc"] if p not in ("body", "query", "path"))
-        detail = f"{where}: {first['message']}" if where else first["message"]
+        raw = exc.errors()
+        detail = error_detail(raw[0]) if raw else "invalid request"
         return problem(422, detail, instance=request.url.path, extra={"errors": errors})
 
     @app.exception_handler(StarletteHTTPException)

@@ -41,6 +41,12 @@ class Metrics:
         self.recalls = Counter(
             "memory_recall_total", "Recall requests by mode.", ["mode"], registry=self.registry
         )
+        self.recall_degraded = Counter(
+            "memory_recall_degraded_total",
+            "Hybrid recalls answered without a part whose dependency was down.",
+            ["part"],
+            registry=self.registry,
+        )
 
 
 async def _send_413(send: Send, limit: int, path: str) -> None:

@@ -12,7 +12,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import ValidationError
 
 from memory_runtime.api import auth
-from memory_runtime.api.errors import ProblemError
+from memory_runtime.api.errors import ProblemError, validation_problem
 from memory_runtime.models import (
     Deleted,
     Direction,
@@ -38,6 +38,8 @@ from memory_runtime.service import MemoryService, to_filter
 
 router = APIRouter()
 
+DEGRADED_HEADER = "Recall-Degraded"  # e.g. "vector": hybrid answered from full text only
+
 ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"description": text, "content": {"application/problem+json": {}}}
     for code, text in {
@@ -55,12 +57,6 @@ def service(request: Request) -> MemoryService:
 
 
 Svc = Annotated[MemoryService, Depends(service)]
-
-
-def _validation(exc: ValidationError) -> ProblemError:
-    err = exc.errors()[0]
-    where = ".".join(str(p) for p in err.get("loc", ()))
-    return ProblemError(422, f"{where}: {err['msg']}" if where else str(err["msg"]))
 
 
 def _filters_from_query(
@@ -128,6 +124,7 @@ def store_batch(
 def search_get(
     svc: Svc,
     request: Request,
+    response: Response,
     query: str | None = None,
     top_k: int = 10,
     mode: RecallMode = "hybrid",
@@ -169,17 +166,27 @@ def search_get(
             **filters,
         )
     except ValidationError as exc:
-        raise _validation(exc) from None
-    request.app.state.metrics.recalls.labels(req.mode).inc()
-    return svc.recall(req)
+        raise validation_problem(exc) from None
+    return recall(svc, req, request, response)
 
 
 @router.post("/memories/search", response_model=SearchOut, responses=ERRORS, tags=["recall"])
 def search_post(
-    body: SearchIn, svc: Svc, request: Request, _: Any = Depends(auth.read)
+    body: SearchIn, svc: Svc, request: Request, response: Response, _: Any = Depends(auth.read)
 ) -> SearchOut:
-    request.app.state.metrics.recalls.labels(body.mode).inc()
-    return svc.recall(body)
+    return recall(svc, body, request, response)
+
+
+def recall(svc: MemoryService, req: SearchIn, request: Request, response: Response) -> SearchOut:
+    """Run a recall; a degraded answer also says so in `Recall-Degraded` and a metric."""
+    metrics = request.app.state.metrics
+    metrics.recalls.labels(req.mode).inc()
+    out = svc.recall(req)
+    if out.degraded:
+        response.headers[DEGRADED_HEADER] = ",".join(out.degraded)
+        for part in out.degraded:
+            metrics.recall_degraded.labels(part).inc()
+    return out
 
 
 @router.get("/memories/range", response_model=MemoryList, responses=ERRORS, tags=["memories"])
@@ -195,7 +202,7 @@ def range_query(
     try:
         f = Filters(coordinate_min=min, coordinate_max=max, memory_type=memory_type)
     except ValidationError as exc:
-        raise _validation(exc) from None
+        raise validation_problem(exc) from None
     return MemoryList(memories=svc.range(f, limit, offset))
 
 
@@ -213,7 +220,7 @@ def forget(
             user_id=user_id, agent_id=agent_id, session_id=session_id, memory_type=memory_type
         )
     except ValidationError as exc:
-        raise _validation(exc) from None
+        raise validation_problem(exc) from None
     return Deleted(deleted=svc.forget(to_filter(f)))
 
 
@@ -255,7 +262,7 @@ def unlink(
     try:
         key = LinkKey.model_validate({"from": from_, "to": to, "type": type})
     except ValidationError as exc:
-        raise _validation(exc) from None
+        raise validation_problem(exc) from None
     return svc.unlink(key).model_dump(mode="json", by_alias=True)
 
 

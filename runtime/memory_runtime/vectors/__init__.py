@@ -5,9 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 from memory_runtime.ports import VectorIndex
-from memory_runtime.vectors.common import VectorIndexError
+from memory_runtime.vectors.common import VectorIndexError, VectorIndexUnavailable
 
-__all__ = ["VectorIndexError", "build_vector_index"]
+__all__ = ["VectorIndexError", "VectorIndexUnavailable", "build_vector_index"]
 
 BACKENDS = ("postgres", "qdrant")
 

@@ -17,6 +17,14 @@ class VectorIndexError(ValueError):
     """Bad input to a vector index (wrong dimension, bad filter); nothing was written."""
 
 
+class VectorIndexUnavailable(RuntimeError):
+    """The engine is unreachable or not ready (connection, timeout, 5xx, index missing).
+
+    The only search failure recall may degrade on: bad input (VectorIndexError)
+    and bugs must surface, not turn into quietly different results.
+    """
+
+
 def normalise_distance(distance: str) -> str:
     """Accept `cosine`, `COSINE`, `Cosine` ...; return the canonical spelling."""
     for name in DISTANCES:

@@ -14,15 +14,18 @@ from typing import Any
 from uuid import UUID
 
 import numpy as np
+import psycopg
 from pgvector import Vector
 from pgvector.psycopg.vector import register_vector_info
 from psycopg import Connection, sql
 from psycopg.types import TypeInfo
 from psycopg.types.json import Jsonb
+from psycopg_pool import PoolClosed, PoolTimeout
 
 from memory_runtime.ports import VectorFilter, VectorHit, VectorItem
 from memory_runtime.vectors.common import (
     VectorIndexError,
+    VectorIndexUnavailable,
     as_utc,
     check_filter,
     check_top_k,
@@ -32,6 +35,9 @@ from memory_runtime.vectors.common import (
 )
 
 TABLE = "memory_vectors"
+
+# Engine not reachable or not ready (table not created yet): recall may degrade.
+_OUTAGES = (psycopg.OperationalError, PoolTimeout, PoolClosed, psycopg.errors.UndefinedTable)
 
 # distance -> (operator, HNSW operator class); the operator returns a distance.
 _OPS = {
@@ -211,14 +217,17 @@ class PgVectorIndex:
             "ORDER BY embedding {op} %(q)s LIMIT %(k)s"
         ).format(op=self._op, t=self._table, where=where)
         params.update(q=query, k=top_k)
-        with self._pool.connection() as conn:
-            self._prepare(conn)
-            with conn.transaction():
-                # relaxed_order: keep walking the graph until top_k rows pass the
-                # filter; ef_search must be >= top_k or HNSW caps the result size.
-                conn.execute("SET LOCAL hnsw.iterative_scan = relaxed_order")
-                conn.execute(sql.SQL("SET LOCAL hnsw.ef_search = {}").format(max(40, top_k)))
-                rows = conn.execute(statement, params).fetchall()
+        try:
+            with self._pool.connection() as conn:
+                self._prepare(conn)
+                with conn.transaction():
+                    # relaxed_order: keep walking the graph until top_k rows pass the
+                    # filter; ef_search must be >= top_k or HNSW caps the result size.
+                    conn.execute("SET LOCAL hnsw.iterative_scan = relaxed_order")
+                    conn.execute(sql.SQL("SET LOCAL hnsw.ef_search = {}").format(max(40, top_k)))
+                    rows = conn.execute(statement, params).fetchall()
+        except _OUTAGES as exc:
+            raise VectorIndexUnavailable(f"pgvector search failed: {type(exc).__name__}") from exc
         # relaxed_order may return rows slightly out of order: sort exactly here.
         rows.sort(key=lambda r: r[1])
         return [VectorHit(memory_id=r[0], similarity=self._similarity(r[1])) for r in rows]

@@ -11,12 +11,15 @@ from collections.abc import Sequence
 from typing import Any
 from uuid import UUID
 
+import httpx
 from qdrant_client import QdrantClient, models
+from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
 
 from memory_runtime.ports import VectorFilter, VectorHit, VectorItem
 from memory_runtime.vectors.common import (
     MAX_COORDINATE_DIMS,
     VectorIndexError,
+    VectorIndexUnavailable,
     as_utc,
     check_filter,
     check_top_k,
@@ -132,14 +135,23 @@ class QdrantVectorIndex:
         check_top_k(top_k)
         check_filter(flt)
         query = check_vector(vector, self._dimensions)
-        response = self._client.query_points(
-            self._collection,
-            query=query,
-            query_filter=build_filter(flt),
-            limit=top_k,
-            with_payload=False,
-            with_vectors=False,
-        )
+        try:
+            response = self._client.query_points(
+                self._collection,
+                query=query,
+                query_filter=build_filter(flt),
+                limit=top_k,
+                with_payload=False,
+                with_vectors=False,
+            )
+        except (ResponseHandlingException, httpx.TransportError) as exc:
+            raise VectorIndexUnavailable("qdrant is unreachable") from exc
+        except UnexpectedResponse as exc:
+            # 5xx: the engine failed; 404: the collection is not there (yet). Any
+            # other status means we sent something wrong: let it surface.
+            if exc.status_code is None or exc.status_code >= 500 or exc.status_code == 404:
+                raise VectorIndexUnavailable(f"qdrant answered {exc.status_code}") from exc
+            raise
         return [
             VectorHit(memory_id=UUID(str(p.id)), similarity=similarity(self._distance, p.score))
             for p in response.points

@@ -11,6 +11,7 @@ import hashlib
 import math
 import re
 import secrets
+import socket
 import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -20,6 +21,7 @@ import pytest
 from fastapi.testclient import TestClient
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
+from qdrant_client import QdrantClient
 
 from memory_runtime.api import create_app
 from memory_runtime.settings import Settings
@@ -167,6 +169,35 @@ def client(tenant: Tenant, embedder: HashingTestEmbedder) -> Iterator[TestClient
         kafka_topic="mem.acme.events",
     )
     app = create_app(settings, embedder=embedder)
+    with TestClient(app, raise_server_exceptions=False) as c:
+        c.headers.update(bearer(ADMIN_TOKEN))
+        yield c
+
+
+def closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+def qdrant_down(tenant: Tenant) -> Iterator[TestClient]:
+    """Qdrant backend whose server is not there (connection refused)."""
+    url = f"http://127.0.0.1:{closed_port()}"
+    settings = tenant_settings(
+        tenant,
+        vector_backend="qdrant",
+        qdrant_url=url,
+        embedding_provider="local",
+        events_enabled=True,
+        kafka_bootstrap="127.0.0.1:1",
+        kafka_topic="t",
+    )
+    app = create_app(
+        settings,
+        embedder=HashingTestEmbedder(),
+        qdrant_client=QdrantClient(url=url, timeout=2, check_compatibility=False),
+    )
     with TestClient(app, raise_server_exceptions=False) as c:
         c.headers.update(bearer(ADMIN_TOKEN))
         yield c

@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import UTC, datetime
 
 import pytest
 from fastapi.testclient import TestClient
 
 from memory_runtime.api import create_app
+from memory_runtime.models import SearchIn
+from memory_runtime.service import InvalidInputError, MemoryService
 from tests.integration.runtime.conftest import (
     ADMIN_TOKEN,
     HashingTestEmbedder,
     Tenant,
     bearer,
+    closed_port,
     tenant_settings,
 )
 
@@ -61,6 +65,9 @@ def test_hybrid_returns_components(seeded: TestClient):
     assert top["score"] == pytest.approx(0.5 * c["vector"] + 0.5 * c["keyword"])
     assert c["relevance"] == pytest.approx(top["score"])
     assert [h["score"] for h in hits] == sorted((h["score"] for h in hits), reverse=True)
+    # both engines answered: nothing degraded, and no header says otherwise
+    assert r.json()["degraded"] == []
+    assert "recall-degraded" not in r.headers
 
 
 def test_keyword_mode_uses_full_text_only(seeded: TestClient):
@@ -186,3 +193,115 @@ def test_embedder_called_in_batches(tenant: Tenant):
         body = {"memories": [{"payload": {"text": f"t{i}"}} for i in range(5)]}
         assert c.post("/memories/batch", json=body).status_code == 200
     assert embedder.calls == 1
+
+
+# (filter, where the detail points, what it says): each one must be refused, in
+# every mode, instead of one engine applying it and the other dropping it.
+BAD_FILTERS = [
+    ({"metadata": {"source": {"kind": "news"}}}, "metadata.source", "not an object"),
+    ({"metadata": {"source": ["news"]}}, "metadata.source", "not a list"),
+    ({"metadata": {"source": None}}, "metadata.source", "not null"),
+    ({"metadata": {"n": 2**64}}, "metadata.n", "64 bits"),
+    ({"metadata": {"a.b": 1}}, "metadata.a.b", "no '.'"),
+    ({"coordinate_min": [0]}, "", "coordinate_min and coordinate_max go together"),
+    (
+        {"created_from": "2030-01-01T00:00:00Z", "created_to": "2020-01-01T00:00:00Z"},
+        "",
+        "created_from is after created_to",
+    ),
+]
+
+
+@pytest.mark.parametrize("mode", ["hybrid", "vector", "keyword"])
+def test_bad_filters_are_422_naming_the_problem(seeded: TestClient, mode: str):
+    for flt, where, message in BAD_FILTERS:
+        r = seeded.post("/memories/search", json={"query": "fox", "mode": mode, **flt})
+        assert r.status_code == 422, (flt, r.text)
+        assert r.headers["content-type"] == "application/problem+json"
+        detail = r.json()["detail"]
+        assert detail.startswith(where), (flt, detail)
+        assert message in detail, (flt, detail)
+        assert "Value error" not in detail
+    # JSON allows NaN through Python's parser: a non-finite value can never match
+    nan = seeded.post(
+        "/memories/search",
+        content=b'{"query": "fox", "mode": "%s", "metadata": {"n": NaN}}' % mode.encode(),
+        headers={"content-type": "application/json"},
+    )
+    assert nan.status_code == 422, nan.text
+    assert nan.json()["detail"] == "metadata.n: metadata filter numbers must be finite"
+
+
+def test_bad_filters_in_get_and_compat_recall_are_422(seeded: TestClient):
+    r = seeded.get("/memories/search", params={"query": "fox", "metadata": '{"n": {"gt": 1}}'})
+    assert r.status_code == 422
+    assert r.json()["detail"].startswith("metadata.n: ")
+    assert "not an object" in r.json()["detail"]
+    r = seeded.post("/recall", json={"query": "fox", "filters": {"source": ["news", "story"]}})
+    assert r.status_code == 422
+    assert r.json()["detail"].startswith("metadata.source: ")
+    assert "not a list" in r.json()["detail"]
+    # scalar compat filters still work
+    r = seeded.post("/recall", json={"query": "fox", "filters": {"source": "news"}})
+    assert r.status_code == 200
+    assert [m["coordinate"] for m in r.json()["matches"]] == [[3.0]]
+
+
+def test_a_filter_the_index_refuses_is_invalid_input_not_an_outage(seeded: TestClient):
+    # Past the request models (a caller of the service): the index refuses the
+    # filter; recall must say so, not answer 503 or silently drop the vector side.
+    svc: MemoryService = seeded.app.state.service  # type: ignore[attr-defined]
+    for mode in ("hybrid", "vector"):
+        req = SearchIn.model_construct(
+            query="fox",
+            mode=mode,
+            created_from=datetime(2030, 1, 1, tzinfo=UTC),
+            created_to=datetime(2020, 1, 1, tzinfo=UTC),
+        )
+        with pytest.raises(InvalidInputError, match="created_from must not be after"):
+            svc.recall(req)
+
+
+def test_hybrid_with_the_index_down_answers_from_full_text_and_says_so(qdrant_down: TestClient):
+    c = qdrant_down
+    for coord, text in ((1, "brown fox"), (2, "lazy dog")):
+        stored = c.post("/memories", json={"coordinate": [coord], "payload": {"text": text}})
+        assert stored.status_code == 201
+    r = c.post("/memories/search", json={"query": "fox"})
+    assert coords(r) == [1.0]
+    assert r.json()["degraded"] == ["vector"]
+    assert r.headers["recall-degraded"] == "vector"
+    assert r.json()["hits"][0]["components"]["vector"] is None
+    r = c.post("/recall", json={"query": "fox"})
+    assert r.status_code == 200
+    assert r.headers["recall-degraded"] == "vector"
+    # vector mode has nothing to fall back to
+    assert c.post("/memories/search", json={"query": "fox", "mode": "vector"}).status_code == 503
+    registry = c.app.state.metrics.registry  # type: ignore[attr-defined]
+    assert registry.get_sample_value("memory_recall_degraded_total", {"part": "vector"}) == 2
+
+
+@pytest.fixture
+def embedder_down(tenant: Tenant) -> Iterator[TestClient]:
+    """Provider `http` whose endpoint refuses connections."""
+    settings = tenant_settings(
+        tenant,
+        embedding_provider="http",
+        embedding_model="m",
+        embedding_url=f"http://127.0.0.1:{closed_port()}/v1",
+    )
+    with TestClient(create_app(settings), raise_server_exceptions=False) as c:
+        c.headers.update(bearer(ADMIN_TOKEN))
+        yield c
+
+
+def test_hybrid_with_the_embedder_down_says_so(embedder_down: TestClient):
+    c = embedder_down
+    stored = c.post("/memories", json={"coordinate": [1], "payload": {"text": "brown fox"}})
+    assert stored.status_code == 201
+    assert stored.json()["has_vector"] is False
+    r = c.get("/memories/search", params={"query": "fox"})
+    assert coords(r) == [1.0]
+    assert r.json()["degraded"] == ["embedding"]
+    assert r.headers["recall-degraded"] == "embedding"
+    assert c.post("/memories/search", json={"query": "fox", "mode": "vector"}).status_code == 503

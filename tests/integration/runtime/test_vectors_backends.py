@@ -18,7 +18,7 @@ from psycopg_pool import ConnectionPool
 from qdrant_client import QdrantClient
 
 from memory_runtime.ports import VectorFilter, VectorIndex, VectorItem
-from memory_runtime.vectors import VectorIndexError, build_vector_index
+from memory_runtime.vectors import VectorIndexError, VectorIndexUnavailable, build_vector_index
 
 pytestmark = pytest.mark.integration
 
@@ -296,3 +296,31 @@ def test_filtered_ann_scan_still_fills_top_k(make_index: IndexFactory) -> None:
     expected = brute_force(items, query.tolist(), "Cosine", lambda i: i.memory_type == "semantic")
     # HNSW is approximate: most (not necessarily all) of the exact top 10 come back.
     assert len({h.memory_id for h in hits} & {e[0] for e in expected[:10]}) >= 8
+
+
+def test_pgvector_outages_are_unavailable_not_bad_input(pg_database: str) -> None:
+    # Recall degrades only on VectorIndexUnavailable: a missing table (index not
+    # created yet) and a closed/unreachable pool must raise it, not VectorIndexError.
+    with psycopg.connect(pg_database, autocommit=True) as conn:
+        conn.execute(f"CREATE SCHEMA {EXT}")
+        conn.execute(f"CREATE EXTENSION vector SCHEMA {EXT}")
+        conn.execute(f"CREATE SCHEMA {SCHEMA}")
+    pool = ConnectionPool(pg_database, min_size=1, max_size=2, open=True)
+    index = build_vector_index(
+        "postgres",
+        pool=pool,
+        schema=SCHEMA,
+        extensions_schema=EXT,
+        dimensions=DIM,
+        distance="Cosine",
+        qdrant_url=None,
+        qdrant_api_key=None,
+        collection="",
+    )
+    with pytest.raises(VectorIndexUnavailable):
+        index.search([0.1] * DIM, 5, VectorFilter())  # ensure() never ran
+    index.ensure()
+    assert index.search([0.1] * DIM, 5, VectorFilter()) == []
+    pool.close()
+    with pytest.raises(VectorIndexUnavailable):
+        index.search([0.1] * DIM, 5, VectorFilter())

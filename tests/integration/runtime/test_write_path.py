@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import socket
-from collections.abc import Iterator
-
 import pytest
 from fastapi.testclient import TestClient
 from qdrant_client import QdrantClient
@@ -14,7 +11,6 @@ from memory_runtime.vectors import build_vector_index
 from tests.integration.runtime.conftest import (
     ADMIN_TOKEN,
     DIMENSIONS,
-    HashingTestEmbedder,
     Tenant,
     bearer,
     tenant_settings,
@@ -22,35 +18,6 @@ from tests.integration.runtime.conftest import (
 from tests.integration.runtime.helpers import admin_rows, outbox
 
 pytestmark = pytest.mark.integration
-
-
-def closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@pytest.fixture
-def qdrant_down(tenant: Tenant) -> Iterator[TestClient]:
-    """Qdrant backend whose server is not there (connection refused)."""
-    url = f"http://127.0.0.1:{closed_port()}"
-    settings = tenant_settings(
-        tenant,
-        vector_backend="qdrant",
-        qdrant_url=url,
-        embedding_provider="local",
-        events_enabled=True,
-        kafka_bootstrap="127.0.0.1:1",
-        kafka_topic="t",
-    )
-    app = create_app(
-        settings,
-        embedder=HashingTestEmbedder(),
-        qdrant_client=QdrantClient(url=url, timeout=2, check_compatibility=False),
-    )
-    with TestClient(app, raise_server_exceptions=False) as c:
-        c.headers.update(bearer(ADMIN_TOKEN))
-        yield c
 
 
 def test_outbox_rows_match_the_relay_contract(client: TestClient, tenant: Tenant):

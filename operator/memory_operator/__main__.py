@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-import os
 import sys
 import threading
 from collections.abc import Callable, Sequence
@@ -109,10 +108,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     logging.getLogger("memory_operator").setLevel(logging.DEBUG if args.verbose else logging.INFO)
     if args.kubeconfig:
-        os.environ["KUBECONFIG"] = args.kubeconfig  # Kopf's own login reads it too
-    kube = KubeApi.from_kubeconfig(args.kubeconfig) if args.kubeconfig else KubeApi.auto()
+        kube = KubeApi.from_kubeconfig(args.kubeconfig)
+        login: Callable[..., Any] = handlers.kubeconfig_login(args.kubeconfig)
+    else:
+        kube, login = KubeApi.auto(), kopf.login_via_client
     metrics.serve(config.metrics_port)
-    run_operator(config, kube, build_backends(config))
+    run_operator(config, kube, build_backends(config), login=login)
     return 0
 
 

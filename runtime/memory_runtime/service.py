@@ -527,7 +527,9 @@ class MemoryService:
                 vector_hits = {h.memory_id: h.similarity for h in hits}
         if req.mode in ("hybrid", "keyword") and query:
             with self.db.tx() as tx:
-                keyword_hits = dict(tx.keyword_search(query, flt, candidates))
+                keyword_hits = dict(
+                    tx.keyword_search(query, flt, candidates, also_rank=list(vector_hits))
+                )
         ids = list(set(vector_hits) | set(keyword_hits))
         with self.db.tx() as tx:
             rows = {r.id: r for r in tx.get_many(ids)}

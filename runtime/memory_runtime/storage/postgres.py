@@ -117,6 +117,11 @@ def filter_clause(flt: VectorFilter) -> tuple[sql.Composable, list[Any]]:
 NOT_EXPIRED = sql.SQL("(expires_at IS NULL OR expires_at > now())")
 
 
+def keyword_pool(limit: int) -> int:
+    """Rows ranked per keyword step: 5x the candidates asked for, 200..1000."""
+    return min(1000, max(200, 5 * limit))
+
+
 class Tx:
     """Statements that run inside one transaction of a `PostgresStore.tx()` block."""
 
@@ -243,19 +248,64 @@ class Tx:
         return [r["id"] for r in self.conn.execute(query, params)]
 
     def keyword_search(
-        self, query_text: str, flt: VectorFilter, limit: int
+        self,
+        query_text: str,
+        flt: VectorFilter,
+        limit: int,
+        *,
+        also_rank: Sequence[uuid.UUID] = (),
     ) -> list[tuple[uuid.UUID, float]]:
+        """Full-text candidates: up to `limit` (id, ts_rank_cd), best first.
+
+        Ranking every row that shares a word with the query costs O(matches)
+        (~270 ms at 100k rows of a shared vocabulary), so only a bounded set is
+        ranked (`keyword_pool(limit)` rows per step):
+        1. rows matching ALL query words (the best keyword hits there can be);
+        2. only if step 1 found fewer than `limit`: rows matching ANY word, in
+           table order (an unordered LIMIT: picking the best would mean ranking
+           them all);
+        3. the `also_rank` ids (hybrid passes its vector candidates) if they
+           match any word, so a semantic hit gets its real keyword share even
+           when step 2's sample missed it; these are returned beyond `limit`.
+        Every candidate is ranked with the ANY query (cover density), so rows
+        matching more words rank higher. The price: with more matches than the
+        pool, the keyword side may miss some of the best-ranked rows.
+        """
         where, params = filter_clause(flt)
-        # Recall matches ANY word of the query (OR of its english lexemes), and
-        # cover-density rank puts memories matching more of them first; an AND
-        # query (websearch_to_tsquery) would drop partially matching memories.
+        pool = keyword_pool(limit)
+        matching = sql.SQL("{} AND {}").format(where, NOT_EXPIRED)
         query = sql.SQL(
-            "WITH q AS (SELECT to_tsquery('simple', string_agg(quote_literal(lexeme), ' | '))"
-            " AS q FROM unnest(tsvector_to_array(to_tsvector('english', %s))) AS lexeme)"
-            " SELECT id, ts_rank_cd(tsv, q.q) AS rank FROM memories, q"
-            " WHERE tsv @@ q.q AND {} AND {} ORDER BY rank DESC, id LIMIT %s"
-        ).format(where, NOT_EXPIRED)
-        rows = self.conn.execute(query, [query_text, *params, limit]).fetchall()
+            "WITH q AS (SELECT"
+            " to_tsquery('simple', string_agg(quote_literal(lexeme), ' & ')) AS all_q,"
+            " to_tsquery('simple', string_agg(quote_literal(lexeme), ' | ')) AS any_q"
+            " FROM unnest(tsvector_to_array(to_tsvector('english', %s))) AS lexeme),"
+            " strict AS MATERIALIZED (SELECT id, tsv FROM memories, q"
+            "  WHERE tsv @@ q.all_q AND {m} LIMIT %s),"
+            " loose AS (SELECT id, tsv FROM memories, q"
+            "  WHERE (SELECT count(*) FROM strict) < %s AND tsv @@ q.any_q AND {m} LIMIT %s),"
+            " seen AS (SELECT id, tsv FROM memories, q"
+            "  WHERE id = ANY(%s::uuid[]) AND tsv @@ q.any_q AND {m}),"
+            " ranked AS (SELECT id, max(ts_rank_cd(c.tsv, q.any_q)) AS rank FROM"
+            "  (SELECT * FROM strict UNION ALL SELECT * FROM loose UNION ALL SELECT * FROM seen)"
+            "  AS c, q GROUP BY id)"
+            " SELECT id, rank FROM (SELECT id, rank,"
+            "  row_number() OVER (ORDER BY rank DESC, id) AS n FROM ranked) AS r"
+            " WHERE n <= %s OR id = ANY(%s::uuid[]) ORDER BY n"
+        ).format(m=matching)
+        ids = list(also_rank)
+        args = [
+            query_text,
+            *params,
+            pool,
+            limit,
+            *params,
+            pool,
+            ids,
+            *params,
+            limit,
+            ids,
+        ]
+        rows = self.conn.execute(query, args).fetchall()
         return [(r["id"], float(r["rank"])) for r in rows]
 
     def range(self, flt: VectorFilter, limit: int, offset: int) -> list[MemoryRow]:

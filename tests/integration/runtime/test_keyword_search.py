@@ -1,0 +1,144 @@
+"""Full-text candidates: bounded work however many rows match, best matches first."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import psycopg
+import pytest
+from psycopg import sql
+from psycopg.rows import dict_row
+
+from memory_runtime.ports import VectorFilter
+from memory_runtime.storage.migrate import search_path
+from memory_runtime.storage.postgres import Tx
+from tests.integration.runtime.conftest import Tenant
+
+pytestmark = pytest.mark.integration
+
+MATCHING = 4000  # rows sharing the word "alpha": far more than recall ranks
+
+
+class RecordingCursor(psycopg.Cursor[Any]):
+    """Keeps every statement it runs, so the test can EXPLAIN exactly that one."""
+
+    statements: list[tuple[Any, Any]]
+
+    def execute(self, query: Any, params: Any = None, **kwargs: Any) -> RecordingCursor:  # type: ignore[override]
+        RecordingCursor.statements.append((query, params))
+        super().execute(query, params, **kwargs)
+        return self
+
+
+@pytest.fixture
+def conn(migrated: Tenant) -> Iterator[psycopg.Connection[Any]]:
+    """The tenant's connection with MATCHING 'alpha' rows, then a few better ones last."""
+    with psycopg.connect(migrated.dsn) as c:
+        path = search_path(migrated.schema, "extensions")
+        c.execute("SELECT set_config('search_path', %s, false)", (path,))
+        c.execute(
+            "INSERT INTO memories (id, coordinate, memory_type, text)"
+            " SELECT gen_random_uuid(), ARRAY[i::float8], 'episodic', 'alpha filler ' || i"
+            " FROM generate_series(1, %s) AS i",
+            (MATCHING,),
+        )
+        # inserted last, so they sit at the end of the table (the unordered sample's far end)
+        for n in range(3):
+            c.execute(
+                "INSERT INTO memories (id, coordinate, memory_type, text)"
+                " VALUES (gen_random_uuid(), ARRAY[%s::float8], 'episodic', %s)",
+                (-1.0 - n, f"alpha beta late {n}"),
+            )
+        c.execute(
+            "INSERT INTO memories (id, coordinate, memory_type, text)"
+            " VALUES (%s, ARRAY[-10::float8], 'episodic', 'alpha lonely')",
+            (LONELY,),
+        )
+        c.execute("ANALYZE memories")
+        c.commit()
+        yield c
+
+
+LONELY = uuid.UUID("ffffffff-ffff-4fff-bfff-fffffffffff7")  # last among equal ranks
+
+
+def texts(conn: psycopg.Connection[Any], ids: list[uuid.UUID]) -> list[str]:
+    rows = conn.execute("SELECT id, text FROM memories WHERE id = ANY(%s)", (ids,)).fetchall()
+    by_id = {r[0]: r[1] for r in rows}
+    return [by_id[i] for i in ids]
+
+
+def rows_read_from_memories(plan: dict[str, Any]) -> int:
+    """Rows the plan's scans of `memories` produced (all loops)."""
+    total = 0
+    if plan.get("Relation Name") == "memories":
+        total += int(plan["Actual Rows"] * plan.get("Actual Loops", 1))
+    for child in plan.get("Plans", []):
+        total += rows_read_from_memories(child)
+    return total
+
+
+def test_keyword_search_ranks_a_bounded_set(conn: psycopg.Connection[Any]) -> None:
+    # The old query ranked every one of the 4000 matching rows; recall must read
+    # a bounded candidate set (here: at most the 1000-row cap) whatever matches.
+    RecordingCursor.statements = []
+    conn.cursor_factory = RecordingCursor
+    with conn.transaction():
+        hits = Tx(conn).keyword_search("alpha", VectorFilter(), 40)
+    conn.cursor_factory = psycopg.Cursor
+    assert len(hits) == 40
+    [(statement, params)] = RecordingCursor.statements
+    with conn.cursor(row_factory=dict_row) as cur:
+        if not isinstance(statement, sql.Composable):
+            statement = sql.SQL(statement)
+        explain = sql.SQL("EXPLAIN (ANALYZE, FORMAT JSON) ") + statement
+        raw = cur.execute(explain, params).fetchone()
+    assert raw is not None
+    plan = raw["QUERY PLAN"]
+    plan = json.loads(plan) if isinstance(plan, str) else plan
+    read = rows_read_from_memories(plan[0]["Plan"])
+    assert 0 < read <= 1000, read
+
+
+def test_rows_matching_every_word_come_first(conn: psycopg.Connection[Any]) -> None:
+    with conn.transaction():
+        hits = Tx(conn).keyword_search("alpha beta", VectorFilter(), 10)
+    assert len(hits) == 10
+    top = texts(conn, [i for i, _ in hits[:3]])
+    assert sorted(top) == ["alpha beta late 0", "alpha beta late 1", "alpha beta late 2"]
+    assert hits[2][1] > hits[3][1]  # matching both words ranks above matching one
+
+
+def test_also_rank_gives_outside_candidates_their_rank(conn: psycopg.Connection[Any]) -> None:
+    # "alpha gamma": nothing matches both words, so the ANY-word sample fills the
+    # candidates from the table's start; the last row is outside that sample but,
+    # passed in (as hybrid passes its vector candidates), it still gets its rank.
+    with conn.transaction():
+        plain = dict(Tx(conn).keyword_search("alpha gamma", VectorFilter(), 40))
+        ranked = dict(
+            Tx(conn).keyword_search(
+                "alpha gamma", VectorFilter(), 40, also_rank=[LONELY, uuid.UUID(int=8)]
+            )
+        )
+    assert LONELY not in plain
+    assert len(plain) == 40
+    assert ranked[LONELY] > 0
+    assert uuid.UUID(int=8) not in ranked  # ids that do not exist or match are not invented
+    assert len(ranked) == 41
+
+
+def test_filters_and_expiry_apply_to_every_step(conn: psycopg.Connection[Any]) -> None:
+    conn.execute("UPDATE memories SET user_id = 'u1' WHERE text LIKE 'alpha beta late %'")
+    conn.execute(
+        "UPDATE memories SET expires_at = now() - interval '1 hour'"
+        " WHERE text = 'alpha beta late 0'"
+    )
+    conn.commit()
+    with conn.transaction():
+        hits = Tx(conn).keyword_search("alpha beta", VectorFilter(user_id="u1"), 10)
+        also = Tx(conn).keyword_search("alpha", VectorFilter(user_id="u1"), 10, also_rank=[LONELY])
+    assert sorted(texts(conn, [i for i, _ in hits])) == ["alpha beta late 1", "alpha beta late 2"]
+    assert LONELY not in dict(also)  # filtered out even when passed in

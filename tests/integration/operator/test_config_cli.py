@@ -100,7 +100,8 @@ def test_operator_process_runs_kopf_with_liveness_and_metrics(
         try:
             wait_for(schema_ready, timeout=60, what="SchemaReady from the operator process")
         except AssertionError as err:
-            raise AssertionError(f"{err}\n{(tmp_path / 'operator.log').read_text()[-4000:]}") from None
+            log_tail = (tmp_path / "operator.log").read_text()[-4000:]
+            raise AssertionError(f"{err}\n{log_tail}") from None
         text = get(f"http://127.0.0.1:{metrics_port}/metrics")
         assert text is not None
         assert 'controller_runtime_reconcile_total{controller="memorynamespace"' in text.text

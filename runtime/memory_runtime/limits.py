@@ -28,6 +28,8 @@ class RateDecision:
 
 
 class RateLimiter(Protocol):
+    blocking: bool  # True if acquire() does I/O (callers keep it off the event loop)
+
     def acquire(self, key: str) -> RateDecision:
         """Take one token from `key`'s bucket (key: a non-secret token id, never the token)."""
         ...
@@ -55,6 +57,8 @@ def decide(tokens: float, capacity: int, per_ms: float, allowed: bool) -> tuple[
 class UnlimitedRateLimiter:
     """requestsPerMinute = 0: limiting is off."""
 
+    blocking = False  # acquire() does no I/O: callable on the event loop
+
     def __init__(self, burst: int) -> None:
         self._burst = burst
 
@@ -66,6 +70,7 @@ class LocalRateLimiter:
     """In-process buckets (embedded mode, one replica); thread-safe."""
 
     MAX_KEYS = 10_000
+    blocking = False  # a dict update under a lock: callable on the event loop
 
     def __init__(
         self, per_minute: int, burst: int, clock: Callable[[], float] = time.monotonic
@@ -129,6 +134,8 @@ return {allowed, tostring(tokens)}
 
 class RedisRateLimiter:
     """Buckets at `<prefix>:ratelimit:<key>`, shared by every replica of the tenant."""
+
+    blocking = True  # a Redis round trip: run it off the event loop
 
     def __init__(self, client: redis.Redis, prefix: str, per_minute: int, burst: int) -> None:
         _validate(per_minute, burst)

@@ -49,7 +49,7 @@ from memory_runtime.models import (
     SearchOut,
 )
 from memory_runtime.ports import Embedder, EmbeddingError, VectorFilter, VectorIndex, VectorItem
-from memory_runtime.storage.postgres import LinkRow, MemoryRow, PostgresStore, Tx
+from memory_runtime.storage.postgres import AccessLog, LinkRow, MemoryRow, PostgresStore, Tx
 from memory_runtime.vectors.common import VectorIndexError, VectorIndexUnavailable
 
 log = logging.getLogger("memory_runtime.service")
@@ -217,6 +217,9 @@ class MemoryService:
         self.index = index
         self.embedder = embedder
         self.config = config
+        # recall's access counts, written in batches off the request path; the
+        # app starts its writer and closes it (writing what is left) on shutdown
+        self.accesses = AccessLog(store)
 
     # --- helpers --------------------------------------------------------
     @property
@@ -532,24 +535,24 @@ class MemoryService:
                 )
         ids = list(set(vector_hits) | set(keyword_hits))
         with self.db.tx() as tx:
-            rows = {r.id: r for r in tx.get_many(ids)}
-            info = {
-                i: ranking.CandidateInfo(r.importance, r.updated_at, r.last_accessed_at)
-                for i, r in rows.items()
-            }
-            scored = ranking.fuse(
-                vector_hits,
-                keyword_hits,
-                info,
-                mode=req.mode,
-                weights=ranking.Weights(req.alpha, req.recency_weight, req.importance_weight),
-                distance=self.config.distance,  # type: ignore[arg-type]
-                now=now_utc(),
-                half_life_hours=self.config.half_life_hours,
-                decay_enabled=self.config.decay_enabled,
-                top_k=req.top_k,
-            )
-            tx.touch([h.memory_id for h in scored])
+            rows = {r.id: r for r in tx.get_many(ids, vectors=False)}
+        info = {
+            i: ranking.CandidateInfo(r.importance, r.updated_at, r.last_accessed_at)
+            for i, r in rows.items()
+        }
+        scored = ranking.fuse(
+            vector_hits,
+            keyword_hits,
+            info,
+            mode=req.mode,
+            weights=ranking.Weights(req.alpha, req.recency_weight, req.importance_weight),
+            distance=self.config.distance,  # type: ignore[arg-type]
+            now=now_utc(),
+            half_life_hours=self.config.half_life_hours,
+            decay_enabled=self.config.decay_enabled,
+            top_k=req.top_k,
+        )
+        self.accesses.record([h.memory_id for h in scored])
         return SearchOut(
             mode=req.mode,
             degraded=degraded,
@@ -627,7 +630,7 @@ class MemoryService:
                             seen[other] = (level, link)
                             nxt.append(other)
                 frontier = nxt
-            rows = {r.id: r for r in tx.get_many(list(seen))}
+            rows = {r.id: r for r in tx.get_many(list(seen), vectors=False)}
         neighbours = [
             Neighbor(depth=d, memory=to_memory(rows[i]), via=to_link(link))
             for i, (d, link) in seen.items()
@@ -696,7 +699,7 @@ class MemoryService:
                 chain.append(step[1])
             chain.reverse()
             links.reverse()
-            rows = {r.id: r for r in tx.get_many(chain, live_only=False)}
+            rows = {r.id: r for r in tx.get_many(chain, live_only=False, vectors=False)}
         return PathOut(
             found=True,
             hops=len(links),
@@ -826,6 +829,8 @@ class MemoryService:
     def prune(self, now: datetime | None = None) -> int:
         """Delete expired memories and decayed episodic ones (memory.deleted + reason)."""
         del now  # the database clock decides, so every replica agrees
+        # recent recalls reset decay: write their pending access times first
+        self.accesses.flush()
         total = 0
         while True:
             with self.db.tx() as tx:

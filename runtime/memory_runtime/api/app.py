@@ -125,6 +125,7 @@ def create_app(
             index.ensure()
         except Exception as exc:  # the index may come later; readyz reports it
             log.warning("vector index not ready at start: %s", exc)
+        service.accesses.start()
         if start_jobs:
             jobs.extend(_start_jobs(settings, service, store, redis_client))
         try:
@@ -132,6 +133,7 @@ def create_app(
         finally:
             for job in jobs:
                 job.stop()
+            service.accesses.close()  # writes the last recall access counts
             store.close()
 
     app = FastAPI(

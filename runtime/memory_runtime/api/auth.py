@@ -6,10 +6,11 @@ import hashlib
 import hmac
 import logging
 import math
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from fastapi import Request
+from fastapi.concurrency import run_in_threadpool
 
 from memory_runtime.api.errors import ProblemError
 from memory_runtime.settings import ROLE_RANK, ApiToken
@@ -31,11 +32,13 @@ def _match(presented: str, tokens: tuple[ApiToken, ...]) -> ApiToken | None:
     return found
 
 
-def require(role: str) -> Callable[[Request], ApiToken]:
+def require(role: str) -> Callable[[Request], Awaitable[ApiToken]]:
     """A dependency: 401 without a valid token, 403 if its role is too low, 429 if limited."""
     needed = ROLE_RANK[role]
 
-    def dependency(request: Request) -> ApiToken:
+    async def dependency(request: Request) -> ApiToken:
+        # async: a sync dependency costs a worker-thread hop per request; only a
+        # limiter that does I/O (Redis) is sent to the thread pool below
         state: Any = request.app.state
         header = request.headers.get("authorization", "")
         scheme, _, credentials = header.partition(" ")
@@ -55,7 +58,10 @@ def require(role: str) -> Callable[[Request], ApiToken]:
         decision = None
         if limiter is not None:
             try:
-                decision = limiter.acquire(token_key(token.token))
+                if getattr(limiter, "blocking", True):
+                    decision = await run_in_threadpool(limiter.acquire, token_key(token.token))
+                else:
+                    decision = limiter.acquire(token_key(token.token))
             except Exception as exc:
                 # fail open: a Redis outage must not take the memory API down with it
                 log.warning("rate limiter unavailable, request allowed: %s", exc)

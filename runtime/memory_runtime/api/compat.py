@@ -116,7 +116,8 @@ def recall(
         req = SearchIn(**fields)
     except ValidationError as exc:
         raise validation_problem(exc) from None
-    result = routes.recall(svc, req, request, response)
+    result = routes.recall(svc, req, request)
+    response.headers.update(routes.degraded_headers(result))
     matches = []
     for hit in result.hits:
         match = dict(hit.memory.payload)

@@ -52,7 +52,8 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 }
 
 
-def service(request: Request) -> MemoryService:
+async def service(request: Request) -> MemoryService:
+    # async: a sync dependency would cost a worker-thread hop on every request
     return request.app.state.service  # type: ignore[no-any-return]
 
 
@@ -124,7 +125,6 @@ def store_batch(
 def search_get(
     svc: Svc,
     request: Request,
-    response: Response,
     query: str | None = None,
     top_k: int = 10,
     mode: RecallMode = "hybrid",
@@ -142,7 +142,7 @@ def search_get(
     coordinate_min: str | None = None,
     coordinate_max: str | None = None,
     _: Any = Depends(auth.read),
-) -> SearchOut:
+) -> Response:
     filters = _filters_from_query(
         memory_type,
         tags,
@@ -167,26 +167,36 @@ def search_get(
         )
     except ValidationError as exc:
         raise validation_problem(exc) from None
-    return recall(svc, req, request, response)
+    return search_response(recall(svc, req, request))
 
 
 @router.post("/memories/search", response_model=SearchOut, responses=ERRORS, tags=["recall"])
 def search_post(
-    body: SearchIn, svc: Svc, request: Request, response: Response, _: Any = Depends(auth.read)
-) -> SearchOut:
-    return recall(svc, body, request, response)
+    body: SearchIn, svc: Svc, request: Request, _: Any = Depends(auth.read)
+) -> Response:
+    return search_response(recall(svc, body, request))
 
 
-def recall(svc: MemoryService, req: SearchIn, request: Request, response: Response) -> SearchOut:
-    """Run a recall; a degraded answer also says so in `Recall-Degraded` and a metric."""
+def recall(svc: MemoryService, req: SearchIn, request: Request) -> SearchOut:
+    """Run a recall and count it (and each degraded part) in the metrics."""
     metrics = request.app.state.metrics
     metrics.recalls.labels(req.mode).inc()
     out = svc.recall(req)
-    if out.degraded:
-        response.headers[DEGRADED_HEADER] = ",".join(out.degraded)
-        for part in out.degraded:
-            metrics.recall_degraded.labels(part).inc()
+    for part in out.degraded:
+        metrics.recall_degraded.labels(part).inc()
     return out
+
+
+def degraded_headers(out: SearchOut) -> dict[str, str]:
+    return {DEGRADED_HEADER: ",".join(out.degraded)} if out.degraded else {}
+
+
+def search_response(out: SearchOut) -> Response:
+    # Serialised once by the model itself: returning the model would make FastAPI
+    # dump it, validate it again against response_model and then encode it.
+    return Response(
+        out.model_dump_json(), media_type="application/json", headers=degraded_headers(out)
+    )
 
 
 @router.get("/memories/range", response_model=MemoryList, responses=ERRORS, tags=["memories"])

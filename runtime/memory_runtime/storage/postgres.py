@@ -6,11 +6,13 @@ so every statement here uses unqualified names and can only reach that schema.
 
 from __future__ import annotations
 
+import logging
+import threading
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import psycopg
@@ -22,10 +24,15 @@ from psycopg_pool import ConnectionPool
 from memory_runtime.ports import VectorFilter
 from memory_runtime.storage.migrate import search_path
 
+log = logging.getLogger("memory_runtime.storage")
+
 MEMORY_COLUMNS = (
     "id, coordinate, memory_type, payload, text, importance, metadata, tags, agent_id, user_id,"
     " session_id, created_at, updated_at, last_accessed_at, access_count, version, expires_at,"
     " embedding, index_pending"
+)
+MEMORY_COLUMNS_NO_VECTOR = MEMORY_COLUMNS.replace(
+    " embedding,", " CASE WHEN embedding IS NULL THEN NULL ELSE '{}'::float4[] END AS embedding,"
 )
 LINK_COLUMNS = "from_id, to_id, type, strength, metadata, created_at, updated_at, version"
 
@@ -149,13 +156,19 @@ class Tx:
         ).fetchone()
         return MemoryRow.from_db(row) if row else None
 
-    def get_many(self, ids: Sequence[uuid.UUID], *, live_only: bool = True) -> list[MemoryRow]:
+    def get_many(
+        self, ids: Sequence[uuid.UUID], *, live_only: bool = True, vectors: bool = True
+    ) -> list[MemoryRow]:
+        """Rows by id. `vectors=False` leaves the embeddings in the database: a
+        row with one gets `embedding == []` (has a vector, not loaded), which
+        spares shipping and parsing 384 floats per row for answers without them."""
         if not ids:
             return []
         where = sql.SQL("id = ANY(%s)")
         if live_only:
             where = sql.SQL(" AND ").join([where, NOT_EXPIRED])
-        query = sql.SQL("SELECT {} FROM memories WHERE {}").format(sql.SQL(MEMORY_COLUMNS), where)
+        columns = MEMORY_COLUMNS if vectors else MEMORY_COLUMNS_NO_VECTOR
+        query = sql.SQL("SELECT {} FROM memories WHERE {}").format(sql.SQL(columns), where)
         return [MemoryRow.from_db(r) for r in self.conn.execute(query, (list(ids),))]
 
     def count(self) -> int:
@@ -219,13 +232,26 @@ class Tx:
         )
 
     def touch(self, ids: Sequence[uuid.UUID]) -> None:
-        """Count an access (GET, recall): feeds decay and access statistics."""
+        """Count an access now (GET): feeds decay and access statistics."""
         if ids:
             self.conn.execute(
                 "UPDATE memories SET access_count = access_count + 1, last_accessed_at = now()"
                 " WHERE id = ANY(%s)",
                 (list(ids),),
             )
+
+    def add_accesses(self, counts: Mapping[uuid.UUID, tuple[int, datetime]]) -> None:
+        """Add batched access counts (AccessLog): n accesses, the last one at `at`."""
+        if not counts:
+            return
+        ids = sorted(counts)  # one lock order for every writer: no deadlocks between batches
+        self.conn.execute(
+            "UPDATE memories AS m SET access_count = m.access_count + c.n,"
+            " last_accessed_at = greatest(m.last_accessed_at, c.at)"
+            " FROM unnest(%s::uuid[], %s::bigint[], %s::timestamptz[]) AS c(id, n, at)"
+            " WHERE m.id = c.id",
+            (ids, [counts[i][0] for i in ids], [counts[i][1] for i in ids]),
+        )
 
     def delete_rows(self, ids: Sequence[uuid.UUID]) -> list[MemoryRow]:
         if not ids:
@@ -556,3 +582,85 @@ class PostgresStore:
             else None,
             "table_bytes": sizes,
         }
+
+
+class AccessLog:
+    """Access counts of recall hits, kept off the request path and written in batches.
+
+    Recall used to UPDATE its hits inside the request: a write, row locks and
+    WAL on every search, plus two round trips. Now a search only records ids
+    here; a background thread adds the counts every `interval` seconds (sooner
+    when `max_pending` memories wait) in one UPDATE, and `close()` writes what
+    is left, so a clean shutdown loses no count. A crash loses at most one
+    interval of counts (they feed decay and statistics, nothing else). A failed
+    write keeps the counts for the next try.
+    """
+
+    def __init__(
+        self, store: PostgresStore, *, interval: float = 1.0, max_pending: int = 5000
+    ) -> None:
+        self._store = store
+        self._interval = interval
+        self._max_pending = max_pending
+        self._lock = threading.Lock()
+        self._pending: dict[uuid.UUID, tuple[int, datetime]] = {}
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def record(self, ids: Sequence[uuid.UUID]) -> None:
+        if not ids:
+            return
+        now = datetime.now(UTC)
+        with self._lock:
+            for memory_id in ids:
+                count = self._pending.get(memory_id, (0, now))[0]
+                self._pending[memory_id] = (count + 1, now)
+            full = len(self._pending) >= self._max_pending
+        if full:
+            self._wake.set()
+
+    def pending(self) -> int:
+        """Memories with counts not written yet."""
+        with self._lock:
+            return len(self._pending)
+
+    def flush(self) -> int:
+        """Write the pending counts now; returns how many memories were updated."""
+        with self._lock:
+            batch, self._pending = self._pending, {}
+        if not batch:
+            return 0
+        try:
+            with self._store.tx() as tx:
+                tx.add_accesses(batch)
+        except Exception as exc:
+            with self._lock:  # put them back, merged with what arrived meanwhile
+                for memory_id, (count, at) in batch.items():
+                    now_count, now_at = self._pending.get(memory_id, (0, at))
+                    self._pending[memory_id] = (count + now_count, max(at, now_at))
+            log.warning("access counts not written (%d memories kept): %s", len(batch), exc)
+            return 0
+        return len(batch)
+
+    def start(self) -> None:
+        if self._thread is not None:
+            return
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, name="access-log", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self._wake.wait(self._interval)
+            self._wake.clear()
+            self.flush()
+
+    def close(self) -> None:
+        """Stop the writer and write what is left (before the pool closes)."""
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout=30)
+            self._thread = None
+        self.flush()

@@ -20,6 +20,15 @@ def admin_rows(tenant: Tenant, query: str, *params: Any) -> list[dict[str, Any]]
         return conn.execute(query, params).fetchall()  # type: ignore[arg-type]
 
 
+def admin_exec(tenant: Tenant, statement: str) -> None:
+    """Run a statement without results (GRANT, REVOKE...) as the superuser in the tenant schema."""
+    with psycopg.connect(tenant.admin_dsn, autocommit=True) as conn:
+        conn.execute(
+            sql.SQL("SET search_path = {}, extensions").format(sql.Identifier(tenant.schema))
+        )
+        conn.execute(statement)  # type: ignore[arg-type]
+
+
 def outbox(tenant: Tenant) -> list[dict[str, Any]]:
     return admin_rows(tenant, "SELECT * FROM outbox ORDER BY occurred_at, event_type")
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
 
@@ -11,6 +12,7 @@ from fastapi.testclient import TestClient
 from memory_runtime.api import create_app
 from memory_runtime.models import SearchIn
 from memory_runtime.service import InvalidInputError, MemoryService
+from memory_runtime.storage.postgres import AccessLog
 from tests.integration.runtime.conftest import (
     ADMIN_TOKEN,
     HashingTestEmbedder,
@@ -19,6 +21,7 @@ from tests.integration.runtime.conftest import (
     closed_port,
     tenant_settings,
 )
+from tests.integration.runtime.helpers import admin_exec, admin_rows
 
 pytestmark = pytest.mark.integration
 
@@ -149,9 +152,60 @@ def test_recency_and_importance_weights(seeded: TestClient):
     assert r.status_code == 422
 
 
-def test_recall_counts_access(seeded: TestClient):
-    seeded.get("/memories/search", params={"query": "markets", "mode": "keyword"})
-    assert seeded.get("/memories/3").json()["access_count"] == 2
+def access(tenant: Tenant, coordinate: float) -> tuple[int, datetime]:
+    [row] = admin_rows(
+        tenant,
+        "SELECT access_count, last_accessed_at FROM memories WHERE coordinate = %s::float8[]",
+        [coordinate],
+    )
+    return int(row["access_count"]), row["last_accessed_at"]
+
+
+def test_recall_counts_access_off_the_request_path(seeded: TestClient, tenant: Tenant):
+    svc: MemoryService = seeded.app.state.service  # type: ignore[attr-defined]
+    svc.accesses.close()  # stop the background writer: this test decides when to write
+    before, accessed_before = access(tenant, 3.0)
+    for _ in range(3):
+        r = seeded.get("/memories/search", params={"query": "markets", "mode": "keyword"})
+        assert coords(r) == [3.0]
+    # the search wrote nothing itself...
+    assert access(tenant, 3.0) == (before, accessed_before)
+    assert svc.accesses.pending() == 1
+    # ...its counts go in one batched write, all three of them
+    assert svc.accesses.flush() == 1
+    count, accessed = access(tenant, 3.0)
+    assert count == before + 3
+    assert accessed > accessed_before
+    assert svc.accesses.pending() == 0
+    # a GET still counts at once and shows it
+    assert seeded.get("/memories/3").json()["access_count"] == before + 4
+
+
+def test_clean_shutdown_writes_pending_access_counts(tenant: Tenant):
+    settings = tenant_settings(tenant, embedding_provider="local")
+    app = create_app(settings, embedder=HashingTestEmbedder())
+    with TestClient(app) as c:
+        c.headers.update(bearer(ADMIN_TOKEN))
+        c.post("/memories", json={"coordinate": [1], "payload": {"text": "tea with milk"}})
+        app.state.service.accesses.close()  # stop the background writer: no write before exit
+        assert coords(c.post("/memories/search", json={"query": "tea"})) == [1.0]
+        assert access(tenant, 1.0)[0] == 0
+    assert access(tenant, 1.0)[0] == 1  # written by the lifespan shutdown
+
+
+def test_failed_access_write_keeps_the_counts(seeded: TestClient, tenant: Tenant):
+    svc: MemoryService = seeded.app.state.service  # type: ignore[attr-defined]
+    log = AccessLog(svc.db)  # not started: this test decides when to write
+    memory_id = seeded.get("/memories/3").json()["id"]
+    before = access(tenant, 3.0)[0]
+    admin_exec(tenant, f"REVOKE UPDATE ON memories FROM {tenant.role}")
+    log.record([uuid.UUID(memory_id)])
+    assert log.flush() == 0  # refused by the database: nothing written, nothing lost
+    assert log.pending() == 1
+    log.record([uuid.UUID(memory_id)])
+    admin_exec(tenant, f"GRANT UPDATE ON memories TO {tenant.role}")
+    assert log.flush() == 1
+    assert access(tenant, 3.0)[0] == before + 2
 
 
 @pytest.fixture

@@ -11,7 +11,9 @@ from __future__ import annotations
 import json
 import logging
 import math
+import threading
 import uuid
+from collections import OrderedDict
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -205,6 +207,38 @@ class ImportedMemory(BaseModel):
     vector: list[float] | None = None
 
 
+class QueryVectorCache:
+    """A small LRU of query text -> query vector (thread-safe).
+
+    Agents repeat queries; embedding one costs ~10 ms of CPU with the local
+    model (a network call with http), while the vector for a text never changes
+    for a namespace's embedder. Bounded: `maxsize` vectors (~10 KB each).
+    """
+
+    def __init__(self, maxsize: int = 256) -> None:
+        self.maxsize = maxsize
+        self._lock = threading.Lock()
+        self._items: OrderedDict[str, list[float]] = OrderedDict()
+
+    def get(self, text: str) -> list[float] | None:
+        with self._lock:
+            vector = self._items.get(text)
+            if vector is not None:
+                self._items.move_to_end(text)
+            return vector
+
+    def put(self, text: str, vector: list[float]) -> None:
+        with self._lock:
+            self._items[text] = vector
+            self._items.move_to_end(text)
+            while len(self._items) > self.maxsize:
+                self._items.popitem(last=False)
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._items)
+
+
 class MemoryService:
     def __init__(
         self,
@@ -220,6 +254,7 @@ class MemoryService:
         # recall's access counts, written in batches off the request path; the
         # app starts its writer and closes it (writing what is left) on shutdown
         self.accesses = AccessLog(store)
+        self.query_vectors = QueryVectorCache()
 
     # --- helpers --------------------------------------------------------
     @property
@@ -244,6 +279,14 @@ class MemoryService:
             log.warning("embedding failed, records stay pending: %s", exc)
             return None
         return [self._check_vector(v, "embedder output") for v in vectors]
+
+    def _query_vector(self, query: str) -> list[float]:
+        """The query's vector, from the LRU when this exact text was embedded lately."""
+        vector = self.query_vectors.get(query)
+        if vector is None:
+            vector = self._check_vector(self.embedder.embed([query])[0], "embedder output")
+            self.query_vectors.put(query, vector)
+        return vector
 
     def resolve(
         self, tx: Tx, key: str | Sequence[float] | uuid.UUID, *, lock: bool = False
@@ -504,7 +547,7 @@ class MemoryService:
                 qvec = self._check_vector(req.vector, "query vector")
             elif query and self.embeds:
                 try:
-                    qvec = self._check_vector(self.embedder.embed([query])[0], "embedder output")
+                    qvec = self._query_vector(query)
                 except EmbeddingError as exc:
                     if req.mode == "vector":
                         raise UnavailableError(f"the embedder failed: {exc}") from None

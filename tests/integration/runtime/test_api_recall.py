@@ -359,3 +359,22 @@ def test_hybrid_with_the_embedder_down_says_so(embedder_down: TestClient):
     assert r.json()["degraded"] == ["embedding"]
     assert r.headers["recall-degraded"] == "embedding"
     assert c.post("/memories/search", json={"query": "fox", "mode": "vector"}).status_code == 503
+
+
+def test_repeated_query_texts_are_embedded_once(seeded: TestClient, embedder: HashingTestEmbedder):
+    svc: MemoryService = seeded.app.state.service  # type: ignore[attr-defined]
+    svc.query_vectors.maxsize = 1
+
+    def search(query: str) -> list[float]:
+        return coords(seeded.post("/memories/search", json={"query": query, "mode": "vector"}))
+
+    calls = embedder.calls
+    first = search("brown fox")
+    assert embedder.calls == calls + 1
+    assert search("brown fox") == first  # same answer, from the cached vector
+    assert embedder.calls == calls + 1
+    search("stock markets")  # a new text: embedded, and it evicts "brown fox" (maxsize 1)
+    assert embedder.calls == calls + 2
+    assert len(svc.query_vectors) == 1
+    assert search("brown fox") == first
+    assert embedder.calls == calls + 3

@@ -143,3 +143,38 @@ def test_openai_response_parsing() -> None:
         _parse_data([{"index": 0, "embedding": [1.0]}, {"index": 0, "embedding": [2.0]}], 2, 1)
     with pytest.raises(EmbeddingError, match="non-finite"):
         _parse_data([{"index": 0, "embedding": [float("nan")]}], 1, 1)
+
+
+def test_single_text_path_matches_the_padded_batch_path(embedder: LocalEmbedder) -> None:
+    # One text has no padding, so the forward pass skips the attention bias; its
+    # vector must equal the same text's row in a padded batch (which adds it).
+    texts = ["tea", "the engineer repaired the kubernetes cluster at midnight", "Café 東京"]
+    padded = embedder.embed_array([*texts, "a " * 60])
+    for i, text in enumerate(texts):
+        single = embedder.embed_array([text])[0]
+        assert np.abs(single - padded[i]).max() <= 2e-7, text
+
+
+def test_in_place_kernels_equal_the_textbook_expressions() -> None:
+    # The hot-path GELU and LayerNorm overwrite their input to save temporaries;
+    # they must give bit-identical float32 results to the plain expressions.
+    from memory_runtime.embeddings import local
+
+    rng = np.random.default_rng(3)
+    x = (rng.standard_normal((2, 14, 1536)) * 3).astype(np.float32)
+    x[0, 0, :3] = 0.0  # erf's sign at zero
+    c = np.float32(1.0 / np.sqrt(2.0))
+    z = x * c
+    a = np.abs(z)
+    t = 1.0 / (1.0 + 0.3275911 * a)
+    poly = t * (
+        0.254829592 + t * (-0.284496736 + t * (1.421413741 + t * (-1.453152027 + t * 1.061405429)))
+    )
+    expected_gelu = 0.5 * x * (1.0 + np.sign(z) * (1.0 - poly * np.exp(-a * a)))
+    np.testing.assert_array_equal(local._gelu(x.copy()), expected_gelu)
+    w = rng.standard_normal(1536).astype(np.float32)
+    b = rng.standard_normal(1536).astype(np.float32)
+    mean = x.mean(axis=-1, keepdims=True)
+    var = ((x - mean) ** 2).mean(axis=-1, keepdims=True)
+    expected_ln = (x - mean) / np.sqrt(var + 1e-12) * w + b
+    np.testing.assert_array_equal(local._layer_norm(x.copy(), w, b, 1e-12), expected_ln)

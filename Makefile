@@ -34,6 +34,7 @@ venv: $(STAMP)
 provision: venv
 	scripts/build-kube.sh
 	scripts/fetch-kafka.sh
+	scripts/build-helm.sh
 
 run: venv
 	$(PY) -m memory_runtime serve --embedded

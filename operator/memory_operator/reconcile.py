@@ -110,11 +110,19 @@ class Reconciler:
     # -- entry points ----------------------------------------------------
 
     def reconcile(self, cr: dict[str, Any]) -> Result:
+        return self._measured(self._reconcile, cr)
+
+    def finalize(self, cr: dict[str, Any]) -> Result:
+        """Run on deletion (behind the finalizer). Result.error set: keep the finalizer."""
+        return self._measured(self._finalize, cr)
+
+    def _measured(self, run: Callable[[dict[str, Any]], Result], cr: dict[str, Any]) -> Result:
+        """Time one pass and count its result; a Kubernetes failure outside a step
+        (listing claims, status patch) becomes an error Result."""
         with reconcile_timer():
             try:
-                result = self._reconcile(cr)
+                result = run(cr)
             except StepError as err:
-                # Kubernetes itself failed outside a step (listing claims, status patch).
                 result = Result(
                     dict(cr.get("status") or {}),
                     error=err.kind,
@@ -127,21 +135,6 @@ class Reconciler:
         record_result(
             ERROR if result.error else REQUEUE if result.requeue_after is not None else SUCCESS
         )
-        return result
-
-    def finalize(self, cr: dict[str, Any]) -> Result:
-        """Run on deletion (behind the finalizer). Result.error set: keep the finalizer."""
-        with reconcile_timer():
-            try:
-                result = self._finalize(cr)
-            except StepError as err:
-                result = Result(
-                    dict(cr.get("status") or {}),
-                    error=err.kind,
-                    reason=err.reason,
-                    message=err.message,
-                )
-        record_result(ERROR if result.error else SUCCESS)
         return result
 
     # -- reconcile -------------------------------------------------------

@@ -1,0 +1,54 @@
+"""Counting accesses must not write index entries: the update stays HOT."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+import psycopg
+import pytest
+
+from memory_runtime.storage.migrate import search_path
+from memory_runtime.storage.postgres import Tx
+from tests.integration.runtime.conftest import Tenant
+
+pytestmark = pytest.mark.integration
+
+
+def test_access_count_updates_are_heap_only(migrated: Tenant) -> None:
+    # Fill many pages the way a loaded tenant has them, then count accesses. An
+    # update that is not HOT (an index covers a changed column, or the page has
+    # no room) puts the new version elsewhere and adds it to every index.
+    with psycopg.connect(migrated.dsn) as conn:
+        path = search_path(migrated.schema, "extensions")
+        conn.execute("SELECT set_config('search_path', %s, false)", (path,))
+        conn.execute(
+            "INSERT INTO memories (id, coordinate, memory_type, text, tags, user_id)"
+            " SELECT gen_random_uuid(), ARRAY[i::float8], 'episodic',"
+            " 'the engineer repaired the cluster ' || i, ARRAY['t' || (i % 10)], 'u' || (i % 7)"
+            " FROM generate_series(1, 3000) AS i"
+        )
+        conn.commit()
+        # one row on each of 20 pages (as recall hits spread over a table)
+        spread: list[Any] = [
+            r[0]
+            for r in conn.execute(
+                "SELECT DISTINCT ON ((ctid::text::point)[0]) id FROM memories"
+                " ORDER BY (ctid::text::point)[0], ctid LIMIT 20"
+            )
+        ]
+        assert len(spread) == 20
+        with conn.transaction():
+            Tx(conn).add_accesses({i: (1, datetime.now(UTC)) for i in spread})
+            row = conn.execute(
+                "SELECT pg_stat_get_xact_tuples_updated('memories'::regclass),"
+                " pg_stat_get_xact_tuples_hot_updated('memories'::regclass)"
+            ).fetchone()
+        assert row == (20, 20)
+        counts = conn.execute(
+            "SELECT count(*) FROM memories WHERE access_count = 1 AND id = ANY(%s)",
+            (spread,),
+        ).fetchone()
+        assert counts == (20,)
+        assert isinstance(spread[0], uuid.UUID)

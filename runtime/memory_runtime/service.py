@@ -234,6 +234,10 @@ class QueryVectorCache:
             while len(self._items) > self.maxsize:
                 self._items.popitem(last=False)
 
+    def clear(self) -> None:
+        with self._lock:
+            self._items.clear()
+
     def __len__(self) -> int:
         with self._lock:
             return len(self._items)

@@ -133,7 +133,7 @@ def create_app(
         finally:
             for job in jobs:
                 job.stop()
-            service.accesses.close()  # writes the last recall access counts
+            service.close()  # writes the last recall access counts
             store.close()
 
     app = FastAPI(

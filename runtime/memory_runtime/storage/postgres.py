@@ -274,12 +274,7 @@ class Tx:
         return [r["id"] for r in self.conn.execute(query, params)]
 
     def keyword_search(
-        self,
-        query_text: str,
-        flt: VectorFilter,
-        limit: int,
-        *,
-        also_rank: Sequence[uuid.UUID] = (),
+        self, query_text: str, flt: VectorFilter, limit: int
     ) -> list[tuple[uuid.UUID, float]]:
         """Full-text candidates: up to `limit` (id, ts_rank_cd), best first.
 
@@ -289,13 +284,11 @@ class Tx:
         1. rows matching ALL query words (the best keyword hits there can be);
         2. only if step 1 found fewer than `limit`: rows matching ANY word, in
            table order (an unordered LIMIT: picking the best would mean ranking
-           them all);
-        3. the `also_rank` ids (hybrid passes its vector candidates) if they
-           match any word, so a semantic hit gets its real keyword share even
-           when step 2's sample missed it; these are returned beyond `limit`.
+           them all).
         Every candidate is ranked with the ANY query (cover density), so rows
         matching more words rank higher. The price: with more matches than the
-        pool, the keyword side may miss some of the best-ranked rows.
+        pool, the keyword side may miss some of the best-ranked rows; hybrid
+        recall therefore also ranks its vector candidates (`keyword_ranks`).
         """
         where, params = filter_clause(flt)
         pool = keyword_pool(limit)
@@ -308,30 +301,34 @@ class Tx:
             " strict AS MATERIALIZED (SELECT id, tsv FROM memories, q"
             "  WHERE tsv @@ q.all_q AND {m} LIMIT %s),"
             " loose AS (SELECT id, tsv FROM memories, q"
-            "  WHERE (SELECT count(*) FROM strict) < %s AND tsv @@ q.any_q AND {m} LIMIT %s),"
-            " seen AS (SELECT id, tsv FROM memories, q"
-            "  WHERE id = ANY(%s::uuid[]) AND tsv @@ q.any_q AND {m}),"
-            " ranked AS (SELECT id, max(ts_rank_cd(c.tsv, q.any_q)) AS rank FROM"
-            "  (SELECT * FROM strict UNION ALL SELECT * FROM loose UNION ALL SELECT * FROM seen)"
-            "  AS c, q GROUP BY id)"
-            " SELECT id, rank FROM (SELECT id, rank,"
-            "  row_number() OVER (ORDER BY rank DESC, id) AS n FROM ranked) AS r"
-            " WHERE n <= %s OR id = ANY(%s::uuid[]) ORDER BY n"
+            "  WHERE (SELECT count(*) FROM strict) < %s AND tsv @@ q.any_q AND {m} LIMIT %s)"
+            " SELECT id, max(ts_rank_cd(c.tsv, q.any_q)) AS rank FROM"
+            "  (SELECT * FROM strict UNION ALL SELECT * FROM loose) AS c, q"
+            " GROUP BY id ORDER BY rank DESC, id LIMIT %s"
         ).format(m=matching)
-        ids = list(also_rank)
-        args = [
-            query_text,
-            *params,
-            pool,
-            limit,
-            *params,
-            pool,
-            ids,
-            *params,
-            limit,
-            ids,
-        ]
+        args = [query_text, *params, pool, limit, *params, pool, limit]
         rows = self.conn.execute(query, args).fetchall()
+        return [(r["id"], float(r["rank"])) for r in rows]
+
+    def keyword_ranks(
+        self, query_text: str, flt: VectorFilter, ids: Sequence[uuid.UUID]
+    ) -> list[tuple[uuid.UUID, float]]:
+        """(id, ts_rank_cd) of those `ids` that match any query word and the filter.
+
+        Hybrid recall gives its vector candidates their real keyword share this
+        way, even when keyword_search's bounded sample did not include them.
+        """
+        if not ids:
+            return []
+        where, params = filter_clause(flt)
+        query = sql.SQL(
+            "WITH q AS (SELECT"
+            " to_tsquery('simple', string_agg(quote_literal(lexeme), ' | ')) AS any_q"
+            " FROM unnest(tsvector_to_array(to_tsvector('english', %s))) AS lexeme)"
+            " SELECT id, ts_rank_cd(tsv, q.any_q) AS rank FROM memories, q"
+            " WHERE id = ANY(%s::uuid[]) AND tsv @@ q.any_q AND {} AND {}"
+        ).format(where, NOT_EXPIRED)
+        rows = self.conn.execute(query, [query_text, list(ids), *params]).fetchall()
         return [(r["id"], float(r["rank"])) for r in rows]
 
     def range(self, flt: VectorFilter, limit: int, offset: int) -> list[MemoryRow]:

@@ -11,10 +11,12 @@ from fastapi.testclient import TestClient
 
 from memory_runtime.api import create_app
 from memory_runtime.models import SearchIn
+from memory_runtime.ports import VectorFilter
 from memory_runtime.service import InvalidInputError, MemoryService
 from memory_runtime.storage.postgres import AccessLog
 from tests.integration.runtime.conftest import (
     ADMIN_TOKEN,
+    DIMENSIONS,
     HashingTestEmbedder,
     Tenant,
     bearer,
@@ -378,3 +380,29 @@ def test_repeated_query_texts_are_embedded_once(seeded: TestClient, embedder: Ha
     assert len(svc.query_vectors) == 1
     assert search("brown fox") == first
     assert embedder.calls == calls + 3
+
+
+def test_hybrid_vector_hits_get_their_keyword_share_beyond_the_sample(client: TestClient):
+    # 250 memories share "alpha", more than the keyword side samples (200 for
+    # top_k 10). The best vector match is stored last, outside that sample; the
+    # answer must still carry its real keyword rank, not "not a keyword hit".
+    dims = HashingTestEmbedder(dimensions=DIMENSIONS)
+
+    def dim(word: str) -> int:
+        return dims.embed([word])[0].index(1.0)
+
+    taken = {dim("alpha"), dim("omega")}  # fillers must not share them: vector ties
+    words = [w for w in (f"filler{i}" for i in range(1000)) if dim(w) not in taken][:250]
+    fillers = [{"coordinate": [i], "payload": {"text": f"alpha {w}"}} for i, w in enumerate(words)]
+    assert client.post("/memories/batch", json={"memories": fillers}).status_code == 200
+    last = {"coordinate": [999], "payload": {"text": "alpha"}}
+    assert client.post("/memories", json=last).status_code == 201
+    svc: MemoryService = client.app.state.service  # type: ignore[attr-defined]
+    with svc.db.tx() as tx:  # what the keyword side samples for top_k 3 (20 candidates)
+        sample = {i for i, _ in tx.keyword_search("alpha omega", VectorFilter(), 20)}
+    assert svc.get("999").id not in sample  # not in the sample...
+    r = client.post("/memories/search", json={"query": "alpha omega", "top_k": 3})
+    top = r.json()["hits"][0]
+    assert top["memory"]["coordinate"] == [999.0]
+    assert top["components"]["vector"] == pytest.approx(1 / 2**0.5, abs=1e-6)
+    assert top["components"]["keyword"] == pytest.approx(1.0)  # ...yet ranked like the rest

@@ -112,22 +112,18 @@ def test_rows_matching_every_word_come_first(conn: psycopg.Connection[Any]) -> N
     assert hits[2][1] > hits[3][1]  # matching both words ranks above matching one
 
 
-def test_also_rank_gives_outside_candidates_their_rank(conn: psycopg.Connection[Any]) -> None:
+def test_keyword_ranks_rates_candidates_outside_the_sample(conn: psycopg.Connection[Any]) -> None:
     # "alpha gamma": nothing matches both words, so the ANY-word sample fills the
-    # candidates from the table's start; the last row is outside that sample but,
-    # passed in (as hybrid passes its vector candidates), it still gets its rank.
+    # candidates from the table's start; the last row is outside that sample, but
+    # asked for by id (as hybrid asks for its vector candidates) it gets its rank.
+    missing = uuid.UUID(int=8)
     with conn.transaction():
-        plain = dict(Tx(conn).keyword_search("alpha gamma", VectorFilter(), 40))
-        ranked = dict(
-            Tx(conn).keyword_search(
-                "alpha gamma", VectorFilter(), 40, also_rank=[LONELY, uuid.UUID(int=8)]
-            )
-        )
-    assert LONELY not in plain
-    assert len(plain) == 40
-    assert ranked[LONELY] > 0
-    assert uuid.UUID(int=8) not in ranked  # ids that do not exist or match are not invented
-    assert len(ranked) == 41
+        sample = dict(Tx(conn).keyword_search("alpha gamma", VectorFilter(), 40))
+        ranks = dict(Tx(conn).keyword_ranks("alpha gamma", VectorFilter(), [LONELY, missing]))
+    assert LONELY not in sample
+    assert len(sample) == 40
+    assert ranks[LONELY] == pytest.approx(max(sample.values()))  # one matching word, like them
+    assert missing not in ranks  # ids that do not exist or match are not invented
 
 
 def test_filters_and_expiry_apply_to_every_step(conn: psycopg.Connection[Any]) -> None:
@@ -139,6 +135,6 @@ def test_filters_and_expiry_apply_to_every_step(conn: psycopg.Connection[Any]) -
     conn.commit()
     with conn.transaction():
         hits = Tx(conn).keyword_search("alpha beta", VectorFilter(user_id="u1"), 10)
-        also = Tx(conn).keyword_search("alpha", VectorFilter(user_id="u1"), 10, also_rank=[LONELY])
+        ranks = Tx(conn).keyword_ranks("alpha", VectorFilter(user_id="u1"), [LONELY])
     assert sorted(texts(conn, [i for i, _ in hits])) == ["alpha beta late 1", "alpha beta late 2"]
-    assert LONELY not in dict(also)  # filtered out even when passed in
+    assert ranks == []  # filtered out even when asked for by id

@@ -1,4 +1,4 @@
-"""Counting accesses must not write index entries: the update stays HOT."""
+"""Writes that keep recall cheap: HOT access counts, no GIN pending list."""
 
 from __future__ import annotations
 
@@ -52,3 +52,24 @@ def test_access_count_updates_are_heap_only(migrated: Tenant) -> None:
         ).fetchone()
         assert counts == (20,)
         assert isinstance(spread[0], uuid.UUID)
+
+
+def test_new_memories_go_straight_into_the_full_text_index(migrated: Tenant) -> None:
+    # Rows waiting in GIN's pending list are scanned linearly by every keyword
+    # search until a vacuum merges them: stores must not leave any there.
+    with psycopg.connect(migrated.dsn) as conn:
+        path = search_path(migrated.schema, "extensions")
+        conn.execute("SELECT set_config('search_path', %s, false)", (path,))
+        conn.execute(
+            "INSERT INTO memories (id, coordinate, memory_type, text)"
+            " SELECT gen_random_uuid(), ARRAY[i::float8], 'episodic', 'fresh words ' || i"
+            " FROM generate_series(1, 500) AS i"
+        )
+        conn.commit()
+    with psycopg.connect(migrated.admin_dsn, autocommit=True) as admin:
+        admin.execute("CREATE EXTENSION IF NOT EXISTS pgstattuple")
+        row = admin.execute(
+            "SELECT pending_tuples FROM pgstatginindex(%s::regclass)",
+            (f"{migrated.schema}.memories_tsv_idx",),
+        ).fetchone()
+    assert row == (0,)

@@ -138,8 +138,9 @@ def plan_topics(observed: Mapping[str, TopicState | None], target: TopicsTarget)
     return TopicsPlan(tuple(create), grow, tuple(retention))
 
 
-def _to_binding(acl: KafkaAcl) -> AclBinding:
-    return AclBinding(
+def _acl_fields(acl: KafkaAcl) -> tuple[Any, ...]:
+    """The positional fields AclBinding and AclBindingFilter share, in their order."""
+    return (
         ResourceType[acl.resource_type],
         acl.resource_name,
         ResourcePatternType[acl.pattern_type],
@@ -148,19 +149,15 @@ def _to_binding(acl: KafkaAcl) -> AclBinding:
         AclOperation[acl.operation],
         AclPermissionType[acl.permission],
     )
+
+
+def _to_binding(acl: KafkaAcl) -> AclBinding:
+    return AclBinding(*_acl_fields(acl))
 
 
 def _to_filter(acl: KafkaAcl) -> AclBindingFilter:
     # Every field exact: the filter matches this one binding and nothing else.
-    return AclBindingFilter(
-        ResourceType[acl.resource_type],
-        acl.resource_name,
-        ResourcePatternType[acl.pattern_type],
-        acl.principal,
-        acl.host,
-        AclOperation[acl.operation],
-        AclPermissionType[acl.permission],
-    )
+    return AclBindingFilter(*_acl_fields(acl))
 
 
 def _from_binding(binding: AclBinding) -> KafkaAcl:

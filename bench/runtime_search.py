@@ -6,6 +6,7 @@ memories at each size, and for the same queries, interleaved, measures:
 
   raw_embed      the local all-MiniLM-L6-v2 embedding one query (in-process)
   raw_pgvector   PgVectorIndex.search for 40 candidates (what recall asks the index)
+  raw_keyword    the full-text candidate query for 40 candidates (Tx.keyword_search)
   http_vector    POST /memories/search with a client vector, mode=vector
   http_text      POST /memories/search with query text, mode=vector (includes embedding)
   http_hybrid    POST /memories/search with query text, mode=hybrid (embedding + full text)
@@ -52,6 +53,7 @@ from memory_runtime.api import create_app  # noqa: E402
 from memory_runtime.embeddings import build_embedder  # noqa: E402
 from memory_runtime.ports import VectorFilter  # noqa: E402
 from memory_runtime.settings import Settings  # noqa: E402
+from memory_runtime.storage.postgres import PostgresStore  # noqa: E402
 from memory_runtime.vectors import build_vector_index  # noqa: E402
 
 SUBJECTS = (
@@ -186,7 +188,19 @@ class Bench:
             qdrant_api_key=None,
             collection="",
         )
+        self.store = PostgresStore(
+            self.settings.database_url,
+            self.settings.schema_name,
+            self.settings.database_extensions_schema,
+            max_size=2,
+        )
+        self.store.open()
         self.loaded = 0  # client-vector memories stored so far
+
+    def keyword(self, query: str) -> None:
+        with self.store.tx() as tx:
+            if not tx.keyword_search(query, VectorFilter(), 40):
+                raise RuntimeError(f"no keyword candidates for {query!r}")
 
     def versions(self) -> dict[str, str]:
         with self.pool.connection() as conn:
@@ -198,6 +212,7 @@ class Bench:
     def close(self) -> None:
         self.http.close()
         self.pool.close()
+        self.store.close()
         self.server.should_exit = True
         self.thread.join(timeout=30)
         self.local.server.cleanup()  # stops the PostgreSQL server this run started
@@ -270,7 +285,14 @@ class Bench:
         }
 
     def measure(self) -> dict[str, Any]:
-        series = ("raw_embed", "raw_pgvector", "http_vector", "http_text", "http_hybrid")
+        series = (
+            "raw_embed",
+            "raw_pgvector",
+            "raw_keyword",
+            "http_vector",
+            "http_text",
+            "http_hybrid",
+        )
         samples: dict[str, list[float]] = {k: [] for k in (*series, "http_text_repeat")}
         cache = self.app.state.service.query_vectors
 
@@ -286,6 +308,7 @@ class Bench:
             parts = {
                 "raw_embed": lambda q=q: self.embedder.embed([q]),
                 "raw_pgvector": lambda vec=vec: self.index.search(vec, 40, VectorFilter()),
+                "raw_keyword": lambda q=q: self.keyword(q),
                 "http_vector": lambda vec=vec: search({"vector": vec, "mode": "vector"}),
                 "http_text": lambda q=q: search({"query": q, "mode": "vector"}),
                 "http_hybrid": lambda q=q: search({"query": q}),

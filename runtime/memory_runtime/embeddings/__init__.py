@@ -1,4 +1,4 @@
-"""Embedding providers: `local` (bundled all-MiniLM-L6-v2 in numpy), `http`, `none`."""
+"""Embedding providers: `local` (bundled all-MiniLM-L6-v2, onnxruntime), `http`, `none`."""
 
 from __future__ import annotations
 

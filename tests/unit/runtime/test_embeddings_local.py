@@ -1,4 +1,4 @@
-"""The numpy all-MiniLM-L6-v2 matches sentence-transformers and ranks sensibly."""
+"""The local all-MiniLM-L6-v2 (onnxruntime) matches sentence-transformers and ranks sensibly."""
 
 from __future__ import annotations
 
@@ -146,8 +146,8 @@ def test_openai_response_parsing() -> None:
 
 
 def test_single_text_path_matches_the_padded_batch_path(embedder: LocalEmbedder) -> None:
-    # One text has no padding, so the forward pass skips the attention bias; its
-    # vector must equal the same text's row in a padded batch (which adds it).
+    # A text's vector must not depend on the padding its batch neighbours force
+    # on it (padded keys are masked out of attention and pooling).
     texts = ["tea", "the engineer repaired the kubernetes cluster at midnight", "Café 東京"]
     padded = embedder.embed_array([*texts, "a " * 60])
     for i, text in enumerate(texts):
@@ -155,26 +155,85 @@ def test_single_text_path_matches_the_padded_batch_path(embedder: LocalEmbedder)
         assert np.abs(single - padded[i]).max() <= 2e-7, text
 
 
-def test_in_place_kernels_equal_the_textbook_expressions() -> None:
-    # The hot-path GELU and LayerNorm overwrite their input to save temporaries;
-    # they must give bit-identical float32 results to the plain expressions.
-    from memory_runtime.embeddings import local
+def test_graph_is_the_documented_encoder_on_tiny_weights() -> None:
+    # A 1-layer, 2-head BERT with random weights: the graph must compute exactly
+    # BertModel + mean pooling + L2 norm, written out in numpy here.
+    import onnx
+    import onnxruntime
 
-    rng = np.random.default_rng(3)
-    x = (rng.standard_normal((2, 14, 1536)) * 3).astype(np.float32)
-    x[0, 0, :3] = 0.0  # erf's sign at zero
-    c = np.float32(1.0 / np.sqrt(2.0))
-    z = x * c
-    a = np.abs(z)
-    t = 1.0 / (1.0 + 0.3275911 * a)
-    poly = t * (
-        0.254829592 + t * (-0.284496736 + t * (1.421413741 + t * (-1.453152027 + t * 1.061405429)))
+    from memory_runtime.embeddings.bert_graph import INPUTS, OUTPUT, build_sentence_encoder
+
+    rng = np.random.default_rng(7)
+    hidden, ff, vocab = 8, 16, 20
+    config = {"hidden_size": hidden, "num_attention_heads": 2, "layer_norm_eps": 1e-12,
+              "num_hidden_layers": 1}  # fmt: skip
+    shapes = {
+        "embeddings.word_embeddings.weight": (vocab, hidden),
+        "embeddings.position_embeddings.weight": (16, hidden),
+        "embeddings.token_type_embeddings.weight": (2, hidden),
+        "embeddings.LayerNorm.weight": (hidden,),
+        "embeddings.LayerNorm.bias": (hidden,),
+    }
+    p = "encoder.layer.0."
+    for name, out_dim, in_dim in (
+        ("attention.self.query", hidden, hidden),
+        ("attention.self.key", hidden, hidden),
+        ("attention.self.value", hidden, hidden),
+        ("attention.output.dense", hidden, hidden),
+        ("intermediate.dense", ff, hidden),
+        ("output.dense", hidden, ff),
+    ):
+        shapes[p + name + ".weight"] = (out_dim, in_dim)
+        shapes[p + name + ".bias"] = (out_dim,)
+    for norm in ("attention.output.LayerNorm", "output.LayerNorm"):
+        shapes[p + norm + ".weight"] = (hidden,)
+        shapes[p + norm + ".bias"] = (hidden,)
+    w = {k: rng.standard_normal(s).astype(np.float32) for k, s in shapes.items()}
+
+    ids = np.array([[1, 5, 7, 2], [1, 9, 2, 0]], dtype=np.int64)
+    types = np.array([[0, 0, 1, 1], [0, 1, 1, 0]], dtype=np.int64)
+    mask = np.array([[1, 1, 1, 1], [1, 1, 1, 0]], dtype=np.int64)
+    model = build_sentence_encoder(config, {"bert." + k: v for k, v in w.items()})
+    onnx.checker.check_model(model, full_check=True)  # valid graph, shapes infer
+    session = onnxruntime.InferenceSession(model.SerializeToString())
+    got = session.run([OUTPUT], dict(zip(INPUTS, (ids, types, mask), strict=True)))[0]
+
+    from math import erf
+
+    def ln(x: np.ndarray, prefix: str) -> np.ndarray:
+        mu = x.mean(-1, keepdims=True)
+        var = ((x - mu) ** 2).mean(-1, keepdims=True)
+        return (x - mu) / np.sqrt(var + 1e-12) * w[prefix + ".weight"] + w[prefix + ".bias"]
+
+    def lin(x: np.ndarray, prefix: str) -> np.ndarray:
+        return x @ w[prefix + ".weight"].T + w[prefix + ".bias"]
+
+    x = (
+        w["embeddings.word_embeddings.weight"][ids]
+        + w["embeddings.position_embeddings.weight"][:4]
+        + w["embeddings.token_type_embeddings.weight"][types]
     )
-    expected_gelu = 0.5 * x * (1.0 + np.sign(z) * (1.0 - poly * np.exp(-a * a)))
-    np.testing.assert_array_equal(local._gelu(x.copy()), expected_gelu)
-    w = rng.standard_normal(1536).astype(np.float32)
-    b = rng.standard_normal(1536).astype(np.float32)
-    mean = x.mean(axis=-1, keepdims=True)
-    var = ((x - mean) ** 2).mean(axis=-1, keepdims=True)
-    expected_ln = (x - mean) / np.sqrt(var + 1e-12) * w + b
-    np.testing.assert_array_equal(local._layer_norm(x.copy(), w, b, 1e-12), expected_ln)
+    x = ln(x, "embeddings.LayerNorm")
+
+    def heads(t: np.ndarray) -> np.ndarray:
+        return t.reshape(2, 4, 2, 4).transpose(0, 2, 1, 3)
+
+    q, k, v = (heads(lin(x, p + "attention.self." + n)) for n in ("query", "key", "value"))
+    scores = q @ k.transpose(0, 1, 3, 2) / 2.0 + np.where(mask[:, None, None, :], 0.0, -1e9)
+    probs = np.exp(scores - scores.max(-1, keepdims=True))
+    probs /= probs.sum(-1, keepdims=True)
+    context = (probs @ v).transpose(0, 2, 1, 3).reshape(2, 4, hidden)
+    x = ln(lin(context, p + "attention.output.dense") + x, p + "attention.output.LayerNorm")
+    inner = lin(x, p + "intermediate.dense")
+    gelu = 0.5 * inner * (1 + np.vectorize(erf)(inner / np.sqrt(2)))
+    x = ln(lin(gelu, p + "output.dense") + x, p + "output.LayerNorm")
+    pooled = (x * mask[:, :, None]).sum(1) / mask.sum(1, keepdims=True)
+    expected = pooled / np.linalg.norm(pooled, axis=1, keepdims=True)
+
+    assert got.shape == (2, hidden)
+    np.testing.assert_allclose(got, expected, atol=1e-5)
+    # The padded position really is ignored: dropping it changes nothing.
+    alone = session.run(
+        [OUTPUT], dict(zip(INPUTS, (ids[1:, :3], types[1:, :3], mask[1:, :3]), strict=True))
+    )[0]
+    np.testing.assert_allclose(alone[0], got[1], atol=1e-6)

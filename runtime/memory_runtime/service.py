@@ -15,6 +15,7 @@ import threading
 import uuid
 from collections import OrderedDict
 from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
@@ -259,6 +260,8 @@ class MemoryService:
         # app starts its writer and closes it (writing what is left) on shutdown
         self.accesses = AccessLog(store)
         self.query_vectors = QueryVectorCache()
+        # hybrid recall's full-text side runs here, next to the query embedding
+        self._keyword_pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="recall-keyword")
 
     # --- helpers --------------------------------------------------------
     @property
@@ -287,6 +290,7 @@ class MemoryService:
     def close(self) -> None:
         """Write pending access counts and stop the writer thread (app shutdown)."""
         self.accesses.close()
+        self._keyword_pool.shutdown(wait=True, cancel_futures=True)
 
     def _query_vector(self, query: str) -> list[float]:
         """The query's vector, from the LRU when this exact text was embedded lately."""
@@ -533,69 +537,51 @@ class MemoryService:
         flt = to_filter(req)
         candidates = min(200, max(req.top_k * 4, 20))
         query = req.query.strip() if req.query else ""
-        vector_hits: dict[uuid.UUID, float] = {}
-        keyword_hits: dict[uuid.UUID, float] = {}
-        degraded: list[Degradation] = []  # what hybrid had to skip; told to the client
-        if req.mode in ("hybrid", "vector"):
-            qvec: list[float] | None = None
-            if req.vector is not None:
-                qvec = self._check_vector(req.vector, "query vector")
-            elif query and self.embeds:
-                try:
-                    qvec = self._query_vector(query)
-                except EmbeddingError as exc:
-                    if req.mode == "vector":
-                        raise UnavailableError(f"the embedder failed: {exc}") from None
-                    log.warning("query embedding failed, keyword only: %s", exc)
-                    degraded.append("embedding")
-            if qvec is None and req.mode == "vector":
-                raise InvalidInputError(
-                    "vector mode needs a query vector (this namespace does not embed text)"
-                )
-            if qvec is not None:
-                try:
-                    hits = self.index.search(qvec, candidates, flt)
-                except VectorIndexUnavailable as exc:
-                    # only an outage degrades hybrid recall, and the answer says so
-                    if req.mode == "vector":
-                        raise UnavailableError("the vector index is unavailable") from exc
-                    log.warning("vector index unavailable, keyword only: %s", exc)
-                    degraded.append("vector")
-                    hits = []
-                except VectorIndexError as exc:
-                    # a filter the request models let through: refuse, never ignore it
-                    raise InvalidInputError(str(exc)) from None
-                vector_hits = {h.memory_id: h.similarity for h in hits}
-        if req.mode == "keyword" or (req.mode == "hybrid" and query):
-            # Serial on purpose: running it on another thread while this one
-            # embeds the query was measured no faster at p50 and slower at p95
-            # on 2 cores (the embedding and PostgreSQL already use both; the
-            # two Python threads then also contend for the GIL).
-            with self.db.tx() as tx:
-                keyword_hits = dict(tx.keyword_search(query, flt, candidates))
+        # Hybrid: the full-text query runs on another thread (and connection)
+        # while this one embeds the query and asks the vector index; the
+        # embedder releases the GIL, so the two overlap on separate cores.
+        keyword_job: Future[list[tuple[uuid.UUID, float]]] | None = None
+        if req.mode == "hybrid" and query:
+            keyword_job = self._keyword_pool.submit(
+                self._keyword_candidates, query, flt, candidates
+            )
+        try:
+            vector_hits, degraded = self._vector_candidates(req, query, flt, candidates)
+            keyword_hits: dict[uuid.UUID, float] = {}
+            if keyword_job is not None:
+                keyword_hits = dict(keyword_job.result())
+            elif req.mode == "keyword":
+                keyword_hits = dict(self._keyword_candidates(query, flt, candidates))
+        finally:
+            if keyword_job is not None:
+                keyword_job.cancel()  # only when the vector side raised before waiting
+        ids = list(vector_hits.keys() | keyword_hits.keys())
+        with self.db.tx() as tx:
+            # Ranking inputs for every candidate, full rows only for the winners.
+            found = tx.candidates(ids, query if req.mode == "hybrid" else None, flt)
+            for c in found:
                 # vector candidates outside the bounded keyword sample still get
                 # their real keyword share
-                missing = [i for i in vector_hits if i not in keyword_hits]
-                keyword_hits.update(tx.keyword_ranks(query, flt, missing))
-        ids = list(set(vector_hits) | set(keyword_hits))
-        with self.db.tx() as tx:
-            rows = {r.id: r for r in tx.get_many(ids, vectors=False)}
-        info = {
-            i: ranking.CandidateInfo(r.importance, r.updated_at, r.last_accessed_at)
-            for i, r in rows.items()
-        }
-        scored = ranking.fuse(
-            vector_hits,
-            keyword_hits,
-            info,
-            mode=req.mode,
-            weights=ranking.Weights(req.alpha, req.recency_weight, req.importance_weight),
-            distance=self.config.distance,  # type: ignore[arg-type]
-            now=now_utc(),
-            half_life_hours=self.config.half_life_hours,
-            decay_enabled=self.config.decay_enabled,
-            top_k=req.top_k,
-        )
+                if c.keyword_rank is not None and c.id not in keyword_hits:
+                    keyword_hits[c.id] = c.keyword_rank
+            scored = ranking.fuse(
+                vector_hits,
+                keyword_hits,
+                {
+                    c.id: ranking.CandidateInfo(c.importance, c.updated_at, c.last_accessed_at)
+                    for c in found
+                },
+                mode=req.mode,
+                weights=ranking.Weights(req.alpha, req.recency_weight, req.importance_weight),
+                distance=self.config.distance,  # type: ignore[arg-type]
+                now=now_utc(),
+                half_life_hours=self.config.half_life_hours,
+                decay_enabled=self.config.decay_enabled,
+                top_k=req.top_k,
+            )
+            rows = {r.id: r for r in tx.get_many([h.memory_id for h in scored], vectors=False)}
+        # a hit deleted between the two reads is left out, not answered half-empty
+        scored = [h for h in scored if h.memory_id in rows]
         self.accesses.record([h.memory_id for h in scored])
         return SearchOut(
             mode=req.mode,
@@ -615,6 +601,51 @@ class MemoryService:
                 for h in scored
             ],
         )
+
+    def _keyword_candidates(
+        self, query: str, flt: VectorFilter, limit: int
+    ) -> list[tuple[uuid.UUID, float]]:
+        with self.db.tx() as tx:
+            return tx.keyword_search(query, flt, limit)
+
+    def _vector_candidates(
+        self, req: SearchIn, query: str, flt: VectorFilter, limit: int
+    ) -> tuple[dict[uuid.UUID, float], list[Degradation]]:
+        """Vector similarities of the nearest memories ({} in keyword mode), and
+        what hybrid recall had to skip because a dependency was down."""
+        degraded: list[Degradation] = []
+        if req.mode not in ("hybrid", "vector"):
+            return {}, degraded
+        qvec: list[float] | None = None
+        if req.vector is not None:
+            qvec = self._check_vector(req.vector, "query vector")
+        elif query and self.embeds:
+            try:
+                qvec = self._query_vector(query)
+            except EmbeddingError as exc:
+                if req.mode == "vector":
+                    raise UnavailableError(f"the embedder failed: {exc}") from None
+                log.warning("query embedding failed, keyword only: %s", exc)
+                degraded.append("embedding")
+        if qvec is None:
+            if req.mode == "vector":
+                raise InvalidInputError(
+                    "vector mode needs a query vector (this namespace does not embed text)"
+                )
+            return {}, degraded
+        try:
+            hits = self.index.search(qvec, limit, flt)
+        except VectorIndexUnavailable as exc:
+            # only an outage degrades hybrid recall, and the answer says so
+            if req.mode == "vector":
+                raise UnavailableError("the vector index is unavailable") from exc
+            log.warning("vector index unavailable, keyword only: %s", exc)
+            degraded.append("vector")
+            return {}, degraded
+        except VectorIndexError as exc:
+            # a filter the request models let through: refuse, never ignore it
+            raise InvalidInputError(str(exc)) from None
+        return {h.memory_id: h.similarity for h in hits}, degraded
 
     # --- graph ----------------------------------------------------------
     def link(self, req: LinkIn) -> tuple[Link, bool]:

@@ -121,6 +121,17 @@ def filter_clause(flt: VectorFilter) -> tuple[sql.Composable, list[Any]]:
     return sql.SQL(" AND ").join(terms), params
 
 
+@dataclass(frozen=True)
+class Candidate:
+    """A recall candidate's ranking inputs (see Tx.candidates)."""
+
+    id: uuid.UUID
+    importance: float
+    updated_at: datetime
+    last_accessed_at: datetime
+    keyword_rank: float | None  # ts_rank_cd, when it matches the query and filter
+
+
 NOT_EXPIRED = sql.SQL("(expires_at IS NULL OR expires_at > now())")
 
 
@@ -300,7 +311,7 @@ class Tx:
         Every candidate is ranked with the ANY query (cover density), so rows
         matching more words rank higher. The price: with more matches than the
         pool, the keyword side may miss some of the best-ranked rows; hybrid
-        recall therefore also ranks its vector candidates (`keyword_ranks`).
+        recall therefore also ranks its vector candidates (`candidates`).
 
         The tsqueries are built first and sent as values (two round trips, not
         one): the planner then sees how common the words are and stops a
@@ -327,13 +338,16 @@ class Tx:
         rows = self.conn.execute(query, args).fetchall()
         return [(r["id"], float(r["rank"])) for r in rows]
 
-    def keyword_ranks(
-        self, query_text: str, flt: VectorFilter, ids: Sequence[uuid.UUID]
-    ) -> list[tuple[uuid.UUID, float]]:
-        """(id, ts_rank_cd) of those `ids` that match any query word and the filter.
+    def candidates(
+        self, ids: Sequence[uuid.UUID], query_text: str | None, flt: VectorFilter
+    ) -> list[Candidate]:
+        """What ranking needs of each live candidate, in one round trip.
 
-        Hybrid recall gives its vector candidates their real keyword share this
-        way, even when keyword_search's bounded sample did not include them.
+        With `query_text`, each candidate that matches any query word and the
+        filter also gets its ts_rank_cd: hybrid recall gives its vector
+        candidates their real keyword share this way, even when keyword_search's
+        bounded sample did not include them. The heavy columns (text, payload,
+        metadata) are left for `get_many` on the few hits that are returned.
         """
         if not ids:
             return []
@@ -342,11 +356,21 @@ class Tx:
             "WITH q AS (SELECT"
             " to_tsquery('simple', string_agg(quote_literal(lexeme), ' | ')) AS any_q"
             " FROM unnest(tsvector_to_array(to_tsvector('english', %s))) AS lexeme)"
-            " SELECT id, ts_rank_cd(tsv, q.any_q) AS rank FROM memories, q"
-            " WHERE id = ANY(%s::uuid[]) AND tsv @@ q.any_q AND {} AND {}"
+            " SELECT id, importance, updated_at, last_accessed_at,"
+            "  CASE WHEN tsv @@ q.any_q AND {} THEN ts_rank_cd(tsv, q.any_q) END AS keyword_rank"
+            " FROM memories, q WHERE id = ANY(%s::uuid[]) AND {}"
         ).format(where, NOT_EXPIRED)
-        rows = self.conn.execute(query, [query_text, list(ids), *params]).fetchall()
-        return [(r["id"], float(r["rank"])) for r in rows]
+        rows = self.conn.execute(query, [query_text or "", *params, list(ids)]).fetchall()
+        return [
+            Candidate(
+                id=r["id"],
+                importance=float(r["importance"]),
+                updated_at=r["updated_at"],
+                last_accessed_at=r["last_accessed_at"],
+                keyword_rank=None if r["keyword_rank"] is None else float(r["keyword_rank"]),
+            )
+            for r in rows
+        ]
 
     def range(self, flt: VectorFilter, limit: int, offset: int) -> list[MemoryRow]:
         where, params = filter_clause(flt)

@@ -112,14 +112,15 @@ def test_rows_matching_every_word_come_first(conn: psycopg.Connection[Any]) -> N
     assert hits[2][1] > hits[3][1]  # matching both words ranks above matching one
 
 
-def test_keyword_ranks_rates_candidates_outside_the_sample(conn: psycopg.Connection[Any]) -> None:
+def test_candidates_rank_ids_outside_the_keyword_sample(conn: psycopg.Connection[Any]) -> None:
     # "alpha gamma": nothing matches both words, so the ANY-word sample fills the
     # candidates from the table's start; the last row is outside that sample, but
     # asked for by id (as hybrid asks for its vector candidates) it gets its rank.
     missing = uuid.UUID(int=8)
     with conn.transaction():
         sample = dict(Tx(conn).keyword_search("alpha gamma", VectorFilter(), 40))
-        ranks = dict(Tx(conn).keyword_ranks("alpha gamma", VectorFilter(), [LONELY, missing]))
+        found = Tx(conn).candidates([LONELY, missing], "alpha gamma", VectorFilter())
+    ranks = {c.id: c.keyword_rank for c in found}
     assert LONELY not in sample
     assert len(sample) == 40
     assert ranks[LONELY] == pytest.approx(max(sample.values()))  # one matching word, like them
@@ -135,12 +136,31 @@ def test_filters_and_expiry_apply_to_every_step(conn: psycopg.Connection[Any]) -
     conn.commit()
     with conn.transaction():
         hits = Tx(conn).keyword_search("alpha beta", VectorFilter(user_id="u1"), 10)
-        ranks = Tx(conn).keyword_ranks("alpha", VectorFilter(user_id="u1"), [LONELY])
+        (lonely,) = Tx(conn).candidates([LONELY], "alpha", VectorFilter(user_id="u1"))
     assert sorted(texts(conn, [i for i, _ in hits])) == ["alpha beta late 1", "alpha beta late 2"]
-    assert ranks == []  # filtered out even when asked for by id
+    assert lonely.keyword_rank is None  # no keyword share when the filter excludes it
+    expired = conn.execute("SELECT id FROM memories WHERE text = 'alpha beta late 0'").fetchone()
+    with conn.transaction():
+        assert Tx(conn).candidates([expired[0]], "alpha", VectorFilter()) == []  # never ranked
 
 
 def test_a_query_of_stop_words_only_has_no_candidates(conn: psycopg.Connection[Any]) -> None:
     with conn.transaction():
         assert Tx(conn).keyword_search("the and of", VectorFilter(), 10) == []
-        assert Tx(conn).keyword_ranks("the and of", VectorFilter(), [LONELY]) == []
+        (lonely,) = Tx(conn).candidates([LONELY], "the and of", VectorFilter())
+    assert lonely.keyword_rank is None
+
+
+def test_candidates_carry_the_ranking_inputs_without_a_query(conn: psycopg.Connection[Any]) -> None:
+    conn.execute(
+        "UPDATE memories SET importance = 0.25, last_accessed_at = '2026-01-02T03:04:05Z'"
+        " WHERE id = %s",
+        (LONELY,),
+    )
+    conn.commit()
+    with conn.transaction():
+        (lonely,) = Tx(conn).candidates([LONELY], None, VectorFilter())
+    assert lonely.id == LONELY
+    assert lonely.importance == 0.25
+    assert lonely.last_accessed_at.isoformat() == "2026-01-02T03:04:05+00:00"
+    assert lonely.keyword_rank is None  # vector mode asks no keyword share

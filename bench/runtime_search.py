@@ -45,6 +45,7 @@ sys.path.insert(0, str(REPO / "runtime"))  # also works without `pip install -e 
 
 import httpx  # noqa: E402
 import numpy as np  # noqa: E402
+import onnxruntime  # noqa: E402
 import uvicorn  # noqa: E402
 from psycopg_pool import ConnectionPool  # noqa: E402
 
@@ -122,6 +123,7 @@ def machine_info() -> dict[str, Any]:
         "cpus": os.cpu_count(),
         "memory_gib": mem_gib,
         "numpy": np.__version__,
+        "onnxruntime": onnxruntime.__version__,
         "load_average_start": list(os.getloadavg()),
     }
 

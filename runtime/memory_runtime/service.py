@@ -567,10 +567,7 @@ class MemoryService:
             scored = ranking.fuse(
                 vector_hits,
                 keyword_hits,
-                {
-                    c.id: ranking.CandidateInfo(c.importance, c.updated_at, c.last_accessed_at)
-                    for c in found
-                },
+                {c.id: c.info for c in found},
                 mode=req.mode,
                 weights=ranking.Weights(req.alpha, req.recency_weight, req.importance_weight),
                 distance=self.config.distance,  # type: ignore[arg-type]

@@ -22,6 +22,7 @@ from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool
 
 from memory_runtime.ports import VectorFilter
+from memory_runtime.ranking import CandidateInfo
 from memory_runtime.storage.migrate import search_path
 
 log = logging.getLogger("memory_runtime.storage")
@@ -126,9 +127,7 @@ class Candidate:
     """A recall candidate's ranking inputs (see Tx.candidates)."""
 
     id: uuid.UUID
-    importance: float
-    updated_at: datetime
-    last_accessed_at: datetime
+    info: CandidateInfo  # importance and times, as ranking takes them
     keyword_rank: float | None  # ts_rank_cd, when it matches the query and filter
 
 
@@ -364,9 +363,7 @@ class Tx:
         return [
             Candidate(
                 id=r["id"],
-                importance=float(r["importance"]),
-                updated_at=r["updated_at"],
-                last_accessed_at=r["last_accessed_at"],
+                info=CandidateInfo(float(r["importance"]), r["updated_at"], r["last_accessed_at"]),
                 keyword_rank=None if r["keyword_rank"] is None else float(r["keyword_rank"]),
             )
             for r in rows

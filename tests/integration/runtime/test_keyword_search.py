@@ -161,6 +161,6 @@ def test_candidates_carry_the_ranking_inputs_without_a_query(conn: psycopg.Conne
     with conn.transaction():
         (lonely,) = Tx(conn).candidates([LONELY], None, VectorFilter())
     assert lonely.id == LONELY
-    assert lonely.importance == 0.25
-    assert lonely.last_accessed_at.isoformat() == "2026-01-02T03:04:05+00:00"
+    assert lonely.info.importance == 0.25
+    assert lonely.info.last_accessed_at.isoformat() == "2026-01-02T03:04:05+00:00"
     assert lonely.keyword_rank is None  # vector mode asks no keyword share

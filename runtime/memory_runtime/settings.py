@@ -75,6 +75,8 @@ class Settings(BaseSettings):
     embedding_provider: Literal["local", "http", "none"] = "local"
     embedding_model: str = "all-MiniLM-L6-v2"
     embedding_url: str = ""
+    # local model: intra-op threads per embedding call; 0 = the CPU limit, at most 2
+    embedding_threads: int = Field(default=0, ge=0, le=64)
 
     decay_enabled: bool = True
     decay_half_life_hours: float = Field(default=720.0, gt=0)

@@ -58,6 +58,7 @@ def build_embedder(settings: Settings) -> Embedder:
         settings.embedding_model,
         settings.embedding_url,
         settings.vector_dimensions,
+        threads=settings.embedding_threads,
     )
 
 

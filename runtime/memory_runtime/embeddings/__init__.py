@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 from memory_runtime.embeddings.http import HttpEmbedder
 from memory_runtime.embeddings.local import MODEL_NAME, LocalEmbedder
 from memory_runtime.embeddings.none import NoEmbedder
@@ -12,19 +14,20 @@ __all__ = ["HttpEmbedder", "LocalEmbedder", "NoEmbedder", "build_embedder"]
 LOCAL_DIMENSIONS = 384
 PROVIDERS = ("local", "http", "none")
 
-_local_singleton: LocalEmbedder | None = None
 
-
-def _shared_local() -> LocalEmbedder:
+@functools.cache
+def _shared_local(threads: int) -> LocalEmbedder:
     # One copy of the weights per process, however many embedders are built.
-    global _local_singleton
-    if _local_singleton is None:
-        _local_singleton = LocalEmbedder()
-    return _local_singleton
+    return LocalEmbedder(threads=threads)
 
 
-def build_embedder(provider: str, model: str, url: str, dimensions: int) -> Embedder:
-    """The embedder for a namespace's `spec.embedding`; raises EmbeddingError on bad config."""
+def build_embedder(
+    provider: str, model: str, url: str, dimensions: int, threads: int = 0
+) -> Embedder:
+    """The embedder for a namespace's `spec.embedding`; raises EmbeddingError on bad config.
+
+    `threads` sets the local model's intra-op threads (0: from the CPU limit, at most 2).
+    """
     if provider == "local":
         # Only the bundled model ships; refusing others beats silently using it.
         if model and model.removeprefix("sentence-transformers/") != MODEL_NAME:
@@ -36,7 +39,7 @@ def build_embedder(provider: str, model: str, url: str, dimensions: int) -> Embe
                 f"{MODEL_NAME} produces {LOCAL_DIMENSIONS} dimensions but the namespace "
                 f"declares {dimensions}"
             )
-        return _shared_local()
+        return _shared_local(threads)
     if provider == "http":
         return HttpEmbedder(url, model, dimensions)
     if provider == "none":

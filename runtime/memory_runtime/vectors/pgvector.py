@@ -253,11 +253,6 @@ class PgVectorIndex:
         with self._pool.connection() as conn:
             conn.execute("SELECT 1")
 
-    def analyze(self) -> None:
-        """Refresh planner statistics (after a bulk load) so filtered plans are chosen well."""
-        with self._pool.connection() as conn, conn.transaction():
-            conn.execute(sql.SQL("ANALYZE {t}").format(t=self._table))
-
 
 def build_where(flt: VectorFilter) -> tuple[sql.Composable, dict[str, Any]]:
     """The WHERE clause for a filter (all conditions ANDed), with named parameters."""

@@ -9,6 +9,7 @@ import pytest
 
 from memory_runtime.embeddings import LocalEmbedder, NoEmbedder, build_embedder
 from memory_runtime.embeddings.http import _parse_data
+from memory_runtime.embeddings.local import auto_threads, detect_threads
 from memory_runtime.ports import EmbeddingError
 
 # Published SentenceTransformer("all-MiniLM-L6-v2") outputs (first 6 dims), used as
@@ -122,6 +123,41 @@ def test_build_embedder_validates_config() -> None:
         build_embedder("openai", "x", "", 384)
     with pytest.raises(EmbeddingError, match="http"):
         build_embedder("http", "m", "ftp://nope", 384)
+
+
+@pytest.mark.parametrize(
+    ("cpu_max", "usable", "threads"),
+    [
+        (None, 8, 2),  # no cgroup limit: affinity, capped at 2
+        ("max 100000", 8, 2),
+        ("max 100000", 1, 1),  # pinned to one CPU
+        ("100000 100000", 8, 1),  # limits.cpu: 1
+        ("150000 100000", 8, 1),  # 1.5 CPUs: a second thread would be throttled
+        ("400000 100000", 8, 2),
+        ("50000 100000", 8, 1),  # under one CPU still gets one thread
+        ("200000 100000", 1, 1),  # the quota allows 2 but affinity gives 1
+        ("garbage", 4, 2),
+        ("0 100000", 4, 2),
+        ("", 0, 1),
+    ],
+)
+def test_auto_threads_follow_the_cpu_limit(cpu_max: str | None, usable: int, threads: int) -> None:
+    assert auto_threads(cpu_max, usable) == threads
+
+
+def test_threads_reach_the_onnxruntime_session() -> None:
+    one = LocalEmbedder(threads=1)
+    two = LocalEmbedder(threads=2)
+    for embedder, n in ((one, 1), (two, 2)):
+        embedder.load()
+        assert embedder._session.get_session_options().intra_op_num_threads == n
+    # the thread count changes how the work is split, not the vectors
+    text = ["the cat sat on the mat"]
+    assert np.abs(np.array(one.embed(text)) - np.array(two.embed(text))).max() < 1e-5
+    assert LocalEmbedder().threads == detect_threads()  # 0 / unset: from the CPU limit
+    assert 1 <= detect_threads() <= 2
+    with pytest.raises(EmbeddingError, match="threads"):
+        LocalEmbedder(threads=-1)
 
 
 def test_none_provider_refuses_to_embed() -> None:

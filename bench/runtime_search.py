@@ -407,12 +407,17 @@ def main() -> int:
     parser.add_argument("--base-sentences", type=int, default=2000)
     parser.add_argument("--batch", type=int, default=500, help="memories per batch request")
     parser.add_argument("--json", type=Path, help="also write the JSON results here")
+    parser.add_argument(
+        "--data-dir",
+        type=Path,
+        help="keep the PostgreSQL data here for a look afterwards (must be new or empty)",
+    )
     args = parser.parse_args()
     sizes = sorted(int(s) for s in args.sizes.split(","))
 
     results: dict[str, Any] = {"machine": machine_info(), "sizes": {}}
     with tempfile.TemporaryDirectory(prefix="bench-runtime-") as tmp:
-        bench = Bench(args, Path(tmp))
+        bench = Bench(args, args.data_dir or Path(tmp))
         try:
             results["machine"].update(bench.versions())
             results["corpus"] = bench.build_corpus()

@@ -313,9 +313,9 @@ class Tx:
         recall therefore also ranks its vector candidates (`candidates`).
 
         The tsqueries are built first and sent as values (two round trips, not
-        one): the planner then sees how common the words are and stops a
-        sequential scan after `pool` matches for common words instead of
-        collecting every match into a bitmap (~9 ms -> ~2 ms at 100k rows).
+        one), and the statement is planned for every call: the planner then sees
+        how common the words are and stops a sequential scan after `pool` matches
+        for common words instead of collecting every match into a bitmap.
         """
         queries = self._tsqueries(query_text)
         if queries is None:
@@ -334,7 +334,10 @@ class Tx:
             " GROUP BY id ORDER BY rank DESC, id LIMIT %s"
         ).format(m=matching)
         args = [all_q, *params, pool, limit, any_q, *params, pool, any_q, limit]
-        rows = self.conn.execute(query, args).fetchall()
+        # Never a prepared statement: after a few runs PostgreSQL may settle on a
+        # generic plan, blind to how common the words are, and keep it as the
+        # table grows (measured at 100k rows: 11.7 ms instead of 4.1).
+        rows = self.conn.execute(query, args, prepare=False).fetchall()
         return [(r["id"], float(r["rank"])) for r in rows]
 
     def candidates(

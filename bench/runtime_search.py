@@ -181,7 +181,10 @@ class Bench:
         )
         self.local = embedded.start(base_settings)
         self.settings = self.local.settings
-        self.embedder = build_embedder("local", "all-MiniLM-L6-v2", "", 384)
+        # the server's own embedder (MEMORY_EMBEDDING_THREADS applies), also timed raw
+        self.embedder = build_embedder(
+            "local", "all-MiniLM-L6-v2", "", 384, threads=self.settings.embedding_threads
+        )
         self.embedder.embed(["warm up"])  # load the model before anything is timed
         self.app = create_app(self.settings, embedder=self.embedder)
         port = free_port()

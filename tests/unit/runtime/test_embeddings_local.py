@@ -150,7 +150,9 @@ def test_threads_reach_the_onnxruntime_session() -> None:
     two = LocalEmbedder(threads=2)
     for embedder, n in ((one, 1), (two, 2)):
         embedder.load()
-        assert embedder._session.get_session_options().intra_op_num_threads == n
+        options = embedder._session.get_session_options()
+        assert options.intra_op_num_threads == n
+        assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
     # the thread count changes how the work is split, not the vectors
     text = ["the cat sat on the mat"]
     assert np.abs(np.array(one.embed(text)) - np.array(two.embed(text))).max() < 1e-5

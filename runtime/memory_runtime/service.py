@@ -52,7 +52,14 @@ from memory_runtime.models import (
     SearchOut,
 )
 from memory_runtime.ports import Embedder, EmbeddingError, VectorFilter, VectorIndex, VectorItem
-from memory_runtime.storage.postgres import AccessLog, LinkRow, MemoryRow, PostgresStore, Tx
+from memory_runtime.storage.postgres import (
+    AccessLog,
+    Candidate,
+    LinkRow,
+    MemoryRow,
+    PostgresStore,
+    Tx,
+)
 from memory_runtime.vectors.common import VectorIndexError, VectorIndexUnavailable
 
 log = logging.getLogger("memory_runtime.service")
@@ -540,34 +547,37 @@ class MemoryService:
         # Hybrid: the full-text query runs on another thread (and connection)
         # while this one embeds the query and asks the vector index; the
         # embedder releases the GIL, so the two overlap on separate cores.
-        keyword_job: Future[list[tuple[uuid.UUID, float]]] | None = None
+        keyword_job: Future[list[Candidate]] | None = None
         if req.mode == "hybrid" and query:
             keyword_job = self._keyword_pool.submit(
                 self._keyword_candidates, query, flt, candidates
             )
         try:
             vector_hits, degraded = self._vector_candidates(req, query, flt, candidates)
-            keyword_hits: dict[uuid.UUID, float] = {}
+            keyword_found: list[Candidate] = []
             if keyword_job is not None:
-                keyword_hits = dict(keyword_job.result())
+                keyword_found = keyword_job.result()
             elif req.mode == "keyword":
-                keyword_hits = dict(self._keyword_candidates(query, flt, candidates))
+                keyword_found = self._keyword_candidates(query, flt, candidates)
         finally:
             if keyword_job is not None:
                 keyword_job.cancel()  # only when the vector side raised before waiting
-        ids = list(vector_hits.keys() | keyword_hits.keys())
+        # The keyword side brought its candidates' ranking inputs along.
+        keyword_hits = {c.id: c.keyword_rank or 0.0 for c in keyword_found}
+        info = {c.id: c.info for c in keyword_found}
         with self.db.tx() as tx:
-            # Ranking inputs for every candidate, full rows only for the winners.
-            found = tx.candidates(ids, query if req.mode == "hybrid" else None, flt)
-            for c in found:
+            # Ranking inputs for the other candidates, full rows only for the winners.
+            vector_only = [i for i in vector_hits if i not in info]
+            for c in tx.candidates(vector_only, query if req.mode == "hybrid" else None, flt):
+                info[c.id] = c.info
                 # vector candidates outside the bounded keyword sample still get
                 # their real keyword share
-                if c.keyword_rank is not None and c.id not in keyword_hits:
+                if c.keyword_rank is not None:
                     keyword_hits[c.id] = c.keyword_rank
             scored = ranking.fuse(
                 vector_hits,
                 keyword_hits,
-                {c.id: c.info for c in found},
+                info,
                 mode=req.mode,
                 weights=ranking.Weights(req.alpha, req.recency_weight, req.importance_weight),
                 distance=self.config.distance,  # type: ignore[arg-type]
@@ -599,9 +609,7 @@ class MemoryService:
             ],
         )
 
-    def _keyword_candidates(
-        self, query: str, flt: VectorFilter, limit: int
-    ) -> list[tuple[uuid.UUID, float]]:
+    def _keyword_candidates(self, query: str, flt: VectorFilter, limit: int) -> list[Candidate]:
         with self.db.tx() as tx:
             return tx.keyword_search(query, flt, limit)
 

@@ -130,6 +130,20 @@ class Candidate:
     info: CandidateInfo  # importance and times, as ranking takes them
     keyword_rank: float | None  # ts_rank_cd, when it matches the query and filter
 
+    @classmethod
+    def from_db(cls, row: dict[str, Any]) -> Candidate:
+        """From a row of CANDIDATE_COLUMNS plus `keyword_rank`."""
+        rank = row["keyword_rank"]
+        return cls(
+            id=row["id"],
+            info=CandidateInfo(
+                float(row["importance"]), row["updated_at"], row["last_accessed_at"]
+            ),
+            keyword_rank=None if rank is None else float(rank),
+        )
+
+
+CANDIDATE_COLUMNS = "id, importance, updated_at, last_accessed_at"
 
 NOT_EXPIRED = sql.SQL("(expires_at IS NULL OR expires_at > now())")
 
@@ -295,10 +309,9 @@ class Tx:
             return None
         return row["all_q"], row["any_q"]
 
-    def keyword_search(
-        self, query_text: str, flt: VectorFilter, limit: int
-    ) -> list[tuple[uuid.UUID, float]]:
-        """Full-text candidates: up to `limit` (id, ts_rank_cd), best first.
+    def keyword_search(self, query_text: str, flt: VectorFilter, limit: int) -> list[Candidate]:
+        """Full-text candidates: up to `limit`, best ts_rank_cd first, each with
+        its ranking inputs (so recall need not read these rows again).
 
         Ranking every row that shares a word with the query costs O(matches)
         (~270 ms at 100k rows of a shared vocabulary), so only a bounded set is
@@ -325,20 +338,22 @@ class Tx:
         pool = keyword_pool(limit)
         matching = sql.SQL("{} AND {}").format(where, NOT_EXPIRED)
         query = sql.SQL(
-            "WITH strict AS MATERIALIZED (SELECT id, tsv FROM memories"
+            "WITH strict AS MATERIALIZED (SELECT {c} FROM memories"
             "  WHERE tsv @@ %s::tsquery AND {m} LIMIT %s),"
-            " loose AS (SELECT id, tsv FROM memories"
-            "  WHERE (SELECT count(*) FROM strict) < %s AND tsv @@ %s::tsquery AND {m} LIMIT %s)"
-            " SELECT id, max(ts_rank_cd(c.tsv, %s::tsquery)) AS rank FROM"
-            "  (SELECT * FROM strict UNION ALL SELECT * FROM loose) AS c"
-            " GROUP BY id ORDER BY rank DESC, id LIMIT %s"
-        ).format(m=matching)
+            " loose AS (SELECT {c} FROM memories"
+            "  WHERE (SELECT count(*) FROM strict) < %s AND tsv @@ %s::tsquery AND {m}"
+            "  AND id NOT IN (SELECT id FROM strict) LIMIT %s)"
+            " SELECT id, importance, updated_at, last_accessed_at,"
+            "  ts_rank_cd(c.tsv, %s::tsquery) AS keyword_rank"
+            " FROM (SELECT * FROM strict UNION ALL SELECT * FROM loose) AS c"
+            " ORDER BY keyword_rank DESC, id LIMIT %s"
+        ).format(c=sql.SQL(CANDIDATE_COLUMNS + ", tsv"), m=matching)
         args = [all_q, *params, pool, limit, any_q, *params, pool, any_q, limit]
         # Never a prepared statement: after a few runs PostgreSQL may settle on a
         # generic plan, blind to how common the words are, and keep it as the
         # table grows (measured at 100k rows: 11.7 ms instead of 4.1).
         rows = self.conn.execute(query, args, prepare=False).fetchall()
-        return [(r["id"], float(r["rank"])) for r in rows]
+        return [Candidate.from_db(r) for r in rows]
 
     def candidates(
         self, ids: Sequence[uuid.UUID], query_text: str | None, flt: VectorFilter
@@ -358,19 +373,12 @@ class Tx:
             "WITH q AS (SELECT"
             " to_tsquery('simple', string_agg(quote_literal(lexeme), ' | ')) AS any_q"
             " FROM unnest(tsvector_to_array(to_tsvector('english', %s))) AS lexeme)"
-            " SELECT id, importance, updated_at, last_accessed_at,"
+            " SELECT {},"
             "  CASE WHEN tsv @@ q.any_q AND {} THEN ts_rank_cd(tsv, q.any_q) END AS keyword_rank"
             " FROM memories, q WHERE id = ANY(%s::uuid[]) AND {}"
-        ).format(where, NOT_EXPIRED)
+        ).format(sql.SQL(CANDIDATE_COLUMNS), where, NOT_EXPIRED)
         rows = self.conn.execute(query, [query_text or "", *params, list(ids)]).fetchall()
-        return [
-            Candidate(
-                id=r["id"],
-                info=CandidateInfo(float(r["importance"]), r["updated_at"], r["last_accessed_at"]),
-                keyword_rank=None if r["keyword_rank"] is None else float(r["keyword_rank"]),
-            )
-            for r in rows
-        ]
+        return [Candidate.from_db(r) for r in rows]
 
     def range(self, flt: VectorFilter, limit: int, offset: int) -> list[MemoryRow]:
         where, params = filter_clause(flt)

@@ -399,7 +399,7 @@ def test_hybrid_vector_hits_get_their_keyword_share_beyond_the_sample(client: Te
     assert client.post("/memories", json=last).status_code == 201
     svc: MemoryService = client.app.state.service  # type: ignore[attr-defined]
     with svc.db.tx() as tx:  # what the keyword side samples for top_k 3 (20 candidates)
-        sample = {i for i, _ in tx.keyword_search("alpha omega", VectorFilter(), 20)}
+        sample = {c.id for c in tx.keyword_search("alpha omega", VectorFilter(), 20)}
     assert svc.get("999").id not in sample  # not in the sample...
     r = client.post("/memories/search", json={"query": "alpha omega", "top_k": 3})
     top = r.json()["hits"][0]

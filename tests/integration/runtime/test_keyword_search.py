@@ -119,9 +119,12 @@ def test_rows_matching_every_word_come_first(conn: psycopg.Connection[Any]) -> N
     with conn.transaction():
         hits = Tx(conn).keyword_search("alpha beta", VectorFilter(), 10)
     assert len(hits) == 10
-    top = texts(conn, [i for i, _ in hits[:3]])
+    top = texts(conn, [c.id for c in hits[:3]])
     assert sorted(top) == ["alpha beta late 0", "alpha beta late 1", "alpha beta late 2"]
-    assert hits[2][1] > hits[3][1]  # matching both words ranks above matching one
+    ranks = [c.keyword_rank or 0.0 for c in hits]
+    assert ranks[2] > ranks[3]  # matching both words ranks above matching one
+    assert ranks == sorted(ranks, reverse=True)
+    assert len({c.id for c in hits}) == 10  # a row in both steps is listed once
 
 
 def test_candidates_rank_ids_outside_the_keyword_sample(conn: psycopg.Connection[Any]) -> None:
@@ -130,7 +133,9 @@ def test_candidates_rank_ids_outside_the_keyword_sample(conn: psycopg.Connection
     # asked for by id (as hybrid asks for its vector candidates) it gets its rank.
     missing = uuid.UUID(int=8)
     with conn.transaction():
-        sample = dict(Tx(conn).keyword_search("alpha gamma", VectorFilter(), 40))
+        sample = {
+            c.id: c.keyword_rank for c in Tx(conn).keyword_search("alpha gamma", VectorFilter(), 40)
+        }
         found = Tx(conn).candidates([LONELY, missing], "alpha gamma", VectorFilter())
     ranks = {c.id: c.keyword_rank for c in found}
     assert LONELY not in sample
@@ -149,7 +154,7 @@ def test_filters_and_expiry_apply_to_every_step(conn: psycopg.Connection[Any]) -
     with conn.transaction():
         hits = Tx(conn).keyword_search("alpha beta", VectorFilter(user_id="u1"), 10)
         (lonely,) = Tx(conn).candidates([LONELY], "alpha", VectorFilter(user_id="u1"))
-    assert sorted(texts(conn, [i for i, _ in hits])) == ["alpha beta late 1", "alpha beta late 2"]
+    assert sorted(texts(conn, [c.id for c in hits])) == ["alpha beta late 1", "alpha beta late 2"]
     assert lonely.keyword_rank is None  # no keyword share when the filter excludes it
     expired = conn.execute("SELECT id FROM memories WHERE text = 'alpha beta late 0'").fetchone()
     with conn.transaction():
@@ -172,7 +177,13 @@ def test_candidates_carry_the_ranking_inputs_without_a_query(conn: psycopg.Conne
     conn.commit()
     with conn.transaction():
         (lonely,) = Tx(conn).candidates([LONELY], None, VectorFilter())
+        (by_keyword,) = Tx(conn).keyword_search("lonely", VectorFilter(), 5)
     assert lonely.id == LONELY
     assert lonely.info.importance == 0.25
     assert lonely.info.last_accessed_at.isoformat() == "2026-01-02T03:04:05+00:00"
     assert lonely.keyword_rank is None  # vector mode asks no keyword share
+    # the keyword side brings the same inputs along, with its rank
+    assert by_keyword.id == LONELY
+    assert by_keyword.info == lonely.info
+    assert by_keyword.keyword_rank is not None
+    assert by_keyword.keyword_rank > 0

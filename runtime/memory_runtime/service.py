@@ -565,7 +565,7 @@ class MemoryService:
         # The keyword side brought its candidates' ranking inputs along.
         keyword_hits = {c.id: c.keyword_rank or 0.0 for c in keyword_found}
         info = {c.id: c.info for c in keyword_found}
-        with self.db.tx() as tx:
+        with self.db.reads() as tx:
             # Ranking inputs for the other candidates, full rows only for the winners.
             vector_only = [i for i in vector_hits if i not in info]
             for c in tx.candidates(vector_only, query if req.mode == "hybrid" else None, flt):
@@ -610,7 +610,7 @@ class MemoryService:
         )
 
     def _keyword_candidates(self, query: str, flt: VectorFilter, limit: int) -> list[Candidate]:
-        with self.db.tx() as tx:
+        with self.db.reads() as tx:
             return tx.keyword_search(query, flt, limit)
 
     def _vector_candidates(

@@ -569,6 +569,19 @@ class PostgresStore:
         with self.pool.connection() as conn, conn.transaction():
             yield Tx(conn, self.outbox)
 
+    @contextmanager
+    def reads(self) -> Iterator[Tx]:
+        """Read-only statements that need no common snapshot: each runs on its own
+        (autocommit), sparing the BEGIN and COMMIT round trips. Recall uses it:
+        a hit deleted between two of its reads is dropped, not half-answered."""
+        with self.pool.connection() as conn:
+            conn.autocommit = True
+            try:
+                yield Tx(conn, self.outbox)
+            finally:
+                if not conn.closed:
+                    conn.autocommit = False
+
     def ping(self) -> None:
         with self.pool.connection(timeout=5) as conn:
             conn.execute("SELECT 1")

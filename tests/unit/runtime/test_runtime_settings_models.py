@@ -67,11 +67,20 @@ def test_defaults_derive_names_from_tenant():
         {"embedding_provider": "http"},  # needs a URL
         {"api_tokens": "read:short"},
         {"vector_distance": "Manhattan"},
+        {"embedding_threads": -1},
     ],
 )
 def test_invalid_settings_are_refused(values: dict[str, object]):
     with pytest.raises(ValidationError):
         Settings(**values)
+
+
+def test_embedding_threads_reach_the_local_embedder(monkeypatch: pytest.MonkeyPatch):
+    from memory_runtime.api.app import build_embedder
+
+    monkeypatch.setenv("MEMORY_EMBEDDING_THREADS", "1")
+    assert build_embedder(Settings()).threads == 1  # type: ignore[attr-defined]
+    assert build_embedder(Settings(embedding_threads=2)).threads == 2  # type: ignore[attr-defined]
 
 
 def test_token_parsing():

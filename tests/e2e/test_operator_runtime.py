@@ -40,7 +40,7 @@ from tests.e2e.harness import (
     running_operator,
     wait_for,
 )
-from tests.servers._process import free_port
+from tests.servers._process import free_port, stop_popen
 from tests.servers.kafka import KafkaServer
 from tests.servers.kube import KubeCluster, install_crds
 from tests.servers.redis import RedisServer
@@ -163,11 +163,7 @@ def runtime_proc() -> Iterator[Any]:
 
     yield start
     for p in procs:
-        p.terminate()
-        try:
-            p.wait(20)
-        except subprocess.TimeoutExpired:
-            p.kill()
+        stop_popen(p, grace=20)
 
 
 def _apply(stack: Stack, ns: str, name: str, spec: dict[str, Any]) -> None:

@@ -167,6 +167,16 @@ class ManagedProcess:
         return ServerStartError("\n".join(parts))
 
 
+def stop_popen(proc: subprocess.Popen[bytes], grace: float = 30.0) -> None:
+    """SIGTERM a plain child process (no group of its own), SIGKILL it after `grace` s."""
+    proc.terminate()
+    try:
+        proc.wait(grace)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(10)
+
+
 def spawn(
     name: str,
     argv: Sequence[str | os.PathLike[str]],

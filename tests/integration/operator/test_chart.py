@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from tests.e2e.harness import GROUP_PATH, delete, fetch, kube_api, memory_namespace, wait_for
-from tests.servers._process import free_port
+from tests.servers._process import free_port, stop_popen
 from tests.servers.kube import KubeCluster, install_crds
 
 pytestmark = pytest.mark.integration
@@ -151,9 +151,5 @@ def _run_operator_as_service_account(
         delete(api, f"{GROUP_PATH}/namespaces/{namespace}/memorynamespaces/charted")
         wait_for(lambda: api.get("MemoryNamespace", namespace, "charted") is None, timeout=60)
     finally:
-        proc.terminate()
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop_popen(proc)
         api.close()

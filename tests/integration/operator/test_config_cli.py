@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from tests.e2e.harness import delete, kube_api, memory_namespace, wait_for
-from tests.servers._process import free_port
+from tests.servers._process import free_port, stop_popen
 from tests.servers.kube import KubeCluster, install_crds
 from tests.servers.postgres import PostgresServer
 
@@ -114,9 +114,5 @@ def test_operator_process_runs_kopf_with_liveness_and_metrics(
         )
         wait_for(lambda: api.get("MemoryNamespace", kube_namespace, "proc") is None, timeout=60)
     finally:
-        proc.terminate()
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop_popen(proc)
         api.close()

@@ -8,7 +8,20 @@ import psycopg
 from psycopg import sql
 from psycopg.rows import dict_row
 
+from memory_runtime.storage.migrate import search_path
 from tests.integration.runtime.conftest import Tenant
+
+
+def tenant_connection(tenant: Tenant) -> psycopg.Connection[Any]:
+    """A connection as the tenant role, on the search_path the runtime sets."""
+    conn = psycopg.connect(tenant.dsn)
+    try:
+        path = search_path(tenant.schema, "extensions")
+        conn.execute("SELECT set_config('search_path', %s, false)", (path,))
+    except BaseException:
+        conn.close()
+        raise
+    return conn
 
 
 def admin_rows(tenant: Tenant, query: str, *params: Any) -> list[dict[str, Any]]:

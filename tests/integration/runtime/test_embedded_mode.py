@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import re
-import socket
 import subprocess
 import sys
 import time
@@ -13,13 +12,9 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.servers._process import free_port, stop_popen
+
 pytestmark = pytest.mark.integration
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def start(
@@ -52,15 +47,6 @@ def start(
         time.sleep(0.3)
     proc.kill()
     raise AssertionError(f"runtime did not start:\n{log.read_text()}")
-
-
-def stop(proc: subprocess.Popen[bytes]) -> None:
-    proc.terminate()
-    try:
-        proc.wait(30)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(10)
 
 
 def test_embedded_mode_serves_prints_token_and_reuses_data(tmp_path: Path):
@@ -96,7 +82,7 @@ def test_embedded_mode_serves_prints_token_and_reuses_data(tmp_path: Path):
             in metrics
         )
     finally:
-        stop(proc)
+        stop_popen(proc)
     assert proc.returncode == 0
     assert not (data_dir / "postmaster.pid").exists()  # the local server stopped with us
 
@@ -107,4 +93,4 @@ def test_embedded_mode_serves_prints_token_and_reuses_data(tmp_path: Path):
         assert again.status_code == 200
         assert again.json()["text"] == "the sky is blue"
     finally:
-        stop(proc)
+        stop_popen(proc)

@@ -9,9 +9,9 @@ from typing import Any
 import psycopg
 import pytest
 
-from memory_runtime.storage.migrate import search_path
 from memory_runtime.storage.postgres import Tx
 from tests.integration.runtime.conftest import Tenant
+from tests.integration.runtime.helpers import tenant_connection
 
 pytestmark = pytest.mark.integration
 
@@ -20,9 +20,7 @@ def test_access_count_updates_are_heap_only(migrated: Tenant) -> None:
     # Fill many pages the way a loaded tenant has them, then count accesses. An
     # update that is not HOT (an index covers a changed column, or the page has
     # no room) puts the new version elsewhere and adds it to every index.
-    with psycopg.connect(migrated.dsn) as conn:
-        path = search_path(migrated.schema, "extensions")
-        conn.execute("SELECT set_config('search_path', %s, false)", (path,))
+    with tenant_connection(migrated) as conn:
         conn.execute(
             "INSERT INTO memories (id, coordinate, memory_type, text, tags, user_id)"
             " SELECT gen_random_uuid(), ARRAY[i::float8], 'episodic',"
@@ -57,9 +55,7 @@ def test_access_count_updates_are_heap_only(migrated: Tenant) -> None:
 def test_new_memories_go_straight_into_the_full_text_index(migrated: Tenant) -> None:
     # Rows waiting in GIN's pending list are scanned linearly by every keyword
     # search until a vacuum merges them: stores must not leave any there.
-    with psycopg.connect(migrated.dsn) as conn:
-        path = search_path(migrated.schema, "extensions")
-        conn.execute("SELECT set_config('search_path', %s, false)", (path,))
+    with tenant_connection(migrated) as conn:
         conn.execute(
             "INSERT INTO memories (id, coordinate, memory_type, text)"
             " SELECT gen_random_uuid(), ARRAY[i::float8], 'episodic', 'fresh words ' || i"

@@ -13,9 +13,9 @@ from psycopg import sql
 from psycopg.rows import dict_row
 
 from memory_runtime.ports import VectorFilter
-from memory_runtime.storage.migrate import search_path
 from memory_runtime.storage.postgres import Tx
 from tests.integration.runtime.conftest import Tenant
+from tests.integration.runtime.helpers import tenant_connection
 
 pytestmark = pytest.mark.integration
 
@@ -36,9 +36,7 @@ class RecordingCursor(psycopg.Cursor[Any]):
 @pytest.fixture
 def conn(migrated: Tenant) -> Iterator[psycopg.Connection[Any]]:
     """The tenant's connection with MATCHING 'alpha' rows, then a few better ones last."""
-    with psycopg.connect(migrated.dsn) as c:
-        path = search_path(migrated.schema, "extensions")
-        c.execute("SELECT set_config('search_path', %s, false)", (path,))
+    with tenant_connection(migrated) as c:
         c.execute(
             "INSERT INTO memories (id, coordinate, memory_type, text)"
             " SELECT gen_random_uuid(), ARRAY[i::float8], 'episodic', 'alpha filler ' || i"

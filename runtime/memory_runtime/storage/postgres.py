@@ -27,13 +27,20 @@ from memory_runtime.storage.migrate import search_path
 
 log = logging.getLogger("memory_runtime.storage")
 
-MEMORY_COLUMNS = (
+# The memories table's own columns. The vector lives in memory_embeddings
+# (migration 0004), read per row by primary key only where it is wanted.
+ROW_COLUMNS = (
     "id, coordinate, memory_type, payload, text, importance, metadata, tags, agent_id, user_id,"
     " session_id, created_at, updated_at, last_accessed_at, access_count, version, expires_at,"
-    " embedding, index_pending"
+    " index_pending"
 )
-MEMORY_COLUMNS_NO_VECTOR = MEMORY_COLUMNS.replace(
-    " embedding,", " CASE WHEN embedding IS NULL THEN NULL ELSE '{}'::float4[] END AS embedding,"
+MEMORY_COLUMNS = (
+    ROW_COLUMNS + ", (SELECT e.embedding FROM memory_embeddings e"
+    " WHERE e.memory_id = memories.id) AS embedding"
+)
+MEMORY_COLUMNS_NO_VECTOR = (
+    ROW_COLUMNS + ", CASE WHEN EXISTS (SELECT FROM memory_embeddings e"
+    " WHERE e.memory_id = memories.id) THEN '{}'::float4[] END AS embedding"
 )
 LINK_COLUMNS = "from_id, to_id, type, strength, metadata, created_at, updated_at, version"
 
@@ -204,56 +211,84 @@ class Tx:
         self.conn.execute("SELECT pg_advisory_xact_lock(hashtext(current_schema() || ':quota'))")
 
     def insert(self, row: MemoryRow) -> MemoryRow:
+        """Insert a memory and its vector (if any) in one statement."""
         result = self.conn.execute(
-            f"""INSERT INTO memories (id, coordinate, memory_type, payload, text, importance,
-                    metadata, tags, agent_id, user_id, session_id, created_at, updated_at,
-                    last_accessed_at, access_count, version, expires_at, embedding, index_pending)
-                VALUES (%s, %s::float8[], %s, %s, %s, %s, %s, %s::text[], %s, %s, %s,
-                    %s, %s, %s, %s, %s, %s, %s::float4[], %s)
-                RETURNING {MEMORY_COLUMNS}""",
-            self._values(row),
+            f"""WITH saved AS (
+                    INSERT INTO memories (id, coordinate, memory_type, payload, text, importance,
+                        metadata, tags, agent_id, user_id, session_id, created_at, updated_at,
+                        last_accessed_at, access_count, version, expires_at, index_pending)
+                    VALUES (%(id)s, %(coordinate)s::float8[], %(memory_type)s, %(payload)s,
+                        %(text)s, %(importance)s, %(metadata)s, %(tags)s::text[], %(agent_id)s,
+                        %(user_id)s, %(session_id)s, %(created_at)s, %(updated_at)s,
+                        %(last_accessed_at)s, %(access_count)s, %(version)s, %(expires_at)s,
+                        %(index_pending)s)
+                    RETURNING {ROW_COLUMNS}),
+                kept AS (
+                    INSERT INTO memory_embeddings (memory_id, embedding)
+                    SELECT id, %(embedding)s::float4[] FROM saved
+                    WHERE %(embedding)s::float4[] IS NOT NULL)
+                SELECT * FROM saved""",
+            self._params(row),
         ).fetchone()
         assert result is not None
-        return MemoryRow.from_db(result)
+        return MemoryRow.from_db({**result, "embedding": row.embedding})
 
     def update(self, row: MemoryRow) -> MemoryRow:
-        """Overwrite every column of an existing row (the caller bumped `version`)."""
-        values = self._values(row)
+        """Overwrite every column of an existing row (the caller bumped `version`)
+        and its vector: replaced, removed (None) or, if equal, left unwritten."""
         result = self.conn.execute(
-            f"""UPDATE memories SET coordinate = %s::float8[], memory_type = %s, payload = %s,
-                    text = %s, importance = %s, metadata = %s, tags = %s::text[], agent_id = %s,
-                    user_id = %s, session_id = %s, created_at = %s, updated_at = %s,
-                    last_accessed_at = %s, access_count = %s, version = %s, expires_at = %s,
-                    embedding = %s::float4[], index_pending = %s
-                WHERE id = %s RETURNING {MEMORY_COLUMNS}""",
-            (*values[1:], row.id),
+            f"""WITH saved AS (
+                    UPDATE memories SET coordinate = %(coordinate)s::float8[],
+                        memory_type = %(memory_type)s, payload = %(payload)s, text = %(text)s,
+                        importance = %(importance)s, metadata = %(metadata)s,
+                        tags = %(tags)s::text[], agent_id = %(agent_id)s, user_id = %(user_id)s,
+                        session_id = %(session_id)s, created_at = %(created_at)s,
+                        updated_at = %(updated_at)s, last_accessed_at = %(last_accessed_at)s,
+                        access_count = %(access_count)s, version = %(version)s,
+                        expires_at = %(expires_at)s, index_pending = %(index_pending)s
+                    WHERE id = %(id)s RETURNING {ROW_COLUMNS}),
+                dropped AS (
+                    DELETE FROM memory_embeddings
+                    WHERE memory_id = %(id)s AND %(embedding)s::float4[] IS NULL),
+                kept AS (
+                    INSERT INTO memory_embeddings (memory_id, embedding)
+                    SELECT id, %(embedding)s::float4[] FROM saved
+                    WHERE %(embedding)s::float4[] IS NOT NULL
+                    ON CONFLICT (memory_id) DO UPDATE SET embedding = EXCLUDED.embedding
+                    WHERE memory_embeddings.embedding IS DISTINCT FROM EXCLUDED.embedding)
+                SELECT * FROM saved""",
+            self._params(row),
         ).fetchone()
         assert result is not None
-        return MemoryRow.from_db(result)
+        return MemoryRow.from_db({**result, "embedding": row.embedding})
 
     @staticmethod
-    def _values(row: MemoryRow) -> tuple[Any, ...]:
-        return (
-            row.id,
-            list(row.coordinate),
-            row.memory_type,
-            Jsonb(row.payload),
-            row.text,
-            row.importance,
-            Jsonb(row.metadata),
-            list(row.tags),
-            row.agent_id,
-            row.user_id,
-            row.session_id,
-            row.created_at,
-            row.updated_at,
-            row.last_accessed_at,
-            row.access_count,
-            row.version,
-            row.expires_at,
-            row.embedding,
-            row.index_pending,
-        )
+    def _params(row: MemoryRow) -> dict[str, Any]:
+        if row.embedding == []:
+            # get_many(vectors=False)'s "has a vector, not loaded": writing it
+            # back would erase the vector
+            raise ValueError("this row was read without its vector; read it whole to write it")
+        return {
+            "id": row.id,
+            "coordinate": list(row.coordinate),
+            "memory_type": row.memory_type,
+            "payload": Jsonb(row.payload),
+            "text": row.text,
+            "importance": row.importance,
+            "metadata": Jsonb(row.metadata),
+            "tags": list(row.tags),
+            "agent_id": row.agent_id,
+            "user_id": row.user_id,
+            "session_id": row.session_id,
+            "created_at": row.created_at,
+            "updated_at": row.updated_at,
+            "last_accessed_at": row.last_accessed_at,
+            "access_count": row.access_count,
+            "version": row.version,
+            "expires_at": row.expires_at,
+            "embedding": row.embedding,
+            "index_pending": row.index_pending,
+        }
 
     def touch(self, ids: Sequence[uuid.UUID]) -> None:
         """Count an access now (GET): feeds decay and access statistics."""

@@ -32,7 +32,14 @@ def test_migrate_applies_once_and_records_versions(tenant: Tenant):
             tenant, "SELECT tablename FROM pg_tables WHERE schemaname = current_schema()"
         )
     }
-    assert tables == {"memories", "links", "outbox", "vector_tombstones", "schema_migrations"}
+    assert tables == {
+        "memories",
+        "memory_embeddings",
+        "links",
+        "outbox",
+        "vector_tombstones",
+        "schema_migrations",
+    }
 
 
 def test_changed_migration_is_refused(tenant: Tenant, monkeypatch: pytest.MonkeyPatch):

@@ -110,7 +110,7 @@ def test_keyword_statement_is_planned_for_every_call(conn: psycopg.Connection[An
             assert Tx(conn).keyword_search(word, VectorFilter(), 10)
     prepared = conn.execute("SELECT statement FROM pg_prepared_statements").fetchall()
     assert prepared, "psycopg prepared nothing: the check below would prove nothing"
-    assert not [s for (s,) in prepared if "ts_rank_cd" in s], prepared
+    assert not [s for (s,) in prepared if "WITH strict" in s], prepared
 
 
 def test_rows_matching_every_word_come_first(conn: psycopg.Connection[Any]) -> None:
@@ -185,3 +185,22 @@ def test_candidates_carry_the_ranking_inputs_without_a_query(conn: psycopg.Conne
     assert by_keyword.info == lonely.info
     assert by_keyword.keyword_rank is not None
     assert by_keyword.keyword_rank > 0
+
+
+def test_more_distinct_query_words_beat_one_word_repeated(
+    conn: psycopg.Connection[Any],
+) -> None:
+    # ts_rank_cd with an any-word query would rank the repetition first (it
+    # counts matched positions: 3 against 2); ts_rank weighs distinct words.
+    conn.execute(
+        "INSERT INTO memories (id, coordinate, memory_type, text) VALUES"
+        " (gen_random_uuid(), ARRAY[-20::float8], 'episodic', 'zebra zebra zebra'),"
+        " (gen_random_uuid(), ARRAY[-21::float8], 'episodic', 'zebra yak')"
+    )
+    conn.commit()
+    with conn.transaction():
+        hits = Tx(conn).keyword_search("zebra yak", VectorFilter(), 5)
+        by_id = Tx(conn).candidates([c.id for c in reversed(hits)], "zebra yak", VectorFilter())
+    assert texts(conn, [c.id for c in hits]) == ["zebra yak", "zebra zebra zebra"]
+    ranks = {c.id: c.keyword_rank for c in hits}
+    assert {c.id: c.keyword_rank for c in by_id} == ranks  # both queries rank alike

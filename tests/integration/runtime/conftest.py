@@ -26,6 +26,7 @@ from qdrant_client import QdrantClient
 from memory_runtime.api import create_app
 from memory_runtime.settings import Settings
 from memory_runtime.storage.migrate import migrate
+from memory_runtime.storage.postgres import PostgresStore
 
 DIMENSIONS = 16
 READ_TOKEN = "read-token-" + "r" * 16
@@ -151,6 +152,15 @@ def tenant(pg_database: str) -> Iterator[Tenant]:
 def migrated(tenant: Tenant) -> Tenant:
     migrate(tenant.dsn, tenant.schema, "extensions")
     return tenant
+
+
+@pytest.fixture
+def pg_store(migrated: Tenant) -> Iterator[PostgresStore]:
+    """The runtime's repository on the migrated tenant schema, one pooled connection."""
+    s = PostgresStore(migrated.dsn, migrated.schema, "extensions", min_size=1, max_size=1)
+    s.open()
+    yield s
+    s.close()
 
 
 @pytest.fixture

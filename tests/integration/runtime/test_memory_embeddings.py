@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import random
 import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime
 
 import pytest
@@ -53,21 +52,13 @@ def memory(coordinate: float, embedding: list[float] | None) -> MemoryRow:
     )
 
 
-@pytest.fixture
-def store(migrated: Tenant) -> Iterator[PostgresStore]:
-    s = PostgresStore(migrated.dsn, migrated.schema, "extensions", min_size=1, max_size=1)
-    s.open()
-    yield s
-    s.close()
-
-
 def stored_vectors(tenant: Tenant) -> dict[uuid.UUID, list[float]]:
     rows = admin_rows(tenant, "SELECT memory_id, embedding FROM memory_embeddings")
     return {r["memory_id"]: r["embedding"] for r in rows}
 
 
-def test_vectors_stay_out_of_the_memories_heap(store: PostgresStore, migrated: Tenant) -> None:
-    with store.tx() as tx:
+def test_vectors_stay_out_of_the_memories_heap(pg_store: PostgresStore, migrated: Tenant) -> None:
+    with pg_store.tx() as tx:
         saved = [tx.insert(memory(float(i), vector(i))) for i in range(20)]
         plain = tx.insert(memory(99.0, None))
     assert saved[3].embedding == vector(3)
@@ -75,7 +66,7 @@ def test_vectors_stay_out_of_the_memories_heap(store: PostgresStore, migrated: T
     # a 384-float vector is 1.5 kB; the row without it is a few hundred bytes
     widest = admin_rows(migrated, "SELECT max(pg_column_size(m.*)) AS b FROM memories m")
     assert widest[0]["b"] < 600
-    with store.tx() as tx:
+    with pg_store.tx() as tx:
         assert tx.get(saved[5].id).embedding == vector(5)  # type: ignore[union-attr]
         assert tx.get(plain.id).embedding is None  # type: ignore[union-attr]
         by_id = {r.id: r.embedding for r in tx.get_many([saved[0].id, plain.id], vectors=False)}
@@ -83,11 +74,11 @@ def test_vectors_stay_out_of_the_memories_heap(store: PostgresStore, migrated: T
 
 
 def test_update_replaces_removes_and_keeps_the_vector(
-    store: PostgresStore, migrated: Tenant
+    pg_store: PostgresStore, migrated: Tenant
 ) -> None:
-    with store.tx() as tx:
+    with pg_store.tx() as tx:
         row = tx.insert(memory(1.0, vector(1)))
-    with store.tx() as tx:
+    with pg_store.tx() as tx:
         row = tx.update(MemoryRow(**{**row.__dict__, "embedding": vector(2), "version": 2}))
     assert stored_vectors(migrated) == {row.id: vector(2)}
 
@@ -96,32 +87,32 @@ def test_update_replaces_removes_and_keeps_the_vector(
         return str(found[0]["x"])
 
     written = tuple_id()
-    with store.tx() as tx:  # same vector, other fields: the 1.5 kB row is not rewritten
+    with pg_store.tx() as tx:  # same vector, other fields: the 1.5 kB row is not rewritten
         row = tx.update(MemoryRow(**{**row.__dict__, "importance": 0.9, "version": 3}))
     assert tuple_id() == written
     assert admin_rows(migrated, "SELECT importance FROM memories")[0]["importance"] == 0.9
-    with store.tx() as tx:
+    with pg_store.tx() as tx:
         row = tx.update(MemoryRow(**{**row.__dict__, "embedding": None, "version": 4}))
     assert row.embedding is None
     assert stored_vectors(migrated) == {}
 
 
-def test_deleting_a_memory_deletes_its_vector(store: PostgresStore, migrated: Tenant) -> None:
-    with store.tx() as tx:
+def test_deleting_a_memory_deletes_its_vector(pg_store: PostgresStore, migrated: Tenant) -> None:
+    with pg_store.tx() as tx:
         keep = tx.insert(memory(1.0, vector(1)))
         gone = tx.insert(memory(2.0, vector(2)))
-    with store.tx() as tx:
+    with pg_store.tx() as tx:
         deleted = tx.delete_rows([gone.id])
     assert deleted[0].embedding == vector(2)  # the deleted row still reads whole
     assert stored_vectors(migrated) == {keep.id: vector(1)}
 
 
 def test_a_row_read_without_its_vector_cannot_be_written_back(
-    store: PostgresStore, migrated: Tenant
+    pg_store: PostgresStore, migrated: Tenant
 ) -> None:
-    with store.tx() as tx:
+    with pg_store.tx() as tx:
         row = tx.insert(memory(1.0, vector(1)))
-    with store.tx() as tx:
+    with pg_store.tx() as tx:
         (partial,) = tx.get_many([row.id], vectors=False)
         with pytest.raises(ValueError, match="without its vector"):
             tx.update(partial)

@@ -16,6 +16,7 @@ while vector similarities do have one and are mapped to [0, 1] per distance.
 
 from __future__ import annotations
 
+import heapq
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -138,46 +139,51 @@ def fuse(
     elif mode == "hybrid" and not vector_hits:
         alpha = 0.0
     relevance_share = 1.0 - weights.recency - weights.importance
-    scored: list[ScoredHit] = []
+    now_seconds = now.timestamp()
+    # Score every candidate as a plain tuple (-score, id, components...) and
+    # build hits for the top_k only: recall fuses ~80 candidates per query.
+    # Ties are broken by id; UUIDs compare by their 128-bit value, which is the
+    # order of their text form and of PostgreSQL's uuid type.
+    scored: list[tuple[float, UUID, float | None, float | None, float, float, float]] = []
     for memory_id in ids:
         meta = info.get(memory_id)
         if meta is None:
             continue
-        vec = (
-            normalise_similarity(vector_hits[memory_id], distance)
-            if memory_id in vector_hits
-            else None
-        )
-        kw = (
-            (keyword_hits[memory_id] / best_rank if best_rank > 0 else 0.0)
-            if memory_id in keyword_hits
-            else None
-        )
+        similarity = vector_hits.get(memory_id)
+        vec = None if similarity is None else normalise_similarity(similarity, distance)
+        rank = keyword_hits.get(memory_id)
+        kw = None if rank is None else (rank / best_rank if best_rank > 0 else 0.0)
         if mode == "vector":
             relevance = vec or 0.0
         elif mode == "keyword":
             relevance = kw or 0.0
         else:
             relevance = alpha * (vec or 0.0) + (1.0 - alpha) * (kw or 0.0)
-        recency = decay_factor(hours_between(meta.updated_at, now), half_life_hours)
-        importance = effective_importance(
-            meta.importance, meta.last_accessed_at, now, half_life_hours, decay_enabled
+        recency = decay_factor(
+            (now_seconds - meta.updated_at.timestamp()) / 3600.0, half_life_hours
         )
+        importance = meta.importance
+        if decay_enabled:
+            importance *= decay_factor(
+                (now_seconds - meta.last_accessed_at.timestamp()) / 3600.0, half_life_hours
+            )
         score = (
             relevance_share * relevance
             + weights.recency * recency
             + weights.importance * importance
         )
-        scored.append(
-            ScoredHit(
-                memory_id=memory_id,
-                score=score,
-                vector=vec,
-                keyword=kw,
-                relevance=relevance,
-                recency=recency,
-                importance=importance,
-            )
+        scored.append((-score, memory_id, vec, kw, relevance, recency, importance))
+    return [
+        ScoredHit(
+            memory_id=memory_id,
+            score=-negative_score,
+            vector=vec,
+            keyword=kw,
+            relevance=relevance,
+            recency=recency,
+            importance=importance,
         )
-    scored.sort(key=lambda h: (-h.score, str(h.memory_id)))
-    return scored[:top_k]
+        for negative_score, memory_id, vec, kw, relevance, recency, importance in heapq.nsmallest(
+            top_k, scored
+        )
+    ]

@@ -103,6 +103,20 @@ def test_ties_break_by_id_deterministically():
     assert [h.memory_id for h in hits] == [A, B]
 
 
+def test_top_k_is_the_head_of_the_full_order():
+    # Ids whose numeric and text orders are shuffled against the insertion order,
+    # and only five distinct scores: the tie-break decides most places.
+    ids = [uuid.UUID(int=(i * 0x9E3779B97F4A7C15 << 64) % (1 << 128)) for i in range(40)]
+    vec = {memory_id: (i % 5) / 10 for i, memory_id in enumerate(ids)}
+    infos = {memory_id: info() for memory_id in ids}
+    full = run(vec, {}, infos, mode="vector", top_k=len(ids))
+    keys = [(-h.score, str(h.memory_id)) for h in full]
+    assert keys == sorted(keys)
+    assert len(full) == len(ids)
+    for k in (1, 3, 12):
+        assert run(vec, {}, infos, mode="vector", top_k=k) == full[:k]
+
+
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [

@@ -87,21 +87,18 @@ def decay_factor(hours: float, half_life_hours: float) -> float:
     return 0.5 ** (hours / half_life_hours)
 
 
-def hours_between(earlier: datetime, later: datetime) -> float:
-    return max(0.0, (later - earlier).total_seconds() / 3600.0)
+def hours_before(now_seconds: float, moment: datetime) -> float:
+    """Hours from `moment` to `now_seconds` (a POSIX timestamp); negative if later."""
+    return (now_seconds - moment.timestamp()) / 3600.0
 
 
 def effective_importance(
-    importance: float,
-    last_accessed_at: datetime,
-    now: datetime,
-    half_life_hours: float,
-    decay_enabled: bool = True,
+    importance: float, idle_hours: float, half_life_hours: float, decay_enabled: bool = True
 ) -> float:
     """importance x 0.5^(hours since last access / half-life) (DESIGN §5)."""
     if not decay_enabled:
         return importance
-    return importance * decay_factor(hours_between(last_accessed_at, now), half_life_hours)
+    return importance * decay_factor(idle_hours, half_life_hours)
 
 
 def fuse(
@@ -159,14 +156,13 @@ def fuse(
             relevance = kw or 0.0
         else:
             relevance = alpha * (vec or 0.0) + (1.0 - alpha) * (kw or 0.0)
-        recency = decay_factor(
-            (now_seconds - meta.updated_at.timestamp()) / 3600.0, half_life_hours
+        recency = decay_factor(hours_before(now_seconds, meta.updated_at), half_life_hours)
+        importance = effective_importance(
+            meta.importance,
+            hours_before(now_seconds, meta.last_accessed_at),
+            half_life_hours,
+            decay_enabled,
         )
-        importance = meta.importance
-        if decay_enabled:
-            importance *= decay_factor(
-                (now_seconds - meta.last_accessed_at.timestamp()) / 3600.0, half_life_hours
-            )
         score = (
             relevance_share * relevance
             + weights.recency * recency

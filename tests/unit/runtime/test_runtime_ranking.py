@@ -14,6 +14,7 @@ from memory_runtime.ranking import (
     decay_factor,
     effective_importance,
     fuse,
+    hours_before,
     normalise_similarity,
 )
 
@@ -144,9 +145,10 @@ def test_decay_and_effective_importance():
     assert decay_factor(0, 10) == 1.0
     assert decay_factor(10, 10) == pytest.approx(0.5)
     assert decay_factor(30, 10) == pytest.approx(0.125)
-    last = NOW - timedelta(hours=20)
-    assert effective_importance(0.8, last, NOW, 10) == pytest.approx(0.2)
-    assert effective_importance(0.8, last, NOW, 10, decay_enabled=False) == 0.8
+    assert effective_importance(0.8, 20, 10) == pytest.approx(0.2)
+    assert effective_importance(0.8, 20, 10, decay_enabled=False) == 0.8
+    assert effective_importance(0.8, -1, 10) == 0.8  # accessed "later" (clock skew): no decay
+    assert hours_before(NOW.timestamp(), NOW - timedelta(hours=20)) == pytest.approx(20)
 
 
 def test_top_k_must_be_positive():

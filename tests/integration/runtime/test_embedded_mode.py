@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import subprocess
@@ -110,7 +111,9 @@ def shared_buffers(local: embedded.Embedded) -> str:
     return str(row[0])
 
 
-def test_embedded_server_runs_with_the_configured_shared_buffers(tmp_path: Path):
+def test_embedded_server_runs_with_the_configured_shared_buffers(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+):
     data_dir = tmp_path / "pg"
     settings = Settings(tenant="buffers", data_dir=str(data_dir), embedded_shared_buffers="144MB")
     local = embedded.start(settings)
@@ -136,5 +139,16 @@ def test_embedded_server_runs_with_the_configured_shared_buffers(tmp_path: Path)
                 (local.settings.database_schema,),
             ).fetchone()
         assert row == (local.settings.database_schema,)
+        with psycopg.connect(local.server.get_uri(), autocommit=True) as conn:
+            conn.execute("ALTER SYSTEM SET shared_buffers = '176MB'")
+    finally:
+        local.server.cleanup()
+
+    # ALTER SYSTEM outranks our file: started as it says, and the log tells why
+    caplog.set_level(logging.WARNING, logger="memory_runtime.embedded")
+    local = embedded.start(settings)
+    try:
+        assert shared_buffers(local) == "176MB"
+        assert "does not run with shared_buffers=144MB" in caplog.text
     finally:
         local.server.cleanup()

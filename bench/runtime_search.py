@@ -390,18 +390,20 @@ def host_gauge(rounds: int = 300) -> dict[str, Any] | None:
     one CPU, alone and then with a busy loop pinned to a second CPU.
 
     A fixed unit of CPU work, taken at the start and the end of a run, so runs
-    on a shared guest can be compared: here the same work took 2.7-3.9 ms p50
-    within one hour (turbo, the host's other guests). The busy-loop half shows
+    on a shared guest can be compared: here the same work took 2.7-4.7 ms p50
+    within hours (turbo, the host's other guests). The busy-loop half shows
     whether the two vCPUs slow each other (shared core or caches). None with
     fewer than 2 CPUs.
     """
-    if not hasattr(os, "sched_setaffinity") or len(os.sched_getaffinity(0)) < 2:
+    if not hasattr(os, "sched_setaffinity"):
         return None
-    first, second, *_ = sorted(os.sched_getaffinity(0))
+    mine = os.sched_getaffinity(0)
+    if len(mine) < 2:
+        return None
+    first, second, *_ = sorted(mine)
     embedder = LocalEmbedder(threads=1)  # runs on the calling thread
     embedder.embed(["warm up"])
     query = ["how do I reset my password for the billing portal"]
-    mine = os.sched_getaffinity(0)
 
     def sample() -> dict[str, float]:
         times = [timed(lambda: embedder.embed(query)) for _ in range(rounds)]

@@ -3,11 +3,21 @@
 Every call observes the catalog first and issues nothing when it already
 matches; the writes of one call run in one transaction, so a failure leaves
 nothing half-applied.
+
+Concurrency: tenants share catalog rows (the database's ACL in pg_database,
+the extensions schema's ACL, pg_authid). Two transactions granting on the same
+row make the second fail with "tuple concurrently updated" once the first
+commits. So one adapter applies one plan at a time (plans take milliseconds;
+observing runs in parallel), and a race with any other session (another
+process, a DBA) is retried: observe again, plan again, a few times with
+jittered backoff, then a temporary error for the caller's own backoff.
 """
 
 from __future__ import annotations
 
 import os
+import random
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
@@ -31,6 +41,25 @@ from memory_operator.sql import (
 
 Observe = Callable[[str, str, float], None]
 BACKEND = "postgres"
+RACE_ATTEMPTS = 5
+
+# SQLSTATEs of races that a fresh observe + plan resolves: serialization failure,
+# deadlock, a concurrent insert of the same catalog key (two CREATE ROLE x). A lock
+# timeout is not retried here (it already waited 10 s): a temporary error.
+_RACE_SQLSTATES = frozenset({"40001", "40P01", "23505"})
+# Concurrent updates of one catalog row raise an internal error with no SQLSTATE of its own.
+_RACE_MESSAGES = ("tuple concurrently updated", "tuple concurrently deleted")
+
+
+class _Race(Exception):
+    """A concurrent catalog change got in the way; observing again will do."""
+
+
+def is_race(exc: psycopg.Error) -> bool:
+    if exc.sqlstate in _RACE_SQLSTATES:
+        return True
+    return any(m in str(exc) for m in _RACE_MESSAGES)
+
 
 _ROLE_QUERY = """
 SELECT r.oid, r.rolcanlogin, r.rolsuper, r.rolcreatedb, r.rolcreaterole, r.rolinherit,
@@ -84,6 +113,7 @@ class PostgresAdmin:
         self._dsn = dsn
         self._observe = observe
         self._connect_timeout = connect_timeout
+        self._apply_lock = threading.Lock()  # one plan at a time: see the module docstring
 
     # -- plumbing ---------------------------------------------------------------
     @contextmanager
@@ -111,10 +141,12 @@ class PostgresAdmin:
             yield conn
         except PlanError as exc:
             raise BackendRejected(BACKEND, str(exc)) from exc
-        except psycopg.OperationalError as exc:
-            # Connection lost, shutdown, lock/statement timeout, deadlock: all transient.
-            raise BackendUnavailable(BACKEND, str(exc).strip()) from exc
         except psycopg.Error as exc:
+            if is_race(exc):
+                raise _Race(str(exc).strip()) from exc
+            if isinstance(exc, psycopg.OperationalError):
+                # Connection lost, shutdown, statement timeout: transient.
+                raise BackendUnavailable(BACKEND, str(exc).strip()) from exc
             # Privilege, dependency or syntax errors will not heal by retrying.
             raise BackendRejected(BACKEND, str(exc).strip()) from exc
         finally:
@@ -176,12 +208,30 @@ class PostgresAdmin:
         )
 
     def _apply(self, conn: psycopg.Connection[Any], statements: list[sql.Composed]) -> None:
-        with self._timed("apply"), conn.transaction():
+        with self._timed("apply"), self._apply_lock, conn.transaction():
             for statement in statements:
                 conn.execute(statement)
 
+    def _retrying(self, once: Callable[[], Outcome]) -> Outcome:
+        """Run observe+plan+apply again after a race, with jittered backoff."""
+        for attempt in range(RACE_ATTEMPTS):
+            try:
+                return once()
+            except _Race as race:
+                last = race
+                time.sleep(random.uniform(0.05, 0.1) * 2**attempt)
+        raise BackendUnavailable(
+            BACKEND, f"concurrent catalog changes, {RACE_ATTEMPTS} attempts: {last}"
+        )
+
     # -- DatabaseAdmin --------------------------------------------------------------
     def ensure_tenant(self, target: DatabaseTarget) -> Outcome:
+        return self._retrying(lambda: self._ensure_tenant(target))
+
+    def delete_tenant(self, target: DatabaseTarget) -> Outcome:
+        return self._retrying(lambda: self._delete_tenant(target))
+
+    def _ensure_tenant(self, target: DatabaseTarget) -> Outcome:
         with self._connect() as conn:
             with self._timed("observe"):
                 state = self._observe_state(conn, target)
@@ -191,7 +241,7 @@ class PostgresAdmin:
             self._apply(conn, plan)
         return Outcome.CREATED if state.role is None else Outcome.UPDATED
 
-    def delete_tenant(self, target: DatabaseTarget) -> Outcome:
+    def _delete_tenant(self, target: DatabaseTarget) -> Outcome:
         with self._connect() as conn:
             with self._timed("observe"):
                 row = conn.execute(

@@ -26,6 +26,9 @@ from memory_operator.ports import BackendRejected, BackendUnavailable
 Observe = Callable[[str, str, float], None]
 BACKEND = "redis"
 _NO_ACL_FILE = "not configured to use an ACL file"
+# Error replies that pass with time: a script running, a replica loading or
+# failing over, a cluster resharding.
+_TRANSIENT_REPLIES = ("BUSY", "LOADING", "TRYAGAIN", "MASTERDOWN", "CLUSTERDOWN", "READONLY")
 
 
 class RedisAdmin:
@@ -66,6 +69,8 @@ class RedisAdmin:
         except (redis.ConnectionError, redis.TimeoutError) as exc:
             raise BackendUnavailable(BACKEND, str(exc)) from exc
         except redis.RedisError as exc:
+            if str(exc).startswith(_TRANSIENT_REPLIES):
+                raise BackendUnavailable(BACKEND, str(exc)) from exc
             raise BackendRejected(BACKEND, str(exc)) from exc
         finally:
             if self._observe is not None:

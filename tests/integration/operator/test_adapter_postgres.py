@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import threading
+import time
 import uuid
 from collections.abc import Iterator
 
@@ -306,3 +308,46 @@ def test_non_superuser_admin_checks_the_password_by_logging_in(
             conn.execute(f'ALTER DATABASE "{db}" OWNER TO CURRENT_USER')
             conn.execute(f"DROP OWNED BY {admin_role}")
             conn.execute(f"DROP ROLE {admin_role}")
+
+
+def test_racing_grant_on_the_database_is_retried(pg_database: str, cleanup: list) -> None:
+    """Another session's uncommitted GRANT on the shared pg_database row makes our
+    GRANT CONNECT wait and then fail with "tuple concurrently updated" when it
+    commits. That is a race, not a refusal: the adapter observes again and succeeds."""
+    other, ours = target_for("other"), target_for("ours")
+    cleanup.extend([other, ours])
+    with psycopg.connect(pg_database, autocommit=True) as conn:
+        db = conn.execute("SELECT current_database()").fetchone()[0]  # type: ignore[index]
+        conn.execute(f'CREATE ROLE "{other.role}" LOGIN')
+    racer = psycopg.connect(pg_database)  # a transaction left open
+    racer.execute(f'GRANT CONNECT ON DATABASE "{db}" TO "{other.role}"')
+    outcome: list[object] = []
+
+    def ensure() -> None:
+        try:
+            outcome.append(PostgresAdmin(pg_database).ensure_tenant(ours))
+        except Exception as err:  # recorded, asserted below
+            outcome.append(err)
+
+    thread = threading.Thread(target=ensure)
+    thread.start()
+    try:
+        with psycopg.connect(pg_database, autocommit=True) as watch:
+            deadline = time.monotonic() + 20
+            while time.monotonic() < deadline:  # our GRANT waits on the racer's row lock
+                row = watch.execute(
+                    "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+                    " AND query LIKE 'GRANT CONNECT%%'"
+                ).fetchone()
+                if row and row[0]:
+                    break
+                time.sleep(0.05)
+            else:
+                raise AssertionError("ensure_tenant never waited on the racing GRANT")
+    finally:
+        racer.commit()
+        racer.close()
+        thread.join(30)
+    assert outcome == [Outcome.CREATED]
+    with psycopg.connect(as_role(pg_database, ours.role, ours.password)):
+        pass

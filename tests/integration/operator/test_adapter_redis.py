@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import threading
+import time
 import uuid
 from collections.abc import Iterator
 
@@ -191,3 +194,41 @@ def test_wrong_admin_password_is_permanent(redis_server: RedisServer) -> None:
     adapter = RedisAdmin(redis_server.url_for("default", "wrong"))
     with pytest.raises(BackendRejected, match="authentication"):
         adapter.ensure_user(new_target("auth"))
+
+
+def test_busy_server_is_temporary(admin: RedisAdmin, redis_server: RedisServer) -> None:
+    """A script spinning past the busy threshold makes Redis answer BUSY to everyone:
+    that passes with time (or SCRIPT KILL), so it must not become a permanent error."""
+    spinner = redis.Redis.from_url(redis_server.url, decode_responses=True)
+    control = redis.Redis.from_url(redis_server.url, decode_responses=True)
+    old = control.config_get("lua-time-limit")["lua-time-limit"]
+    control.config_set("lua-time-limit", 50)
+
+    def spin() -> None:
+        with contextlib.suppress(redis.RedisError):  # the killed script's own error
+            spinner.eval("while true do end", 0)
+
+    thread = threading.Thread(target=spin, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                control.ping()
+            except redis.exceptions.BusyLoadingError:
+                break
+            except redis.ResponseError as err:
+                if str(err).startswith("BUSY"):
+                    break
+                raise
+            time.sleep(0.02)
+        else:
+            raise AssertionError("the server never became busy")
+        with pytest.raises(BackendUnavailable, match="BUSY"):
+            admin.ensure_user(new_target("busy"))
+    finally:
+        control.script_kill()
+        thread.join(10)
+        control.config_set("lua-time-limit", old)
+        spinner.close()
+        control.close()

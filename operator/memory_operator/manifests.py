@@ -144,6 +144,7 @@ def runtime_config(
         "MEMORY_RATE_LIMIT_PER_MINUTE": str(spec.api.rate_limit.requests_per_minute),
         "MEMORY_RATE_LIMIT_BURST": str(spec.api.rate_limit.burst),
         "MEMORY_MAX_BODY_BYTES": str(spec.api.max_body_bytes),
+        "MEMORY_MCP_ENABLED": "true" if spec.api.mcp.enabled else "false",
         "MEMORY_MIGRATE_ON_START": "true",
         "MEMORY_HOST": "0.0.0.0",
         "MEMORY_PORT": str(RUNTIME_PORT),

@@ -88,12 +88,17 @@ class Resources(_Model):
     requests: dict[str, int | str] = Field(default_factory=dict)
 
 
+class Mcp(_Model):
+    enabled: bool = True
+
+
 class Api(_Model):
     replicas: int = Field(1, ge=0, le=100)
     image: str = Field("", max_length=512)
     resources: Resources = Resources()
     rate_limit: RateLimit = RateLimit()
     max_body_bytes: int = Field(5_242_880, ge=1024, le=1_073_741_824)
+    mcp: Mcp = Mcp()
     token_secret_ref: SecretKeyRef | None = None
 
 

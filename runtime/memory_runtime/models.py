@@ -29,6 +29,9 @@ Tag = Annotated[str, Field(min_length=1, max_length=128)]
 LinkType = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")]
 CoordinateIn = list[float] | str
 
+MAX_DEPTH = 6  # graph traversal hops (neighbours depth, path max_depth)
+MAX_NEIGHBOURS = 1000  # neighbours per answer
+
 INT64 = 2**63  # Qdrant keeps integers as int64; larger ones could never match anyway
 
 

@@ -32,6 +32,7 @@ from memory_runtime.coordinates import (
     parse_key,
 )
 from memory_runtime.models import (
+    MAX_DEPTH,
     Degradation,
     Filters,
     ImportCounts,
@@ -64,8 +65,6 @@ from memory_runtime.vectors.common import VectorIndexError, VectorIndexUnavailab
 
 log = logging.getLogger("memory_runtime.service")
 
-MAX_DEPTH = 6
-MAX_NEIGHBOURS = 1000
 PRUNE_BATCH = 500
 
 

@@ -87,6 +87,7 @@ class Settings(BaseSettings):
     rate_limit_per_minute: int = Field(default=600, ge=0)
     rate_limit_burst: int = Field(default=100, ge=0)
     max_body_bytes: int = Field(default=5_242_880, ge=1024)
+    mcp_enabled: bool = True  # the Model Context Protocol endpoint at /mcp
 
     api_tokens: str = Field(default="", repr=False)
     migrate_on_start: bool = False

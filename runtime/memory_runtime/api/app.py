@@ -11,6 +11,7 @@ from fastapi import FastAPI
 
 from memory_runtime import __version__
 from memory_runtime.api import compat, errors, routes
+from memory_runtime.api.mcp import McpEndpoint, mount
 from memory_runtime.api.middleware import BodyLimitMiddleware, Metrics, ObserveMiddleware
 from memory_runtime.ports import Embedder, VectorIndex
 from memory_runtime.service import MemoryService, ServiceConfig
@@ -112,6 +113,7 @@ def create_app(
         ),
     )
     jobs: list[Any] = []
+    mcp = McpEndpoint(settings.tenant, settings.max_body_bytes) if settings.mcp_enabled else None
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -130,7 +132,11 @@ def create_app(
         if start_jobs:
             jobs.extend(_start_jobs(settings, service, store, redis_client))
         try:
-            yield
+            if mcp is not None:
+                async with mcp.running():
+                    yield
+            else:
+                yield
         finally:
             for job in jobs:
                 job.stop()
@@ -159,6 +165,8 @@ def create_app(
     errors.install(app)
     app.include_router(routes.router)
     app.include_router(compat.router)
+    if mcp is not None:
+        mount(app, mcp)
     # outermost first: metrics see every answer, including 413s
     app.add_middleware(BodyLimitMiddleware, limit=settings.max_body_bytes)
     app.add_middleware(ObserveMiddleware, metrics=metrics)

@@ -14,6 +14,8 @@ from pydantic import ValidationError
 from memory_runtime.api import auth
 from memory_runtime.api.errors import ProblemError, validation_problem
 from memory_runtime.models import (
+    MAX_DEPTH,
+    MAX_NEIGHBOURS,
     Deleted,
     Direction,
     Filters,
@@ -280,10 +282,10 @@ def unlink(
 def neighbors(
     svc: Svc,
     key: Annotated[str, Query(description="memory id or coordinate")],
-    depth: Annotated[int, Query(ge=1, le=6)] = 1,
+    depth: Annotated[int, Query(ge=1, le=MAX_DEPTH)] = 1,
     direction: Direction = "out",
     type: str | None = None,
-    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    limit: Annotated[int, Query(ge=1, le=MAX_NEIGHBOURS)] = 100,
     _: Any = Depends(auth.read),
 ) -> Any:
     return svc.neighbors(key, depth, direction, type, limit).model_dump(mode="json", by_alias=True)
@@ -294,7 +296,7 @@ def path(
     svc: Svc,
     from_: Annotated[str, Query(alias="from")],
     to: str,
-    max_depth: Annotated[int, Query(ge=1, le=6)] = 4,
+    max_depth: Annotated[int, Query(ge=1, le=MAX_DEPTH)] = 4,
     direction: Direction = "out",
     type: str | None = None,
     _: Any = Depends(auth.read),

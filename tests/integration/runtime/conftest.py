@@ -12,12 +12,17 @@ import math
 import re
 import secrets
 import socket
+import threading
+import time
 import uuid
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
 
 import psycopg
 import pytest
+import uvicorn
 from fastapi.testclient import TestClient
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
@@ -211,3 +216,30 @@ def qdrant_down(tenant: Tenant) -> Iterator[TestClient]:
     with TestClient(app, raise_server_exceptions=False) as c:
         c.headers.update(bearer(ADMIN_TOKEN))
         yield c
+
+
+@contextmanager
+def serve(app: Any) -> Iterator[str]:
+    """Serve an ASGI app with uvicorn on a free loopback port (a real HTTP server)."""
+    config = uvicorn.Config(app, host="127.0.0.1", port=closed_port(), log_level="warning")
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, name="test-runtime", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 60
+    while not server.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            raise RuntimeError("the runtime did not start serving")
+        time.sleep(0.05)
+    try:
+        yield f"http://127.0.0.1:{config.port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
+
+
+@pytest.fixture
+def runtime_url(tenant: Tenant, embedder: HashingTestEmbedder) -> Iterator[str]:
+    """The runtime of tenant `acme` served over real HTTP (uvicorn), read/write/admin tokens."""
+    settings = tenant_settings(tenant, embedding_provider="local")  # the embedder is injected
+    with serve(create_app(settings, embedder=embedder)) as url:
+        yield url

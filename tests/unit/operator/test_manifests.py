@@ -45,8 +45,8 @@ CONTRACT = {
     "MEMORY_EMBEDDING_PROVIDER", "MEMORY_EMBEDDING_MODEL", "MEMORY_EMBEDDING_URL",
     "MEMORY_DECAY_ENABLED", "MEMORY_DECAY_HALF_LIFE_HOURS", "MEMORY_DECAY_PRUNE_BELOW",
     "MEMORY_MAX_MEMORIES", "MEMORY_RATE_LIMIT_PER_MINUTE", "MEMORY_RATE_LIMIT_BURST",
-    "MEMORY_MAX_BODY_BYTES", "MEMORY_API_TOKENS", "MEMORY_MIGRATE_ON_START", "MEMORY_HOST",
-    "MEMORY_PORT", "MEMORY_METRICS_PORT",
+    "MEMORY_MAX_BODY_BYTES", "MEMORY_MCP_ENABLED", "MEMORY_API_TOKENS",
+    "MEMORY_MIGRATE_ON_START", "MEMORY_HOST", "MEMORY_PORT", "MEMORY_METRICS_PORT",
 }  # fmt: skip
 
 
@@ -71,6 +71,12 @@ def test_runtime_config_values() -> None:
     assert config["MEMORY_DECAY_HALF_LIFE_HOURS"] == "720"
     assert config["MEMORY_DECAY_PRUNE_BELOW"] == "0.05"
     assert config["MEMORY_EVENTS_ENABLED"] == "true"
+
+
+def test_mcp_endpoint_is_on_by_default_and_switchable() -> None:
+    assert m.runtime_config(SPEC, NAMES, CFG)["MEMORY_MCP_ENABLED"] == "true"
+    off = parse_spec({"api": {"mcp": {"enabled": False}}}, "acme")
+    assert m.runtime_config(off, NAMES, CFG)["MEMORY_MCP_ENABLED"] == "false"
 
 
 def test_events_off_without_kafka_and_pgvector_has_no_qdrant() -> None:

@@ -24,6 +24,7 @@ def test_empty_spec_gets_design_defaults_and_tenant_from_name() -> None:
     assert spec.decay.half_life_hours == 720
     assert spec.api.rate_limit.requests_per_minute == 600
     assert spec.api.max_body_bytes == 5_242_880
+    assert spec.api.mcp.enabled is True
     assert spec.api.token_secret_ref is None
 
 

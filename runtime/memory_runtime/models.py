@@ -364,6 +364,8 @@ class Stats(BaseModel):
     table_bytes: dict[str, int]
     total_bytes: int
     max_memories: int
+    # per dependency: status (ok | error | hung | unknown), circuit, error class
+    dependencies: dict[str, dict[str, Any]] = Field(default_factory=dict)
 
 
 class Problem(BaseModel):

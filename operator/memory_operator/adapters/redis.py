@@ -22,6 +22,7 @@ from memory_operator.acl import (
 )
 from memory_operator.domain import CacheUserTarget, Outcome
 from memory_operator.ports import BackendRejected, BackendUnavailable
+from memory_runtime.redis_functions import LIBRARY, LIBRARY_CODE
 
 Observe = Callable[[str, str, float], None]
 BACKEND = "redis"
@@ -102,13 +103,39 @@ class RedisAdmin:
             if _NO_ACL_FILE not in str(exc):
                 raise
 
+    def _loaded_library_code(self) -> str | None:
+        try:
+            reply = self._client.execute_command(
+                "FUNCTION", "LIST", "LIBRARYNAME", LIBRARY, "WITHCODE"
+            )
+        except redis.ResponseError as exc:
+            if "unknown command" in str(exc).lower():
+                raise BackendRejected(
+                    BACKEND, f"Redis 7.0 or later is required (Redis functions): {exc}"
+                ) from exc
+            raise
+        for entry in reply or []:
+            # A flat [name, value, ...] list (RESP2); a dict with RESP3.
+            pairs = zip(entry[::2], entry[1::2], strict=True) if isinstance(entry, list) else ()
+            fields = entry if isinstance(entry, dict) else dict(pairs)
+            if fields.get("library_name") == LIBRARY:
+                return str(fields.get("library_code"))
+        return None
+
     def ensure_user(self, target: CacheUserTarget) -> Outcome:
+        """The tenant's ACL user and the function library it calls with FCALL (shared
+        by every tenant on the server; loaded only when missing or different)."""
         with self._call("observe"):
             args = redis_setuser_args(target)  # validates before any I/O
+            library_ok = self._loaded_library_code() == LIBRARY_CODE
             state = parse_getuser(self._getuser(target.username))
-            if redis_user_matches(state, target, self._command_categories()):
+            if library_ok and redis_user_matches(state, target, self._command_categories()):
                 return Outcome.UNCHANGED
         with self._call("apply"):
+            if not library_ok:
+                # Functions persist with the dataset (RDB/AOF); without persistence a
+                # restarted server lacks them until the next reconcile loads them again.
+                self._client.execute_command("FUNCTION", "LOAD", "REPLACE", LIBRARY_CODE)
             self._client.execute_command("ACL", "SETUSER", *args)
             self._persist()
         return Outcome.CREATED if state is None else Outcome.UPDATED

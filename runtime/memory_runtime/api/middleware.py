@@ -11,6 +11,10 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from memory_runtime.api.errors import MEDIA_TYPE, PROBLEM_BASE
 
+# Metric label values come from fixed sets only (route templates, these methods,
+# status codes): the metrics port carries no tenant data (docs/THREAT-MODEL.md).
+HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
 
 class Metrics:
     """The runtime's Prometheus metrics, in a registry of their own (one per app)."""
@@ -179,5 +183,7 @@ class ObserveMiddleware:
             route: Any = scope.get("route")
             template = getattr(route, "path", None) or "unmatched"
             method = scope.get("method", "")
+            if method not in HTTP_METHODS:  # a client-chosen string never becomes a label
+                method = "OTHER"
             self.metrics.requests.labels(method, template, str(status)).inc()
             self.metrics.latency.labels(method, template).observe(time.perf_counter() - started)

@@ -1,8 +1,8 @@
 """Job locks: one holder at a time across replicas (Redis) or threads (in-process).
 
-Redis: SET key token NX PX ttl; release and extend are compare-and-act Lua
-scripts, so a replica whose lock expired can never delete or extend the lock
-another replica now holds.
+Redis: SET key token NX PX ttl; release and extend are compare-and-act Redis
+functions (redis_functions, loaded by the operator), so a replica whose lock
+expired can never delete or extend the lock another replica now holds.
 """
 
 from __future__ import annotations
@@ -12,6 +12,8 @@ import threading
 from typing import Protocol
 
 import redis
+
+from memory_runtime.redis_functions import LOCK_EXTEND, LOCK_RELEASE
 
 
 class JobLock(Protocol):
@@ -31,21 +33,6 @@ class JobLock(Protocol):
         ...
 
 
-_RELEASE_LUA = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  return redis.call('DEL', KEYS[1])
-end
-return 0
-"""
-
-_EXTEND_LUA = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
-end
-return 0
-"""
-
-
 class RedisLock:
     def __init__(self, client: redis.Redis, key: str, ttl_seconds: float) -> None:
         if ttl_seconds <= 0:
@@ -53,8 +40,6 @@ class RedisLock:
         self._client = client
         self.key = key
         self._ttl_ms = max(1, int(ttl_seconds * 1000))
-        self._release = client.register_script(_RELEASE_LUA)
-        self._extend = client.register_script(_EXTEND_LUA)
 
     @property
     def ttl_seconds(self) -> float:
@@ -67,10 +52,10 @@ class RedisLock:
         return None
 
     def extend(self, token: str) -> bool:
-        return bool(self._extend(keys=[self.key], args=[token, self._ttl_ms]))
+        return bool(self._client.fcall(LOCK_EXTEND, 1, self.key, token, self._ttl_ms))
 
     def release(self, token: str) -> None:
-        self._release(keys=[self.key], args=[token])
+        self._client.fcall(LOCK_RELEASE, 1, self.key, token)
 
 
 # key -> (lock, [holder token]); shared by every LocalLock of the process.

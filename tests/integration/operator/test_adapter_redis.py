@@ -1,4 +1,4 @@
-"""RedisAdmin against a real Redis (6.2, ACLs): confinement, idempotence, deletion."""
+"""RedisAdmin against a real Redis 7 (ACLs, functions): confinement, idempotence, deletion."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ import redis
 from memory_operator.adapters.redis import RedisAdmin
 from memory_operator.domain import CacheUserTarget, Outcome
 from memory_operator.ports import BackendRejected, BackendUnavailable
+from memory_runtime.redis_functions import LIBRARY, LIBRARY_CODE, TOKEN_BUCKET
 from tests.servers._process import free_port
 from tests.servers.redis import RedisServer
 
@@ -84,17 +85,13 @@ def test_user_is_confined_to_its_prefix(
         for forbidden in (("FLUSHALL",), ("CONFIG", "GET", "*"), ("KEYS", "*"), ("SCAN", "0")):
             with pytest.raises(redis.exceptions.NoPermissionError):
                 client.execute_command(*forbidden)
-        # Lua (token buckets, locks): allowed on its own keys, refused on others'.
-        incr = "return redis.call('INCRBY', KEYS[1], ARGV[1])"
-        assert client.eval(incr, 1, f"{mine.key_prefix}:bucket", 5) == 5
-        sha = client.script_load(incr)
-        assert client.evalsha(sha, 1, f"{mine.key_prefix}:bucket", 2) == 7
-        with pytest.raises(redis.exceptions.ResponseError, match=r"(?i)permission|noperm"):
-            client.eval(incr, 1, f"{other.key_prefix}:secret", 1)
-        # Pub/sub channels follow the same prefix.
-        assert client.publish(f"{mine.key_prefix}:events", "hi") == 0
+        # No scripts of its own; the operator-loaded functions, on its own keys only.
         with pytest.raises(redis.exceptions.NoPermissionError):
-            client.publish(f"{other.key_prefix}:events", "hi")
+            client.eval("return 1", 0)
+        bucket = (TOKEN_BUCKET, 1, f"{mine.key_prefix}:bucket", 5, "0.001")
+        assert client.fcall(*bucket)[0] == 1
+        with pytest.raises(redis.exceptions.NoPermissionError):
+            client.fcall(TOKEN_BUCKET, 1, f"{other.key_prefix}:secret", 5, "0.001")
     finally:
         client.close()
     assert root.get(f"{other.key_prefix}:secret") == "b-only"
@@ -108,13 +105,13 @@ def test_second_ensure_writes_nothing(redis_server: RedisServer, root: redis.Red
     acl_list = root.execute_command("ACL", "LIST")
 
     assert admin.ensure_user(target) is Outcome.UNCHANGED
-    assert sent_by(admin) == [("ACL", "GETUSER")]
+    assert sent_by(admin) == [("FUNCTION", "LIST"), ("ACL", "GETUSER")]
     assert root.execute_command("ACL", "LIST") == acl_list
 
     # A fresh adapter (categories not cached yet) reaches the same verdict, read-only.
     fresh = RedisAdmin(redis_server.url, client_class=RecordingRedis)
     assert fresh.ensure_user(target) is Outcome.UNCHANGED
-    assert set(sent_by(fresh)) == {("ACL", "GETUSER"), ("ACL", "CAT")}
+    assert set(sent_by(fresh)) == {("FUNCTION", "LIST"), ("ACL", "GETUSER"), ("ACL", "CAT")}
     fresh.close()
     admin.close()
 
@@ -132,6 +129,29 @@ def test_drift_is_repaired(admin: RedisAdmin, redis_server: RedisServer, root: r
             client.get("elsewhere")
         with pytest.raises(redis.exceptions.NoPermissionError):
             client.flushall()
+    finally:
+        client.close()
+
+
+def test_function_library_is_loaded_and_repaired(
+    admin: RedisAdmin, redis_server: RedisServer, root: redis.Redis
+) -> None:
+    target = new_target("fn")
+    admin.ensure_user(target)
+    # Gone (FUNCTION FLUSH, or a restart without persistence) or replaced by hand.
+    for damage in (
+        ("FUNCTION", "FLUSH"),
+        ("FUNCTION", "LOAD", "REPLACE", LIBRARY_CODE.replace("tokens - 1", "tokens - 0")),
+    ):
+        root.execute_command(*damage)
+        assert admin.ensure_user(target) is Outcome.UPDATED
+        assert admin.ensure_user(target) is Outcome.UNCHANGED
+        (loaded,) = root.function_list(library=LIBRARY, withcode=True)
+        assert dict(zip(loaded[::2], loaded[1::2], strict=True))["library_code"] == LIBRARY_CODE
+    client = tenant_client(redis_server, target)
+    try:
+        allowed, _ = client.fcall(TOKEN_BUCKET, 1, f"{target.key_prefix}:b", 1, "0.001")
+        assert allowed == 1
     finally:
         client.close()
 

@@ -19,7 +19,7 @@ from tests.integration.runtime.conftest import (
     bearer,
     tenant_settings,
 )
-from tests.servers.redis import RedisServer
+from tests.servers.redis import RedisServer, load_runtime_functions
 
 pytestmark = pytest.mark.integration
 
@@ -168,6 +168,7 @@ def test_rate_limit_buckets_live_at_prefix_ratelimit_key(
 ) -> None:
     # The app's Redis buckets must be `<prefix>:ratelimit:<token id>` (docs/API.md,
     # limits.RedisRateLimiter), not with the `ratelimit` segment doubled.
+    load_runtime_functions(redis_server.url)
     r = redis.Redis.from_url(redis_server.url)
     r.flushdb()
     settings = tenant_settings(

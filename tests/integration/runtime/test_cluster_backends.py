@@ -22,6 +22,7 @@ from tests.integration.runtime.conftest import (
     bearer,
     tenant_settings,
 )
+from tests.servers.redis import load_runtime_functions
 
 pytestmark = pytest.mark.integration
 
@@ -32,6 +33,7 @@ def tenant_redis(redis_server):  # type: ignore[no-untyped-def]
     suffix = uuid.uuid4().hex[:8]
     prefix = f"mem:acme{suffix}"
     user, password = f"mem_acme_{suffix}", secrets.token_hex(16)
+    load_runtime_functions(redis_server.url)
     admin = redis.Redis.from_url(redis_server.url)
     admin.execute_command(
         "ACL", "SETUSER", *redis_setuser_args(CacheUserTarget(user, password, prefix))

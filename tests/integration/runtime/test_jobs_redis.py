@@ -12,13 +12,14 @@ import pytest
 import redis
 
 from memory_runtime.jobs import PeriodicJob, RedisLock, build_lock
-from tests.servers.redis import RedisServer
+from tests.servers.redis import RedisServer, load_runtime_functions
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
 def client(redis_server: RedisServer) -> Iterator[redis.Redis]:
+    load_runtime_functions(redis_server.url)
     c = redis.Redis.from_url(redis_server.url)
     yield c
     c.close()

@@ -10,13 +10,14 @@ import pytest
 import redis
 
 from memory_runtime.limits import RateLimiterError, RedisRateLimiter, build_rate_limiter
-from tests.servers.redis import RedisServer
+from tests.servers.redis import RedisServer, load_runtime_functions
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
 def client(redis_server: RedisServer) -> Iterator[redis.Redis]:
+    load_runtime_functions(redis_server.url)
     c = redis.Redis.from_url(redis_server.url)
     c.flushdb()
     yield c

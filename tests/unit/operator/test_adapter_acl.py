@@ -30,34 +30,37 @@ CATEGORIES = {
     "string": frozenset({"get", "set"}),
 }
 
-# ACL GETUSER as Redis 6.2 renders the user redis_setuser_args creates (admin folded
-# into dangerous), and as Redis 7.x does (rules as written, strings, selectors).
-REPLY_62 = [
-    "flags", ["on", "sanitize-payload"],
-    "passwords", [PW_HASH],
-    "commands", "+@all -@dangerous -scan -randomkey",
-    "keys", ["mem:acme:*"],
-    "channels", ["mem:acme:*"],
-]  # fmt: skip
+# ACL GETUSER as Redis 7.0 renders the user redis_setuser_args creates (its own
+# rule order), and as a raw flat reply with lists.
+GRANTED = "-@all +set +del +pexpire +hmget +time +fcall +ping +get +hset"
 REPLY_7 = {
-    "flags": ["on"],
+    "flags": ["on", "sanitize-payload"],
     "passwords": [PW_HASH],
-    "commands": "+@all -@admin -@dangerous +eval +evalsha +ping -scan -randomkey",
+    "commands": GRANTED,
     "keys": "~mem:acme:*",
     "channels": "&mem:acme:*",
     "selectors": [],
 }
+REPLY_FLAT = [
+    "flags", ["on"],
+    "passwords", [PW_HASH],
+    "commands", "-@all +ping +set +fcall +time +get +del +hmget +hset +pexpire",
+    "keys", ["mem:acme:*"],
+    "channels", ["mem:acme:*"],
+]  # fmt: skip
 
 
 def test_setuser_args_replace_everything() -> None:
     args = redis_setuser_args(TARGET)
     assert args[:7] == ["mem-acme", "reset", "resetchannels", "on", ">tok", "~mem:acme:*",
                         "&mem:acme:*"]  # fmt: skip
-    assert args[7:10] == ["+@all", "-@admin", "-@dangerous"]
-    assert {"+eval", "+evalsha", "+ping", "-scan", "-randomkey"} <= set(args)
+    # Deny everything, then only what the runtime sends: no scripting, no inspection.
+    assert args[7] == "-@all"
+    assert set(args[8:]) == set(GRANTED.split()[1:])
+    assert not {"+eval", "+evalsha", "+script", "+function", "+dbsize", "+memory"} & set(args)
 
 
-@pytest.mark.parametrize("reply", [REPLY_62, REPLY_7])
+@pytest.mark.parametrize("reply", [REPLY_7, REPLY_FLAT])
 def test_both_server_renderings_match_the_target(reply: object) -> None:
     state = parse_getuser(reply)
     assert state is not None
@@ -74,14 +77,15 @@ def test_both_server_renderings_match_the_target(reply: object) -> None:
         ("channels", ["*"]),
         ("flags", ["off"]),
         ("flags", ["on", "nopass"]),
-        ("commands", "+@all -@dangerous -scan"),  # randomkey allowed
-        ("commands", "+@all -@dangerous -scan -randomkey +flushall"),
-        ("commands", "+@all -@dangerous -scan -randomkey -eval"),
-        ("commands", "+@all -@dangerous -@unknowncategory"),
+        ("commands", "+@all -@dangerous -scan -randomkey"),  # the pre-issue-14 rules
+        ("commands", GRANTED + " +eval"),
+        ("commands", GRANTED + " +@scripting"),
+        ("commands", GRANTED.replace(" +fcall", "")),
+        ("commands", GRANTED + " -@unknowncategory"),
     ],
 )
 def test_any_difference_is_detected(field: str, value: object) -> None:
-    reply = dict(zip(REPLY_62[::2], REPLY_62[1::2], strict=True))
+    reply = dict(zip(REPLY_FLAT[::2], REPLY_FLAT[1::2], strict=True))
     reply[field] = value
     assert not redis_user_matches(parse_getuser(reply), TARGET, CATEGORIES)
 

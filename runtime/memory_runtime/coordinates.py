@@ -25,7 +25,10 @@ def _to_float(value: object, position: int) -> float:
     if isinstance(value, bool):
         raise CoordinateError(f"coordinate element {position} is a boolean, not a number")
     if isinstance(value, int | float):
-        number = float(value)
+        try:
+            number = float(value)
+        except OverflowError:  # an integer beyond float range (~1.8e308)
+            raise CoordinateError(f"coordinate element {position} is not finite") from None
     elif isinstance(value, str):
         text = value.strip()
         if not text:
@@ -33,9 +36,8 @@ def _to_float(value: object, position: int) -> float:
         try:
             number = float(text)
         except ValueError:
-            raise CoordinateError(
-                f"coordinate element {position} is not a number: {text!r}"
-            ) from None
+            # the text itself is not echoed: error details never carry input
+            raise CoordinateError(f"coordinate element {position} is not a number") from None
     else:
         raise CoordinateError(f"coordinate element {position} is not a number")
     if not math.isfinite(number):

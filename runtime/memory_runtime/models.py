@@ -1,4 +1,9 @@
-"""Request and response models of the memory API (pydantic, no I/O)."""
+"""Request and response models of the memory API (pydantic, no I/O).
+
+The limits below bound what one request can cost and hold for every path that
+writes a memory: the API routes, the SomaFractalMemory-compatible routes and
+import all validate with these models (docs/API.md, "Limits").
+"""
 
 from __future__ import annotations
 
@@ -17,25 +22,98 @@ from pydantic import (
     model_validator,
 )
 
-from memory_runtime.coordinates import CoordinateError, parse_coordinate
+from memory_runtime.coordinates import MAX_DIMENSIONS, CoordinateError, parse_coordinate
+
+# A text of this many characters keeps PostgreSQL's tsvector (1 MB) far from its
+# limit and full-text indexing in the milliseconds; a derived text is cut to it.
+MAX_TEXT_CHARS = 100_000
+MAX_QUERY_CHARS = 10_000
+MAX_TAGS = 64
+MAX_TAG_CHARS = 128
+MAX_SCOPE_CHARS = 256
+MAX_JSON_DEPTH = 32  # nesting of payload and metadata objects/lists
+MAX_VECTOR_DIMENSIONS = 8192
+# Vectors are stored as float32; squares of elements this size summed over
+# MAX_VECTOR_DIMENSIONS stay finite in float32 distance arithmetic.
+MAX_VECTOR_ELEMENT = 1e9
+MAX_BATCH = 1000
+
+INT64 = 2**63  # PostgreSQL bigint and Qdrant integers are 64-bit
+
+
+def clean_text(value: str) -> str:
+    """Refuse what PostgreSQL cannot store: NUL characters and lone surrogates."""
+    if "\x00" in value:
+        raise ValueError("text must not contain NUL (\\u0000) characters")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("text must be valid Unicode (no lone surrogates)") from None
+    return value
+
+
+def _json_value(value: object, depth: int) -> None:
+    if depth > MAX_JSON_DEPTH:
+        raise ValueError(f"JSON nests deeper than {MAX_JSON_DEPTH} levels")
+    if isinstance(value, str):
+        clean_text(value)
+    elif isinstance(value, bool) or value is None:
+        return
+    elif isinstance(value, int):
+        if not -INT64 <= value < INT64:
+            raise ValueError("JSON integers must fit in 64 bits")
+    elif isinstance(value, float):
+        if not math.isfinite(value):
+            raise ValueError("JSON numbers must be finite (no NaN or Infinity)")
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            clean_text(key)
+            _json_value(item, depth + 1)
+    elif isinstance(value, list):
+        for item in value:
+            _json_value(item, depth + 1)
+    else:
+        raise ValueError("not a JSON value")
+
+
+def _json_object(value: dict[str, Any]) -> dict[str, Any]:
+    _json_value(value, 1)
+    return value
+
+
+def _utc_representable(value: datetime) -> datetime:
+    # 0001-01-01T00:00+14:00 is a valid ISO time but before year 1 in UTC
+    try:
+        if value.tzinfo is not None:
+            value.astimezone(UTC)
+    except OverflowError:
+        raise ValueError("date-time is out of range once converted to UTC") from None
+    return value
+
+
+# A JSON object as stored (payload, metadata): finite numbers, 64-bit
+# integers, strings PostgreSQL can hold, at most MAX_JSON_DEPTH levels.
+JsonObject = Annotated[dict[str, Any], AfterValidator(_json_object)]
+Text = Annotated[str, AfterValidator(clean_text)]
+Timestamp = Annotated[datetime, AfterValidator(_utc_representable)]
 
 MemoryType = Literal["episodic", "semantic"]
 RecallMode = Literal["hybrid", "vector", "keyword"]
 Direction = Literal["out", "in", "both"]
 Degradation = Literal["vector", "embedding"]
 
-ScopeValue = Annotated[str, Field(min_length=1, max_length=256)]
-Tag = Annotated[str, Field(min_length=1, max_length=128)]
+ScopeValue = Annotated[Text, Field(min_length=1, max_length=MAX_SCOPE_CHARS)]
+Tag = Annotated[Text, Field(min_length=1, max_length=MAX_TAG_CHARS)]
+Tags = Annotated[list[Tag], Field(max_length=MAX_TAGS)]
 LinkType = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")]
 CoordinateIn = list[float] | str
 
 MAX_DEPTH = 6  # graph traversal hops (neighbours depth, path max_depth)
 MAX_NEIGHBOURS = 1000  # neighbours per answer
 
-INT64 = 2**63  # Qdrant keeps integers as int64; larger ones could never match anyway
-
 
 def _metadata_key(key: str) -> str:
+    clean_text(key)
     # Dots would be read as a path by Qdrant but as a literal key by PostgreSQL.
     if not key or len(key) > 128 or "." in key:
         raise ValueError("metadata filter keys are top-level names: 1-128 characters, no '.'")
@@ -46,8 +124,10 @@ def _metadata_value(value: object) -> str | int | float | bool:
     # Equality on a top-level key is the one filter both engines apply alike;
     # objects, lists and null would be containment/missing-key tests in one engine
     # and unsupported in the other, so they are refused, never ignored.
-    if isinstance(value, bool | str):
+    if isinstance(value, bool):
         return value
+    if isinstance(value, str):
+        return clean_text(value)
     if isinstance(value, int):
         if not -INT64 <= value < INT64:
             raise ValueError("metadata filter integers must fit in 64 bits")
@@ -81,14 +161,19 @@ def _coordinate(value: object) -> tuple[float, ...] | None:
         raise ValueError(str(exc)) from None
 
 
-def _vector(value: list[float] | None) -> list[float] | None:
-    if value is None:
-        return None
-    if not value:
-        raise ValueError("vector must not be empty")
+def _vector(value: list[float]) -> list[float]:
     if not all(math.isfinite(v) for v in value):
         raise ValueError("vector elements must be finite numbers")
+    if any(abs(v) > MAX_VECTOR_ELEMENT for v in value):
+        raise ValueError(f"vector elements must be within ±{MAX_VECTOR_ELEMENT:g}")
     return value
+
+
+Vector = Annotated[
+    list[float],
+    Field(min_length=1, max_length=MAX_VECTOR_DIMENSIONS),
+    AfterValidator(_vector),
+]
 
 
 class _Strict(BaseModel):
@@ -102,27 +187,22 @@ class MemoryIn(_Strict):
         default=None, description='1-16 finite numbers, as a list or `"1,2"`; assigned if absent'
     )
     memory_type: MemoryType = "episodic"
-    payload: dict[str, Any] = Field(default_factory=dict)
-    text: str | None = Field(default=None, max_length=100_000)
+    payload: JsonObject = Field(default_factory=dict)
+    text: Text | None = Field(default=None, max_length=MAX_TEXT_CHARS)
     importance: float = Field(default=0.5, ge=0.0, le=1.0)
-    metadata: dict[str, Any] = Field(default_factory=dict)
-    tags: list[Tag] = Field(default_factory=list, max_length=64)
+    metadata: JsonObject = Field(default_factory=dict)
+    tags: Tags = Field(default_factory=list)
     agent_id: ScopeValue | None = None
     user_id: ScopeValue | None = None
     session_id: ScopeValue | None = None
-    expires_at: datetime | None = None
-    vector: list[float] | None = Field(default=None, max_length=8192)
+    expires_at: Timestamp | None = None
+    vector: Vector | None = None
 
     @field_validator("coordinate", mode="before")
     @classmethod
     def _check_coordinate(cls, value: object) -> list[float] | None:
         parsed = _coordinate(value)
         return list(parsed) if parsed is not None else None
-
-    @field_validator("vector")
-    @classmethod
-    def _check_vector(cls, value: list[float] | None) -> list[float] | None:
-        return _vector(value)
 
     @field_validator("expires_at")
     @classmethod
@@ -133,18 +213,18 @@ class MemoryIn(_Strict):
 
 
 class MemoryBatchIn(_Strict):
-    memories: list[MemoryIn] = Field(min_length=1, max_length=1000)
+    memories: list[MemoryIn] = Field(min_length=1, max_length=MAX_BATCH)
 
 
 class MemoryPatch(_Strict):
     """Fields to replace; absent fields are kept. `if_version` makes the change conditional."""
 
-    payload: dict[str, Any] | None = None
-    text: str | None = Field(default=None, max_length=100_000)
+    payload: JsonObject | None = None
+    text: Text | None = Field(default=None, max_length=MAX_TEXT_CHARS)
     importance: float | None = Field(default=None, ge=0.0, le=1.0)
-    metadata: dict[str, Any] | None = None
-    tags: list[Tag] | None = Field(default=None, max_length=64)
-    expires_at: datetime | None = None
+    metadata: JsonObject | None = None
+    tags: Tags | None = None
+    expires_at: Timestamp | None = None
     if_version: int | None = Field(default=None, ge=1)
 
     @field_validator("expires_at")
@@ -197,15 +277,15 @@ class MemoryList(BaseModel):
 
 class Filters(_Strict):
     memory_type: MemoryType | None = None
-    tags: list[Tag] = Field(default_factory=list, max_length=64)
+    tags: Tags = Field(default_factory=list)
     agent_id: ScopeValue | None = None
     user_id: ScopeValue | None = None
     session_id: ScopeValue | None = None
     metadata: dict[MetadataKey, MetadataValue] = Field(
         default_factory=dict, description="equality per top-level key; scalar values only"
     )
-    created_from: datetime | None = None
-    created_to: datetime | None = None
+    created_from: Timestamp | None = None
+    created_to: Timestamp | None = None
     coordinate_min: CoordinateIn | None = None
     coordinate_max: CoordinateIn | None = None
 
@@ -236,18 +316,13 @@ class Filters(_Strict):
 
 
 class SearchIn(Filters):
-    query: str | None = Field(default=None, max_length=10_000)
-    vector: list[float] | None = Field(default=None, max_length=8192)
+    query: Text | None = Field(default=None, max_length=MAX_QUERY_CHARS)
+    vector: Vector | None = None
     top_k: int = Field(default=10, ge=1, le=100)
     mode: RecallMode = "hybrid"
     alpha: float = Field(default=0.5, ge=0.0, le=1.0, description="vector share in hybrid")
     recency_weight: float = Field(default=0.0, ge=0.0, le=1.0)
     importance_weight: float = Field(default=0.0, ge=0.0, le=1.0)
-
-    @field_validator("vector")
-    @classmethod
-    def _check_vector(cls, value: list[float] | None) -> list[float] | None:
-        return _vector(value)
 
     @model_validator(mode="after")
     def _what(self) -> SearchIn:
@@ -289,7 +364,7 @@ class LinkIn(_Strict):
     to: CoordinateIn | UUID
     type: LinkType = "related"
     strength: float = Field(default=1.0, ge=0.0, le=1.0)
-    metadata: dict[str, Any] = Field(default_factory=dict)
+    metadata: JsonObject = Field(default_factory=dict)
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
@@ -336,6 +411,56 @@ class PathOut(BaseModel):
 
 class Deleted(BaseModel):
     deleted: int
+
+
+BigInt = Annotated[int, Field(ge=0, lt=INT64)]
+
+
+class ImportedMemory(BaseModel):
+    """One `{"kind": "memory", "record": ...}` line of an export: the API's limits hold."""
+
+    model_config = ConfigDict(extra="ignore")
+    id: UUID
+    coordinate: list[float] = Field(min_length=1, max_length=MAX_DIMENSIONS)
+    memory_type: MemoryType
+    payload: JsonObject
+    text: Text = Field(max_length=MAX_TEXT_CHARS)
+    importance: float = Field(ge=0, le=1)
+    metadata: JsonObject = Field(default_factory=dict)
+    tags: Tags = Field(default_factory=list)
+    agent_id: ScopeValue | None = None
+    user_id: ScopeValue | None = None
+    session_id: ScopeValue | None = None
+    created_at: Timestamp
+    updated_at: Timestamp
+    last_accessed_at: Timestamp
+    access_count: BigInt
+    version: Annotated[int, Field(ge=1, lt=INT64)]
+    expires_at: Timestamp | None = None
+    vector: Vector | None = None
+
+    @field_validator("coordinate", mode="before")
+    @classmethod
+    def _check_coordinate(cls, value: object) -> list[float] | None:
+        parsed = _coordinate(value)
+        return list(parsed) if parsed is not None else None
+
+
+class ImportedLink(BaseModel):
+    """One `{"kind": "link", "record": ...}` line of an export: as `POST /graph/link` takes it."""
+
+    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+    from_: UUID = Field(alias="from")
+    to: UUID
+    type: LinkType
+    strength: float = Field(ge=0.0, le=1.0)
+    metadata: JsonObject = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _two_ends(self) -> ImportedLink:
+        if self.from_ == self.to:
+            raise ValueError("a link joins two different memories")
+        return self
 
 
 class ImportCounts(BaseModel):

@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import psycopg
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import ValidationError
 
 from memory_runtime import ranking
 from memory_runtime.coordinates import (
@@ -33,9 +33,12 @@ from memory_runtime.coordinates import (
 )
 from memory_runtime.models import (
     MAX_DEPTH,
+    MAX_TEXT_CHARS,
     Degradation,
     Filters,
     ImportCounts,
+    ImportedLink,
+    ImportedMemory,
     ImportOut,
     Link,
     LinkIn,
@@ -43,7 +46,6 @@ from memory_runtime.models import (
     Memory,
     MemoryIn,
     MemoryPatch,
-    MemoryType,
     Neighbor,
     NeighborsOut,
     PathOut,
@@ -118,12 +120,18 @@ def now_utc() -> datetime:
 
 
 def derive_text(payload: dict[str, Any]) -> str:
-    """Payload `text`/`content`/`summary`, else the compact JSON (DESIGN §5)."""
+    """Payload `text`/`content`/`summary`, else the compact JSON (DESIGN §5).
+
+    Cut to MAX_TEXT_CHARS, the limit a given `text` has: the payload is kept
+    whole, but what is embedded and keyword-indexed stays bounded (a long text
+    would otherwise overflow PostgreSQL's tsvector and cost seconds).
+    """
     for key in ("text", "content", "summary"):
         value = payload.get(key)
         if isinstance(value, str) and value.strip():
-            return value
-    return json.dumps(payload, separators=(",", ":"), sort_keys=True, ensure_ascii=False)
+            return value[:MAX_TEXT_CHARS]
+    text = json.dumps(payload, separators=(",", ":"), sort_keys=True, ensure_ascii=False)
+    return text[:MAX_TEXT_CHARS]
 
 
 def to_memory(row: MemoryRow, include_vector: bool = False) -> Memory:
@@ -188,30 +196,6 @@ def to_filter(f: Filters) -> VectorFilter:
         coordinate_min=tuple(f.coordinate_min) if f.coordinate_min is not None else None,
         coordinate_max=tuple(f.coordinate_max) if f.coordinate_max is not None else None,
     )
-
-
-class ImportedMemory(BaseModel):
-    """One `{"kind": "memory", "record": ...}` line of an export."""
-
-    model_config = ConfigDict(extra="ignore")
-    id: uuid.UUID
-    coordinate: list[float] = Field(min_length=1, max_length=16)
-    memory_type: MemoryType
-    payload: dict[str, Any]
-    text: str
-    importance: float = Field(ge=0, le=1)
-    metadata: dict[str, Any] = Field(default_factory=dict)
-    tags: list[str] = Field(default_factory=list)
-    agent_id: str | None = None
-    user_id: str | None = None
-    session_id: str | None = None
-    created_at: datetime
-    updated_at: datetime
-    last_accessed_at: datetime
-    access_count: int = Field(ge=0)
-    version: int = Field(ge=1)
-    expires_at: datetime | None = None
-    vector: list[float] | None = None
 
 
 class QueryVectorCache:
@@ -281,6 +265,14 @@ class MemoryService:
                 f"{what} has {len(vector)} dimensions; this namespace uses {self.config.dimensions}"
             )
         return [float(v) for v in vector]
+
+    def _client_vector(self, vector: Sequence[float], what: str = "vector") -> list[float]:
+        """A vector a client sent (stored, searched or imported): checked alike everywhere."""
+        checked = self._check_vector(vector, what)
+        if self.config.distance == "Cosine" and not any(checked):
+            # cosine similarity with a zero vector is undefined (NaN in every engine)
+            raise InvalidInputError(f"{what} is all zeros: it has no direction for Cosine distance")
+        return checked
 
     def _embed(self, texts: list[str]) -> list[list[float]] | None:
         """Vectors for texts, or None when the embedder failed (the rows go pending)."""
@@ -389,7 +381,7 @@ class MemoryService:
             raise InvalidInputError("two memories in one request share a coordinate")
         texts = [i.text if i.text is not None else derive_text(i.payload) for i in items]
         vectors: list[list[float] | None] = [
-            self._check_vector(i.vector) if i.vector is not None else None for i in items
+            self._client_vector(i.vector) if i.vector is not None else None for i in items
         ]
         need = [n for n, v in enumerate(vectors) if v is None]
         embedded = self._embed([texts[n] for n in need])
@@ -622,7 +614,7 @@ class MemoryService:
             return {}, degraded
         qvec: list[float] | None = None
         if req.vector is not None:
-            qvec = self._check_vector(req.vector, "query vector")
+            qvec = self._client_vector(req.vector, "query vector")
         elif query and self.embeds:
             try:
                 qvec = self._query_vector(query)
@@ -803,7 +795,7 @@ class MemoryService:
     def import_lines(self, lines: Iterable[bytes]) -> ImportOut:
         """Import an export stream in one transaction; re-importing changes nothing."""
         memories: list[ImportedMemory] = []
-        links: list[tuple[int, Link]] = []
+        links: list[tuple[int, ImportedLink]] = []
         for number, raw in enumerate(lines, start=1):
             if not raw.strip():
                 continue
@@ -812,16 +804,17 @@ class MemoryService:
                 kind = entry["kind"]
                 if kind == "memory":
                     record = ImportedMemory.model_validate(entry["record"])
-                    record.coordinate = list(parse_coordinate(record.coordinate))
                     if record.vector is not None:
-                        record.vector = self._check_vector(record.vector)
+                        record.vector = self._client_vector(record.vector)
                     memories.append(record)
                 elif kind == "link":
-                    links.append((number, Link.model_validate(entry["record"])))
+                    links.append((number, ImportedLink.model_validate(entry["record"])))
                 else:
-                    raise InvalidInputError(f"unknown kind {kind!r}")
+                    raise InvalidInputError('unknown kind; expected "memory" or "link"')
             except InvalidInputError as exc:
                 raise InvalidInputError(f"line {number}: {exc.detail}") from None
+            except RecursionError:
+                raise InvalidInputError(f"line {number}: JSON nests too deeply") from None
             except (ValueError, KeyError, TypeError, ValidationError, CoordinateError) as exc:
                 reason = exc.errors()[0]["msg"] if isinstance(exc, ValidationError) else str(exc)
                 raise InvalidInputError(

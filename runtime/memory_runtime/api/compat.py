@@ -15,7 +15,18 @@ from memory_runtime.api import auth, routes
 from memory_runtime.api.errors import ProblemError, validation_problem
 from memory_runtime.api.routes import ERRORS, Svc
 from memory_runtime.coordinates import CoordinateError, parse_coordinate
-from memory_runtime.models import CoordinateIn, LinkIn, MemoryIn, MemoryType, SearchIn
+from memory_runtime.models import (
+    MAX_BATCH,
+    MAX_QUERY_CHARS,
+    CoordinateIn,
+    JsonObject,
+    LinkIn,
+    LinkType,
+    MemoryIn,
+    MemoryType,
+    SearchIn,
+    Text,
+)
 
 router = APIRouter(tags=["somafractalmemory compatibility"])
 
@@ -28,22 +39,22 @@ class _In(BaseModel):
 
 class StoreReq(_In):
     coord: CoordinateIn
-    payload: dict[str, Any]
+    payload: JsonObject
     type: MemoryType = "episodic"
 
 
 class RememberReq(_In):
-    payload: dict[str, Any]
+    payload: JsonObject
     coord: CoordinateIn | None = None
     type: MemoryType = "episodic"
 
 
 class BulkReq(_In):
-    items: list[StoreReq] = Field(min_length=1, max_length=1000)
+    items: list[StoreReq] = Field(min_length=1, max_length=MAX_BATCH)
 
 
 class RecallReq(_In):
-    query: str = Field(min_length=1, max_length=10_000)
+    query: Text = Field(min_length=1, max_length=MAX_QUERY_CHARS)
     top_k: int = Field(default=5, ge=1, le=100)
     type: MemoryType | None = None
     filters: dict[str, Any] | None = None
@@ -52,7 +63,7 @@ class RecallReq(_In):
 class LinkReq(_In):
     from_coord: CoordinateIn
     to_coord: CoordinateIn
-    type: str = "related"
+    type: LinkType = "related"
     weight: float = Field(default=1.0, ge=0.0, le=1.0)
 
 
@@ -153,7 +164,7 @@ def link(body: LinkReq, svc: Svc, _: Any = Depends(auth.write)) -> dict[str, Any
 def neighbors(
     svc: Svc,
     coord: str,
-    link_type: str | None = None,
+    link_type: LinkType | None = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     _: Any = Depends(auth.read),
 ) -> dict[str, Any]:
@@ -171,7 +182,7 @@ def shortest_path(
     svc: Svc,
     frm: str,
     to: str,
-    link_type: str | None = None,
+    link_type: LinkType | None = None,
     _: Any = Depends(auth.read),
 ) -> dict[str, Any]:
     src = ",".join(map(repr, _coord_list(frm)))

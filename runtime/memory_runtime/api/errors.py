@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+import re
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import psycopg
@@ -13,6 +14,7 @@ from fastapi.responses import JSONResponse
 from psycopg_pool import PoolClosed, PoolTimeout
 from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from memory_runtime.service import ServiceError
 
@@ -84,6 +86,17 @@ def problem(
 
 
 _WHERE_SKIP = ("body", "query", "path", "[key]")
+# A location part is shown only if it reads like a field name: unknown keys and
+# metadata keys are client input, and error details never echo input.
+_NAME = re.compile(r"[A-Za-z0-9_:\-\[\]]{1,64}")
+HIDDEN = "…"
+
+
+def safe_loc(loc: Sequence[Any]) -> list[str]:
+    return [
+        str(p) if isinstance(p, int) or (isinstance(p, str) and _NAME.fullmatch(p)) else HIDDEN
+        for p in loc
+    ]
 
 
 def error_message(err: Mapping[str, Any]) -> str:
@@ -93,7 +106,7 @@ def error_message(err: Mapping[str, Any]) -> str:
 
 def error_detail(err: Mapping[str, Any]) -> str:
     """`where: message` for the first error, e.g. `metadata.a: ... not an object`."""
-    where = ".".join(str(p) for p in err.get("loc", ()) if p not in _WHERE_SKIP)
+    where = ".".join(p for p in safe_loc(err.get("loc", ())) if p not in _WHERE_SKIP)
     return f"{where}: {error_message(err)}" if where else error_message(err)
 
 
@@ -107,27 +120,64 @@ def _validation_errors(exc: RequestValidationError) -> list[dict[str, Any]]:
     # location and message only: echoing the input could reflect secrets or megabytes
     out = []
     for err in exc.errors():
-        loc = [str(p) for p in err.get("loc", ())]
+        loc = safe_loc(err.get("loc", ()))
         out.append({"loc": loc, "message": error_message(err), "type": str(err.get("type", ""))})
     return out
+
+
+# Why FastAPI could not parse a JSON body that json.loads did not call invalid.
+_UNPARSABLE: dict[type, str] = {
+    RecursionError: "the JSON body nests too deeply",
+    ValueError: "the JSON body has a number with too many digits",
+}
+
+
+# What PostgreSQL refuses deterministically: the same request fails the same way,
+# so these are never a 503 (a client honouring Retry-After would retry forever).
+# ProgramLimitExceeded (e.g. a tsvector over 1 MB) is an OperationalError in
+# DB-API terms, hence listed. The models refuse these first; this is the backstop.
+DATABASE_REFUSALS = (psycopg.DataError, psycopg.errors.ProgramLimitExceeded, psycopg.IntegrityError)
+
+
+def database_refusal(exc: Exception) -> ProblemError:
+    """The problem for one of DATABASE_REFUSALS; the database's message is not shown
+    (it can quote the input)."""
+    if isinstance(exc, psycopg.IntegrityError):
+        return ProblemError(409, "the change conflicts with stored data or a database constraint")
+    return ProblemError(
+        422,
+        "the database refused a value in this request (out of range or too large)",
+        slug="invalid-input",
+        title="Invalid input",
+    )
+
+
+def instance(scope: Scope) -> str:
+    """The route template (`/memories/{key}`): the path itself is client input."""
+    route: Any = scope.get("route")
+    return getattr(route, "path", None) or scope.get("path", "")
+
+
+def _answer(request: Request, exc: ProblemError) -> JSONResponse:
+    return problem(
+        exc.status,
+        exc.detail,
+        instance=instance(request.scope),
+        slug=exc.slug,
+        title=exc.title,
+        headers=exc.headers,
+    )
 
 
 def install(app: FastAPI) -> None:
     @app.exception_handler(ProblemError)
     async def _problem(request: Request, exc: ProblemError) -> JSONResponse:
-        return problem(
-            exc.status,
-            exc.detail,
-            instance=request.url.path,
-            slug=exc.slug,
-            title=exc.title,
-            headers=exc.headers,
-        )
+        return _answer(request, exc)
 
     @app.exception_handler(ServiceError)
     async def _service(request: Request, exc: ServiceError) -> JSONResponse:
         return problem(
-            exc.status, exc.detail, instance=request.url.path, slug=exc.slug, title=exc.title
+            exc.status, exc.detail, instance=instance(request.scope), slug=exc.slug, title=exc.title
         )
 
     @app.exception_handler(RequestValidationError)
@@ -135,19 +185,29 @@ def install(app: FastAPI) -> None:
         errors = _validation_errors(exc)
         raw = exc.errors()
         detail = error_detail(raw[0]) if raw else "invalid request"
-        return problem(422, detail, instance=request.url.path, extra={"errors": errors})
+        return problem(422, detail, instance=instance(request.scope), extra={"errors": errors})
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         detail = exc.detail if isinstance(exc.detail, str) else None
+        unparsable = _UNPARSABLE.get(type(exc.__cause__)) if exc.status_code == 400 else None
+        if unparsable:  # FastAPI's "error parsing the body": say why, as for invalid JSON
+            return problem(422, unparsable, instance=instance(request.scope))
         if exc.status_code == 404 and detail == "Not Found":
             detail = f"no route {request.method} {request.url.path}"
         return problem(
             exc.status_code,
             detail,
-            instance=request.url.path,
+            instance=instance(request.scope),
             headers=dict(exc.headers) if exc.headers else None,
         )
+
+    @app.exception_handler(psycopg.DataError)
+    @app.exception_handler(psycopg.errors.ProgramLimitExceeded)
+    @app.exception_handler(psycopg.IntegrityError)
+    async def _refused(request: Request, exc: Exception) -> JSONResponse:
+        log.warning("database refused %s %s: %s", request.method, request.url.path, repr(exc))
+        return _answer(request, database_refusal(exc))
 
     @app.exception_handler(psycopg.OperationalError)
     @app.exception_handler(PoolTimeout)
@@ -157,11 +217,50 @@ def install(app: FastAPI) -> None:
         return problem(
             503,
             "the database is unavailable; retry later",
-            instance=request.url.path,
+            instance=instance(request.scope),
             headers={"Retry-After": "5"},
         )
 
     @app.exception_handler(Exception)
     async def _unhandled(request: Request, exc: Exception) -> JSONResponse:
+        # only for errors in the outer middleware: InternalErrorMiddleware answers the rest
         log.exception("unhandled error on %s %s", request.method, request.url.path)
-        return problem(500, "the server failed to handle this request", instance=request.url.path)
+        return internal_error(instance(request.scope))
+
+    app.add_middleware(InternalErrorMiddleware)  # added first: innermost of our middleware
+
+
+def internal_error(path: str) -> JSONResponse:
+    return problem(500, "the server failed to handle this request", instance=path)
+
+
+class InternalErrorMiddleware:
+    """Answers an unhandled exception with a 500 problem and keeps the connection usable.
+
+    Starlette's ServerErrorMiddleware (where an `Exception` handler runs) sends
+    its 500 and then re-raises; uvicorn, seeing an exception after the response
+    started, closes the connection without `Connection: close`, so a keep-alive
+    client's next request on it fails. Here the exception ends with the answer.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def tracked(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracked)
+        except Exception:
+            if started:  # a response is half sent: only closing the connection is honest
+                raise
+            log.exception("unhandled error on %s %s", scope.get("method"), scope.get("path"))
+            await internal_error(instance(scope))(scope, receive, send)

@@ -35,10 +35,14 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from memory_runtime import __version__
 from memory_runtime.api import auth
 from memory_runtime.api.errors import (
+    DATABASE_REFUSALS,
     PROBLEM_BASE,
     ProblemError,
+    database_refusal,
     error_detail,
+    error_message,
     problem,
+    safe_loc,
 )
 from memory_runtime.models import (
     MAX_DEPTH,
@@ -47,6 +51,7 @@ from memory_runtime.models import (
     Filters,
     Link,
     LinkIn,
+    LinkType,
     Memory,
     MemoryIn,
     MemoryPatch,
@@ -101,7 +106,7 @@ class NeighboursArgs(_Args):
     key: str = Key
     depth: int = Field(1, ge=1, le=MAX_DEPTH, description="hops to follow")
     direction: Direction = Field("out", description="follow links out of, into, or both")
-    type: str | None = Field(None, description="only links of this type")
+    type: LinkType | None = Field(None, description="only links of this type")
     limit: int = Field(100, ge=1, le=MAX_NEIGHBOURS)
 
 
@@ -111,7 +116,7 @@ class PathArgs(_Args):
     to: str = Field(description="end memory: id or coordinate")
     max_depth: int = Field(4, ge=1, le=MAX_DEPTH)
     direction: Direction = "out"
-    type: str | None = Field(None, description="only links of this type")
+    type: LinkType | None = Field(None, description="only links of this type")
 
 
 class NoArgs(_Args):
@@ -411,8 +416,7 @@ def _from_problem(exc: ProblemError) -> types.CallToolResult:
 
 def _from_validation(exc: ValidationError) -> types.CallToolResult:
     errors = [
-        {"loc": [str(p) for p in e.get("loc", ())], "message": str(e.get("msg", ""))}
-        for e in exc.errors()
+        {"loc": safe_loc(e.get("loc", ())), "message": error_message(e)} for e in exc.errors()
     ]
     detail = error_detail(exc.errors()[0]) if errors else "invalid input"
     # same wording as the HTTP 422 (api/errors.py); the input is never echoed
@@ -434,6 +438,9 @@ async def call_tool(
         return _from_validation(exc)
     except ServiceError as exc:
         return tool_error(exc.status, exc.slug, exc.title, exc.detail)
+    except DATABASE_REFUSALS as exc:  # before OperationalError: deterministic, never 503
+        log.warning("database refused a value in tool %s: %r", spec.name, exc)
+        return _from_problem(database_refusal(exc))
     except (psycopg.OperationalError, PoolTimeout, PoolClosed) as exc:
         log.warning("database unavailable in tool %s: %s", spec.name, exc)
         return tool_error(

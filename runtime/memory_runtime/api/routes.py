@@ -14,6 +14,7 @@ from pydantic import ValidationError
 from memory_runtime.api import auth
 from memory_runtime.api.errors import ProblemError, validation_problem
 from memory_runtime.models import (
+    INT64,
     MAX_DEPTH,
     MAX_NEIGHBOURS,
     Deleted,
@@ -23,6 +24,7 @@ from memory_runtime.models import (
     Link,
     LinkIn,
     LinkKey,
+    LinkType,
     Memory,
     MemoryBatchIn,
     MemoryIn,
@@ -78,7 +80,7 @@ def _filters_from_query(
     if metadata:
         try:
             meta = json.loads(metadata)
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: nested thousands deep
             raise ProblemError(422, 'metadata must be a JSON object, e.g. {"k": "v"}') from None
         if not isinstance(meta, dict):
             raise ProblemError(422, "metadata must be a JSON object")
@@ -208,7 +210,7 @@ def range_query(
     max: Annotated[str, Query(description="upper corner, e.g. 10,10")],
     memory_type: MemoryType | None = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, lt=INT64)] = 0,
     _: Any = Depends(auth.read),
 ) -> MemoryList:
     try:
@@ -284,7 +286,7 @@ def neighbors(
     key: Annotated[str, Query(description="memory id or coordinate")],
     depth: Annotated[int, Query(ge=1, le=MAX_DEPTH)] = 1,
     direction: Direction = "out",
-    type: str | None = None,
+    type: LinkType | None = None,
     limit: Annotated[int, Query(ge=1, le=MAX_NEIGHBOURS)] = 100,
     _: Any = Depends(auth.read),
 ) -> Any:
@@ -298,7 +300,7 @@ def path(
     to: str,
     max_depth: Annotated[int, Query(ge=1, le=MAX_DEPTH)] = 4,
     direction: Direction = "out",
-    type: str | None = None,
+    type: LinkType | None = None,
     _: Any = Depends(auth.read),
 ) -> Any:
     return svc.path(from_, to, max_depth, direction, type).model_dump(mode="json", by_alias=True)

@@ -8,7 +8,11 @@ are found before any write, so a refused target changes nothing.
 SCRAM password idempotence: Kafka never reveals a stored credential, so
 - when the admin client itself speaks SASL/SCRAM, the adapter checks the tenant
   password by logging in as the tenant (read-only) and rewrites it only when the
-  broker refuses it — password rotation works;
+  broker refuses it — password rotation works. A login costs a new client and a
+  SASL handshake, so a password this adapter set or verified is not checked again
+  for `login_check_seconds` (default 1 h; a changed password is checked at once):
+  a resync of a large fleet stays cheap, a credential changed behind the
+  operator's back is repaired within that time;
 - otherwise (e.g. a PLAINTEXT admin listener) the credential is created when
   absent and left alone after that: the operator persists tenant passwords in
   the tenant's Secret, so they don't change behind Kafka's back. Rotating one
@@ -17,6 +21,7 @@ SCRAM password idempotence: Kafka never reveals a stored credential, so
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -188,9 +193,13 @@ class KafkaAdmin:
         observe: Observe | None = None,
         timeout: float = 10.0,
         client_class: type[AdminClient] = AdminClient,
+        login_check_seconds: float = 3600.0,
     ) -> None:
         self._config = dict(config)
         self._timeout = timeout
+        self._login_check_seconds = login_check_seconds
+        # principal -> (fingerprint of the password known good, when it was last known good)
+        self._known_good: dict[str, tuple[str, float]] = {}
         self._observe = observe
         conf = {"socket.connection.setup.timeout.ms": int(timeout * 1000), **self._config}
         # client_class lets tests record every admin call (a recording subclass).
@@ -299,6 +308,25 @@ class KafkaAdmin:
                     return False
         raise KafkaException(KafkaError(KafkaError._TIMED_OUT, "tenant login check timed out"))
 
+    @staticmethod
+    def _fingerprint(password: str) -> str:
+        return hashlib.sha256(password.encode()).hexdigest()
+
+    def _recently_good(self, target: TopicsTarget) -> bool:
+        known = self._known_good.get(target.principal or "")
+        return (
+            known is not None
+            and known[0] == self._fingerprint(target.password or "")
+            and time.monotonic() - known[1] < self._login_check_seconds
+        )
+
+    def _remember_good(self, target: TopicsTarget) -> None:
+        if target.principal and target.password:
+            self._known_good[target.principal] = (
+                self._fingerprint(target.password),
+                time.monotonic(),
+            )
+
     def _principal_acls(self, principal: str) -> list[KafkaAcl]:
         acl_filter = AclBindingFilter(
             ResourceType.ANY,
@@ -325,8 +353,10 @@ class KafkaAdmin:
             acls_create, acls_delete = diff_acls(self._principal_acls(target.principal), want)
             if not self._scram_exists(target.principal):
                 set_password = True
-            elif check_login and self._can_login:
+            elif check_login and self._can_login and not self._recently_good(target):
                 set_password = not self._password_accepted(target.principal, target.password)
+                if not set_password:
+                    self._remember_good(target)
         return plan, set_password, acls_create, acls_delete
 
     def _settle(self, target: TopicsTarget) -> None:
@@ -399,6 +429,7 @@ class KafkaAdmin:
                         [upsert], request_timeout=self._timeout
                     )
                 )
+                self._remember_good(target)
             if acls_create:
                 self._results(
                     self._admin.create_acls(
@@ -440,6 +471,8 @@ class KafkaAdmin:
                         [_to_filter(a) for a in acls], request_timeout=self._timeout
                     )
                 )
+            if target.principal:
+                self._known_good.pop(target.principal, None)
             if scram and target.principal:
                 deletion = UserScramCredentialDeletion(target.principal, self._mechanism)
                 self._results(

@@ -19,6 +19,9 @@ from confluent_kafka.admin import (
     ConfigResource,
     ResourcePatternType,
     ResourceType,
+    ScramCredentialInfo,
+    ScramMechanism,
+    UserScramCredentialUpsertion,
 )
 
 from memory_operator.adapters.kafka import KafkaAdmin
@@ -313,6 +316,32 @@ def test_password_rotation_with_a_sasl_admin(kafka: KafkaServer) -> None:
     assert writes_of(admin) == ["alter_user_scram_credentials"]
     producer, _ = tenant_producer(kafka, new)
     assert produce(producer, new.names[0], b"after rotation") is None
+
+
+def test_credential_changed_behind_the_operator_is_repaired(kafka: KafkaServer) -> None:
+    """A password the adapter set is not re-checked by logging in on every pass
+    (login_check_seconds); once that interval is over, a credential changed by
+    someone else is found by the login check and set back."""
+    admin = KafkaAdmin(
+        kafka.sasl_config(kafka.admin_username, kafka.admin_password),
+        client_class=RecordingAdmin,
+        login_check_seconds=0.5,
+    )
+    target = with_principal(new_target(partitions=1))
+    assert admin.ensure_topics(target) is Outcome.CREATED
+    other = UserScramCredentialUpsertion(
+        target.principal, ScramCredentialInfo(ScramMechanism.SCRAM_SHA_512, 8192), b"changed"
+    )
+    raw = AdminClient(kafka.admin_config)  # kept alive until its futures resolve
+    for future in raw.alter_user_scram_credentials([other]).values():
+        future.result()
+    writes_of(admin)
+    assert admin.ensure_topics(target) is Outcome.UNCHANGED  # inside the interval: no login
+    time.sleep(0.6)
+    assert admin.ensure_topics(target) is Outcome.UPDATED
+    assert writes_of(admin) == ["alter_user_scram_credentials"]
+    producer, _ = tenant_producer(kafka, target)
+    assert produce(producer, target.names[0], b"after repair") is None
 
 
 def test_plaintext_admin_creates_the_credential_only_when_absent(

@@ -30,12 +30,17 @@ $(STAMP): pyproject.toml
 venv: $(STAMP)
 
 # Real components that do not come from PyPI, built or downloaded once into
-# ~/.cache/somafractal/<component>-<version>.
+# ~/.cache/somafractal/<component>-<version>. Each build holds the same lock file
+# the test fixtures take (tests/servers/_process.py cache_lock), so two clones
+# provisioning on one machine never build into the same directory at once.
+CACHE_DIR := $(or $(SOMAFRACTAL_CACHE),$(or $(XDG_CACHE_HOME),$(HOME)/.cache)/somafractal)
+LOCKED = mkdir -p $(CACHE_DIR) && flock $(CACHE_DIR)/.$(1).lock scripts/$(1).sh
+
 provision: venv
 	scripts/install-redis.sh
-	scripts/build-kube.sh
-	scripts/fetch-kafka.sh
-	scripts/build-helm.sh
+	$(call LOCKED,build-kube)
+	$(call LOCKED,fetch-kafka)
+	$(call LOCKED,build-helm)
 
 run: venv
 	$(PY) -m memory_runtime serve --embedded

@@ -489,6 +489,11 @@ class Stats(BaseModel):
     table_bytes: dict[str, int]
     total_bytes: int
     max_memories: int
+    # vectors written (and tombstones applied) per second by the index catch-up
+    # job of this replica over the last minute; null where jobs do not run here
+    index_rate_per_second: float | None = None
+    # this replica's background jobs: runs, failures, skipped, last_error, rate_per_second
+    jobs: dict[str, dict[str, Any]] = Field(default_factory=dict)
     # per dependency: status (ok | error | hung | unknown), circuit, error class
     dependencies: dict[str, dict[str, Any]] = Field(default_factory=dict)
 

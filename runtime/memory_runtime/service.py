@@ -63,7 +63,7 @@ from memory_runtime.storage.postgres import (
     PostgresStore,
     Tx,
 )
-from memory_runtime.vectors.common import VectorIndexError, VectorIndexUnavailable
+from memory_runtime.vectors.common import VectorIndexError, VectorIndexUnavailable, check_vector
 
 log = logging.getLogger("memory_runtime.service")
 
@@ -924,24 +924,42 @@ class MemoryService:
                 return total
 
     def index_pending(self, limit: int = 500) -> int:
-        """Catch the index up: pending vectors (embedding them if needed) and tombstones."""
+        """Catch the index up: pending vectors (embedding them if needed) and tombstones.
+
+        A stored vector the index can never take (NaN, wrong size: written by
+        an older version or by hand) is dropped, then re-embedded from the text
+        where the server embeds, else the memory stays keyword-only: one bad
+        row never holds back the batch, or the rows after it."""
         with self.db.tx() as tx:
             rows = tx.pending_index(limit)
+            broken = [r for r in rows if r.embedding is not None and not self._indexable(r)]
+            for r in broken:
+                log.error("memory %s has a vector the index cannot take; dropped", r.id)
+                r.embedding = None
+                tx.update(r)  # same version: the content did not change
             missing = [r for r in rows if r.embedding is None]
             if missing and self.embeds:
                 vectors = self._embed([r.text for r in missing])
                 if vectors is not None:
                     for r, vec in zip(missing, vectors, strict=True):
                         r.embedding = vec
-                        tx.update(r)  # same version: the content did not change
+                        tx.update(r)
             elif missing:
                 # nothing can give these rows a vector: keyword-only, not pending
                 tx.set_index_done([(r.id, r.version) for r in missing])
             tombstones = tx.tombstones(limit)
         ready = [r for r in rows if r.embedding is not None]
         self._index_after_commit(ready)
-        self._unindex_after_commit(tombstones)
+        # an old vector of a dropped one may still be in the index
+        self._unindex_after_commit([*tombstones, *(r.id for r in broken if r.embedding is None)])
         return sum(1 for r in ready if not r.index_pending) + len(tombstones)
+
+    def _indexable(self, row: MemoryRow) -> bool:
+        try:
+            check_vector(row.embedding or [], self.config.dimensions)
+        except VectorIndexError:
+            return False
+        return True
 
     # --- stats / health -------------------------------------------------
     def stats(self) -> dict[str, Any]:

@@ -23,6 +23,8 @@ from memory_runtime.storage.postgres import PostgresStore
 
 log = logging.getLogger("memory_runtime")
 
+INDEX_BATCH = 500  # rows per index catch-up batch; batches follow each other while a backlog exists
+
 
 def build_store(settings: Settings) -> PostgresStore:
     if not settings.database_url:
@@ -170,7 +172,7 @@ def create_app(
         monitor.start()
         service.accesses.start()
         if start_jobs:
-            jobs.extend(_start_jobs(settings, service, store, redis_client))
+            jobs.extend(_start_jobs(settings, service, store))
         try:
             if mcp is not None:
                 async with mcp.running():
@@ -196,6 +198,7 @@ def create_app(
     app.state.rate_limiter = rate_limiter
     app.state.metrics = metrics
     app.state.health = monitor
+    app.state.jobs = jobs
     errors.install(app)
     app.include_router(routes.router)
     app.include_router(compat.router)
@@ -207,31 +210,31 @@ def create_app(
     return app
 
 
-def _start_jobs(
-    settings: Settings, service: MemoryService, store: PostgresStore, redis_client: Any
-) -> list[Any]:
-    from memory_runtime.jobs import PeriodicJob, build_lock
+def _start_jobs(settings: Settings, service: MemoryService, store: PostgresStore) -> list[Any]:
+    """Prune, index catch-up and (events on) the outbox relay, each under its
+    PostgreSQL lease: one replica runs each job at a time, Redis or not."""
+    from memory_runtime.jobs import PeriodicJob, PostgresLease
 
-    prefix = settings.redis_key_prefix
     jobs = [
         PeriodicJob(
             "prune",
             settings.prune_interval_seconds,
             lambda: service.prune(),
-            build_lock(redis_client, f"{prefix}:lock:prune"),
+            PostgresLease(store, "prune"),
         ),
         PeriodicJob(
             "index",
             settings.index_interval_seconds,
-            lambda: service.index_pending(500),
-            build_lock(redis_client, f"{prefix}:lock:index"),
+            lambda: service.index_pending(INDEX_BATCH),
+            PostgresLease(store, "index"),
+            drain=True,
         ),
     ]
     if settings.events_enabled:
         from memory_runtime.events.relay import OutboxRelay
 
         relay = OutboxRelay(
-            store.pool,
+            store,
             settings.schema_name,
             settings.tenant,
             settings.kafka_producer_config(),
@@ -242,7 +245,8 @@ def _start_jobs(
                 "relay",
                 settings.relay_interval_seconds,
                 lambda: relay.publish_pending(500),
-                build_lock(redis_client, f"{prefix}:lock:relay"),
+                PostgresLease(store, "relay"),
+                drain=True,
             )
         )
     for job in jobs:

@@ -337,7 +337,14 @@ async def import_(request: Request, svc: Svc, _: Any = Depends(auth.admin)) -> I
 
 @router.get("/stats", response_model=Stats, responses=ERRORS, tags=["admin"])
 def stats(svc: Svc, request: Request, _: Any = Depends(auth.read)) -> Any:
-    return {**svc.stats(), "dependencies": request.app.state.health.snapshot()}
+    state = request.app.state
+    jobs = {job.name: job.describe() for job in state.jobs}
+    return {
+        **svc.stats(),
+        "index_rate_per_second": jobs["index"]["rate_per_second"] if "index" in jobs else None,
+        "jobs": jobs,
+        "dependencies": state.health.snapshot(),
+    }
 
 
 # --- health -----------------------------------------------------------------

@@ -25,6 +25,20 @@ log = logging.getLogger("memory_runtime.events")
 _SAFETY = {"enable.idempotence": True, "acks": "all"}
 
 
+def in_order_prefix(rows: list[dict[str, Any]], delivered: set[UUID]) -> list[UUID]:
+    """The delivered rows (in `seq` order) that may be marked sent: a memory's
+    rows after one of its rows that was not delivered stay unsent too, so the
+    retry publishes them again after it, never before it."""
+    failed: set[UUID] = set()
+    sent: list[UUID] = []
+    for row in rows:
+        if row["id"] in delivered and row["memory_id"] not in failed:
+            sent.append(row["id"])
+        elif row["id"] not in delivered and "unpublishable" not in row:
+            failed.add(row["memory_id"])
+    return sent
+
+
 class OutboxRelay:
     def __init__(
         self,
@@ -71,15 +85,15 @@ class OutboxRelay:
             rows = self._read_unsent(limit)
             if not rows:
                 return 0
-            delivered = self._publish(rows)
-            if delivered:
-                self._mark_sent(delivered)
-            return len(delivered)
+            sent = in_order_prefix(rows, set(self._publish(rows)))
+            if sent:
+                self._mark_sent(sent)
+            return len(sent)
 
     def _read_unsent(self, limit: int) -> list[dict[str, Any]]:
         statement = sql.SQL(
             "SELECT id, event_type, memory_id, version, record, reason, occurred_at "
-            "FROM {t} WHERE sent_at IS NULL ORDER BY occurred_at, id LIMIT %s"
+            "FROM {t} WHERE sent_at IS NULL ORDER BY seq LIMIT %s"
         ).format(t=self._table)
         with self._pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
             cur.execute(statement, (limit,))
@@ -104,6 +118,7 @@ class OutboxRelay:
             except EventError as exc:
                 # Left unsent (visible as lag) rather than dropped or blocking others.
                 log.error("outbox row %s cannot be published: %s", row.get("id"), exc)
+                row["unpublishable"] = True  # stays unsent, and holds back nothing
                 continue
             event_id = row["id"]
             kwargs: dict[str, Any] = {

@@ -1,6 +1,6 @@
-"""Background jobs (pruning, index catch-up, outbox relay) under a cross-replica lock."""
+"""Background jobs (pruning, index catch-up, outbox relay) under a PostgreSQL lease."""
 
-from memory_runtime.jobs.locks import JobLock, LocalLock, RedisLock, build_lock
+from memory_runtime.jobs.locks import JobLock, PostgresLease
 from memory_runtime.jobs.periodic import PeriodicJob
 
-__all__ = ["JobLock", "LocalLock", "PeriodicJob", "RedisLock", "build_lock"]
+__all__ = ["JobLock", "PeriodicJob", "PostgresLease"]

@@ -1,19 +1,20 @@
-"""Job locks: one holder at a time across replicas (Redis) or threads (in-process).
+"""Job leases in PostgreSQL: one holder at a time across replicas.
 
-Redis: SET key token NX PX ttl; release and extend are compare-and-act Redis
-functions (redis_functions, loaded by the operator), so a replica whose lock
-expired can never delete or extend the lock another replica now holds.
+A lease is a row of `job_leases` in the tenant's own schema (migration 0005):
+the source of truth every replica already has, with or without Redis, and an
+object no other tenant can lock, take or see. A lease runs out `ttl_seconds`
+after it was last renewed; its holder renews it every third of that while it
+works (PeriodicJob), so a crashed or SIGKILLed holder stalls the job for at
+most `ttl_seconds`. Every statement runs on the store's pool, with its
+statement and lock timeouts.
 """
 
 from __future__ import annotations
 
 import secrets
-import threading
-from typing import Protocol
+from typing import Any, Protocol
 
-import redis
-
-from memory_runtime.redis_functions import LOCK_EXTEND, LOCK_RELEASE
+DEFAULT_TTL_SECONDS = 5.0
 
 
 class JobLock(Protocol):
@@ -33,73 +34,48 @@ class JobLock(Protocol):
         ...
 
 
-class RedisLock:
-    def __init__(self, client: redis.Redis, key: str, ttl_seconds: float) -> None:
+class PostgresLease:
+    """The lease `name` in `job_leases`; `store` is a PostgresStore (its `tx()`)."""
+
+    def __init__(self, store: Any, name: str, ttl_seconds: float = DEFAULT_TTL_SECONDS) -> None:
+        if not name:
+            raise ValueError("a lease needs a name")
         if ttl_seconds <= 0:
-            raise ValueError(f"lock ttl must be positive, got {ttl_seconds}")
-        self._client = client
-        self.key = key
-        self._ttl_ms = max(1, int(ttl_seconds * 1000))
-
-    @property
-    def ttl_seconds(self) -> float:
-        return self._ttl_ms / 1000
-
-    def acquire(self) -> str | None:
-        token = secrets.token_hex(16)
-        if self._client.set(self.key, token, nx=True, px=self._ttl_ms):
-            return token
-        return None
-
-    def extend(self, token: str) -> bool:
-        return bool(self._client.fcall(LOCK_EXTEND, 1, self.key, token, self._ttl_ms))
-
-    def release(self, token: str) -> None:
-        self._client.fcall(LOCK_RELEASE, 1, self.key, token)
-
-
-# key -> (lock, [holder token]); shared by every LocalLock of the process.
-_LOCAL: dict[str, tuple[threading.Lock, list[str | None]]] = {}
-_LOCAL_GUARD = threading.Lock()
-
-
-class LocalLock:
-    """In-process lock by name (embedded mode: one process, no Redis)."""
-
-    def __init__(self, key: str, ttl_seconds: float) -> None:
-        if ttl_seconds <= 0:
-            raise ValueError(f"lock ttl must be positive, got {ttl_seconds}")
-        self.key = key
+            raise ValueError(f"lease ttl must be positive, got {ttl_seconds}")
+        self._store = store
+        self.name = name
         self._ttl = ttl_seconds
-        # Same key -> same underlying lock, like two replicas sharing a Redis key.
-        with _LOCAL_GUARD:
-            entry = _LOCAL.setdefault(key, (threading.Lock(), [None]))
-        self._lock, self._holder = entry
 
     @property
     def ttl_seconds(self) -> float:
         return self._ttl
 
     def acquire(self) -> str | None:
-        if not self._lock.acquire(blocking=False):
-            return None
         token = secrets.token_hex(16)
-        self._holder[0] = token
-        return token
+        with self._store.tx() as tx:
+            row = tx.conn.execute(
+                "INSERT INTO job_leases (name, holder, expires_at)"
+                " VALUES (%s, %s, clock_timestamp() + make_interval(secs => %s))"
+                " ON CONFLICT (name) DO UPDATE"
+                " SET holder = EXCLUDED.holder, expires_at = EXCLUDED.expires_at"
+                " WHERE job_leases.expires_at <= clock_timestamp()"
+                " RETURNING holder",
+                (self.name, token, self._ttl),
+            ).fetchone()
+        return token if row is not None else None
 
     def extend(self, token: str) -> bool:
-        return self._holder[0] == token  # in-process locks don't expire
+        with self._store.tx() as tx:
+            row = tx.conn.execute(
+                "UPDATE job_leases SET expires_at = clock_timestamp() + make_interval(secs => %s)"
+                " WHERE name = %s AND holder = %s AND expires_at > clock_timestamp()"
+                " RETURNING holder",
+                (self._ttl, self.name, token),
+            ).fetchone()
+        return row is not None
 
     def release(self, token: str) -> None:
-        if self._holder[0] == token:
-            self._holder[0] = None
-            self._lock.release()
-
-
-def build_lock(redis_client: redis.Redis | None, key: str, ttl_seconds: float = 300.0) -> JobLock:
-    """A Redis lock at `key` when a client is given, else an in-process one."""
-    if not key:
-        raise ValueError("lock key must not be empty")
-    if redis_client is None:
-        return LocalLock(key, ttl_seconds)
-    return RedisLock(redis_client, key, ttl_seconds)
+        with self._store.tx() as tx:
+            tx.conn.execute(
+                "DELETE FROM job_leases WHERE name = %s AND holder = %s", (self.name, token)
+            )

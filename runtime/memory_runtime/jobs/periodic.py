@@ -1,11 +1,17 @@
-"""PeriodicJob: run a function every N seconds on a daemon thread, under a lock
-so that only one replica runs it at a time."""
+"""PeriodicJob: run a function every N seconds on a daemon thread, under a lease
+so that only one replica runs it at a time.
+
+A draining job (`drain=True`: index catch-up, outbox relay) runs its next
+batch at once while the last one did work, so a backlog is worked off at the
+speed of the dependency it writes to, and waits `interval_seconds` only once
+there is nothing left."""
 
 from __future__ import annotations
 
 import logging
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 
 from memory_runtime.jobs.locks import JobLock
@@ -14,8 +20,16 @@ log = logging.getLogger("memory_runtime.jobs")
 
 
 class PeriodicJob:
+    RATE_WINDOW_SECONDS = 60.0
+
     def __init__(
-        self, name: str, interval_seconds: float, fn: Callable[[], int], lock: JobLock
+        self,
+        name: str,
+        interval_seconds: float,
+        fn: Callable[[], int],
+        lock: JobLock,
+        *,
+        drain: bool = False,
     ) -> None:
         if interval_seconds < 0:
             raise ValueError(f"job interval must be >= 0, got {interval_seconds}")
@@ -23,6 +37,8 @@ class PeriodicJob:
         self.interval_seconds = interval_seconds
         self._fn = fn
         self._lock = lock
+        self.drain = drain
+        self._done: deque[tuple[float, int]] = deque()  # (monotonic time, items) per run
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         # Observable counters (stats, tests, logs).
@@ -62,12 +78,38 @@ class PeriodicJob:
             except Exception as exc:  # it will expire on its own
                 log.warning("job %s: lock release failed: %s", self.name, exc)
         self.runs += 1
+        self._count(result)
         self.last_result = result
         self.last_error = None
         self.last_run_at = time.time()
         if result:
             log.info("job %s: %s", self.name, result)
         return result
+
+    def _count(self, items: int) -> None:
+        now = time.monotonic()
+        self._done.append((now, int(items or 0)))
+        while self._done and self._done[0][0] < now - self.RATE_WINDOW_SECONDS:
+            self._done.popleft()
+
+    def rate_per_second(self) -> float:
+        """Items per second over the last minute of runs (0 when idle)."""
+        window = list(self._done)
+        total = sum(n for _, n in window)
+        if not total:
+            return 0.0
+        span = max(1.0, time.monotonic() - window[0][0])
+        return round(total / span, 1)
+
+    def describe(self) -> dict[str, object]:
+        return {
+            "runs": self.runs,
+            "failures": self.failures,
+            "skipped": self.skipped,
+            "last_result": self.last_result,
+            "last_error": self.last_error,
+            "rate_per_second": self.rate_per_second(),
+        }
 
     def _failed(self, message: str) -> None:
         self.failures += 1
@@ -88,7 +130,9 @@ class PeriodicJob:
 
     def _loop(self) -> None:
         while not self._stop.is_set():
-            self.run_once()
+            result = self.run_once()
+            if self.drain and result:
+                continue  # a backlog: the next batch at once
             self._stop.wait(self.interval_seconds)
 
     def start(self) -> None:

@@ -2,7 +2,11 @@
 
 Files are `migrations/NNNN_name.sql`. Each runs in its own transaction together
 with its `schema_migrations` row, so a failed migration leaves nothing behind.
-An advisory lock keyed on the schema serialises replicas starting together.
+Replicas starting together take turns on a lock of the `schema_migrations`
+table itself: an object in the tenant's own schema, which no other tenant can
+lock (a database-wide advisory lock keyed on the schema name could be taken by
+anyone who can compute the key). The connection's lock and statement timeouts
+bound every wait.
 """
 
 from __future__ import annotations
@@ -52,36 +56,55 @@ def search_path(schema: str, extensions_schema: str) -> str:
     return f"{schema}, {extensions_schema}" if extensions_schema else schema
 
 
-def _lock_key(schema: str) -> int:
-    # 63-bit key from the schema name: one migrator per schema at a time
-    return int.from_bytes(hashlib.sha256(f"migrate:{schema}".encode()).digest()[:8], "big") >> 1
+# Migrations may build indexes on big tables: a longer statement timeout than
+# requests get, but never none; waiting for another replica's migration is
+# bounded too (the pod restarts and tries again).
+MIGRATION_STATEMENT_TIMEOUT_MS = 30 * 60 * 1000
+MIGRATION_LOCK_TIMEOUT_MS = 60 * 1000
 
 
-def migrate(conninfo: str, schema: str, extensions_schema: str) -> list[int]:
+def _create_ledger(conn: psycopg.Connection[tuple[object, ...]], schema: str) -> None:
+    statement = sql.SQL(
+        "CREATE TABLE IF NOT EXISTS {}.schema_migrations ("
+        " version int PRIMARY KEY, name text NOT NULL,"
+        " checksum text NOT NULL,"
+        " applied_at timestamptz NOT NULL DEFAULT now())"
+    ).format(sql.Identifier(schema))
+    try:
+        conn.execute(statement)
+    except psycopg.errors.UniqueViolation:
+        # another replica created it at the same moment (IF NOT EXISTS is not atomic)
+        conn.execute(statement)
+
+
+def migrate(
+    conninfo: str,
+    schema: str,
+    extensions_schema: str,
+    *,
+    lock_timeout_ms: int = MIGRATION_LOCK_TIMEOUT_MS,
+    statement_timeout_ms: int = MIGRATION_STATEMENT_TIMEOUT_MS,
+) -> list[int]:
     """Apply pending migrations; return the versions applied now (empty if none)."""
     applied_now: list[int] = []
-    with psycopg.connect(conninfo, autocommit=True) as conn:
-        conn.execute(
-            "SELECT set_config('search_path', %s, false)",
-            (search_path(schema, extensions_schema),),
-        )
+    with psycopg.connect(conninfo, autocommit=True, connect_timeout=10) as conn:
+        for name, value in (
+            ("search_path", search_path(schema, extensions_schema)),
+            ("lock_timeout", str(lock_timeout_ms)),
+            ("statement_timeout", str(statement_timeout_ms)),
+        ):
+            conn.execute("SELECT set_config(%s, %s, false)", (name, value))
         current = conn.execute("SELECT current_schema()").fetchone()
         if current is None or current[0] != schema:
             raise MigrationError(
                 f"schema {schema!r} does not exist or is not usable by this role; "
                 "the operator (or embedded mode) must create it first"
             )
+        _create_ledger(conn, schema)
         for migration in load_migrations():
             with conn.transaction():
-                conn.execute("SELECT pg_advisory_xact_lock(%s)", (_lock_key(schema),))
-                conn.execute(
-                    sql.SQL(
-                        "CREATE TABLE IF NOT EXISTS {}.schema_migrations ("
-                        " version int PRIMARY KEY, name text NOT NULL,"
-                        " checksum text NOT NULL,"
-                        " applied_at timestamptz NOT NULL DEFAULT now())"
-                    ).format(sql.Identifier(schema))
-                )
+                # self-conflicting: one migrator at a time, readers unaffected
+                conn.execute("LOCK TABLE schema_migrations IN SHARE ROW EXCLUSIVE MODE")
                 row = conn.execute(
                     "SELECT checksum FROM schema_migrations WHERE version = %s",
                     (migration.version,),

@@ -225,8 +225,9 @@ class Tx:
         return int(row["n"]) if row else 0
 
     def lock_quota(self) -> None:
-        """Serialise inserts while a quota is enforced (count-then-insert is racy otherwise)."""
-        self.conn.execute("SELECT pg_advisory_xact_lock(hashtext(current_schema() || ':quota'))")
+        """Serialise inserts while a quota is enforced (count-then-insert is racy
+        otherwise): a row of this schema, which no other tenant can lock."""
+        self.conn.execute("SELECT FROM runtime_locks WHERE name = 'quota' FOR UPDATE")
 
     def insert(self, row: MemoryRow) -> MemoryRow:
         """Insert a memory and its vector (if any) in one statement."""

@@ -17,7 +17,7 @@ import numpy as np
 import psycopg
 from pgvector import Vector
 from pgvector.psycopg.vector import register_vector_info
-from psycopg import Connection, sql
+from psycopg import Connection, errors, sql
 from psycopg.types import TypeInfo
 from psycopg.types.json import Jsonb
 from psycopg_pool import PoolClosed, PoolTimeout
@@ -143,12 +143,19 @@ class PgVectorIndex:
                 "CREATE INDEX IF NOT EXISTS {name} ON {t} USING gin (metadata jsonb_path_ops)"
             ).format(name=sql.Identifier(f"{TABLE}_metadata_gin"), t=self._table)
         )
-        with self._pool.connection() as conn, conn.transaction():
-            # Two replicas starting together must not race on CREATE ... IF NOT EXISTS.
-            conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"{self._schema}.{TABLE}",))
-            for statement in statements:
-                conn.execute(statement)
-            self._check_dimension(conn)
+        for attempt in range(2):
+            try:
+                with self._pool.connection() as conn, conn.transaction():
+                    for statement in statements:
+                        conn.execute(statement)
+                    self._check_dimension(conn)
+                return
+            except (errors.UniqueViolation, errors.DuplicateTable, errors.DuplicateObject):
+                # Two replicas starting together raced on CREATE ... IF NOT EXISTS
+                # (not atomic); the second pass finds everything there. (No
+                # advisory lock: its key would be computable by other tenants.)
+                if attempt:
+                    raise
 
     def _check_dimension(self, conn: Connection[Any]) -> None:
         # An existing table with another dimension would fail every write later; say so now.

@@ -37,7 +37,8 @@ CREATE TABLE {SCHEMA}.outbox (
     record jsonb,
     reason text,
     occurred_at timestamptz NOT NULL DEFAULT now(),
-    sent_at timestamptz
+    sent_at timestamptz,
+    seq bigint GENERATED ALWAYS AS IDENTITY
 );
 """
 
@@ -75,7 +76,8 @@ def insert_rows(pool: ConnectionPool, count: int, start: datetime) -> list[dict[
                 "version": i + 1,
                 "record": record,
                 "reason": "api" if kind == "memory.deleted" else None,
-                # Inserted out of time order on purpose: the relay must sort.
+                # occurred_at (a transaction's start) out of order on purpose:
+                # the relay publishes in write order (seq), never by this.
                 "occurred_at": start + timedelta(seconds=(count - i) % count),
             }
         )
@@ -158,12 +160,11 @@ def test_rows_are_published_valid_keyed_and_marked_sent(
         assert event["tenant"] == "acme"
         assert dict(msg.headers())["event_type"].decode() == source["event_type"]
     assert {json.loads(m.value())["event_id"] for m in messages} == set(by_id)
-    # Within a partition, events come in occurred_at order.
+    # Within a partition, events come in the order they were written.
+    written = [str(r["id"]) for r in rows]
     for partition in {m.partition() for m in messages}:
-        times = [
-            json.loads(m.value())["occurred_at"] for m in messages if m.partition() == partition
-        ]
-        assert times == sorted(times)
+        ids = [json.loads(m.value())["event_id"] for m in messages if m.partition() == partition]
+        assert ids == [i for i in written if i in ids]
 
 
 def test_kafka_outage_delays_and_never_loses(

@@ -39,6 +39,8 @@ def test_migrate_applies_once_and_records_versions(tenant: Tenant):
         "outbox",
         "vector_tombstones",
         "schema_migrations",
+        "job_leases",
+        "runtime_locks",
     }
 
 

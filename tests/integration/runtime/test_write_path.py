@@ -36,6 +36,7 @@ def test_outbox_rows_match_the_relay_contract(client: TestClient, tenant: Tenant
         ("reason", "text"),
         ("occurred_at", "timestamp with time zone"),
         ("sent_at", "timestamp with time zone"),
+        ("seq", "bigint"),  # publish order (migration 0005)
     ]
     m = client.post("/memories", json={"coordinate": [1], "payload": {"text": "x"}}).json()
     client.patch("/memories/1", json={"tags": ["a"]})

@@ -1,0 +1,104 @@
+"""Index catch-up (issue 15 item 5, issue 14 item 11 second half): a backlog is
+worked off in back-to-back batches, /stats shows backlog and rate, and one bad
+row never holds back the others."""
+
+from __future__ import annotations
+
+import math
+import random
+
+import pytest
+from fastapi.testclient import TestClient
+
+from memory_runtime.api import create_app
+from tests.integration.runtime.conftest import (
+    ADMIN_TOKEN,
+    DIMENSIONS,
+    Tenant,
+    bearer,
+    tenant_settings,
+)
+from tests.integration.runtime.helpers import admin_exec, admin_rows, vector_ids, wait_for
+
+pytestmark = pytest.mark.integration
+
+
+def vector(rng: random.Random) -> list[float]:
+    return [rng.uniform(-1, 1) for _ in range(DIMENSIONS)]
+
+
+def test_a_nan_vector_in_the_table_does_not_block_the_batch(client: TestClient, tenant: Tenant):
+    rng = random.Random(7)
+    ids = [
+        client.post(
+            "/memories",
+            json={"coordinate": [n], "payload": {"text": f"m{n}"}, "vector": vector(rng)},
+        ).json()["id"]
+        for n in range(4)
+    ]
+    # as an older version (or a hand-made import) could have left it
+    admin_exec(tenant, "UPDATE memories SET index_pending = true")
+    admin_exec(tenant, "DELETE FROM memory_vectors")
+    admin_exec(
+        tenant,
+        f"UPDATE memory_embeddings SET embedding[1] = 'NaN' WHERE memory_id = '{ids[1]}'",
+    )
+    service = client.app.state.service  # type: ignore[attr-defined]
+    assert service.index_pending(500) == 4
+    assert vector_ids(tenant) == set(ids)  # the others, and the bad one re-embedded
+    assert client.get("/stats").json()["index_pending"] == 0
+    bad = client.get(f"/memories/{ids[1]}", params={"include_vector": True}).json()
+    assert bad["index_pending"] is False
+    assert all(math.isfinite(v) for v in bad["vector"])  # from its text, by the embedder
+
+
+def test_a_bad_vector_without_an_embedder_leaves_the_memory_keyword_only(tenant: Tenant):
+    rng = random.Random(3)
+    with TestClient(create_app(tenant_settings(tenant))) as c:  # provider none
+        c.headers.update(bearer(ADMIN_TOKEN))
+        ids = [
+            c.post(
+                "/memories",
+                json={"coordinate": [n], "payload": {"text": f"word{n}"}, "vector": vector(rng)},
+            ).json()["id"]
+            for n in range(3)
+        ]
+        admin_exec(tenant, "UPDATE memories SET index_pending = true")
+        admin_exec(tenant, "DELETE FROM memory_vectors")
+        admin_exec(
+            tenant,
+            f"UPDATE memory_embeddings SET embedding[2] = 'Infinity' WHERE memory_id = '{ids[0]}'",
+        )
+        c.app.state.service.index_pending(500)  # type: ignore[attr-defined]
+        assert vector_ids(tenant) == {ids[1], ids[2]}
+        bad = c.get(f"/memories/{ids[0]}").json()
+        assert bad["has_vector"] is False
+        assert bad["index_pending"] is False
+        hits = c.get("/memories/search", params={"query": "word0", "mode": "keyword"}).json()
+        assert [h["memory"]["id"] for h in hits["hits"]] == [ids[0]]  # still found by its words
+        assert c.get("/export").text.count("NaN") == 0
+
+
+def test_a_backlog_is_caught_up_in_back_to_back_batches(tenant: Tenant):
+    rng = random.Random(11)
+    # the interval is an hour: only draining batch after batch can finish in time
+    settings = tenant_settings(tenant, index_interval_seconds=3600, prune_interval_seconds=3600)
+    with TestClient(create_app(settings)) as c:
+        c.headers.update(bearer(ADMIN_TOKEN))
+        for start in range(0, 1300, 100):
+            batch = [
+                {"coordinate": [n], "payload": {"n": n}, "vector": vector(rng)}
+                for n in range(start, start + 100)
+            ]
+            assert c.post("/memories/batch", json={"memories": batch}).status_code == 200
+    admin_exec(tenant, "UPDATE memories SET index_pending = true")
+    admin_exec(tenant, "DELETE FROM memory_vectors")
+    with TestClient(create_app(settings, start_jobs=True)) as c:
+        c.headers.update(bearer(ADMIN_TOKEN))
+        wait_for(lambda: c.get("/stats").json()["index_pending"] == 0, timeout=60, what="caught up")
+        stats = c.get("/stats").json()
+        assert stats["vector_count"] == 1300
+        assert stats["jobs"]["index"]["runs"] >= 3  # 500 + 500 + 300 (+ an empty one)
+        assert stats["index_rate_per_second"] > 0
+    pending = admin_rows(tenant, "SELECT count(*) AS n FROM memories WHERE index_pending")
+    assert pending[0]["n"] == 0

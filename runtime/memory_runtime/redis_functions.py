@@ -23,7 +23,8 @@ LOCK_EXTEND = "somafractal_lock_extend_v1"
 # Returns {allowed, tokens (string: Lua numbers become integers in replies)}; uses
 # the server clock so replicas with skewed clocks agree.
 # LOCK_RELEASE / LOCK_EXTEND: KEYS[1] lock; ARGV[1] holder token (ARGV[2] ttl ms);
-# act only if the token still holds the lock.
+# act only if the token still holds the lock. Kept for runtimes of the previous
+# release only: job locks are PostgreSQL leases now (jobs/locks.py).
 LIBRARY_CODE = f"""#!lua name={LIBRARY}
 
 local function token_bucket(keys, args)

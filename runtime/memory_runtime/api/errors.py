@@ -152,6 +152,25 @@ def database_refusal(exc: Exception) -> ProblemError:
     )
 
 
+DATABASE_DOWN = (psycopg.OperationalError, PoolTimeout, PoolClosed)
+
+
+def known_problem(exc: Exception) -> ProblemError | None:
+    """The problem an expected exception answers with (the HTTP handlers and the MCP
+    tools both use this); None for anything else, which is a 500."""
+    if isinstance(exc, ProblemError):
+        return exc
+    if isinstance(exc, ServiceError):
+        return ProblemError(exc.status, exc.detail, slug=exc.slug, title=exc.title)
+    if isinstance(exc, DATABASE_REFUSALS):  # before DATABASE_DOWN: one is an OperationalError
+        return database_refusal(exc)
+    if isinstance(exc, DATABASE_DOWN):
+        return ProblemError(
+            503, "the database is unavailable; retry later", headers={"Retry-After": "5"}
+        )
+    return None
+
+
 def instance(scope: Scope) -> str:
     """The route template (`/memories/{key}`): the path itself is client input."""
     route: Any = scope.get("route")
@@ -176,9 +195,7 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(ServiceError)
     async def _service(request: Request, exc: ServiceError) -> JSONResponse:
-        return problem(
-            exc.status, exc.detail, instance=instance(request.scope), slug=exc.slug, title=exc.title
-        )
+        return _answer(request, known_problem(exc))  # type: ignore[arg-type]
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -207,19 +224,14 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(psycopg.IntegrityError)
     async def _refused(request: Request, exc: Exception) -> JSONResponse:
         log.warning("database refused %s %s: %s", request.method, request.url.path, repr(exc))
-        return _answer(request, database_refusal(exc))
+        return _answer(request, known_problem(exc))  # type: ignore[arg-type]
 
     @app.exception_handler(psycopg.OperationalError)
     @app.exception_handler(PoolTimeout)
     @app.exception_handler(PoolClosed)
     async def _database(request: Request, exc: Exception) -> JSONResponse:
         log.warning("database unavailable on %s: %s", request.url.path, exc)
-        return problem(
-            503,
-            "the database is unavailable; retry later",
-            instance=instance(request.scope),
-            headers={"Retry-After": "5"},
-        )
+        return _answer(request, known_problem(exc))  # type: ignore[arg-type]
 
     @app.exception_handler(Exception)
     async def _unhandled(request: Request, exc: Exception) -> JSONResponse:

@@ -22,12 +22,10 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import mcp_types as types
-import psycopg
 from fastapi.concurrency import run_in_threadpool
 from mcp.server import Server
 from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
 from mcp.server.transport_security import TransportSecuritySettings
-from psycopg_pool import PoolClosed, PoolTimeout
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.requests import Request
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -35,12 +33,11 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from memory_runtime import __version__
 from memory_runtime.api import auth
 from memory_runtime.api.errors import (
-    DATABASE_REFUSALS,
     PROBLEM_BASE,
     ProblemError,
-    database_refusal,
     error_detail,
     error_message,
+    known_problem,
     problem,
     safe_loc,
 )
@@ -432,29 +429,18 @@ async def call_tool(
         await auth.rate_limit(state, token)
         args = spec.parse(arguments)
         result = await run_in_threadpool(spec.run, Call(state.service, args, token, request))
-    except ProblemError as exc:
-        return _from_problem(exc)
     except ValidationError as exc:
         return _from_validation(exc)
-    except ServiceError as exc:
-        return tool_error(exc.status, exc.slug, exc.title, exc.detail)
-    except DATABASE_REFUSALS as exc:  # before OperationalError: deterministic, never 503
-        log.warning("database refused a value in tool %s: %r", spec.name, exc)
-        return _from_problem(database_refusal(exc))
-    except (psycopg.OperationalError, PoolTimeout, PoolClosed) as exc:
-        log.warning("database unavailable in tool %s: %s", spec.name, exc)
-        return tool_error(
-            503,
-            "dependency-unavailable",
-            "A dependency is unavailable",
-            "the database is unavailable; retry later",
-            retry_after=5,
-        )
-    except Exception:
-        log.exception("unhandled error in tool %s", spec.name)
-        return tool_error(
-            500, "internal-error", "Internal server error", "the tool failed; see the server log"
-        )
+    except Exception as exc:
+        known = known_problem(exc)  # the same mapping as the HTTP handlers (api/errors.py)
+        if known is None:
+            log.exception("unhandled error in tool %s", spec.name)
+            return tool_error(
+                500, "internal-error", "Internal server error", "the tool failed (see the log)"
+            )
+        if not isinstance(exc, ProblemError | ServiceError):
+            log.warning("tool %s: %r", spec.name, exc)
+        return _from_problem(known)
     data = result.model_dump(mode="json", by_alias=True, exclude_none=False)
     if isinstance(result, Memory) and result.vector is None:
         data.pop("vector", None)

@@ -33,6 +33,7 @@ from memory_runtime.models import (
     MemoryType,
     NeighborsOut,
     PathOut,
+    Problem,
     RecallMode,
     SearchIn,
     SearchOut,
@@ -44,8 +45,11 @@ router = APIRouter()
 
 DEGRADED_HEADER = "Recall-Degraded"  # e.g. "vector": hybrid answered from full text only
 
+# every error answer is a Problem document (api/errors.py); the schema is inline so
+# clients and the fuzz test (tests/integration/runtime/test_api_fuzz.py) check it
+PROBLEM_CONTENT = {"application/problem+json": {"schema": Problem.model_json_schema()}}
 ERRORS: dict[int | str, dict[str, Any]] = {
-    code: {"description": text, "content": {"application/problem+json": {}}}
+    code: {"description": text, "content": PROBLEM_CONTENT}
     for code, text in {
         401: "missing or invalid token",
         403: "token role too low",
@@ -105,7 +109,8 @@ def _filters_from_query(
     "/memories",
     response_model=Memory,
     status_code=201,
-    responses={200: {"description": "replaced the memory at that coordinate"}, **ERRORS},
+    responses={200: {"model": Memory, "description": "replaced the memory at that coordinate"}}
+    | ERRORS,
     tags=["memories"],
 )
 def store(body: MemoryIn, svc: Svc, request: Request, _: Any = Depends(auth.write)) -> Any:

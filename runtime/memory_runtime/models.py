@@ -18,6 +18,7 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -196,6 +197,9 @@ class MemoryIn(_Strict):
     user_id: ScopeValue | None = None
     session_id: ScopeValue | None = None
     expires_at: Timestamp | None = None
+    occurred_at: Timestamp | None = Field(
+        default=None, description="when what it records happened; default: when it is stored"
+    )
     vector: Vector | None = None
 
     @field_validator("coordinate", mode="before")
@@ -204,11 +208,11 @@ class MemoryIn(_Strict):
         parsed = _coordinate(value)
         return list(parsed) if parsed is not None else None
 
-    @field_validator("expires_at")
+    @field_validator("expires_at", "occurred_at")
     @classmethod
-    def _aware(cls, value: datetime | None) -> datetime | None:
+    def _aware(cls, value: datetime | None, info: ValidationInfo) -> datetime | None:
         if value is not None and value.tzinfo is None:
-            raise ValueError("expires_at needs a timezone (e.g. 2030-01-01T00:00:00Z)")
+            raise ValueError(f"{info.field_name} needs a timezone (e.g. 2030-01-01T00:00:00Z)")
         return value
 
 
@@ -225,13 +229,14 @@ class MemoryPatch(_Strict):
     metadata: JsonObject | None = None
     tags: Tags | None = None
     expires_at: Timestamp | None = None
+    occurred_at: Timestamp | None = None
     if_version: int | None = Field(default=None, ge=1)
 
-    @field_validator("expires_at")
+    @field_validator("expires_at", "occurred_at")
     @classmethod
-    def _aware(cls, value: datetime | None) -> datetime | None:
+    def _aware(cls, value: datetime | None, info: ValidationInfo) -> datetime | None:
         if value is not None and value.tzinfo is None:
-            raise ValueError("expires_at needs a timezone (e.g. 2030-01-01T00:00:00Z)")
+            raise ValueError(f"{info.field_name} needs a timezone (e.g. 2030-01-01T00:00:00Z)")
         return value
 
     @model_validator(mode="after")
@@ -262,6 +267,7 @@ class Memory(BaseModel):
     access_count: int
     version: int
     expires_at: datetime | None
+    occurred_at: datetime
     has_vector: bool
     index_pending: bool
     vector: list[float] | None = Field(
@@ -286,6 +292,8 @@ class Filters(_Strict):
     )
     created_from: Timestamp | None = None
     created_to: Timestamp | None = None
+    occurred_from: Timestamp | None = None
+    occurred_to: Timestamp | None = None
     coordinate_min: CoordinateIn | None = None
     coordinate_max: CoordinateIn | None = None
 
@@ -312,6 +320,12 @@ class Filters(_Strict):
             and as_utc(self.created_from) > as_utc(self.created_to)
         ):
             raise ValueError("created_from is after created_to")
+        if (
+            self.occurred_from is not None
+            and self.occurred_to is not None
+            and as_utc(self.occurred_from) > as_utc(self.occurred_to)
+        ):
+            raise ValueError("occurred_from is after occurred_to")
         return self
 
 
@@ -323,6 +337,9 @@ class SearchIn(Filters):
     alpha: float = Field(default=0.5, ge=0.0, le=1.0, description="vector share in hybrid")
     recency_weight: float = Field(default=0.0, ge=0.0, le=1.0)
     importance_weight: float = Field(default=0.0, ge=0.0, le=1.0)
+    fusion: Literal["rrf", "relative"] = Field(
+        default="rrf", description="hybrid fusion: reciprocal rank (rrf) or relative score"
+    )
 
     @model_validator(mode="after")
     def _what(self) -> SearchIn:
@@ -437,6 +454,7 @@ class ImportedMemory(BaseModel):
     access_count: BigInt
     version: Annotated[int, Field(ge=1, lt=INT64)]
     expires_at: Timestamp | None = None
+    occurred_at: Timestamp | None = None  # exports from before event time: created_at
     vector: Vector | None = None
 
     @field_validator("coordinate", mode="before")

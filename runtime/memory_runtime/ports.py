@@ -43,6 +43,10 @@ class VectorFilter:
     metadata: dict[str, Any] = field(default_factory=dict)  # equality on top-level keys
     created_from: datetime | None = None
     created_to: datetime | None = None
+    # event time: the vector engines do not hold it; recall applies it in
+    # PostgreSQL to every candidate (storage.postgres.filter_clause)
+    occurred_from: datetime | None = None
+    occurred_to: datetime | None = None
     coordinate_min: tuple[float, ...] | None = None  # box over the first len() dimensions
     coordinate_max: tuple[float, ...] | None = None
 

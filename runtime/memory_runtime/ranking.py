@@ -1,24 +1,33 @@
-"""Recall scoring: hybrid fusion, recency and importance weights (pure, no I/O).
+"""Recall scoring: BM25, hybrid fusion, recency and importance weights (pure, no I/O).
 
-Each candidate may come from the vector engine (a similarity), from PostgreSQL
-full-text search (a ts_rank), or both. The final score is
+Each candidate comes from the vector engine, from keyword search or both, and
+hybrid recall gives every candidate both of its scores (a vector similarity if
+it has a vector, an Okapi BM25 score if it shares a stem with the query). The
+final score is
 
-    relevance = alpha * vector_score + (1 - alpha) * keyword_score       (hybrid)
+    relevance = fusion of the two signals                                 (hybrid)
     final     = (1 - w_recency - w_importance) * relevance
                 + w_recency * recency + w_importance * effective_importance
 
 with every component in [0, 1] and returned to the client, so a score can be
-explained. Why this shape: a convex combination keeps the final score in [0, 1]
-and comparable across queries; keyword ranks have no absolute scale, so they
-are divided by the best rank in the candidate set (relative score fusion),
-while vector similarities do have one and are mapped to [0, 1] per distance.
+explained. Fusion (docs/RECALL.md has the measurements behind the default):
+
+- `rrf` (default): weighted reciprocal rank fusion over the candidates,
+  alpha * (K+1)/(K+vector rank) + (1-alpha) * (K+1)/(K+keyword rank), K = 60;
+  a side on which the candidate has no score adds nothing. Ranks have the same
+  scale on both sides whatever the engines' score distributions.
+- `relative`: alpha * vector similarity + (1-alpha) * BM25 / best BM25 among
+  the candidates (relative score fusion).
+
+The `keyword` component is always BM25 / best BM25, the `vector` one the
+similarity mapped to [0, 1] per distance.
 """
 
 from __future__ import annotations
 
 import heapq
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal
@@ -26,6 +35,49 @@ from uuid import UUID
 
 Mode = Literal["hybrid", "vector", "keyword"]
 Distance = Literal["Cosine", "Dot", "Euclid"]
+Fusion = Literal["rrf", "relative"]
+
+# Okapi BM25 parameters (the usual defaults: Lucene, Robertson & Zaragoza)
+BM25_K1 = 1.2
+BM25_B = 0.75
+RRF_K = 60
+
+
+def bm25_idf(memories: int, containing: int) -> float:
+    """IDF of a stem in `containing` of `memories` memories: ln(1 + (N - n + .5) / (n + .5)).
+
+    The Lucene form: never negative, so a stem in most memories still counts a little.
+    """
+    n = max(0, min(containing, memories))
+    return math.log(1.0 + (memories - n + 0.5) / (n + 0.5))
+
+
+def bm25_bound(idf: float) -> float:
+    """What one stem can add to a memory's BM25 score at most (any tf, any length)."""
+    return idf * (BM25_K1 + 1.0)
+
+
+def keyword_terms_needed(
+    bounds: Sequence[float], scored: int, threshold: float, wanted: int
+) -> int:
+    """MaxScore: how many stems (rarest first, `bounds` in that order) a memory must
+    contain one of, so that no memory outside can reach the top `wanted`.
+
+    `scored` memories were ranked using the first stems and the `wanted`-th best
+    scored `threshold`. A memory holding none of the first m stems scores below
+    the sum of the other stems' bounds; once that sum is <= threshold it cannot
+    enter the top (nor tie it). Returns len(bounds) if every stem is needed.
+    """
+    if scored < wanted:
+        return len(bounds)
+    needed = len(bounds)
+    rest = 0.0
+    for m in range(len(bounds) - 1, 0, -1):
+        rest += bounds[m]  # sum(bounds[m:])
+        if rest > threshold:
+            break
+        needed = m
+    return needed
 
 
 @dataclass(frozen=True)
@@ -48,7 +100,7 @@ class CandidateInfo:
     """What ranking needs to know about a memory besides its engine scores."""
 
     importance: float
-    updated_at: datetime
+    occurred_at: datetime  # event time: what recency weighs
     last_accessed_at: datetime
 
 
@@ -56,8 +108,8 @@ class CandidateInfo:
 class ScoredHit:
     memory_id: UUID
     score: float
-    vector: float | None  # normalised vector similarity, None if not a vector candidate
-    keyword: float | None  # relative keyword rank, None if not a keyword candidate
+    vector: float | None  # normalised vector similarity, None without a vector
+    keyword: float | None  # BM25 / best BM25 among the candidates, None without a match
     relevance: float
     recency: float
     importance: float
@@ -101,6 +153,12 @@ def effective_importance(
     return importance * decay_factor(idle_hours, half_life_hours)
 
 
+def ranks(scores: Mapping[UUID, float]) -> dict[UUID, int]:
+    """1-based ranks, best score first, ties broken by id (a stable key)."""
+    order = sorted(scores, key=lambda i: (-scores[i], i))
+    return {memory_id: n for n, memory_id in enumerate(order, start=1)}
+
+
 def fuse(
     vector_hits: Mapping[UUID, float],
     keyword_hits: Mapping[UUID, float],
@@ -113,16 +171,23 @@ def fuse(
     half_life_hours: float,
     decay_enabled: bool = True,
     top_k: int,
+    fusion: Fusion = "rrf",
+    candidates: Sequence[UUID] | None = None,
 ) -> list[ScoredHit]:
     """Score and order candidates; candidates missing from `info` are dropped.
 
-    `vector_hits` maps ids to raw engine similarities, `keyword_hits` to raw
-    ts_rank values. Ties are broken by id so the order is deterministic.
+    `vector_hits` maps ids to raw engine similarities, `keyword_hits` to BM25
+    scores: for hybrid recall every candidate's scores on both sides (a
+    candidate missing from one has no score there). `candidates` are the ids
+    to rank (default: those of the mode's side(s)). Ties are broken by id so
+    the order is deterministic.
     """
     if top_k < 1:
         raise ValueError("top_k must be at least 1")
     best_rank = max((r for r in keyword_hits.values() if r > 0), default=0.0)
-    if mode == "vector":
+    if candidates is not None:
+        ids = set(candidates)
+    elif mode == "vector":
         ids = set(vector_hits)
     elif mode == "keyword":
         ids = set(keyword_hits)
@@ -135,10 +200,12 @@ def fuse(
         alpha = 1.0
     elif mode == "hybrid" and not vector_hits:
         alpha = 0.0
+    vector_rank = ranks({i: s for i, s in vector_hits.items() if i in ids})
+    keyword_rank = ranks({i: s for i, s in keyword_hits.items() if i in ids and s > 0})
     relevance_share = 1.0 - weights.recency - weights.importance
     now_seconds = now.timestamp()
     # Score every candidate as a plain tuple (-score, id, components...) and
-    # build hits for the top_k only: recall fuses ~80 candidates per query.
+    # build hits for the top_k only.
     # Ties are broken by id; UUIDs compare by their 128-bit value, which is the
     # order of their text form and of PostgreSQL's uuid type.
     scored: list[tuple[float, UUID, float | None, float | None, float, float, float]] = []
@@ -154,9 +221,15 @@ def fuse(
             relevance = vec or 0.0
         elif mode == "keyword":
             relevance = kw or 0.0
+        elif fusion == "rrf":
+            relevance = 0.0
+            if memory_id in vector_rank:
+                relevance += alpha * (RRF_K + 1) / (RRF_K + vector_rank[memory_id])
+            if memory_id in keyword_rank:
+                relevance += (1.0 - alpha) * (RRF_K + 1) / (RRF_K + keyword_rank[memory_id])
         else:
             relevance = alpha * (vec or 0.0) + (1.0 - alpha) * (kw or 0.0)
-        recency = decay_factor(hours_before(now_seconds, meta.updated_at), half_life_hours)
+        recency = decay_factor(hours_before(now_seconds, meta.occurred_at), half_life_hours)
         importance = effective_importance(
             meta.importance,
             hours_before(now_seconds, meta.last_accessed_at),

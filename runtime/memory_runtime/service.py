@@ -58,6 +58,7 @@ from memory_runtime.ports import Embedder, EmbeddingError, VectorFilter, VectorI
 from memory_runtime.storage.postgres import (
     AccessLog,
     Candidate,
+    KeywordQuery,
     LinkRow,
     MemoryRow,
     PostgresStore,
@@ -67,6 +68,10 @@ from memory_runtime.vectors.common import VectorIndexError, VectorIndexUnavailab
 
 log = logging.getLogger("memory_runtime.service")
 
+# Candidates recall takes from each side (vector, keyword) whatever top_k asks
+# (at most 100): so the top 10 of a top_k=100 answer is the top_k=10 answer.
+RECALL_POOL = 100
+VECTOR_POOL_MARGIN = 50  # neighbours asked beyond the pool, cut by a stable key
 PRUNE_BATCH = 500
 
 
@@ -153,6 +158,7 @@ def to_memory(row: MemoryRow, include_vector: bool = False) -> Memory:
         access_count=row.access_count,
         version=row.version,
         expires_at=row.expires_at,
+        occurred_at=row.occurred_at,
         has_vector=row.embedding is not None,
         index_pending=row.index_pending,
         vector=row.embedding if include_vector else None,
@@ -193,6 +199,8 @@ def to_filter(f: Filters) -> VectorFilter:
         metadata=dict(f.metadata),
         created_from=f.created_from,
         created_to=f.created_to,
+        occurred_from=f.occurred_from,
+        occurred_to=f.occurred_to,
         coordinate_min=tuple(f.coordinate_min) if f.coordinate_min is not None else None,
         coordinate_max=tuple(f.coordinate_max) if f.coordinate_max is not None else None,
     )
@@ -432,7 +440,13 @@ class MemoryService:
                     "index_pending": vector is not None or embed_failed,
                 }
                 if existing is not None:
-                    row = replace(existing, **content, updated_at=now, version=existing.version + 1)
+                    row = replace(
+                        existing,
+                        **content,
+                        occurred_at=item.occurred_at or existing.occurred_at,
+                        updated_at=now,
+                        version=existing.version + 1,
+                    )
                     saved = tx.update(row)
                     tx.outbox("memory.updated", saved.id, saved.version, memory_record(saved))
                     results.append((saved, False))
@@ -454,6 +468,7 @@ class MemoryService:
                         last_accessed_at=now,
                         access_count=0,
                         version=1,
+                        occurred_at=item.occurred_at or now,
                     )
                 )
                 tx.outbox("memory.created", saved.id, saved.version, memory_record(saved))
@@ -491,6 +506,8 @@ class MemoryService:
                 new.tags = list(change.tags)
             if "expires_at" in fields:
                 new.expires_at = change.expires_at
+            if "occurred_at" in fields and change.occurred_at is not None:
+                new.occurred_at = change.occurred_at
             if "text" in fields and change.text is not None:
                 new.text = change.text
             elif "payload" in fields:
@@ -533,38 +550,51 @@ class MemoryService:
     # --- recall ---------------------------------------------------------
     def recall(self, req: SearchIn) -> SearchOut:
         flt = to_filter(req)
-        candidates = min(200, max(req.top_k * 4, 20))
         query = req.query.strip() if req.query else ""
-        # Hybrid: the full-text query runs on another thread (and connection)
+        # Hybrid: the keyword query runs on another thread (and connection)
         # while this one embeds the query and asks the vector index; the
         # embedder releases the GIL, so the two overlap on separate cores.
-        keyword_job: Future[list[Candidate]] | None = None
+        keyword_job: Future[tuple[KeywordQuery | None, list[Candidate]]] | None = None
         if req.mode == "hybrid" and query:
-            keyword_job = self._keyword_pool.submit(
-                self._keyword_candidates, query, flt, candidates
-            )
+            keyword_job = self._keyword_pool.submit(self._keyword_candidates, query, flt)
         try:
-            vector_hits, degraded = self._vector_candidates(req, query, flt, candidates)
-            keyword_found: list[Candidate] = []
+            vector_hits, qvec, degraded = self._vector_candidates(req, query, flt)
+            keyword_query, keyword_found = None, []
             if keyword_job is not None:
-                keyword_found = keyword_job.result()
+                keyword_query, keyword_found = keyword_job.result()
             elif req.mode == "keyword":
-                keyword_found = self._keyword_candidates(query, flt, candidates)
+                keyword_query, keyword_found = self._keyword_candidates(query, flt)
         finally:
             if keyword_job is not None:
                 keyword_job.cancel()  # only when the vector side raised before waiting
-        # The keyword side brought its candidates' ranking inputs along.
         keyword_hits = {c.id: c.keyword_rank or 0.0 for c in keyword_found}
         info = {c.id: c.info for c in keyword_found}
+        pool = list(dict.fromkeys([*vector_hits, *keyword_hits]))  # both sides' candidates
         with self.db.reads() as tx:
-            # Ranking inputs for the other candidates, full rows only for the winners.
-            vector_only = [i for i in vector_hits if i not in info]
-            for c in tx.candidates(vector_only, query if req.mode == "hybrid" else None, flt):
-                info[c.id] = c.info
-                # vector candidates outside the bounded keyword sample still get
-                # their real keyword share
-                if c.keyword_rank is not None:
-                    keyword_hits[c.id] = c.keyword_rank
+            if req.mode == "hybrid":
+                # Every candidate gets both of its scores: the vector candidates
+                # their BM25, the keyword ones their similarity (from the vectors
+                # PostgreSQL keeps), so neither side's finds are fused with a
+                # zero on the other side.
+                scored_both = tx.candidates(
+                    pool,
+                    flt,
+                    keyword=keyword_query,
+                    vector=None if "vector" in degraded else qvec,
+                    distance=self.config.distance,
+                )
+                vector_hits, keyword_hits = {}, {}
+                for c in scored_both:
+                    info[c.id] = c.info
+                    if c.similarity is not None:
+                        vector_hits[c.id] = c.similarity
+                    if c.keyword_rank is not None:
+                        keyword_hits[c.id] = c.keyword_rank
+                pool = [c.id for c in scored_both]
+            elif req.mode == "vector":
+                # ranking inputs of the vector candidates that match the filter
+                for c in tx.candidates(list(vector_hits), flt):
+                    info[c.id] = c.info
             scored = ranking.fuse(
                 vector_hits,
                 keyword_hits,
@@ -576,6 +606,8 @@ class MemoryService:
                 half_life_hours=self.config.half_life_hours,
                 decay_enabled=self.config.decay_enabled,
                 top_k=req.top_k,
+                fusion=req.fusion,
+                candidates=pool,
             )
             rows = {r.id: r for r in tx.get_many([h.memory_id for h in scored], vectors=False)}
         # a hit deleted between the two reads is left out, not answered half-empty
@@ -600,18 +632,25 @@ class MemoryService:
             ],
         )
 
-    def _keyword_candidates(self, query: str, flt: VectorFilter, limit: int) -> list[Candidate]:
+    def _keyword_candidates(
+        self, query: str, flt: VectorFilter
+    ) -> tuple[KeywordQuery | None, list[Candidate]]:
+        """The query's stems and IDFs, and the best BM25 candidates (RECALL_POOL)."""
         with self.db.reads() as tx:
-            return tx.keyword_search(query, flt, limit)
+            keyword_query = tx.keyword_query(query)
+            if keyword_query is None:
+                return None, []
+            return keyword_query, tx.keyword_search(keyword_query, flt, RECALL_POOL)
 
     def _vector_candidates(
-        self, req: SearchIn, query: str, flt: VectorFilter, limit: int
-    ) -> tuple[dict[uuid.UUID, float], list[Degradation]]:
-        """Vector similarities of the nearest memories ({} in keyword mode), and
-        what hybrid recall had to skip because a dependency was down."""
+        self, req: SearchIn, query: str, flt: VectorFilter
+    ) -> tuple[dict[uuid.UUID, float], list[float] | None, list[Degradation]]:
+        """Vector similarities of the RECALL_POOL nearest memories ({} in keyword
+        mode), the query vector, and what hybrid recall had to skip because a
+        dependency was down."""
         degraded: list[Degradation] = []
         if req.mode not in ("hybrid", "vector"):
-            return {}, degraded
+            return {}, None, degraded
         qvec: list[float] | None = None
         if req.vector is not None:
             qvec = self._client_vector(req.vector, "query vector")
@@ -628,20 +667,23 @@ class MemoryService:
                 raise InvalidInputError(
                     "vector mode needs a query vector (this namespace does not embed text)"
                 )
-            return {}, degraded
+            return {}, None, degraded
         try:
-            hits = self.index.search(qvec, limit, flt)
+            hits = self.index.search(qvec, RECALL_POOL + VECTOR_POOL_MARGIN, flt)
         except VectorIndexUnavailable as exc:
             # only an outage degrades hybrid recall, and the answer says so
             if req.mode == "vector":
                 raise UnavailableError("the vector index is unavailable") from exc
             log.warning("vector index unavailable, keyword only: %s", exc)
             degraded.append("vector")
-            return {}, degraded
+            return {}, qvec, degraded
         except VectorIndexError as exc:
             # a filter the request models let through: refuse, never ignore it
             raise InvalidInputError(str(exc)) from None
-        return {h.memory_id: h.similarity for h in hits}, degraded
+        # the pool's last places by a stable key: an approximate index may return
+        # other neighbours among equally near ones after its graph changed
+        hits.sort(key=lambda h: (-h.similarity, h.memory_id))
+        return {h.memory_id: h.similarity for h in hits[:RECALL_POOL]}, qvec, degraded
 
     # --- graph ----------------------------------------------------------
     def link(self, req: LinkIn) -> tuple[Link, bool]:
@@ -857,6 +899,7 @@ class MemoryService:
                     expires_at=rec.expires_at,
                     embedding=rec.vector,
                     index_pending=rec.vector is not None or needs_embedding,
+                    occurred_at=rec.occurred_at or rec.created_at,
                 )
                 if existing is None:
                     if room <= 0:

@@ -26,7 +26,14 @@ from psycopg_pool import ConnectionPool, PoolClosed, PoolTimeout
 
 from memory_runtime.health import Breaker
 from memory_runtime.ports import VectorFilter
-from memory_runtime.ranking import CandidateInfo
+from memory_runtime.ranking import (
+    BM25_B,
+    BM25_K1,
+    CandidateInfo,
+    bm25_bound,
+    bm25_idf,
+    keyword_terms_needed,
+)
 from memory_runtime.storage.migrate import search_path
 
 log = logging.getLogger("memory_runtime.storage")
@@ -50,7 +57,7 @@ def session_settings(path: str, statement_timeout_ms: int, lock_timeout_ms: int)
 ROW_COLUMNS = (
     "id, coordinate, memory_type, payload, text, importance, metadata, tags, agent_id, user_id,"
     " session_id, created_at, updated_at, last_accessed_at, access_count, version, expires_at,"
-    " index_pending"
+    " index_pending, occurred_at"
 )
 MEMORY_COLUMNS = (
     ROW_COLUMNS + ", (SELECT e.embedding FROM memory_embeddings e"
@@ -84,6 +91,7 @@ class MemoryRow:
     expires_at: datetime | None
     embedding: list[float] | None
     index_pending: bool
+    occurred_at: datetime  # event time (default: created_at)
 
     @classmethod
     def from_db(cls, row: dict[str, Any]) -> MemoryRow:
@@ -136,6 +144,12 @@ def filter_clause(flt: VectorFilter) -> tuple[sql.Composable, list[Any]]:
     if flt.created_to is not None:
         terms.append(sql.SQL("created_at <= %s"))
         params.append(flt.created_to)
+    if flt.occurred_from is not None:
+        terms.append(sql.SQL("occurred_at >= %s"))
+        params.append(flt.occurred_from)
+    if flt.occurred_to is not None:
+        terms.append(sql.SQL("occurred_at <= %s"))
+        params.append(flt.occurred_to)
     if flt.coordinate_min is not None and flt.coordinate_max is not None:
         terms.append(sql.SQL("cardinality(coordinate) >= %s"))
         params.append(len(flt.coordinate_min))
@@ -149,33 +163,76 @@ def filter_clause(flt: VectorFilter) -> tuple[sql.Composable, list[Any]]:
 
 @dataclass(frozen=True)
 class Candidate:
-    """A recall candidate's ranking inputs (see Tx.candidates)."""
+    """A recall candidate's ranking inputs (see Tx.keyword_search, Tx.candidates)."""
 
     id: uuid.UUID
     info: CandidateInfo  # importance and times, as ranking takes them
-    keyword_rank: float | None  # ts_rank, when it matches the query and filter
+    keyword_rank: float | None  # BM25 score, when it matches the query and filter
+    similarity: float | None = None  # to the query vector, when asked and it has one
 
     @classmethod
     def from_db(cls, row: dict[str, Any]) -> Candidate:
-        """From a row of CANDIDATE_COLUMNS plus `keyword_rank`."""
+        """From a row of CANDIDATE_COLUMNS plus `keyword_rank` (and `similarity`)."""
         rank = row["keyword_rank"]
+        similarity = row.get("similarity")
         return cls(
             id=row["id"],
             info=CandidateInfo(
-                float(row["importance"]), row["updated_at"], row["last_accessed_at"]
+                float(row["importance"]), row["occurred_at"], row["last_accessed_at"]
             ),
             keyword_rank=None if rank is None else float(rank),
+            similarity=None if similarity is None else float(similarity),
         )
 
 
-CANDIDATE_COLUMNS = "id, importance, updated_at, last_accessed_at"
+CANDIDATE_COLUMNS = "id, importance, occurred_at, last_accessed_at"
 
 NOT_EXPIRED = sql.SQL("(expires_at IS NULL OR expires_at > now())")
 
 
-def keyword_pool(limit: int) -> int:
-    """Rows ranked per keyword step: 5x the candidates asked for, 200..1000."""
-    return min(1000, max(200, 5 * limit))
+@dataclass(frozen=True)
+class KeywordQuery:
+    """A query's stems that occur in the tenant's memories, rarest first, with
+    their BM25 IDF, and the memories' average length (see Tx.keyword_query)."""
+
+    terms: tuple[str, ...]
+    idf: tuple[float, ...]
+    holding: tuple[int, ...]  # memories holding each stem
+    average_length: float
+
+
+# The BM25 score of `memories` for the stems and IDFs in `q(term, idf)`: tf is
+# a stem's positions in the tsvector, the length its indexed tokens (what
+# keyword_stats counts, tsv_tokens). NULL when no stem matches.
+BM25_SCORE = sql.SQL(
+    "(SELECT sum(q.idf * u.tf * {k1p1} / (u.tf + {k1} * ({one_b} + {b} * u.len / {avg})))"
+    " FROM (SELECT lexeme, greatest(1, cardinality(positions))::float8 AS tf,"
+    "   sum(greatest(1, cardinality(positions))) OVER ()::float8 AS len"
+    "   FROM unnest(memories.tsv)) AS u"
+    " JOIN q ON q.term = u.lexeme)"
+)
+
+
+def bm25_score(average_length: float) -> sql.Composable:
+    return BM25_SCORE.format(
+        k1p1=sql.Literal(BM25_K1 + 1.0),
+        k1=sql.Literal(BM25_K1),
+        one_b=sql.Literal(1.0 - BM25_B),
+        b=sql.Literal(BM25_B),
+        avg=sql.Literal(max(average_length, 1.0)),
+    )
+
+
+# the query's stems with their IDF, as the CTE `q` of BM25_SCORE
+QUERY_TERMS = sql.SQL("q(term, idf) AS (SELECT * FROM unnest(%s::text[], %s::float8[]))")
+
+# Cosine / inner product / L2 of the stored vector to the query, as the vector
+# engines report them (vectors.common.similarity maps them alike).
+VECTOR_SIMILARITY = {
+    "Cosine": "1 - (e.embedding::vector <=> %s::float4[]::vector)",
+    "Dot": "-(e.embedding::vector <#> %s::float4[]::vector)",
+    "Euclid": "e.embedding::vector <-> %s::float4[]::vector",
+}
 
 
 class Tx:
@@ -235,12 +292,13 @@ class Tx:
             f"""WITH saved AS (
                     INSERT INTO memories (id, coordinate, memory_type, payload, text, importance,
                         metadata, tags, agent_id, user_id, session_id, created_at, updated_at,
-                        last_accessed_at, access_count, version, expires_at, index_pending)
+                        last_accessed_at, access_count, version, expires_at, index_pending,
+                        occurred_at)
                     VALUES (%(id)s, %(coordinate)s::float8[], %(memory_type)s, %(payload)s,
                         %(text)s, %(importance)s, %(metadata)s, %(tags)s::text[], %(agent_id)s,
                         %(user_id)s, %(session_id)s, %(created_at)s, %(updated_at)s,
                         %(last_accessed_at)s, %(access_count)s, %(version)s, %(expires_at)s,
-                        %(index_pending)s)
+                        %(index_pending)s, %(occurred_at)s)
                     RETURNING {ROW_COLUMNS}),
                 kept AS (
                     INSERT INTO memory_embeddings (memory_id, embedding)
@@ -264,7 +322,8 @@ class Tx:
                         session_id = %(session_id)s, created_at = %(created_at)s,
                         updated_at = %(updated_at)s, last_accessed_at = %(last_accessed_at)s,
                         access_count = %(access_count)s, version = %(version)s,
-                        expires_at = %(expires_at)s, index_pending = %(index_pending)s
+                        expires_at = %(expires_at)s, index_pending = %(index_pending)s,
+                        occurred_at = %(occurred_at)s
                     WHERE id = %(id)s RETURNING {ROW_COLUMNS}),
                 dropped AS (
                     DELETE FROM memory_embeddings
@@ -307,6 +366,7 @@ class Tx:
             "expires_at": row.expires_at,
             "embedding": row.embedding,
             "index_pending": row.index_pending,
+            "occurred_at": row.occurred_at,
         }
 
     def touch(self, ids: Sequence[uuid.UUID]) -> None:
@@ -351,90 +411,120 @@ class Tx:
         )
         return [r["id"] for r in self.conn.execute(query, params)]
 
-    def _tsqueries(self, query_text: str) -> tuple[str, str] | None:
-        """(ALL words, ANY word) tsqueries of a text (english stems), None if it has none."""
-        row = self.conn.execute(
-            "SELECT to_tsquery('simple', string_agg(quote_literal(lexeme), ' & '))::text AS all_q,"
-            " to_tsquery('simple', string_agg(quote_literal(lexeme), ' | '))::text AS any_q"
-            " FROM unnest(tsvector_to_array(to_tsvector('english', %s))) AS lexeme",
+    def keyword_query(self, query_text: str) -> KeywordQuery | None:
+        """The query's stems (english, as the tsv column) with their IDF from the
+        tenant's statistics (keyword_stats), rarest first; None if no stem occurs
+        in any memory. One round trip."""
+        rows = self.conn.execute(
+            "SELECT q.term, coalesce(sum(s.docs), 0) AS docs, coalesce(sum(s.tokens), 0) AS tokens"
+            " FROM (SELECT unnest(tsvector_to_array(to_tsvector('english', %s))) UNION SELECT '')"
+            "  AS q(term) LEFT JOIN keyword_stats s ON s.term = q.term GROUP BY q.term",
             (query_text,),
-        ).fetchone()
-        if row is None or row["any_q"] is None:
+            prepare=False,
+        ).fetchall()
+        corpus = next((r for r in rows if r["term"] == ""), None)
+        memories = int(corpus["docs"]) if corpus else 0
+        found = [(r["term"], int(r["docs"])) for r in rows if r["term"] and int(r["docs"]) > 0]
+        if memories <= 0 or not found:
             return None
-        return row["all_q"], row["any_q"]
+        found.sort(key=lambda f: (f[1], f[0]))  # rarest first, ties by stem
+        return KeywordQuery(
+            terms=tuple(t for t, _ in found),
+            idf=tuple(bm25_idf(memories, n) for _, n in found),
+            holding=tuple(n for _, n in found),
+            average_length=int(corpus["tokens"]) / memories if corpus else 1.0,
+        )
 
-    def keyword_search(self, query_text: str, flt: VectorFilter, limit: int) -> list[Candidate]:
-        """Full-text candidates: up to `limit`, best ts_rank first, each with
-        its ranking inputs (so recall need not read these rows again).
+    def keyword_search(
+        self, query: KeywordQuery | str, flt: VectorFilter, limit: int
+    ) -> list[Candidate]:
+        """The `limit` memories with the best BM25 score for the query among all
+        live memories matching the filter, best first (ties by id), each with its
+        ranking inputs (so recall need not read these rows again).
 
-        Ranking every row that shares a word with the query costs O(matches)
-        (~270 ms at 100k rows of a shared vocabulary), so only a bounded set is
-        ranked (`keyword_pool(limit)` rows per step):
-        1. rows matching ALL query words (the best keyword hits there can be);
-        2. only if step 1 found fewer than `limit`: rows matching ANY word, in
-           table order (an unordered LIMIT: picking the best would mean ranking
-           them all).
-        Every candidate is ranked with the ANY query by `ts_rank`, so rows
-        matching more of its words rank higher. Not `ts_rank_cd`: with an ANY
-        query its covers are single words, so it only counts matched positions
-        (one word three times beats two query words) and costs ~15x more
-        (2.3 ms against 0.16 for 200 rows). The price: with more matches than the
-        pool, the keyword side may miss some of the best-ranked rows; hybrid
-        recall therefore also ranks its vector candidates (`candidates`).
+        Exact top-k without scoring every memory that shares a common stem with
+        the query (MaxScore, ranking.keyword_terms_needed): score the memories
+        holding one of the rarest stems first; the score they reach bounds what a
+        memory holding only commoner stems could reach, and once the commoner
+        stems' bounds sum below the `limit`-th score, those memories are left
+        out. Otherwise one more stem is taken in and the step repeats.
 
-        The tsqueries are built first and sent as values (two round trips, not
-        one), and the statement is planned for every call: the planner then sees
-        how common the words are and stops a sequential scan after `pool` matches
-        for common words instead of collecting every match into a bitmap.
+        Planned for every call (never prepared): the planner then sees how common
+        the stems are.
         """
-        queries = self._tsqueries(query_text)
-        if queries is None:
+        kq = self.keyword_query(query) if isinstance(query, str) else query
+        if kq is None:
             return []
-        all_q, any_q = queries
         where, params = filter_clause(flt)
-        pool = keyword_pool(limit)
-        matching = sql.SQL("{} AND {}").format(where, NOT_EXPIRED)
-        query = sql.SQL(
-            "WITH strict AS MATERIALIZED (SELECT {c} FROM memories"
-            "  WHERE tsv @@ %s::tsquery AND {m} LIMIT %s),"
-            " loose AS (SELECT {c} FROM memories"
-            "  WHERE (SELECT count(*) FROM strict) < %s AND tsv @@ %s::tsquery AND {m}"
-            "  AND id NOT IN (SELECT id FROM strict) LIMIT %s)"
-            " SELECT id, importance, updated_at, last_accessed_at,"
-            "  ts_rank(c.tsv, %s::tsquery) AS keyword_rank"
-            " FROM (SELECT * FROM strict UNION ALL SELECT * FROM loose) AS c"
+        bounds = [bm25_bound(i) for i in kq.idf]
+        # start with as many of the rarest stems as could fill the answer
+        needed, total = 0, 0
+        for n in kq.holding:
+            needed, total = needed + 1, total + n
+            if total >= limit:
+                break
+        statement = sql.SQL(
+            "WITH {q} SELECT * FROM (SELECT {c}, {score} AS keyword_rank FROM memories"
+            "  WHERE tsv @@ to_tsquery('simple', (SELECT string_agg(quote_literal(t), ' | ')"
+            "   FROM unnest(%s::text[]) AS t)) AND {where} AND {live}) AS hit"
             " ORDER BY keyword_rank DESC, id LIMIT %s"
-        ).format(c=sql.SQL(CANDIDATE_COLUMNS + ", tsv"), m=matching)
-        args = [all_q, *params, pool, limit, any_q, *params, pool, any_q, limit]
-        # Never a prepared statement: after a few runs PostgreSQL may settle on a
-        # generic plan, blind to how common the words are, and keep it as the
-        # table grows (measured at 100k rows: 11.7 ms instead of 4.1).
-        rows = self.conn.execute(query, args, prepare=False).fetchall()
-        return [Candidate.from_db(r) for r in rows]
+        ).format(
+            q=QUERY_TERMS,
+            c=sql.SQL(CANDIDATE_COLUMNS),
+            score=bm25_score(kq.average_length),
+            where=where,
+            live=NOT_EXPIRED,
+        )
+        while True:
+            args = [list(kq.terms), list(kq.idf), list(kq.terms[:needed]), *params, limit]
+            rows = self.conn.execute(statement, args, prepare=False).fetchall()
+            threshold = float(rows[-1]["keyword_rank"]) if rows else 0.0
+            more = keyword_terms_needed(bounds, len(rows), threshold, limit)
+            if more <= needed:
+                return [Candidate.from_db(r) for r in rows]
+            needed = more
 
     def candidates(
-        self, ids: Sequence[uuid.UUID], query_text: str | None, flt: VectorFilter
+        self,
+        ids: Sequence[uuid.UUID],
+        flt: VectorFilter,
+        *,
+        keyword: KeywordQuery | None = None,
+        vector: Sequence[float] | None = None,
+        distance: str = "Cosine",
     ) -> list[Candidate]:
-        """What ranking needs of each live candidate, in one round trip.
-
-        With `query_text`, each candidate that matches any query word and the
-        filter also gets its ts_rank: hybrid recall gives its vector
-        candidates their real keyword share this way, even when keyword_search's
-        bounded sample did not include them. The heavy columns (text, payload,
-        metadata) are left for `get_many` on the few hits that are returned.
+        """What ranking needs of each live candidate matching the filter, in one
+        round trip: with `keyword`, its BM25 score (None without a matching
+        stem); with `vector`, its similarity to that vector (None without a
+        vector). Hybrid recall scores the candidates one side found on the other
+        side this way. The heavy columns (text, payload, metadata) are left for
+        `get_many` on the few hits that are returned.
         """
         if not ids:
             return []
         where, params = filter_clause(flt)
+        kq = keyword or KeywordQuery((), (), (), 1.0)
+        similarity = (
+            sql.SQL("(SELECT {} FROM memory_embeddings e WHERE e.memory_id = memories.id)").format(
+                sql.SQL(VECTOR_SIMILARITY[distance])
+            )
+            if vector is not None
+            else sql.SQL("NULL::float8")
+        )
         query = sql.SQL(
-            "WITH q AS (SELECT"
-            " to_tsquery('simple', string_agg(quote_literal(lexeme), ' | ')) AS any_q"
-            " FROM unnest(tsvector_to_array(to_tsvector('english', %s))) AS lexeme)"
-            " SELECT {},"
-            "  CASE WHEN tsv @@ q.any_q AND {} THEN ts_rank(tsv, q.any_q) END AS keyword_rank"
-            " FROM memories, q WHERE id = ANY(%s::uuid[]) AND {}"
-        ).format(sql.SQL(CANDIDATE_COLUMNS), where, NOT_EXPIRED)
-        rows = self.conn.execute(query, [query_text or "", *params, list(ids)]).fetchall()
+            "WITH {q} SELECT {c}, {score} AS keyword_rank, {similarity} AS similarity"
+            " FROM memories WHERE id = ANY(%s::uuid[]) AND {where} AND {live}"
+        ).format(
+            q=QUERY_TERMS,
+            c=sql.SQL(CANDIDATE_COLUMNS),
+            score=bm25_score(kq.average_length),
+            similarity=similarity,
+            where=where,
+            live=NOT_EXPIRED,
+        )
+        vector_arg = [] if vector is None else [list(vector)]
+        args = [list(kq.terms), list(kq.idf), *vector_arg, list(ids), *params]
+        rows = self.conn.execute(query, args).fetchall()
         return [Candidate.from_db(r) for r in rows]
 
     def range(self, flt: VectorFilter, limit: int, offset: int) -> list[MemoryRow]:

@@ -1,16 +1,15 @@
-"""Full-text candidates: bounded work however many rows match, best matches first."""
+"""Keyword recall: exact BM25 top-k over every matching memory, with the tenant's own stats."""
 
 from __future__ import annotations
 
-import json
+import math
+import threading
 import uuid
 from collections.abc import Iterator
 from typing import Any
 
 import psycopg
 import pytest
-from psycopg import sql
-from psycopg.rows import dict_row
 
 from memory_runtime.ports import VectorFilter
 from memory_runtime.storage.postgres import Tx
@@ -19,18 +18,8 @@ from tests.integration.runtime.helpers import tenant_connection
 
 pytestmark = pytest.mark.integration
 
-MATCHING = 4000  # rows sharing the word "alpha": far more than recall ranks
-
-
-class RecordingCursor(psycopg.Cursor[Any]):
-    """Keeps every statement it runs, so the test can EXPLAIN exactly that one."""
-
-    statements: list[tuple[Any, Any]]
-
-    def execute(self, query: Any, params: Any = None, **kwargs: Any) -> RecordingCursor:  # type: ignore[override]
-        RecordingCursor.statements.append((query, params))
-        super().execute(query, params, **kwargs)
-        return self
+MATCHING = 4000  # rows sharing the word "alpha": far more than recall takes
+LONELY = uuid.UUID("ffffffff-ffff-4fff-bfff-fffffffffff7")  # written last
 
 
 @pytest.fixture
@@ -43,8 +32,7 @@ def conn(migrated: Tenant) -> Iterator[psycopg.Connection[Any]]:
             " FROM generate_series(1, %s) AS i",
             (MATCHING,),
         )
-        # inserted last, so they sit at the end of the table (the unordered sample's far end)
-        for n in range(3):
+        for n in range(3):  # inserted last, at the end of the table
             c.execute(
                 "INSERT INTO memories (id, coordinate, memory_type, text)"
                 " VALUES (gen_random_uuid(), ARRAY[%s::float8], 'episodic', %s)",
@@ -60,147 +48,190 @@ def conn(migrated: Tenant) -> Iterator[psycopg.Connection[Any]]:
         yield c
 
 
-LONELY = uuid.UUID("ffffffff-ffff-4fff-bfff-fffffffffff7")  # last among equal ranks
-
-
 def texts(conn: psycopg.Connection[Any], ids: list[uuid.UUID]) -> list[str]:
     rows = conn.execute("SELECT id, text FROM memories WHERE id = ANY(%s)", (ids,)).fetchall()
     by_id = {r[0]: r[1] for r in rows}
     return [by_id[i] for i in ids]
 
 
-def rows_read_from_memories(plan: dict[str, Any]) -> int:
-    """Rows the plan's scans of `memories` produced (all loops)."""
-    total = 0
-    if plan.get("Relation Name") == "memories":
-        total += int(plan["Actual Rows"] * plan.get("Actual Loops", 1))
-    for child in plan.get("Plans", []):
-        total += rows_read_from_memories(child)
-    return total
-
-
-def test_keyword_search_ranks_a_bounded_set(conn: psycopg.Connection[Any]) -> None:
-    # The old query ranked every one of the 4000 matching rows; recall must read
-    # a bounded candidate set (here: at most the 1000-row cap) whatever matches.
-    RecordingCursor.statements = []
-    conn.cursor_factory = RecordingCursor
+def search(conn: psycopg.Connection[Any], query: str, limit: int, **flt: Any) -> list[Any]:
     with conn.transaction():
-        hits = Tx(conn).keyword_search("alpha", VectorFilter(), 40)
-    conn.cursor_factory = psycopg.Cursor
-    assert len(hits) == 40
-    statement, params = RecordingCursor.statements[-1]  # the candidate query itself
-    with conn.cursor(row_factory=dict_row) as cur:
-        if not isinstance(statement, sql.Composable):
-            statement = sql.SQL(statement)
-        explain = sql.SQL("EXPLAIN (ANALYZE, FORMAT JSON) ") + statement
-        raw = cur.execute(explain, params).fetchone()
-    assert raw is not None
-    plan = raw["QUERY PLAN"]
-    plan = json.loads(plan) if isinstance(plan, str) else plan
-    read = rows_read_from_memories(plan[0]["Plan"])
-    assert 0 < read <= 1000, read
+        return Tx(conn).keyword_search(query, VectorFilter(**flt), limit)
 
 
-def test_keyword_statement_is_planned_for_every_call(conn: psycopg.Connection[Any]) -> None:
-    # A prepared statement may settle on a generic plan that cannot see how
-    # common the words are (measured: 3x slower at 100k rows); psycopg prepares
-    # a statement after 5 runs on one connection unless told not to.
-    for word in ("alpha", "lonely", "beta", "alpha", "filler", "alpha", "late", "alpha"):
-        with conn.transaction():
-            assert Tx(conn).keyword_search(word, VectorFilter(), 10)
-    prepared = conn.execute("SELECT statement FROM pg_prepared_statements").fetchall()
-    assert prepared, "psycopg prepared nothing: the check below would prove nothing"
-    assert not [s for (s,) in prepared if "WITH strict" in s], prepared
+def test_the_match_written_last_is_found_among_thousands(conn: psycopg.Connection[Any]) -> None:
+    # No memory holds every word ("gamma" is nowhere): the old query then
+    # ranked a sample of 'any word' rows in table order and missed the last one.
+    hits = search(conn, "alpha lonely gamma", 10)
+    assert hits[0].id == LONELY
 
 
-def test_rows_matching_every_word_come_first(conn: psycopg.Connection[Any]) -> None:
-    with conn.transaction():
-        hits = Tx(conn).keyword_search("alpha beta", VectorFilter(), 10)
-    assert len(hits) == 10
-    top = texts(conn, [c.id for c in hits[:3]])
-    assert sorted(top) == ["alpha beta late 0", "alpha beta late 1", "alpha beta late 2"]
-    ranks = [c.keyword_rank or 0.0 for c in hits]
-    assert ranks[2] > ranks[3]  # matching both words ranks above matching one
-    assert ranks == sorted(ranks, reverse=True)
-    assert len({c.id for c in hits}) == 10  # a row in both steps is listed once
-
-
-def test_candidates_rank_ids_outside_the_keyword_sample(conn: psycopg.Connection[Any]) -> None:
-    # "alpha gamma": nothing matches both words, so the ANY-word sample fills the
-    # candidates from the table's start; the last row is outside that sample, but
-    # asked for by id (as hybrid asks for its vector candidates) it gets its rank.
-    missing = uuid.UUID(int=8)
-    with conn.transaction():
-        sample = {
-            c.id: c.keyword_rank for c in Tx(conn).keyword_search("alpha gamma", VectorFilter(), 40)
-        }
-        found = Tx(conn).candidates([LONELY, missing], "alpha gamma", VectorFilter())
-    ranks = {c.id: c.keyword_rank for c in found}
-    assert LONELY not in sample
-    assert len(sample) == 40
-    assert ranks[LONELY] == pytest.approx(max(sample.values()))  # one matching word, like them
-    assert missing not in ranks  # ids that do not exist or match are not invented
-
-
-def test_filters_and_expiry_apply_to_every_step(conn: psycopg.Connection[Any]) -> None:
-    conn.execute("UPDATE memories SET user_id = 'u1' WHERE text LIKE 'alpha beta late %'")
+def test_a_rare_word_outranks_a_common_one(conn: psycopg.Connection[Any]) -> None:
     conn.execute(
-        "UPDATE memories SET expires_at = now() - interval '1 hour'"
-        " WHERE text = 'alpha beta late 0'"
+        "INSERT INTO memories (id, coordinate, memory_type, text) VALUES"
+        " (gen_random_uuid(), ARRAY[-30::float8], 'episodic', 'zebra crossing')"
     )
     conn.commit()
-    with conn.transaction():
-        hits = Tx(conn).keyword_search("alpha beta", VectorFilter(user_id="u1"), 10)
-        (lonely,) = Tx(conn).candidates([LONELY], "alpha", VectorFilter(user_id="u1"))
-    assert sorted(texts(conn, [c.id for c in hits])) == ["alpha beta late 1", "alpha beta late 2"]
-    assert lonely.keyword_rank is None  # no keyword share when the filter excludes it
-    expired = conn.execute("SELECT id FROM memories WHERE text = 'alpha beta late 0'").fetchone()
-    with conn.transaction():
-        assert Tx(conn).candidates([expired[0]], "alpha", VectorFilter()) == []  # never ranked
+    # one word each: ts_rank weighed them alike; BM25 weighs the rare one higher
+    hits = search(conn, "alpha zebra", 5)
+    assert texts(conn, [hits[0].id]) == ["zebra crossing"]
+    assert (hits[0].keyword_rank or 0) > 2 * (hits[1].keyword_rank or 0)
 
 
-def test_a_query_of_stop_words_only_has_no_candidates(conn: psycopg.Connection[Any]) -> None:
-    with conn.transaction():
-        assert Tx(conn).keyword_search("the and of", VectorFilter(), 10) == []
-        (lonely,) = Tx(conn).candidates([LONELY], "the and of", VectorFilter())
-    assert lonely.keyword_rank is None
-
-
-def test_candidates_carry_the_ranking_inputs_without_a_query(conn: psycopg.Connection[Any]) -> None:
-    conn.execute(
-        "UPDATE memories SET importance = 0.25, last_accessed_at = '2026-01-02T03:04:05Z'"
-        " WHERE id = %s",
-        (LONELY,),
-    )
-    conn.commit()
-    with conn.transaction():
-        (lonely,) = Tx(conn).candidates([LONELY], None, VectorFilter())
-        (by_keyword,) = Tx(conn).keyword_search("lonely", VectorFilter(), 5)
-    assert lonely.id == LONELY
-    assert lonely.info.importance == 0.25
-    assert lonely.info.last_accessed_at.isoformat() == "2026-01-02T03:04:05+00:00"
-    assert lonely.keyword_rank is None  # vector mode asks no keyword share
-    # the keyword side brings the same inputs along, with its rank
-    assert by_keyword.id == LONELY
-    assert by_keyword.info == lonely.info
-    assert by_keyword.keyword_rank is not None
-    assert by_keyword.keyword_rank > 0
-
-
-def test_more_distinct_query_words_beat_one_word_repeated(
-    conn: psycopg.Connection[Any],
-) -> None:
-    # ts_rank_cd with an any-word query would rank the repetition first (it
-    # counts matched positions: 3 against 2); ts_rank weighs distinct words.
+def test_more_distinct_query_words_beat_one_word_repeated(conn: psycopg.Connection[Any]) -> None:
     conn.execute(
         "INSERT INTO memories (id, coordinate, memory_type, text) VALUES"
         " (gen_random_uuid(), ARRAY[-20::float8], 'episodic', 'zebra zebra zebra'),"
         " (gen_random_uuid(), ARRAY[-21::float8], 'episodic', 'zebra yak')"
     )
     conn.commit()
-    with conn.transaction():
-        hits = Tx(conn).keyword_search("zebra yak", VectorFilter(), 5)
-        by_id = Tx(conn).candidates([c.id for c in reversed(hits)], "zebra yak", VectorFilter())
+    hits = search(conn, "zebra yak", 5)
     assert texts(conn, [c.id for c in hits]) == ["zebra yak", "zebra zebra zebra"]
-    ranks = {c.id: c.keyword_rank for c in hits}
-    assert {c.id: c.keyword_rank for c in by_id} == ranks  # both queries rank alike
+    with conn.transaction():  # candidates() scores the same ids alike
+        kq = Tx(conn).keyword_query("zebra yak")
+        by_id = Tx(conn).candidates([c.id for c in reversed(hits)], VectorFilter(), keyword=kq)
+    assert {c.id: c.keyword_rank for c in by_id} == pytest.approx(
+        {c.id: c.keyword_rank for c in hits}
+    )
+
+
+def test_scores_are_okapi_bm25_from_the_tenants_statistics(
+    conn: psycopg.Connection[Any],
+) -> None:
+    n = MATCHING + 4
+    total = conn.execute("SELECT sum(tsv_tokens(tsv)) FROM memories").fetchone()[0]
+    (hit,) = [h for h in search(conn, "alpha lonely", 3) if h.id == LONELY]
+    avg = float(total) / n
+    idf = {w: math.log(1 + (n - df + 0.5) / (df + 0.5)) for w, df in (("alpha", n), ("lone", 1))}
+    tf_part = 2.2 / (1 + 1.2 * (0.25 + 0.75 * 2 / avg))  # tf 1, length 2
+    assert hit.keyword_rank == pytest.approx((idf["alpha"] + idf["lone"]) * tf_part)
+
+
+def test_top_k_is_exact_whatever_the_limit(conn: psycopg.Connection[Any]) -> None:
+    # the pruned search (MaxScore) returns what ranking every match returns
+    conn.execute(
+        "INSERT INTO memories (id, coordinate, memory_type, text)"
+        " SELECT gen_random_uuid(), ARRAY[(-100 - i)::float8], 'episodic',"
+        "  'beta ' || repeat('alpha ', i % 3) || 'filler x' || i FROM generate_series(1, 60) AS i"
+    )
+    conn.commit()
+    for query in ("alpha beta lonely", "alpha filler", "beta late x7"):
+        every = search(conn, query, 100_000)  # more than match: every stem is scored
+        for k in (1, 5, 40):
+            top = search(conn, query, k)
+            assert [(h.id, h.keyword_rank) for h in top] == [
+                (h.id, h.keyword_rank) for h in every[:k]
+            ], (query, k)
+
+
+def test_filters_and_expiry_apply(conn: psycopg.Connection[Any]) -> None:
+    conn.execute("UPDATE memories SET user_id = 'u1' WHERE text LIKE 'alpha beta late %'")
+    conn.execute(
+        "UPDATE memories SET expires_at = now() - interval '1 hour'"
+        " WHERE text = 'alpha beta late 0'"
+    )
+    conn.commit()
+    hits = search(conn, "alpha beta", 10, user_id="u1")
+    assert sorted(texts(conn, [c.id for c in hits])) == ["alpha beta late 1", "alpha beta late 2"]
+    with conn.transaction():
+        kq = Tx(conn).keyword_query("alpha")
+        assert Tx(conn).candidates([LONELY], VectorFilter(user_id="u1"), keyword=kq) == []
+        expired = conn.execute("SELECT id FROM memories WHERE text = 'alpha beta late 0'")
+        assert Tx(conn).candidates([expired.fetchone()[0]], VectorFilter(), keyword=kq) == []
+
+
+def test_a_query_of_stop_words_or_unknown_words_has_no_candidates(
+    conn: psycopg.Connection[Any],
+) -> None:
+    assert search(conn, "the and of", 10) == []
+    assert search(conn, "nowhere-to-be-found", 10) == []
+    with conn.transaction():
+        (lonely,) = Tx(conn).candidates([LONELY], VectorFilter(), keyword=None)
+    assert lonely.keyword_rank is None
+    assert lonely.info.importance == 0.5
+
+
+def test_keyword_statement_is_planned_for_every_call(conn: psycopg.Connection[Any]) -> None:
+    # A prepared statement may settle on a generic plan that cannot see how
+    # common the words are; psycopg prepares after 5 runs unless told not to.
+    for word in ("alpha", "lonely", "beta", "alpha", "filler", "alpha", "late", "alpha"):
+        assert search(conn, word, 10)
+    prepared = conn.execute("SELECT statement FROM pg_prepared_statements").fetchall()
+    assert not [s for (s,) in prepared if "keyword_rank" in s or "keyword_stats" in s]
+
+
+def stats_drift(conn: psycopg.Connection[Any]) -> list[Any]:
+    """Stems whose counted document frequency differs from the table's (empty if exact)."""
+    return conn.execute(
+        "WITH counted AS (SELECT term, sum(docs) AS docs, sum(tokens) AS tokens"
+        "   FROM keyword_stats GROUP BY term),"
+        " actual AS (SELECT l AS term, count(*) AS docs, 0 AS tokens"
+        "   FROM memories, unnest(tsvector_to_array(tsv)) AS l GROUP BY l"
+        "   UNION ALL SELECT '', count(*), coalesce(sum(tsv_tokens(tsv)), 0) FROM memories)"
+        " SELECT * FROM (SELECT term, c.docs, a.docs AS want, c.tokens, a.tokens AS want_tokens"
+        "   FROM counted c FULL JOIN actual a USING (term)) d"
+        " WHERE coalesce(docs, 0) <> coalesce(want, 0)"
+        "  OR coalesce(tokens, 0) <> coalesce(want_tokens, 0)"
+    ).fetchall()
+
+
+def test_statistics_stay_exact_under_concurrent_writes(migrated: Tenant) -> None:
+    # Writers on four connections insert, edit, delete and roll back at once
+    # (enough statements to fold the stats several times): the counts must equal
+    # what the table holds, with no writer waiting on another's stats row.
+    errors: list[BaseException] = []
+
+    def writer(n: int) -> None:
+        try:
+            with tenant_connection(migrated) as c:
+                for i in range(150):
+                    base = n * 10_000 + i
+                    with c.transaction():
+                        c.execute(
+                            "INSERT INTO memories (id, coordinate, memory_type, text) VALUES"
+                            " (gen_random_uuid(), ARRAY[%s::float8], 'episodic', %s)",
+                            (base, f"shared word{i % 7} writer{n} text {i}"),
+                        )
+                    if i % 3 == 0:
+                        c.execute(
+                            "UPDATE memories SET text = text || ' edited again'"
+                            " WHERE coordinate = ARRAY[%s::float8]",
+                            (base,),
+                        )
+                        c.commit()
+                    if i % 5 == 0:
+                        c.execute(
+                            "DELETE FROM memories WHERE coordinate = ARRAY[%s::float8]", (base,)
+                        )
+                        c.commit()
+                    if i % 11 == 0:
+                        c.execute(
+                            "INSERT INTO memories (id, coordinate, memory_type, text) VALUES"
+                            " (gen_random_uuid(), ARRAY[%s::float8], 'episodic', 'rolled back')",
+                            (-base - 1,),
+                        )
+                        c.rollback()
+                    # access counting changes no text and no count
+                    c.execute(
+                        "UPDATE memories SET access_count = access_count + 1"
+                        " WHERE coordinate[1] BETWEEN %s AND %s",
+                        (n * 10_000, n * 10_000 + 9_999),
+                    )
+                    c.commit()
+        except BaseException as exc:  # reported by the main thread
+            errors.append(exc)
+
+    threads = [threading.Thread(target=writer, args=(n,)) for n in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    with tenant_connection(migrated) as c:
+        assert c.execute("SELECT count(*) FROM memories").fetchone()[0] == 4 * 120
+        assert stats_drift(c) == []
+        rows = c.execute("SELECT count(*) FROM keyword_stats").fetchone()[0]
+        assert rows < 4 * 150 * 8  # folded on the way, not one row per change
+        assert (
+            c.execute("SELECT count(*) FROM keyword_stats WHERE term = 'roll'").fetchone()[0] == 0
+        )

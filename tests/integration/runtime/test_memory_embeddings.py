@@ -50,6 +50,7 @@ def memory(coordinate: float, embedding: list[float] | None) -> MemoryRow:
         expires_at=None,
         embedding=embedding,
         index_pending=embedding is not None,
+        occurred_at=now,
     )
 
 

@@ -25,12 +25,14 @@ A, B, C = (uuid.UUID(int=i) for i in (1, 2, 3))
 def info(importance: float = 0.5, age_hours: float = 0.0, idle_hours: float = 0.0) -> CandidateInfo:
     return CandidateInfo(
         importance=importance,
-        updated_at=NOW - timedelta(hours=age_hours),
+        occurred_at=NOW - timedelta(hours=age_hours),
         last_accessed_at=NOW - timedelta(hours=idle_hours),
     )
 
 
-def run(vec, kw, infos, mode="hybrid", weights=Weights(), top_k=10, distance="Cosine"):
+def run(
+    vec, kw, infos, mode="hybrid", weights=Weights(), top_k=10, distance="Cosine", fusion="relative"
+):
     return fuse(
         vec,
         kw,
@@ -41,6 +43,7 @@ def run(vec, kw, infos, mode="hybrid", weights=Weights(), top_k=10, distance="Co
         now=NOW,
         half_life_hours=10.0,
         top_k=top_k,
+        fusion=fusion,
     )
 
 

@@ -12,6 +12,8 @@ import psycopg
 import pytest
 
 from memory_runtime.ports import VectorFilter
+from memory_runtime.storage import migrate as migrations
+from memory_runtime.storage.migrate import load_migrations, migrate
 from memory_runtime.storage.postgres import Tx
 from tests.integration.runtime.conftest import Tenant
 from tests.integration.runtime.helpers import tenant_connection
@@ -235,3 +237,27 @@ def test_statistics_stay_exact_under_concurrent_writes(migrated: Tenant) -> None
         assert (
             c.execute("SELECT count(*) FROM keyword_stats WHERE term = 'roll'").fetchone()[0] == 0
         )
+
+
+def test_migration_counts_existing_memories_and_dates_their_events(
+    tenant: Tenant, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    before = [m for m in load_migrations() if m.version < 5]
+    monkeypatch.setattr(migrations, "load_migrations", lambda: before)
+    migrate(tenant.dsn, tenant.schema, "extensions")
+    with tenant_connection(tenant) as c:
+        c.execute(
+            "INSERT INTO memories (id, coordinate, memory_type, text, created_at)"
+            " SELECT gen_random_uuid(), ARRAY[i::float8], 'episodic', 'old memory ' || i,"
+            "  now() - i * interval '1 day' FROM generate_series(1, 50) AS i"
+        )
+        c.commit()
+    monkeypatch.undo()
+    assert migrate(tenant.dsn, tenant.schema, "extensions") == [5]
+    with tenant_connection(tenant) as c:
+        assert stats_drift(c) == []
+        assert c.execute("SELECT sum(docs) FROM keyword_stats WHERE term = 'old'").fetchone() == (
+            50,
+        )
+        differ = c.execute("SELECT count(*) FROM memories WHERE occurred_at <> created_at")
+        assert differ.fetchone() == (0,)

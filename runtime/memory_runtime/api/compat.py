@@ -163,7 +163,7 @@ def link(body: LinkReq, svc: Svc, _: Any = Depends(auth.write)) -> dict[str, Any
 @router.get("/neighbors", responses=ERRORS)
 def neighbors(
     svc: Svc,
-    coord: str,
+    coord: Annotated[str, routes.coordinate_query()],
     link_type: LinkType | None = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     _: Any = Depends(auth.read),
@@ -180,8 +180,8 @@ def neighbors(
 @router.get("/shortest_path", responses=ERRORS)
 def shortest_path(
     svc: Svc,
-    frm: str,
-    to: str,
+    frm: Annotated[str, routes.coordinate_query()],
+    to: Annotated[str, routes.coordinate_query()],
     link_type: LinkType | None = None,
     _: Any = Depends(auth.read),
 ) -> dict[str, Any]:

@@ -6,7 +6,7 @@ import json
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import ValidationError
@@ -58,6 +58,25 @@ ERRORS: dict[int | str, dict[str, Any]] = {
         429: "rate limited",
     }.items()
 }
+
+
+# Canonical forms, so the OpenAPI document (and a fuzzer reading it) says what a
+# valid value looks like; the server also accepts spaces and exponents.
+_COORDINATE = r"-?[0-9]{1,9}(\.[0-9]{1,9})?(,-?[0-9]{1,9}(\.[0-9]{1,9})?){0,15}"
+_UUID = r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
+COORDINATE_SCHEMA = {"pattern": f"^{_COORDINATE}$", "examples": ["0,0"]}
+KEY_SCHEMA = {"pattern": f"^({_UUID}|{_COORDINATE})$", "examples": ["1,2"]}
+
+
+def coordinate_query(description: str = "a coordinate, e.g. 1,2", **kwargs: Any) -> Any:
+    return Query(description=description, json_schema_extra=COORDINATE_SCHEMA, **kwargs)
+
+
+def key_query(description: str = "memory id or coordinate", **kwargs: Any) -> Any:
+    return Query(description=description, json_schema_extra=KEY_SCHEMA, **kwargs)
+
+
+Key = Annotated[str, Path(description="memory id or coordinate", json_schema_extra=KEY_SCHEMA)]
 
 
 async def service(request: Request) -> MemoryService:
@@ -148,8 +167,8 @@ def search_get(
     metadata: Annotated[str | None, Query(description="JSON object, equality per key")] = None,
     created_from: datetime | None = None,
     created_to: datetime | None = None,
-    coordinate_min: str | None = None,
-    coordinate_max: str | None = None,
+    coordinate_min: Annotated[str | None, coordinate_query()] = None,
+    coordinate_max: Annotated[str | None, coordinate_query()] = None,
     _: Any = Depends(auth.read),
 ) -> Response:
     filters = _filters_from_query(
@@ -211,8 +230,8 @@ def search_response(out: SearchOut) -> Response:
 @router.get("/memories/range", response_model=MemoryList, responses=ERRORS, tags=["memories"])
 def range_query(
     svc: Svc,
-    min: Annotated[str, Query(description="lower corner, e.g. 0,0")],
-    max: Annotated[str, Query(description="upper corner, e.g. 10,10")],
+    min: Annotated[str, coordinate_query("lower corner, e.g. 0,0")],
+    max: Annotated[str, coordinate_query("upper corner, e.g. 10,10")],
     memory_type: MemoryType | None = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     offset: Annotated[int, Query(ge=0, lt=INT64)] = 0,
@@ -244,18 +263,18 @@ def forget(
 
 
 @router.get("/memories/{key}", response_model=Memory, responses=ERRORS, tags=["memories"])
-def fetch(key: str, svc: Svc, include_vector: bool = False, _: Any = Depends(auth.read)) -> Any:
+def fetch(key: Key, svc: Svc, include_vector: bool = False, _: Any = Depends(auth.read)) -> Any:
     memory = svc.get(key, include_vector)
     return memory.model_dump(mode="json", exclude=None if include_vector else {"vector"})
 
 
 @router.patch("/memories/{key}", response_model=Memory, responses=ERRORS, tags=["memories"])
-def patch(key: str, body: MemoryPatch, svc: Svc, _: Any = Depends(auth.write)) -> Any:
+def patch(key: Key, body: MemoryPatch, svc: Svc, _: Any = Depends(auth.write)) -> Any:
     return svc.patch(key, body).model_dump(mode="json", exclude={"vector"})
 
 
 @router.delete("/memories/{key}", response_model=Memory, responses=ERRORS, tags=["memories"])
-def delete(key: str, svc: Svc, _: Any = Depends(auth.write)) -> Any:
+def delete(key: Key, svc: Svc, _: Any = Depends(auth.write)) -> Any:
     return svc.delete(key).model_dump(mode="json", exclude={"vector"})
 
 
@@ -273,8 +292,8 @@ def link(body: LinkIn, svc: Svc, _: Any = Depends(auth.write)) -> Any:
 @router.delete("/graph/link", response_model=Link, responses=ERRORS, tags=["graph"])
 def unlink(
     svc: Svc,
-    from_: Annotated[str, Query(alias="from")],
-    to: str,
+    from_: Annotated[str, key_query(alias="from")],
+    to: Annotated[str, key_query()],
     type: str = "related",
     _: Any = Depends(auth.write),
 ) -> Any:
@@ -288,7 +307,7 @@ def unlink(
 @router.get("/graph/neighbors", response_model=NeighborsOut, responses=ERRORS, tags=["graph"])
 def neighbors(
     svc: Svc,
-    key: Annotated[str, Query(description="memory id or coordinate")],
+    key: Annotated[str, key_query()],
     depth: Annotated[int, Query(ge=1, le=MAX_DEPTH)] = 1,
     direction: Direction = "out",
     type: LinkType | None = None,
@@ -301,8 +320,8 @@ def neighbors(
 @router.get("/graph/path", response_model=PathOut, responses=ERRORS, tags=["graph"])
 def path(
     svc: Svc,
-    from_: Annotated[str, Query(alias="from")],
-    to: str,
+    from_: Annotated[str, key_query(alias="from")],
+    to: Annotated[str, key_query()],
     max_depth: Annotated[int, Query(ge=1, le=MAX_DEPTH)] = 4,
     direction: Direction = "out",
     type: LinkType | None = None,

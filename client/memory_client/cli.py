@@ -88,7 +88,7 @@ def from_secret(name: str, namespace: str, context: str | None) -> dict[str, str
     from kubernetes import config as kubeconfig
     from kubernetes.client.exceptions import ApiException
 
-    from memory_runtime.settings import ROLE_RANK, parse_tokens
+    from memory_runtime.tokens import ROLE_RANK, parse_tokens
 
     try:
         kubeconfig.load_kube_config(context=context)

@@ -3,45 +3,18 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-Role = Literal["read", "write", "admin"]
-ROLE_RANK: dict[str, int] = {"read": 1, "write": 2, "admin": 3}
+from memory_runtime.tokens import ROLE_RANK, ApiToken, Role, parse_tokens
+
+__all__ = ["ROLE_RANK", "ApiToken", "Role", "Settings", "parse_tokens"]
 
 _IDENT = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 _TENANT = re.compile(r"^[a-z][a-z0-9-]{0,39}$")
 _PG_MEMORY = re.compile(r"^[1-9][0-9]{0,8}(kB|MB|GB)$")  # a PostgreSQL memory size, unit required
-
-
-@dataclass(frozen=True)
-class ApiToken:
-    role: Role
-    token: str
-
-    def __repr__(self) -> str:  # never print secrets
-        return f"ApiToken(role={self.role!r}, token=***)"
-
-
-def parse_tokens(raw: str) -> tuple[ApiToken, ...]:
-    """`role:token` or bare `token` (= admin), separated by commas or newlines."""
-    tokens: list[ApiToken] = []
-    for item in re.split(r"[,\n]", raw):
-        entry = item.strip()
-        if not entry:
-            continue
-        role, sep, secret = entry.partition(":")
-        if sep and role.strip() in ROLE_RANK:
-            tokens.append(ApiToken(role=role.strip(), token=secret.strip()))  # type: ignore[arg-type]
-        else:
-            tokens.append(ApiToken(role="admin", token=entry))
-    for t in tokens:
-        if len(t.token) < 16:
-            raise ValueError("every API token must be at least 16 characters long")
-    return tuple(tokens)
 
 
 class Settings(BaseSettings):

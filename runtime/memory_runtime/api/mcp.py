@@ -19,7 +19,7 @@ import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import mcp_types as types
 from fastapi.concurrency import run_in_threadpool
@@ -68,7 +68,7 @@ log = logging.getLogger("memory_runtime.mcp")
 PATH = "/mcp"
 TOKEN_STATE = "memory_token"  # where the transport guard leaves the caller's token
 
-Key = Field(description='the memory\'s id (UUID) or coordinate, e.g. "1,2"')
+Key = Annotated[str, Field(description='the memory\'s id (UUID) or coordinate, e.g. "1,2"')]
 
 
 # --- tool inputs that are not an HTTP body model ---------------------------
@@ -79,12 +79,12 @@ class _Args(BaseModel):
 
 
 class GetArgs(_Args):
-    key: str = Key
+    key: Key
     include_vector: bool = Field(False, description="also return the stored vector")
 
 
 class UpdateArgs(_Args):
-    key: str = Key
+    key: Key
 
 
 class ForgetArgs(_Args):
@@ -100,7 +100,7 @@ class ForgetArgs(_Args):
 
 
 class NeighboursArgs(_Args):
-    key: str = Key
+    key: Key
     depth: int = Field(1, ge=1, le=MAX_DEPTH, description="hops to follow")
     direction: Direction = Field("out", description="follow links out of, into, or both")
     type: LinkType | None = Field(None, description="only links of this type")

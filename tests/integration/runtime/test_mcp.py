@@ -64,8 +64,9 @@ def test_write_token_stores_and_recalls(runtime_url: str) -> None:
             {"payload": {"text": "the user prefers green tea"}, "tags": ["prefs"], "user_id": "u1"},
         )
         await client.call_tool("remember", {"payload": {"text": "the build runs on Fridays"}})
-        found = await client.call_tool("recall", {"query": "green tea", "top_k": 1})
+        # get before recall: recall's own access counts are written a second later
         got = await client.call_tool("get", {"key": stored.structured_content["id"]})
+        found = await client.call_tool("recall", {"query": "green tea", "top_k": 1})
         return stored, found, got
 
     stored, found, got = with_client(runtime_url, WRITE_TOKEN, body)

@@ -191,6 +191,26 @@ def test_mcp_tool_calls_share_the_token_bucket(tenant: Any, embedder: Any) -> No
     assert limited.structured_content["retry_after"] >= 1
 
 
+def test_body_over_the_cap_is_refused_unread(tenant: Any, embedder: Any) -> None:
+    from memory_runtime.api import create_app
+    from tests.integration.runtime.conftest import serve, tenant_settings
+
+    settings = tenant_settings(tenant, embedding_provider="local", max_body_bytes=2048)
+    call = {
+        "jsonrpc": "2.0",
+        "id": 1,
+        "method": "tools/call",
+        "params": {"name": "remember", "arguments": {"payload": {"text": "x" * 4096}}},
+    }
+    accept = {"Accept": "application/json, text/event-stream"}
+    with serve(create_app(settings, embedder=embedder)) as url:
+        r = httpx.post(f"{url}/mcp", json=call, headers={**accept, **bearer(WRITE_TOKEN)})
+        stats = httpx.get(f"{url}/stats", headers=bearer(READ_TOKEN)).json()
+    assert r.status_code == 413
+    assert r.headers["content-type"] == "application/problem+json"
+    assert stats["memories"] == 0
+
+
 def test_mcp_can_be_switched_off(tenant: Any, embedder: Any) -> None:
     from memory_runtime.api import create_app
     from tests.integration.runtime.conftest import serve, tenant_settings

@@ -242,7 +242,7 @@ def test_statistics_stay_exact_under_concurrent_writes(migrated: Tenant) -> None
 def test_migration_counts_existing_memories_and_dates_their_events(
     tenant: Tenant, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    before = [m for m in load_migrations() if m.version < 5]
+    before = [m for m in load_migrations() if m.version < 6]
     monkeypatch.setattr(migrations, "load_migrations", lambda: before)
     migrate(tenant.dsn, tenant.schema, "extensions")
     with tenant_connection(tenant) as c:
@@ -253,7 +253,7 @@ def test_migration_counts_existing_memories_and_dates_their_events(
         )
         c.commit()
     monkeypatch.undo()
-    assert migrate(tenant.dsn, tenant.schema, "extensions") == [5]
+    assert migrate(tenant.dsn, tenant.schema, "extensions") == [6]
     with tenant_connection(tenant) as c:
         assert stats_drift(c) == []
         assert c.execute("SELECT sum(docs) FROM keyword_stats WHERE term = 'old'").fetchone() == (

@@ -30,6 +30,7 @@ from tests.integration.runtime.conftest import (
 )
 from tests.integration.runtime.helpers import serving, wait_for
 from tests.servers.faultproxy import FaultProxy, fault_proxy
+from tests.servers.redis import load_runtime_functions
 
 pytestmark = pytest.mark.integration
 
@@ -111,6 +112,7 @@ def test_redis_outage_fails_open_at_once_and_keeps_the_pod_ready(
     redis_server,
     fault: str,  # type: ignore[no-untyped-def]
 ) -> None:
+    load_runtime_functions(redis_server.url)  # as the operator does
     with fault_proxy(redis_server.host, redis_server.port) as proxy:
         settings = tenant_settings(
             tenant,

@@ -23,7 +23,7 @@ from pydantic import (
     model_validator,
 )
 
-from memory_runtime.coordinates import MAX_DIMENSIONS, CoordinateError, parse_coordinate
+from memory_runtime.coordinates import CoordinateError, parse_coordinate
 
 # A text of this many characters keeps PostgreSQL's tsvector (1 MB) far from its
 # limit and full-text indexing in the milliseconds; a derived text is cut to it.
@@ -430,55 +430,61 @@ class Deleted(BaseModel):
     deleted: int
 
 
+ImportId = Annotated[str, Field(pattern=r"^[A-Za-z0-9._-]{1,64}$")]
 BigInt = Annotated[int, Field(ge=0, lt=INT64)]
 
 
-class ImportedMemory(BaseModel):
-    """One `{"kind": "memory", "record": ...}` line of an export: the API's limits hold."""
+class MemoryRecordIn(MemoryIn):
+    """A memory line's record in `POST /import`: the fields and limits of
+    `POST /memories` (one place for the rules) plus what only a copy carries."""
 
-    model_config = ConfigDict(extra="ignore")
     id: UUID
-    coordinate: list[float] = Field(min_length=1, max_length=MAX_DIMENSIONS)
-    memory_type: MemoryType
-    payload: JsonObject
-    text: Text = Field(max_length=MAX_TEXT_CHARS)
-    importance: float = Field(ge=0, le=1)
-    metadata: JsonObject = Field(default_factory=dict)
-    tags: Tags = Field(default_factory=list)
-    agent_id: ScopeValue | None = None
-    user_id: ScopeValue | None = None
-    session_id: ScopeValue | None = None
+    coordinate: CoordinateIn = Field(description="required: a copy keeps its address")
     created_at: Timestamp
     updated_at: Timestamp
     last_accessed_at: Timestamp
-    access_count: BigInt
-    version: Annotated[int, Field(ge=1, lt=INT64)]
-    expires_at: Timestamp | None = None
-    occurred_at: Timestamp | None = None  # exports from before event time: created_at
-    vector: Vector | None = None
+    access_count: BigInt = 0
+    version: int = Field(default=1, ge=1, lt=INT64)
 
-    @field_validator("coordinate", mode="before")
+    @field_validator("created_at", "updated_at", "last_accessed_at")
     @classmethod
-    def _check_coordinate(cls, value: object) -> list[float] | None:
-        parsed = _coordinate(value)
-        return list(parsed) if parsed is not None else None
+    def _utc(cls, value: datetime) -> datetime:
+        return as_utc(value)
 
 
-class ImportedLink(BaseModel):
-    """One `{"kind": "link", "record": ...}` line of an export: as `POST /graph/link` takes it."""
+class LinkRecordIn(LinkIn):
+    """A link line's record in `POST /import`: a `POST /graph/link` body whose
+    ends are memory ids, with the times and version it had where it came from."""
 
-    model_config = ConfigDict(extra="ignore", populate_by_name=True)
     from_: UUID = Field(alias="from")
     to: UUID
-    type: LinkType
-    strength: float = Field(ge=0.0, le=1.0)
-    metadata: JsonObject = Field(default_factory=dict)
+    created_at: Timestamp
+    updated_at: Timestamp
+    version: int = Field(default=1, ge=1, lt=INT64)
+
+    @field_validator("created_at", "updated_at")
+    @classmethod
+    def _utc(cls, value: datetime) -> datetime:
+        return as_utc(value)
 
     @model_validator(mode="after")
-    def _two_ends(self) -> ImportedLink:
+    def _two_ends(self) -> LinkRecordIn:
         if self.from_ == self.to:
-            raise ValueError("a link joins two different memories")
+            raise ValueError("a link needs two different memories")
         return self
+
+
+class MemoryLine(_Strict):
+    kind: Literal["memory"]
+    record: MemoryRecordIn
+
+
+class LinkLine(_Strict):
+    kind: Literal["link"]
+    record: LinkRecordIn
+
+
+ImportLine = Annotated[MemoryLine | LinkLine, Field(discriminator="kind")]
 
 
 class ImportCounts(BaseModel):
@@ -486,10 +492,36 @@ class ImportCounts(BaseModel):
     updated: int = 0
     unchanged: int = 0
 
+    def add(self, other: ImportCounts) -> None:
+        self.created += other.created
+        self.updated += other.updated
+        self.unchanged += other.unchanged
+
 
 class ImportOut(BaseModel):
+    """What one `POST /import` request did."""
+
+    import_id: str | None = None
+    lines: int = Field(
+        default=0, description="number (in the whole stream) of the last line committed"
+    )
+    skipped_lines: int = Field(
+        default=0, description="lines at or below an earlier request's committed line, not read"
+    )
+    memories: ImportCounts = Field(default_factory=ImportCounts)
+    links: ImportCounts = Field(default_factory=ImportCounts)
+
+
+class ImportStatus(BaseModel):
+    """A named import's progress, summed over its requests (`GET /import/{id}`)."""
+
+    import_id: str
+    lines: int
+    finished: bool
     memories: ImportCounts
     links: ImportCounts
+    started_at: datetime
+    updated_at: datetime
 
 
 class Stats(BaseModel):

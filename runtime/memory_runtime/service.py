@@ -14,14 +14,13 @@ import math
 import threading
 import uuid
 from collections import OrderedDict
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
 import psycopg
-from pydantic import ValidationError
 
 from memory_runtime import ranking
 from memory_runtime.coordinates import (
@@ -37,15 +36,18 @@ from memory_runtime.models import (
     Degradation,
     Filters,
     ImportCounts,
-    ImportedLink,
-    ImportedMemory,
     ImportOut,
+    ImportStatus,
     Link,
     LinkIn,
     LinkKey,
+    LinkLine,
+    LinkRecordIn,
     Memory,
     MemoryIn,
+    MemoryLine,
     MemoryPatch,
+    MemoryRecordIn,
     Neighbor,
     NeighborsOut,
     PathOut,
@@ -85,6 +87,7 @@ class ServiceError(Exception):
     def __init__(self, detail: str) -> None:
         super().__init__(detail)
         self.detail = detail
+        self.extra: dict[str, Any] = {}  # more problem members, e.g. an import's `line`
 
 
 class NotFoundError(ServiceError):
@@ -103,8 +106,19 @@ class InvalidInputError(ServiceError):
     status, slug, title = 422, "invalid-input", "Invalid input"
 
 
+class TooLargeError(ServiceError):
+    status, slug, title = 413, "payload-too-large", "Request body too large"
+
+
 class UnavailableError(ServiceError):
     status, slug, title = 503, "dependency-unavailable", "A dependency is unavailable"
+
+
+def line_error(kind: type[ServiceError], number: int, detail: str) -> ServiceError:
+    """An import error about one line: `line N: ...`, and `line` in the problem."""
+    error = kind(f"line {number}: {detail}")
+    error.extra["line"] = number
+    return error
 
 
 @dataclass(frozen=True)
@@ -834,60 +848,150 @@ class MemoryService:
                 json.dumps({"kind": kind, "record": record}, separators=(",", ":")) + "\n"
             ).encode()
 
-    def import_lines(self, lines: Iterable[bytes]) -> ImportOut:
-        """Import an export stream in one transaction; re-importing changes nothing."""
-        memories: list[ImportedMemory] = []
-        links: list[tuple[int, ImportedLink]] = []
-        for number, raw in enumerate(lines, start=1):
-            if not raw.strip():
-                continue
+    def import_begin(self, import_id: str | None, start_line: int) -> int:
+        """Open (or resume) an import; returns the last line already committed."""
+        if import_id is None:
+            return 0
+        with self.db.tx() as tx:
+            progress = tx.import_progress(import_id, create=True, lock=False)
+            assert progress is not None
+        committed = int(progress["lines"])
+        if start_line > committed + 1:
+            raise ConflictError(
+                f"import {import_id} has committed lines 1-{committed}; a body starting at "
+                f"line {start_line} would leave a gap: resume with start_line={committed + 1}"
+            )
+        return committed
+
+    def import_status(self, import_id: str) -> ImportStatus:
+        with self.db.tx() as tx:
+            progress = tx.import_progress(import_id, lock=False)
+        if progress is None:
+            raise NotFoundError(f"no import named {import_id!r}")
+        counts = progress["counts"]
+        return ImportStatus(
+            import_id=import_id,
+            lines=progress["lines"],
+            finished=progress["finished_at"] is not None,
+            memories=ImportCounts.model_validate(counts.get("memories", {})),
+            links=ImportCounts.model_validate(counts.get("links", {})),
+            started_at=progress["started_at"],
+            updated_at=progress["updated_at"],
+        )
+
+    def import_finish(self, out: ImportOut) -> None:
+        """Mark a named import finished (its request reached the end of the body)."""
+        if out.import_id is not None:
+            with self.db.tx() as tx:
+                self._save_progress(tx, out.import_id, out.lines, None, finished=True)
+
+    @staticmethod
+    def _save_progress(
+        tx: Tx, import_id: str, lines: int, chunk: ImportOut | None, *, finished: bool = False
+    ) -> None:
+        progress = tx.import_progress(import_id, create=True)
+        assert progress is not None
+        totals = ImportOut.model_validate(progress["counts"] or {})
+        if chunk is not None:
+            totals.memories.add(chunk.memories)
+            totals.links.add(chunk.links)
+        counts = totals.model_dump(include={"memories", "links"})
+        tx.save_import_progress(import_id, lines, counts, finished=finished)
+
+    def import_chunk(
+        self, lines: Sequence[tuple[int, MemoryLine | LinkLine]], out: ImportOut
+    ) -> None:
+        """Apply a chunk of validated lines in one transaction (counts into `out`).
+
+        A record replaces the local one only if its version is newer, so any
+        chunk may be sent again. Set-based: versions, coordinate holders and
+        link ends are read for the whole chunk, new rows go in with COPY.
+        """
+        memories: dict[uuid.UUID, tuple[int, MemoryRecordIn]] = {}
+        links: dict[tuple[uuid.UUID, uuid.UUID, str], tuple[int, LinkRecordIn]] = {}
+        chunk = ImportOut()
+        for number, line in lines:
+            if isinstance(line, MemoryLine):
+                rec = line.record
+                if rec.vector is not None:
+                    try:
+                        rec.vector = self._client_vector(rec.vector)
+                    except InvalidInputError as exc:
+                        raise line_error(InvalidInputError, number, exc.detail) from None
+                kept = memories.get(rec.id)
+                if kept is None or kept[1].version < rec.version:  # a tie keeps the first
+                    memories[rec.id] = (number, rec)
+                if kept is not None:
+                    chunk.memories.unchanged += 1
+            else:
+                link = line.record
+                key = (link.from_, link.to, link.type)
+                kept_link = links.get(key)
+                if kept_link is None or kept_link[1].version < link.version:
+                    links[key] = (number, link)
+                if kept_link is not None:
+                    chunk.links.unchanged += 1
+        texts = {
+            i: rec.text if rec.text is not None else derive_text(rec.payload)
+            for i, (_, rec) in memories.items()
+        }
+        unembedded = [i for i, (_, rec) in memories.items() if rec.vector is None]
+        vectors = self._embed([texts[i] for i in unembedded])
+        embedded = dict(zip(unembedded, vectors, strict=True)) if vectors is not None else {}
+        last = lines[-1][0] if lines else out.lines
+        for attempt in range(3):
             try:
-                entry = json.loads(raw)
-                kind = entry["kind"]
-                if kind == "memory":
-                    record = ImportedMemory.model_validate(entry["record"])
-                    if record.vector is not None:
-                        record.vector = self._client_vector(record.vector)
-                    memories.append(record)
-                elif kind == "link":
-                    links.append((number, ImportedLink.model_validate(entry["record"])))
-                else:
-                    raise InvalidInputError('unknown kind; expected "memory" or "link"')
-            except InvalidInputError as exc:
-                raise InvalidInputError(f"line {number}: {exc.detail}") from None
-            except RecursionError:
-                raise InvalidInputError(f"line {number}: JSON nests too deeply") from None
-            except (ValueError, KeyError, TypeError, ValidationError, CoordinateError) as exc:
-                reason = exc.errors()[0]["msg"] if isinstance(exc, ValidationError) else str(exc)
-                raise InvalidInputError(
-                    f"line {number}: not a valid export line ({reason})"
-                ) from None
-        mem_counts, link_counts = ImportCounts(), ImportCounts()
+                counts, touched = self._apply_chunk(
+                    out.import_id, last, memories, links, texts, embedded
+                )
+                break
+            except psycopg.errors.UniqueViolation:
+                # a concurrent import (a retry racing its cut predecessor) inserted
+                # rows of this chunk first: read them again, they are now unchanged
+                if attempt == 2:
+                    raise ConflictError(
+                        "rows of this import were written concurrently; retry"
+                    ) from None
+        chunk.memories.add(counts.memories)
+        chunk.links.add(counts.links)
+        out.lines = max(out.lines, last)
+        out.memories.add(chunk.memories)
+        out.links.add(chunk.links)
+        self._index_after_commit(touched)
+
+    def _apply_chunk(
+        self,
+        import_id: str | None,
+        last: int,
+        memories: Mapping[uuid.UUID, tuple[int, MemoryRecordIn]],
+        links: Mapping[tuple[uuid.UUID, uuid.UUID, str], tuple[int, LinkRecordIn]],
+        texts: Mapping[uuid.UUID, str],
+        embedded: Mapping[uuid.UUID, list[float]],
+    ) -> tuple[ImportOut, list[MemoryRow]]:
+        chunk = ImportOut()
         touched: list[MemoryRow] = []
         with self.db.tx() as tx:
+            if import_id is not None:
+                # one chunk of a named import at a time, even from two requests
+                tx.import_progress(import_id, create=True)
             if self.config.max_memories:
                 tx.lock_quota()
-            room = self.config.max_memories - tx.count() if self.config.max_memories else math.inf
-            for rec in memories:
-                existing = tx.get(rec.id, for_update=True)
-                if existing is not None and existing.version >= rec.version:
-                    mem_counts.unchanged += 1
+            current = tx.versions(list(memories))
+            fresh: list[tuple[int, MemoryRow]] = []
+            for memory_id, (number, rec) in memories.items():
+                if memory_id in current and current[memory_id] >= rec.version:
+                    chunk.memories.unchanged += 1
                     continue
-                clash = tx.get_by_coordinate(rec.coordinate)
-                if clash is not None and clash.id != rec.id:
-                    raise ConflictError(
-                        f"memory {rec.id}: coordinate is held by another memory ({clash.id})"
-                    )
-                needs_embedding = rec.vector is None and self.embeds
+                vector = rec.vector if rec.vector is not None else embedded.get(memory_id)
                 row = MemoryRow(
                     id=rec.id,
-                    coordinate=tuple(rec.coordinate),
+                    coordinate=tuple(rec.coordinate or ()),
                     memory_type=rec.memory_type,
                     payload=rec.payload,
-                    text=rec.text,
+                    text=texts[memory_id],
                     importance=rec.importance,
                     metadata=rec.metadata,
-                    tags=rec.tags,
+                    tags=list(rec.tags),
                     agent_id=rec.agent_id,
                     user_id=rec.user_id,
                     session_id=rec.session_id,
@@ -897,48 +1001,107 @@ class MemoryService:
                     access_count=rec.access_count,
                     version=rec.version,
                     expires_at=rec.expires_at,
-                    embedding=rec.vector,
-                    index_pending=rec.vector is not None or needs_embedding,
+                    embedding=vector,
+                    index_pending=vector is not None or self.embeds,
                     occurred_at=rec.occurred_at or rec.created_at,
                 )
-                if existing is None:
-                    if room <= 0:
-                        raise QuotaExceededError(
-                            f"import would exceed the quota of {self.config.max_memories} memories"
+                if memory_id in current:  # a newer version of a memory we hold
+                    holder = tx.get_by_coordinate(row.coordinate)
+                    if holder is not None and holder.id != row.id:
+                        raise line_error(
+                            ConflictError, number, f"coordinate is held by memory {holder.id}"
                         )
-                    room -= 1
-                    saved = tx.insert(row)
-                    tx.outbox(
-                        "memory.created", saved.id, saved.version, memory_record(saved), "import"
-                    )
-                    mem_counts.created += 1
-                else:
                     saved = tx.update(row)
                     tx.outbox(
                         "memory.updated", saved.id, saved.version, memory_record(saved), "import"
                     )
-                    mem_counts.updated += 1
-                touched.append(saved)
-            for number, link in links:
-                if tx.get(link.from_) is None or tx.get(link.to) is None:
-                    raise InvalidInputError(
-                        f"line {number}: link end not found in the namespace or the import"
-                    )
-                row, created, changed = tx.upsert_link(
-                    LinkRow(link.from_, link.to, link.type, link.strength, link.metadata)
-                )
-                if changed:
-                    tx.outbox("link.created", row.from_id, row.version, link_record(row), "import")
-                if created:
-                    link_counts.created += 1
-                elif changed:
-                    link_counts.updated += 1
+                    chunk.memories.updated += 1
+                    touched.append(saved)
                 else:
-                    link_counts.unchanged += 1
-        self._index_after_commit(touched)
-        if any(r.embedding is None and r.index_pending for r in touched):
-            self.index_pending(limit=len(touched))
-        return ImportOut(memories=mem_counts, links=link_counts)
+                    fresh.append((number, row))
+            self._insert_imported(tx, fresh)
+            chunk.memories.created += len(fresh)
+            touched.extend(row for _, row in fresh)
+            self._apply_imported_links(tx, links, chunk)
+            if import_id is not None:
+                self._save_progress(tx, import_id, last, chunk)
+        return chunk, touched
+
+    def _insert_imported(self, tx: Tx, fresh: Sequence[tuple[int, MemoryRow]]) -> None:
+        """New memories of an import chunk: quota, coordinates, COPY, events."""
+        if not fresh:
+            return
+        if self.config.max_memories:
+            room = self.config.max_memories - tx.count()
+            if len(fresh) > room:
+                raise line_error(
+                    QuotaExceededError,
+                    fresh[max(room, 0)][0],
+                    f"import would exceed the quota of {self.config.max_memories} memories",
+                )
+        seen: dict[Coordinate, int] = {}
+        for number, row in fresh:
+            if row.coordinate in seen:
+                raise line_error(
+                    ConflictError, number, f"coordinate also used on line {seen[row.coordinate]}"
+                )
+            seen[row.coordinate] = number
+        holders = tx.coordinate_holders([row.coordinate for _, row in fresh])
+        for (number, _row), holder in zip(fresh, holders, strict=True):
+            if holder is not None:
+                raise line_error(ConflictError, number, f"coordinate is held by memory {holder}")
+        tx.insert_many([row for _, row in fresh])
+        tx.outbox_many(
+            [
+                ("memory.created", row.id, row.version, memory_record(row), "import")
+                for _, row in fresh
+            ]
+        )
+
+    def _apply_imported_links(
+        self,
+        tx: Tx,
+        links: Mapping[tuple[uuid.UUID, uuid.UUID, str], tuple[int, LinkRecordIn]],
+        chunk: ImportOut,
+    ) -> None:
+        if not links:
+            return
+        ends = tx.live_ids(sorted({end for key in links for end in key[:2]}))
+        for (source, target, _), (number, _) in links.items():
+            if source not in ends or target not in ends:
+                raise line_error(
+                    InvalidInputError,
+                    number,
+                    "link end not found in the namespace or earlier in the import",
+                )
+        current = tx.link_versions(list(links))
+        new: list[LinkRow] = []
+        newer: list[LinkRow] = []
+        for key, (_, link) in links.items():
+            if key in current and current[key] >= link.version:
+                chunk.links.unchanged += 1
+                continue
+            row = LinkRow(
+                link.from_,
+                link.to,
+                link.type,
+                link.strength,
+                link.metadata,
+                link.created_at,
+                link.updated_at,
+                link.version,
+            )
+            (newer if key in current else new).append(row)
+        tx.write_links(new, new=True)
+        tx.write_links(newer, new=False)
+        tx.outbox_many(
+            [
+                ("link.created", row.from_id, row.version, link_record(row), "import")
+                for row in new + newer
+            ]
+        )
+        chunk.links.created += len(new)
+        chunk.links.updated += len(newer)
 
     # --- background jobs -----------------------------------------------
     def prune(self, now: datetime | None = None) -> int:

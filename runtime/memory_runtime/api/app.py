@@ -208,7 +208,9 @@ def create_app(
     if mcp is not None:
         mount(app, mcp)
     # outermost first: metrics see every answer, including 413s
-    app.add_middleware(BodyLimitMiddleware, limit=settings.max_body_bytes)
+    app.add_middleware(
+        BodyLimitMiddleware, limit=settings.max_body_bytes, streamed=routes.STREAMED_BODIES
+    )
     app.add_middleware(ObserveMiddleware, metrics=metrics)
     return app
 

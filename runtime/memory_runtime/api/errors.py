@@ -50,6 +50,7 @@ class ProblemError(Exception):
         slug: str | None = None,
         title: str | None = None,
         headers: dict[str, str] | None = None,
+        extra: dict[str, Any] | None = None,
     ) -> None:
         super().__init__(detail)
         default_slug, default_title = _TITLES.get(status, ("error", "Error"))
@@ -58,6 +59,7 @@ class ProblemError(Exception):
         self.slug = slug or default_slug
         self.title = title or default_title
         self.headers = headers or {}
+        self.extra = extra or {}  # more members of the problem document
 
 
 def problem(
@@ -161,7 +163,7 @@ def known_problem(exc: Exception) -> ProblemError | None:
     if isinstance(exc, ProblemError):
         return exc
     if isinstance(exc, ServiceError):
-        return ProblemError(exc.status, exc.detail, slug=exc.slug, title=exc.title)
+        return ProblemError(exc.status, exc.detail, slug=exc.slug, title=exc.title, extra=exc.extra)
     if isinstance(exc, DATABASE_REFUSALS):  # before DATABASE_DOWN: one is an OperationalError
         return database_refusal(exc)
     if isinstance(exc, DATABASE_DOWN):
@@ -185,6 +187,7 @@ def _answer(request: Request, exc: ProblemError) -> JSONResponse:
         slug=exc.slug,
         title=exc.title,
         headers=exc.headers,
+        extra=exc.extra,
     )
 
 

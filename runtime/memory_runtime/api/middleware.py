@@ -100,18 +100,24 @@ class BodyLimitMiddleware:
 
     The body is read up front (at most `limit` bytes are ever buffered) and
     replayed to the app, so an oversized chunked upload is refused before any
-    handler runs and nothing is half-applied.
+    handler runs and nothing is half-applied. Paths in `streamed` (POST /import)
+    read their body as a stream and cap each record themselves.
     """
 
-    def __init__(self, app: ASGIApp, limit: int) -> None:
+    def __init__(self, app: ASGIApp, limit: int, streamed: tuple[str, ...] = ()) -> None:
         self.app = app
         self.limit = limit
+        self.streamed = streamed
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS"):
+        path = scope.get("path", "")
+        if (
+            scope["type"] != "http"
+            or scope["method"] in ("GET", "HEAD", "OPTIONS")
+            or path in self.streamed
+        ):
             await self.app(scope, receive, send)
             return
-        path = scope.get("path", "")
         for name, value in scope.get("headers", []):
             if name == b"content-length":
                 try:

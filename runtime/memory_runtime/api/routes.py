@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import json
+import logging
+from collections.abc import AsyncIterator, Sequence
 from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, StreamingResponse
-from pydantic import ValidationError
+from pydantic import TypeAdapter, ValidationError
+from starlette.requests import ClientDisconnect
 
 from memory_runtime.api import auth
-from memory_runtime.api.errors import ProblemError, validation_problem
+from memory_runtime.api.errors import ProblemError, error_detail, validation_problem
 from memory_runtime.models import (
     INT64,
     MAX_DEPTH,
@@ -20,14 +23,19 @@ from memory_runtime.models import (
     Deleted,
     Direction,
     Filters,
+    ImportId,
+    ImportLine,
     ImportOut,
+    ImportStatus,
     Link,
     LinkIn,
     LinkKey,
+    LinkLine,
     LinkType,
     Memory,
     MemoryBatchIn,
     MemoryIn,
+    MemoryLine,
     MemoryList,
     MemoryPatch,
     MemoryType,
@@ -39,7 +47,16 @@ from memory_runtime.models import (
     SearchOut,
     Stats,
 )
-from memory_runtime.service import MemoryService, to_filter
+from memory_runtime.service import (
+    InvalidInputError,
+    MemoryService,
+    ServiceError,
+    TooLargeError,
+    line_error,
+    to_filter,
+)
+
+log = logging.getLogger("memory_runtime.api")
 
 router = APIRouter()
 
@@ -342,10 +359,65 @@ def export(svc: Svc, _: Any = Depends(auth.admin)) -> StreamingResponse:
     return StreamingResponse(svc.export_lines(), media_type="application/x-ndjson")
 
 
+IMPORT_CHUNK_LINES = 1000  # lines per import transaction ...
+IMPORT_CHUNK_BYTES = 8 << 20  # ... or fewer when they are big
+STREAMED_BODIES = ("/import",)  # no whole-body cap: each line is capped instead
+
+
+async def ndjson_lines(
+    chunks: AsyncIterator[bytes], limit: int, first: int
+) -> AsyncIterator[tuple[int, bytes]]:
+    """The numbered non-blank lines of an NDJSON stream, the first numbered `first`.
+
+    Holds at most one line (plus one network chunk) in memory; a line longer than
+    `limit` bytes is a 413 naming it."""
+    number = first - 1
+    buffer = bytearray()
+    async for data in chunks:
+        buffer += data
+        start = 0
+        while (end := buffer.find(b"\n", start)) != -1:
+            number += 1
+            if end - start > limit:
+                raise line_error(TooLargeError, number, f"longer than {limit} bytes")
+            if buffer[start:end].strip():
+                yield number, bytes(buffer[start:end])
+            start = end + 1
+        del buffer[:start]
+        if len(buffer) > limit:
+            raise line_error(TooLargeError, number + 1, f"longer than {limit} bytes")
+    if buffer.strip():
+        yield number + 1, bytes(buffer)
+
+
+IMPORT_LINE: TypeAdapter[MemoryLine | LinkLine] = TypeAdapter(ImportLine)
+
+
+def parse_import_lines(
+    lines: Sequence[tuple[int, bytes]],
+) -> list[tuple[int, MemoryLine | LinkLine]]:
+    """Validate NDJSON lines with the write API's own models; a 422 names the line."""
+    parsed = []
+    for number, raw in lines:
+        try:
+            parsed.append((number, IMPORT_LINE.validate_json(raw)))
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            if err["type"] == "union_tag_invalid":  # its message would quote the kind
+                detail = 'kind: expected "memory" or "link"'
+            else:  # the location without the union tag ("memory"/"link") in front
+                detail = error_detail({**err, "loc": err["loc"][1:]})
+            raise line_error(InvalidInputError, number, detail) from None
+    return parsed
+
+
 @router.post(
     "/import",
     response_model=ImportOut,
-    responses=ERRORS,
+    responses={
+        409: {"description": "coordinate conflict, quota, or a gap in a resumed import"},
+        **ERRORS,
+    },
     tags=["admin"],
     openapi_extra={
         "requestBody": {
@@ -354,9 +426,53 @@ def export(svc: Svc, _: Any = Depends(auth.admin)) -> StreamingResponse:
         }
     },
 )
-async def import_(request: Request, svc: Svc, _: Any = Depends(auth.admin)) -> ImportOut:
-    body = await request.body()  # already capped by BodyLimitMiddleware
-    return await run_in_threadpool(svc.import_lines, body.splitlines())
+async def import_(
+    request: Request,
+    svc: Svc,
+    import_id: Annotated[
+        ImportId | None, Query(description="names the stream: progress is kept, resume skips")
+    ] = None,
+    start_line: Annotated[
+        int, Query(ge=1, lt=2**62, description="number of this body's first line in the stream")
+    ] = 1,
+    _: Any = Depends(auth.admin),
+) -> Any:
+    """Stream an export in: chunked commits, idempotent, resumable (docs/API.md)."""
+    committed = await run_in_threadpool(svc.import_begin, import_id, start_line)
+    out = ImportOut(import_id=import_id, lines=max(committed, start_line - 1))
+    limit = request.app.state.settings.max_body_bytes
+    chunk: list[tuple[int, bytes]] = []
+    size = 0
+    try:
+        async for number, line in ndjson_lines(request.stream(), limit, start_line):
+            if number <= committed:
+                out.skipped_lines += 1
+                continue
+            chunk.append((number, line))
+            size += len(line)
+            if len(chunk) >= IMPORT_CHUNK_LINES or size >= IMPORT_CHUNK_BYTES:
+                await run_in_threadpool(import_chunk, svc, chunk, out)
+                chunk, size = [], 0
+        if chunk:
+            await run_in_threadpool(import_chunk, svc, chunk, out)
+        await run_in_threadpool(svc.import_finish, out)
+    except ServiceError as exc:
+        exc.extra["committed_lines"] = out.lines
+        raise
+    except ClientDisconnect:
+        # nobody reads an answer now; what was committed stays, the rest resumes
+        log.info("import %s cut by the client after line %d", import_id or "-", out.lines)
+        return Response(status_code=499)
+    return out
+
+
+def import_chunk(svc: MemoryService, chunk: list[tuple[int, bytes]], out: ImportOut) -> None:
+    svc.import_chunk(parse_import_lines(chunk), out)
+
+
+@router.get("/import/{import_id}", response_model=ImportStatus, responses=ERRORS, tags=["admin"])
+def import_status(import_id: ImportId, svc: Svc, _: Any = Depends(auth.admin)) -> ImportStatus:
+    return svc.import_status(import_id)
 
 
 @router.get("/stats", response_model=Stats, responses=ERRORS, tags=["admin"])

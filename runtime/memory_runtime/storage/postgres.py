@@ -277,6 +277,53 @@ class Tx:
         query = sql.SQL("SELECT {} FROM memories WHERE {}").format(sql.SQL(columns), where)
         return [MemoryRow.from_db(r) for r in self.conn.execute(query, (list(ids),))]
 
+    def versions(self, ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, int]:
+        """The current version of each of these memories that exists, rows locked."""
+        rows = self.conn.execute(
+            "SELECT id, version FROM memories WHERE id = ANY(%s) ORDER BY id FOR UPDATE",
+            (list(ids),),
+        )
+        return {r["id"]: int(r["version"]) for r in rows}
+
+    def live_ids(self, ids: Sequence[uuid.UUID]) -> set[uuid.UUID]:
+        """Which of these memories exist, held (KEY SHARE) until the transaction ends:
+        a concurrent delete waits for us, so a link written now has both ends."""
+        rows = self.conn.execute(
+            "SELECT id FROM memories WHERE id = ANY(%s) ORDER BY id FOR KEY SHARE",
+            (list(ids),),
+        )
+        return {r["id"] for r in rows}
+
+    def coordinate_holders(self, coordinates: Sequence[Sequence[float]]) -> list[uuid.UUID | None]:
+        """For each coordinate, the id of the memory at it (None if free)."""
+        literals = ["{" + ",".join(repr(float(c)) for c in coord) + "}" for coord in coordinates]
+        rows = self.conn.execute(
+            "SELECT c.n, m.id FROM unnest(%s::text[]) WITH ORDINALITY AS c(coord, n)"
+            " JOIN memories m ON m.coordinate = c.coord::float8[]",
+            (literals,),
+        )
+        found: list[uuid.UUID | None] = [None] * len(coordinates)
+        for r in rows:
+            found[int(r["n"]) - 1] = r["id"]
+        return found
+
+    def insert_many(self, rows: Sequence[MemoryRow]) -> None:
+        """Insert new memories and their vectors with COPY (the bulk form of insert)."""
+        if not rows:
+            return
+        params = [self._params(row) for row in rows]
+        columns = [c for c in params[0] if c != "embedding"]
+        copy_sql = sql.SQL("COPY memories ({}) FROM STDIN").format(
+            sql.SQL(", ").join(map(sql.Identifier, columns))
+        )
+        with self.conn.copy(copy_sql) as copy:
+            for p in params:
+                copy.write_row([p[c] for c in columns])
+        with self.conn.copy("COPY memory_embeddings (memory_id, embedding) FROM STDIN") as copy:
+            for p in params:
+                if p["embedding"] is not None:
+                    copy.write_row((p["id"], p["embedding"]))
+
     def count(self) -> int:
         row = self.conn.execute("SELECT count(*) AS n FROM memories").fetchone()
         return int(row["n"]) if row else 0
@@ -536,11 +583,15 @@ class Tx:
 
     def set_index_done(self, done: Sequence[tuple[uuid.UUID, int]]) -> None:
         """Clear the pending flag, but only if the row was not changed meanwhile."""
-        for memory_id, version in done:
-            self.conn.execute(
-                "UPDATE memories SET index_pending = false WHERE id = %s AND version = %s",
-                (memory_id, version),
-            )
+        if not done:
+            return
+        ids = sorted(done)  # one lock order for every writer
+        self.conn.execute(
+            "UPDATE memories AS m SET index_pending = false"
+            " FROM unnest(%s::uuid[], %s::bigint[]) AS d(id, version)"
+            " WHERE m.id = d.id AND m.version = d.version AND m.index_pending",
+            ([i for i, _ in ids], [v for _, v in ids]),
+        )
 
     def pending_index(self, limit: int) -> list[MemoryRow]:
         rows = self.conn.execute(
@@ -609,6 +660,48 @@ class Tx:
         assert row is not None
         return LinkRow.from_db(row), False, True
 
+    def link_versions(
+        self, keys: Sequence[tuple[uuid.UUID, uuid.UUID, str]]
+    ) -> dict[tuple[uuid.UUID, uuid.UUID, str], int]:
+        """The current version of each of these links that exists, rows locked."""
+        rows = self.conn.execute(
+            "SELECT l.from_id, l.to_id, l.type, l.version FROM links l"
+            " JOIN unnest(%s::uuid[], %s::uuid[], %s::text[]) AS k(f, t, ty)"
+            " ON l.from_id = k.f AND l.to_id = k.t AND l.type = k.ty"
+            " ORDER BY 1, 2, 3 FOR UPDATE OF l",
+            ([k[0] for k in keys], [k[1] for k in keys], [k[2] for k in keys]),
+        )
+        return {(r["from_id"], r["to_id"], r["type"]): int(r["version"]) for r in rows}
+
+    def write_links(self, links: Sequence[LinkRow], *, new: bool) -> None:
+        """Insert (new) or overwrite links as given, times and version included (import)."""
+        if not links:
+            return
+        if new:
+            with self.conn.copy(f"COPY links ({LINK_COLUMNS}) FROM STDIN") as copy:
+                for link in links:
+                    copy.write_row(self._link_params(link))
+            return
+        self.conn.executemany(
+            "UPDATE links SET strength = %s, metadata = %s, created_at = %s, updated_at = %s,"
+            " version = %s WHERE from_id = %s AND to_id = %s AND type = %s",
+            [(*self._link_params(link)[3:], *self._link_params(link)[:3]) for link in links],
+        )
+
+    @staticmethod
+    def _link_params(link: LinkRow) -> tuple[Any, ...]:
+        """LINK_COLUMNS' values, in that order."""
+        return (
+            link.from_id,
+            link.to_id,
+            link.type,
+            link.strength,
+            Jsonb(link.metadata),
+            link.created_at,
+            link.updated_at,
+            link.version,
+        )
+
     def delete_link(self, from_id: uuid.UUID, to_id: uuid.UUID, link_type: str) -> LinkRow | None:
         row = self.conn.execute(
             f"DELETE FROM links WHERE from_id = %s AND to_id = %s AND type = %s"
@@ -662,16 +755,64 @@ class Tx:
         self.conn.execute(
             "INSERT INTO outbox (id, event_type, memory_id, version, record, reason)"
             " VALUES (%s, %s, %s, %s, %s, %s)",
-            (
-                event_id,
-                event_type,
-                memory_id,
-                version,
-                Jsonb(record) if record is not None else None,
-                reason,
-            ),
+            self._event_params(event_id, event_type, memory_id, version, record, reason),
         )
         return event_id
+
+    def outbox_many(
+        self,
+        events: Sequence[tuple[str, uuid.UUID, int | None, dict[str, Any] | None, str | None]],
+    ) -> None:
+        """Many outbox rows at once (COPY): (event_type, memory_id, version, record, reason)."""
+        if not self.outbox_enabled or not events:
+            return
+        with self.conn.copy(
+            "COPY outbox (id, event_type, memory_id, version, record, reason) FROM STDIN"
+        ) as copy:
+            for event in events:
+                copy.write_row(self._event_params(uuid.uuid4(), *event))
+
+    @staticmethod
+    def _event_params(
+        event_id: uuid.UUID,
+        event_type: str,
+        memory_id: uuid.UUID,
+        version: int | None,
+        record: dict[str, Any] | None,
+        reason: str | None,
+    ) -> tuple[Any, ...]:
+        return (
+            event_id,
+            event_type,
+            memory_id,
+            version,
+            Jsonb(record) if record is not None else None,
+            reason,
+        )
+
+    # --- imports --------------------------------------------------------
+    def import_progress(
+        self, import_id: str, *, create: bool = False, lock: bool = True
+    ) -> dict[str, Any] | None:
+        """A named import's row (locked unless asked not to), created empty first if asked."""
+        if create:
+            self.conn.execute(
+                "INSERT INTO imports (id) VALUES (%s) ON CONFLICT (id) DO NOTHING", (import_id,)
+            )
+        return self.conn.execute(
+            "SELECT id, lines, counts, started_at, updated_at, finished_at FROM imports"
+            f" WHERE id = %s{' FOR UPDATE' if lock else ''}",
+            (import_id,),
+        ).fetchone()
+
+    def save_import_progress(
+        self, import_id: str, lines: int, counts: dict[str, Any], *, finished: bool = False
+    ) -> None:
+        self.conn.execute(
+            "UPDATE imports SET lines = greatest(lines, %s), counts = %s, updated_at = now(),"
+            " finished_at = CASE WHEN %s THEN now() ELSE finished_at END WHERE id = %s",
+            (lines, Jsonb(counts), finished, import_id),
+        )
 
 
 class DatabaseUnavailable(psycopg.OperationalError):

@@ -59,19 +59,25 @@ def test_export_import_round_trip_is_idempotent(client: TestClient, pg_database:
             first = c.post("/import", content=exported.content)
             assert first.status_code == 200, first.text
             assert first.json() == {
+                "import_id": None,
+                "lines": 4,
+                "skipped_lines": 0,
                 "memories": {"created": 3, "updated": 0, "unchanged": 0},
                 "links": {"created": 1, "updated": 0, "unchanged": 0},
             }
             events = len(outbox(other))
             again = c.post("/import", content=exported.content)
             assert again.json() == {
+                "import_id": None,
+                "lines": 4,
+                "skipped_lines": 0,
                 "memories": {"created": 0, "updated": 0, "unchanged": 3},
                 "links": {"created": 0, "updated": 0, "unchanged": 1},
             }
             assert len(outbox(other)) == events  # nothing changed, nothing emitted
             original = client.get("/memories/2,2").json()
             copy = c.get("/memories/2,2").json()
-            for field in ("id", "text", "tags", "created_at", "version", "payload"):
+            for field in ("id", "text", "tags", "created_at", "updated_at", "version", "payload"):
                 assert copy[field] == original[field], field
             assert copy["id"] in vector_ids(other)
             hits = c.get("/memories/search", params={"query": "memory 3", "mode": "vector"})
@@ -93,7 +99,8 @@ def test_import_rejects_bad_lines_atomically(client: TestClient):
     r = client.post("/import", content=broken)
     assert r.status_code == 422
     assert "line 2" in r.json()["detail"]
-    assert client.get("/memories/42").status_code == 404
+    assert (r.json()["line"], r.json()["committed_lines"]) == (2, 0)
+    assert client.get("/memories/42").status_code == 404  # its chunk is all or nothing
     clash = dict(record, coordinate=[1.0, 1.0])
     r = client.post("/import", content=json.dumps({"kind": "memory", "record": clash}).encode())
     assert r.status_code == 409

@@ -39,6 +39,7 @@ def test_migrate_applies_once_and_records_versions(tenant: Tenant):
         "links",
         "outbox",
         "vector_tombstones",
+        "imports",
         "schema_migrations",
         "job_leases",
         "runtime_locks",

@@ -706,6 +706,12 @@ class MemoryService:
             target = self.resolve(tx, req.to)
             if source.id == target.id:
                 raise InvalidInputError("a link needs two different memories")
+            # Hold both ends until commit: a delete racing this link either
+            # finished first (404 here) or waits for the link and removes it too.
+            live = tx.live_ids([source.id, target.id])
+            for end in (source, target):
+                if end.id not in live:
+                    raise NotFoundError(f"memory {end.id} was deleted")
             row, created, changed = tx.upsert_link(
                 LinkRow(source.id, target.id, req.type, req.strength, req.metadata)
             )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+
 import pytest
 from fastapi.testclient import TestClient
 
@@ -126,3 +128,36 @@ def test_links_go_with_either_end(graph: TestClient, tenant: Tenant):
     left = admin_rows(tenant, "SELECT count(*) AS n FROM links")[0]["n"]
     assert left == 3  # 1->2, 2->3, 2->6 removed
     assert neighbour_coords(graph.get("/graph/neighbors", params={"key": "1"})) == {5.0: 1}
+
+
+def test_link_racing_a_delete_is_404_or_409_never_500(client: TestClient, tenant: Tenant):
+    """A link to a memory deleted at the same moment: a clean status, no link left behind."""
+    statuses: dict[str, list[int]] = {"link": [], "delete": []}
+
+    def link(doomed: str, barrier: threading.Barrier) -> None:
+        barrier.wait()
+        r = client.post("/graph/link", json={"from": "0", "to": doomed})
+        statuses["link"].append(r.status_code)
+
+    def delete(doomed: str, barrier: threading.Barrier) -> None:
+        barrier.wait()
+        statuses["delete"].append(client.delete(f"/memories/{doomed}").status_code)
+
+    client.post("/memories", json={"coordinate": [0], "payload": {"text": "anchor"}})
+    for trial in range(1, 41):
+        r = client.post("/memories", json={"coordinate": [trial], "payload": {"text": "doomed"}})
+        args = (r.json()["id"], threading.Barrier(2))
+        threads = [threading.Thread(target=f, args=args) for f in (link, delete)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    assert set(statuses["delete"]) == {200}
+    # the link either came first (201, then removed with the memory) or found it gone
+    assert set(statuses["link"]) <= {201, 404}, statuses["link"]
+    assert admin_rows(tenant, "SELECT count(*) AS n FROM links")[0]["n"] == 0
+    # and a link that came first was deleted with an event, like any other
+    events = outbox(tenant)
+    created = sum(e["event_type"] == "link.created" for e in events)
+    assert created == statuses["link"].count(201)
+    assert sum(e["event_type"] == "link.deleted" for e in events) == created

@@ -443,6 +443,8 @@ async def import_(
     limit = request.app.state.settings.max_body_bytes
     chunk: list[tuple[int, bytes]] = []
     size = 0
+    # into an empty vector index: load it without its graph, build that once at the end
+    bulk = await run_in_threadpool(svc.index.begin_bulk_load)
     try:
         async for number, line in ndjson_lines(request.stream(), limit, start_line):
             if number <= committed:
@@ -463,6 +465,9 @@ async def import_(
         # nobody reads an answer now; what was committed stays, the rest resumes
         log.info("import %s cut by the client after line %d", import_id or "-", out.lines)
         return Response(status_code=499)
+    finally:
+        if bulk:  # also after an error or a cut: what was committed is served
+            await run_in_threadpool(svc.index.finish_bulk_load)
     return out
 
 

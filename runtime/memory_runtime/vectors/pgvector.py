@@ -39,6 +39,11 @@ TABLE = "memory_vectors"
 # Engine not reachable or not ready (table not created yet): recall may degrade.
 _OUTAGES = (psycopg.OperationalError, PoolTimeout, PoolClosed, psycopg.errors.UndefinedTable)
 
+# Building the HNSW graph after a bulk load (begin_bulk_load / finish_bulk_load):
+# 100k 384-d vectors need ~200 MB to build in memory (slower past it).
+BULK_BUILD_MEMORY = "256MB"
+BULK_BUILD_SECONDS = 1800
+
 # distance -> (operator, HNSW operator class); the operator returns a distance.
 _OPS = {
     "Cosine": ("<=>", "vector_cosine_ops"),
@@ -95,7 +100,28 @@ class PgVectorIndex:
         with self._register_lock:
             self._registered.add(conn)
 
-    def ensure(self) -> None:
+    def _hnsw_name(self) -> sql.Identifier:
+        return sql.Identifier(self._schema, f"{TABLE}_embedding_{self._distance.lower()}_hnsw")
+
+    def begin_bulk_load(self) -> bool:
+        """Before a load into an empty index: drop its HNSW graph, so rows go in at
+        heap speed (a graph insert costs milliseconds per row); `finish_bulk_load`
+        then builds the graph once, many times faster. Searches meanwhile scan
+        exactly. True if the graph was dropped (the index was empty)."""
+        with self._pool.connection() as conn, conn.transaction():
+            row = conn.execute(
+                sql.SQL("SELECT NOT EXISTS (SELECT FROM {t})").format(t=self._table)
+            ).fetchone()
+            empty = bool(row and row[0])
+            if empty:
+                conn.execute(sql.SQL("DROP INDEX IF EXISTS {}").format(self._hnsw_name()))
+        return empty
+
+    def finish_bulk_load(self) -> None:
+        """Build what `begin_bulk_load` dropped (`ensure` recreates anything missing)."""
+        self.ensure(build_seconds=BULK_BUILD_SECONDS)
+
+    def ensure(self, build_seconds: int | None = None) -> None:
         ext = sql.Identifier(self._ext)
         opclass = sql.SQL("{}.{}").format(ext, sql.Identifier(_OPS[self._distance][1]))
         suffix = self._distance.lower()
@@ -146,6 +172,14 @@ class PgVectorIndex:
         for attempt in range(2):
             try:
                 with self._pool.connection() as conn, conn.transaction():
+                    if build_seconds is not None:
+                        # an HNSW build is fast while its graph fits in memory and
+                        # may outlast the per-statement timeout of API requests
+                        conn.execute(
+                            "SELECT set_config('maintenance_work_mem', %s, true),"
+                            " set_config('statement_timeout', %s, true)",
+                            (BULK_BUILD_MEMORY, f"{build_seconds}s"),
+                        )
                     for statement in statements:
                         conn.execute(statement)
                     self._check_dimension(conn)

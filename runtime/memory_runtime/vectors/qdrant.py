@@ -72,6 +72,12 @@ class QdrantVectorIndex:
     def distance(self) -> str:
         return self._distance
 
+    def begin_bulk_load(self) -> bool:
+        return False  # Qdrant builds its graph in the background (its optimizer)
+
+    def finish_bulk_load(self) -> None:
+        return None
+
     def ensure(self) -> None:
         # In cluster mode the operator owns the collection; create it only if missing.
         if not self._client.collection_exists(self._collection):

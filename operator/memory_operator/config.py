@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -77,6 +77,14 @@ class QdrantConfig:
     # key; Qdrant needs service.jwt_rbac) or "api-key" (the key itself: only for
     # servers without JWT RBAC, and then tenants are not isolated in Qdrant).
     tenant_auth: str = "jwt"
+    # False only when the administrator said SOMAFRACTAL_QDRANT_TENANT_ISOLATION=off:
+    # then tenants get Qdrant access without per-tenant scoping (and their CRs say so).
+    isolation_required: bool = True
+
+    @property
+    def isolated(self) -> bool:
+        """Tenants get a collection-scoped token (not the admin key, not no key)."""
+        return bool(self.api_key) and self.tenant_auth == "jwt"
 
 
 @dataclass(frozen=True)
@@ -93,6 +101,21 @@ class OperatorConfig:
     metrics_port: int = 8080
     liveness_port: int = 8081
     log_format: str = "json"
+    # What a CR author may choose (docs/THREAT-MODEL.md). Images: exact references or
+    # prefixes ending in "*"; the runtime image is always allowed.
+    runtime_image_allowlist: tuple[str, ...] = ()
+    # URL prefixes spec.embedding.url must start with; empty: any http(s) URL.
+    embedding_url_allowlist: tuple[str, ...] = ()
+    # The runtime's PostgreSQL pool per pod (rendered as MEMORY_DATABASE_POOL_SIZE);
+    # the tenant role's CONNECTION LIMIT is derived from it.
+    runtime_db_pool_size: int = 8
+    # A NetworkPolicy per tenant: API port from the tenant's namespace plus namespaces
+    # matching api_ingress_namespaces ("*": all), metrics port from metrics_namespaces.
+    network_policy: bool = True
+    api_ingress_namespaces: dict[str, str] | None = None  # None: own namespace only
+    metrics_namespaces: dict[str, str] | None = field(  # None: no one
+        default_factory=lambda: {"kubernetes.io/metadata.name": "monitoring"}
+    )
 
 
 def _read(env: Mapping[str, str], name: str) -> str | None:
@@ -205,12 +228,60 @@ def _qdrant(env: Mapping[str, str]) -> QdrantConfig | None:
     tenant_auth = _read(env, "QDRANT_TENANT_AUTH") or "jwt"
     if tenant_auth not in ("jwt", "api-key"):
         raise ConfigError(f"{ENV_PREFIX}QDRANT_TENANT_AUTH={tenant_auth!r} must be jwt or api-key")
+    isolation = _read(env, "QDRANT_TENANT_ISOLATION") or "required"
+    if isolation not in ("required", "off"):
+        raise ConfigError(
+            f"{ENV_PREFIX}QDRANT_TENANT_ISOLATION={isolation!r} must be required or off"
+        )
     return QdrantConfig(
         url=url,
         runtime_url=_read(env, "QDRANT_RUNTIME_URL") or url,
         api_key=_read(env, "QDRANT_API_KEY") or "",
         tenant_auth=tenant_auth,
+        isolation_required=isolation == "required",
     )
+
+
+def _list(env: Mapping[str, str], name: str) -> tuple[str, ...]:
+    return tuple(v.strip() for v in (_read(env, name) or "").split(",") if v.strip())
+
+
+def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = (_read(env, name) or "").lower()
+    if not raw:
+        return default
+    if raw not in ("true", "false"):
+        raise ConfigError(f"{ENV_PREFIX}{name}={raw!r} must be true or false")
+    return raw == "true"
+
+
+def _selector(env: Mapping[str, str], name: str, default: str) -> dict[str, str] | None:
+    """A namespace label selector "k=v,k2=v2"; "*" is every namespace ({}), "none" no
+    namespace (None)."""
+    raw = _read(env, name)
+    raw = default if raw is None else raw.strip()
+    if not raw or raw == "none":
+        return None
+    if raw == "*":
+        return {}
+    out: dict[str, str] = {}
+    for item in raw.split(","):
+        key, sep, value = item.strip().partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"{ENV_PREFIX}{name}: {item!r} is not a label key=value pair")
+        out[key.strip()] = value.strip()
+    return out
+
+
+def _embedding_prefixes(env: Mapping[str, str]) -> tuple[str, ...]:
+    prefixes = _list(env, "EMBEDDING_URL_ALLOWLIST")
+    for prefix in prefixes:
+        parts = urlsplit(prefix)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ConfigError(
+                f"{ENV_PREFIX}EMBEDDING_URL_ALLOWLIST: {prefix!r} is not an http(s) URL prefix"
+            )
+    return prefixes
 
 
 def load_config(env: Mapping[str, str] | None = None) -> OperatorConfig:
@@ -245,4 +316,12 @@ def load_config(env: Mapping[str, str] | None = None) -> OperatorConfig:
         metrics_port=_int(env, "METRICS_PORT", 8080, 1, 65535),
         liveness_port=_int(env, "LIVENESS_PORT", 8081, 1, 65535),
         log_format=log_format,
+        runtime_image_allowlist=_list(env, "RUNTIME_IMAGE_ALLOWLIST"),
+        embedding_url_allowlist=_embedding_prefixes(env),
+        runtime_db_pool_size=_int(env, "RUNTIME_DB_POOL_SIZE", 8, 1, 64),
+        network_policy=_bool(env, "NETWORK_POLICY", True),
+        api_ingress_namespaces=_selector(env, "API_INGRESS_NAMESPACES", ""),
+        metrics_namespaces=_selector(
+            env, "METRICS_NAMESPACES", "kubernetes.io/metadata.name=monitoring"
+        ),
     )

@@ -26,6 +26,9 @@ class DatabaseTarget:
     password: str
     extensions_schema: str = "extensions"
     pgvector: bool = False  # vectors.backend == postgres: make `vector` usable by the role
+    # CONNECTION LIMIT of the role (-1: none, PostgreSQL's default), so one tenant can't
+    # take every connection of the shared server (naming.connection_limit derives it).
+    connection_limit: int = -1
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ import base64
 import hashlib
 import hmac
 import json
+import math
 import secrets
 from typing import Any
 from urllib.parse import quote
@@ -113,6 +114,21 @@ def events_enabled(spec: MemoryNamespaceSpec, config: OperatorConfig) -> bool:
     return spec.events.enabled and config.kafka is not None
 
 
+# Kubernetes' default RollingUpdate maxSurge (the Deployment renders no strategy):
+# during a rollout up to a quarter more pods (rounded up) run beside the old ones.
+ROLLOUT_SURGE = 0.25
+# Connections a runtime pod opens beside its pool (the migration at start).
+EXTRA_CONNECTIONS_PER_POD = 1
+
+
+def connection_limit(replicas: int, pool_size: int) -> int:
+    """The tenant role's CONNECTION LIMIT: every pod of a rollout with a full pool,
+    plus the connections a pod opens outside it; at least one pod's worth (scaled
+    to zero, a pod may still be starting or a rollout finishing)."""
+    pods = max(1, replicas + math.ceil(replicas * ROLLOUT_SURGE))
+    return pods * (pool_size + EXTRA_CONNECTIONS_PER_POD)
+
+
 def runtime_config(
     spec: MemoryNamespaceSpec, names: Names, config: OperatorConfig
 ) -> dict[str, str]:
@@ -123,6 +139,7 @@ def runtime_config(
         "MEMORY_TENANT": names.tenant,
         "MEMORY_DATABASE_SCHEMA": names.schema,
         "MEMORY_DATABASE_EXTENSIONS_SCHEMA": config.postgres.extensions_schema,
+        "MEMORY_DATABASE_POOL_SIZE": str(config.runtime_db_pool_size),
         "MEMORY_VECTOR_BACKEND": spec.vectors.backend,
         "MEMORY_VECTOR_DIMENSIONS": str(spec.vectors.dimensions),
         "MEMORY_VECTOR_DISTANCE": spec.vectors.distance,
@@ -354,6 +371,43 @@ def render_service(cr: dict[str, Any], names: Names) -> dict[str, Any]:
                         "protocol": "TCP",
                     },
                 ],
+            },
+        }
+    )
+
+
+def render_network_policy(
+    cr: dict[str, Any], names: Names, config: OperatorConfig
+) -> dict[str, Any] | None:
+    """Ingress to the runtime pods: the API port from the tenant's own namespace (and
+    the namespaces the operator configuration names), the metrics port only from the
+    monitoring namespaces. None when the operator is configured without policies."""
+    if not config.network_policy:
+        return None
+    api_from: list[dict[str, Any]] = [{"podSelector": {}}]  # pods of the CR's namespace
+    if config.api_ingress_namespaces is not None:
+        selector = dict(sorted(config.api_ingress_namespaces.items()))
+        api_from.append({"namespaceSelector": {"matchLabels": selector} if selector else {}})
+    ingress: list[dict[str, Any]] = [
+        {"from": api_from, "ports": [{"protocol": "TCP", "port": RUNTIME_PORT}]}
+    ]
+    if config.metrics_namespaces is not None:
+        selector = dict(sorted(config.metrics_namespaces.items()))
+        ingress.append(
+            {
+                "from": [{"namespaceSelector": {"matchLabels": selector} if selector else {}}],
+                "ports": [{"protocol": "TCP", "port": METRICS_PORT}],
+            }
+        )
+    return _with_hash(
+        {
+            "apiVersion": "networking.k8s.io/v1",
+            "kind": "NetworkPolicy",
+            "metadata": _metadata(cr, names, names.objects),
+            "spec": {
+                "podSelector": {"matchLabels": selector_labels(cr)},
+                "policyTypes": ["Ingress"],
+                "ingress": ingress,
             },
         }
     )

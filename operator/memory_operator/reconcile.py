@@ -38,6 +38,12 @@ from memory_operator.metrics import (
     timed_backend,
 )
 from memory_operator.naming import Names, derive_names
+from memory_operator.policy import (
+    TOKEN_SECRET_LABEL,
+    check_policy,
+    qdrant_isolation_gap,
+    token_secret_opted_in,
+)
 from memory_operator.ports import (
     BackendError,
     BackendRejected,
@@ -152,6 +158,7 @@ class Reconciler:
             names = derive_names(
                 self.config.name_prefix, spec.tenant, meta["name"], meta["namespace"]
             )
+            check_policy(spec, self.config)
         except InvalidSpecError as err:
             conds = c.set_condition(conds, c.READY, c.FALSE, err.reason, err.message, gen, now)
             status = {**old, "conditions": conds, "observedGeneration": gen}
@@ -346,6 +353,9 @@ class Reconciler:
             password=passwords[m.PG_PASSWORD_KEY],
             extensions_schema=self.config.postgres.extensions_schema,
             pgvector=spec.vectors.backend == "postgres",
+            connection_limit=m.connection_limit(
+                spec.api.replicas, self.config.runtime_db_pool_size
+            ),
         )
         outcome = self._backend(
             "postgres", "ensure_tenant", lambda: self.backends.database.ensure_tenant(target)
@@ -353,7 +363,10 @@ class Reconciler:
         self._record(
             cr, outcome, "Schema", f"PostgreSQL schema {names.schema} and role {names.role}", writes
         )
-        return "SchemaReady", f"schema {names.schema} owned by role {names.role}"
+        return "SchemaReady", (
+            f"schema {names.schema} owned by role {names.role}"
+            f" (connection limit {target.connection_limit})"
+        )
 
     def _collection(
         self, cr: dict[str, Any], spec: MemoryNamespaceSpec, names: Names, writes: list[str]
@@ -381,7 +394,14 @@ class Reconciler:
             "qdrant", "ensure_collection", lambda: vectors.ensure_collection(target)
         )
         self._record(cr, outcome, "Collection", f"Qdrant collection {names.collection}", writes)
-        return "CollectionReady", f"collection {names.collection} ({spec.vectors.dimensions}d)"
+        ready = f"collection {names.collection} ({spec.vectors.dimensions}d)"
+        gap = qdrant_isolation_gap(self.config)
+        if gap:  # only reachable with SOMAFRACTAL_QDRANT_TENANT_ISOLATION=off (check_policy)
+            return "QdrantNotIsolated", (
+                f"{ready}; NOT isolated: {gap}, so every tenant can read every collection"
+                " (SOMAFRACTAL_QDRANT_TENANT_ISOLATION=off)"
+            )
+        return "CollectionReady", ready
 
     def _topics_target(
         self, spec: MemoryNamespaceSpec, names: Names, passwords: dict[str, str]
@@ -446,8 +466,10 @@ class Reconciler:
         creds = m.credentials_data(spec, names, self.config, passwords)
         config_hash = m.content_hash([config_data, creds, token_fingerprint])
         deployment = m.render_deployment(cr, spec, names, self.config, config_hash)
+        policy = m.render_network_policy(cr, names, self.config)
         for desired in (
             m.render_configmap(cr, names, config_data),
+            *([policy] if policy is not None else []),  # before pods exist
             deployment,
             m.render_service(cr, names),
         ):
@@ -475,6 +497,16 @@ class Reconciler:
         live = self._kube("get", lambda: self.kube.get("Secret", ns, secret_name))
         data = m.decode_secret_data(live)
         if spec.api.token_secret_ref is not None:
+            if live is not None and not token_secret_opted_in(live, cr["metadata"]["name"]):
+                # The CR author may not be allowed to read Secrets: only a Secret that
+                # names this CR gets into its pods.
+                raise StepError(
+                    "permanent",
+                    "TokenSecretNotAllowed",
+                    f"api.tokenSecretRef: Secret {secret_name} has not opted in; label it"
+                    f" {TOKEN_SECRET_LABEL}={cr['metadata']['name']} to let this"
+                    " MemoryNamespace use it",
+                )
             if not data.get(key):
                 raise StepError(
                     "temporary",
@@ -525,20 +557,6 @@ class Reconciler:
             self._delete_external(cr, spec, names, writes)
         except StepError as err:
             self._event(cr, "Warning", err.reason, f"deletion blocked: {err.message}")
-            # The object stays (finalizer) and must not keep saying "all
-            # resources are ready": Ready turns False and names the blocker.
-            gen = int(meta.get("generation") or 1)
-            conds = c.set_condition(
-                list(status.get("conditions") or []),
-                c.READY,
-                c.FALSE,
-                "DeletionBlocked",
-                f"deletion blocked by {err.reason}: {err.message}; the finalizer stays"
-                " and deletion is retried",
-                gen,
-                self.clock(),
-            )
-            self._write_status(cr, status, {**status, "conditions": conds}, writes)
             return Result(
                 status, error="temporary", reason=err.reason, message=err.message, writes=writes
             )

@@ -13,7 +13,10 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic.alias_generators import to_camel
 
-TENANT_PATTERN = re.compile(r"^[a-z][a-z0-9-]{0,39}$")
+# Not ending with a dash: derived Kubernetes names must be DNS labels (same as the CRD).
+TENANT_PATTERN = re.compile(r"^[a-z]([a-z0-9-]{0,38}[a-z0-9])?$")
+# pgvector's HNSW index takes at most this many dimensions (the postgres backend).
+PGVECTOR_MAX_DIMENSIONS = 2000
 # Dimensions of the bundled local models; a mismatch would fail every write at run time.
 LOCAL_MODEL_DIMENSIONS: dict[str, int] = {"all-MiniLM-L6-v2": 384}
 # A Service name is a DNS-1035 label (63 chars) and we name it "<name>-memory".
@@ -117,6 +120,11 @@ class MemoryNamespaceSpec(_Model):
     def _cross_field(self) -> MemoryNamespaceSpec:
         if not TENANT_PATTERN.match(self.tenant):
             raise ValueError(f"tenant {self.tenant!r} must match {TENANT_PATTERN.pattern}")
+        if self.vectors.backend == "postgres" and self.vectors.dimensions > PGVECTOR_MAX_DIMENSIONS:
+            raise ValueError(
+                f"vectors.dimensions must be at most {PGVECTOR_MAX_DIMENSIONS} with vectors.backend"
+                " postgres (the pgvector HNSW index limit); use vectors.backend qdrant for more"
+            )
         if self.embedding.provider == "http" and not self.embedding.url:
             raise ValueError("embedding.url is required when embedding.provider is http")
         if self.embedding.provider == "local":

@@ -36,6 +36,7 @@ class RoleState:
     bypassrls: bool
     password_matches: bool
     member_of: tuple[str, ...] = ()  # roles it was granted: each could widen its reach
+    connection_limit: int = -1  # rolconnlimit; -1 means none
 
 
 @dataclass(frozen=True)
@@ -148,6 +149,8 @@ def plan_tenant(state: TenantState, target: DatabaseTarget, verifier: str) -> li
     validate_identifier("schema", target.schema)
     validate_identifier("extensions schema", target.extensions_schema)
     validate_password(target.password)
+    if target.connection_limit < -1:
+        raise PlanError(f"connection limit must be -1 or >= 0, got {target.connection_limit}")
     if target.pgvector:
         if target.extensions_schema == target.schema:
             raise PlanError("the extensions schema must differ from the tenant schema")
@@ -169,8 +172,9 @@ def plan_tenant(state: TenantState, target: DatabaseTarget, verifier: str) -> li
         # admin may not even mention SUPERUSER/REPLICATION/BYPASSRLS.
         out.append(
             sql.SQL(
-                "CREATE ROLE {} WITH LOGIN NOCREATEDB NOCREATEROLE NOINHERIT PASSWORD {}"
-            ).format(role, sql.Literal(verifier))
+                "CREATE ROLE {} WITH LOGIN NOCREATEDB NOCREATEROLE NOINHERIT"
+                " CONNECTION LIMIT {} PASSWORD {}"
+            ).format(role, sql.Literal(target.connection_limit), sql.Literal(verifier))
         )
     else:
         changes = [
@@ -180,6 +184,12 @@ def plan_tenant(state: TenantState, target: DatabaseTarget, verifier: str) -> li
         ]
         if changes:
             out.append(sql.SQL("ALTER ROLE {} WITH " + " ".join(changes)).format(role))
+        if state.role.connection_limit != target.connection_limit:
+            out.append(
+                sql.SQL("ALTER ROLE {} WITH CONNECTION LIMIT {}").format(
+                    role, sql.Literal(target.connection_limit)
+                )
+            )
         if not state.role.password_matches:
             out.append(
                 sql.SQL("ALTER ROLE {} WITH PASSWORD {}").format(role, sql.Literal(verifier))

@@ -13,7 +13,7 @@ from memory_runtime.tokens import ROLE_RANK, ApiToken, Role, parse_tokens
 __all__ = ["ROLE_RANK", "ApiToken", "Role", "Settings", "parse_tokens"]
 
 _IDENT = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
-_TENANT = re.compile(r"^[a-z][a-z0-9-]{0,39}$")
+_TENANT = re.compile(r"^[a-z]([a-z0-9-]{0,38}[a-z0-9])?$")
 _PG_MEMORY = re.compile(r"^[1-9][0-9]{0,8}(kB|MB|GB)$")  # a PostgreSQL memory size, unit required
 
 
@@ -95,7 +95,7 @@ class Settings(BaseSettings):
     @classmethod
     def _tenant(cls, value: str) -> str:
         if not _TENANT.match(value):
-            raise ValueError("tenant must match ^[a-z][a-z0-9-]{0,39}$")
+            raise ValueError(f"tenant must match {_TENANT.pattern}")
         return value
 
     @field_validator("database_schema", "database_extensions_schema")

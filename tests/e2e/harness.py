@@ -105,12 +105,17 @@ def operator_config(
     kafka_bootstrap: str | None = None,
     kafka_sasl: tuple[str, str] | None = None,
     qdrant_url: str | None = None,
+    # Isolated like production should be: tenants get collection-scoped JWTs. (The
+    # local engine and the REST stand-in accept any key; None: no key at all.)
+    qdrant_api_key: str | None = "test-qdrant-admin-key",
     prefix: str = "mem",
     image: str = "registry.test/memory-runtime:test",
     resync_seconds: int = 5,
     namespaces: tuple[str, ...] = (),
+    extra: dict[str, str] | None = None,
 ) -> OperatorConfig:
-    """An OperatorConfig built the way the Deployment builds it: from environment."""
+    """An OperatorConfig built the way the Deployment builds it: from environment
+    (`extra`: more SOMAFRACTAL_* variables)."""
     env = {
         "SOMAFRACTAL_POSTGRES_ADMIN_DSN": postgres_dsn,
         "SOMAFRACTAL_NAME_PREFIX": prefix,
@@ -131,6 +136,9 @@ def operator_config(
             env["SOMAFRACTAL_KAFKA_ADMIN_PASSWORD"] = kafka_sasl[1]
     if qdrant_url:
         env["SOMAFRACTAL_QDRANT_URL"] = qdrant_url
+        if qdrant_api_key:
+            env["SOMAFRACTAL_QDRANT_API_KEY"] = qdrant_api_key
+    env.update(extra or {})
     return load_config(env)
 
 

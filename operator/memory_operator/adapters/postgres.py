@@ -64,7 +64,8 @@ def is_race(exc: psycopg.Error) -> bool:
 _ROLE_QUERY = """
 SELECT r.oid, r.rolcanlogin, r.rolsuper, r.rolcreatedb, r.rolcreaterole, r.rolinherit,
        r.rolreplication, r.rolbypassrls,
-       ARRAY(SELECT m.roleid::regrole::text FROM pg_auth_members m WHERE m.member = r.oid)
+       ARRAY(SELECT m.roleid::regrole::text FROM pg_auth_members m WHERE m.member = r.oid),
+       r.rolconnlimit
 FROM pg_roles r WHERE r.rolname = %s
 """
 
@@ -186,6 +187,7 @@ class PostgresAdmin:
                 bypassrls=role_row[7],
                 password_matches=self._password_ok(conn, target),
                 member_of=tuple(role_row[8]),
+                connection_limit=role_row[9],
             )
         row = conn.execute(
             _STATE_QUERY, {"schema": target.schema, "ext": target.extensions_schema, "oid": oid}

@@ -78,6 +78,12 @@ def test_defaults_are_applied(crd: KubeCluster, kube_namespace: str) -> None:
         ({"decay": {"pruneBelow": 2}}, "spec.decay.pruneBelow"),
         ({"embedding": {"provider": "http"}}, "spec.embedding.url is required"),
         ({"api": {"resources": {"limits": {"cpu": "lots"}}}}, "spec.api.resources.limits"),
+        # Issue 14 item 13: what can never work is refused at admission, with a message.
+        ({"tenant": "acme-"}, "spec.tenant"),
+        (
+            {"vectors": {"backend": "postgres", "dimensions": 2001}},
+            "at most 2000 with vectors.backend postgres",
+        ),
     ],
 )
 def test_bad_values_rejected(
@@ -86,6 +92,23 @@ def test_bad_values_rejected(
     out = _apply(crd, kube_namespace, "bad", spec)
     assert out.returncode != 0
     assert fragment in out.stderr
+
+
+def test_pgvector_at_its_limit_and_qdrant_above_it_are_admitted(
+    crd: KubeCluster, kube_namespace: str
+) -> None:
+    pg = {"vectors": {"backend": "postgres", "dimensions": 2000}, "embedding": {"provider": "none"}}
+    assert _apply(crd, kube_namespace, "pg", pg).returncode == 0
+    big = {"vectors": {"backend": "qdrant", "dimensions": 4096}, "embedding": {"provider": "none"}}
+    assert _apply(crd, kube_namespace, "big", big).returncode == 0
+
+
+def test_name_that_is_no_tenant_needs_spec_tenant(crd: KubeCluster, kube_namespace: str) -> None:
+    # metadata.name may contain dots; it is then no tenant name and spec.tenant is required.
+    out = _apply(crd, kube_namespace, "acme.prod", {})
+    assert out.returncode != 0
+    assert "spec.tenant is unset and metadata.name is not a valid tenant" in out.stderr
+    assert _apply(crd, kube_namespace, "acme.prod", {"tenant": "acme-prod"}).returncode == 0
 
 
 def test_name_longer_than_service_limit_rejected(crd: KubeCluster, kube_namespace: str) -> None:

@@ -18,7 +18,9 @@ from memory_operator.sql import (
     scram_verifier,
 )
 
-TARGET = DatabaseTarget(schema="mem_acme", role="mem_acme", password="s3cret-token", pgvector=True)
+TARGET = DatabaseTarget(
+    schema="mem_acme", role="mem_acme", password="s3cret-token", pgvector=True, connection_limit=18
+)
 VERIFIER = "SCRAM-SHA-256$4096:c2FsdA==$AAAA:BBBB"
 
 GOOD_ROLE = RoleState(
@@ -30,6 +32,7 @@ GOOD_ROLE = RoleState(
     replication=False,
     bypassrls=False,
     password_matches=True,
+    connection_limit=18,
 )
 CONVERGED = TenantState(
     database="tenants",
@@ -53,8 +56,8 @@ def test_converged_state_plans_nothing() -> None:
 def test_fresh_database_plans_everything_in_order() -> None:
     fresh = TenantState(database="tenants", role=None, schema_owner=None)
     assert render(plan_tenant(fresh, TARGET, VERIFIER)) == [
-        'CREATE ROLE "mem_acme" WITH LOGIN NOCREATEDB NOCREATEROLE NOINHERIT PASSWORD '
-        f"'{VERIFIER}'",
+        'CREATE ROLE "mem_acme" WITH LOGIN NOCREATEDB NOCREATEROLE NOINHERIT'
+        f" CONNECTION LIMIT 18 PASSWORD '{VERIFIER}'",
         'CREATE SCHEMA "mem_acme" AUTHORIZATION "mem_acme"',
         'GRANT CONNECT ON DATABASE "tenants" TO "mem_acme"',
         'CREATE SCHEMA IF NOT EXISTS "extensions"',
@@ -73,6 +76,18 @@ def test_only_differing_role_attributes_are_altered() -> None:
     role = dataclasses.replace(GOOD_ROLE, createdb=True, inherit=True)
     stmts = render(plan_tenant(dataclasses.replace(CONVERGED, role=role), TARGET, VERIFIER))
     assert stmts == ['ALTER ROLE "mem_acme" WITH NOCREATEDB NOINHERIT']
+
+
+def test_connection_limit_is_kept_in_sync() -> None:
+    # A role from before limits existed (-1, none) and one whose replicas changed.
+    for have in (-1, 9):
+        role = dataclasses.replace(GOOD_ROLE, connection_limit=have)
+        state = dataclasses.replace(CONVERGED, role=role)
+        assert render(plan_tenant(state, TARGET, VERIFIER)) == [
+            'ALTER ROLE "mem_acme" WITH CONNECTION LIMIT 18'
+        ]
+    with pytest.raises(PlanError, match="connection limit"):
+        plan_tenant(CONVERGED, dataclasses.replace(TARGET, connection_limit=-2), VERIFIER)
 
 
 def test_password_mismatch_rewrites_only_the_password() -> None:

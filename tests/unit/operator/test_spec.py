@@ -70,6 +70,14 @@ def test_name_too_long_for_service() -> None:
         ({"vectors": {"distance": "Manhattan"}}, "spec.vectors.distance"),
         ({"events": {"partitions": 0}}, "spec.events.partitions"),
         ({"tenant": "Acme"}, "must match"),
+        ({"tenant": "acme-"}, "must match"),  # derived Secret/Service names end in "-"
+        (
+            {
+                "vectors": {"backend": "postgres", "dimensions": 2001},
+                "embedding": {"provider": "none"},
+            },
+            "at most 2000 with vectors.backend postgres",
+        ),
         ({"unknown": 1}, "spec.unknown"),
     ],
 )

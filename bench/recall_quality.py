@@ -160,6 +160,8 @@ def main() -> int:
         thread = threading.Thread(target=server.run, daemon=True)
         thread.start()
         while not server.started:
+            if not thread.is_alive():
+                raise RuntimeError("the API server did not start")
             time.sleep(0.05)
         http = ApiClient(port, token)
         try:

@@ -5,8 +5,10 @@ Not a test. Starts an embedded PostgreSQL 18 + pgvector, the tenant API
 memories at each size, and for the same queries, interleaved, measures:
 
   raw_embed      the local all-MiniLM-L6-v2 embedding one query (in-process)
-  raw_pgvector   PgVectorIndex.search for 40 candidates (what recall asks the index)
-  raw_keyword    the full-text candidate query for 40 candidates (Tx.keyword_search)
+  raw_pgvector   PgVectorIndex.search for the neighbours recall asks the index for
+                 (RECALL_POOL + VECTOR_POOL_MARGIN = 150)
+  raw_keyword    the keyword side: the query's stems and IDFs (Tx.keyword_query) and the
+                 exact BM25 top RECALL_POOL = 100 (Tx.keyword_search)
   http_vector    POST /memories/search with a client vector, mode=vector
   http_text      POST /memories/search with query text, mode=vector (includes embedding)
   http_hybrid    POST /memories/search with query text, mode=hybrid (embedding + full text)
@@ -61,6 +63,7 @@ from memory_runtime.api import create_app  # noqa: E402
 from memory_runtime.embeddings import build_embedder  # noqa: E402
 from memory_runtime.embeddings.local import LocalEmbedder  # noqa: E402
 from memory_runtime.ports import VectorFilter  # noqa: E402
+from memory_runtime.service import RECALL_POOL, VECTOR_POOL_MARGIN  # noqa: E402
 from memory_runtime.settings import Settings  # noqa: E402
 from memory_runtime.storage.postgres import PostgresStore  # noqa: E402
 from memory_runtime.vectors import build_vector_index  # noqa: E402
@@ -229,8 +232,9 @@ class Bench:
         self.loaded = 0  # client-vector memories stored so far
 
     def keyword(self, query: str) -> None:
-        with self.store.tx() as tx:
-            if not tx.keyword_search(query, VectorFilter(), 40):
+        with self.store.reads() as tx:  # as recall runs it: no BEGIN/COMMIT
+            keyword = tx.keyword_query(query)
+            if keyword is None or not tx.keyword_search(keyword, VectorFilter(), RECALL_POOL):
                 raise RuntimeError(f"no keyword candidates for {query!r}")
 
     def versions(self) -> dict[str, str]:
@@ -365,7 +369,9 @@ class Bench:
             # Interleaved, so machine noise hits every series alike.
             parts = {
                 "raw_embed": lambda q=q: self.embedder.embed([q]),
-                "raw_pgvector": lambda vec=vec: self.index.search(vec, 40, VectorFilter()),
+                "raw_pgvector": lambda vec=vec: self.index.search(
+                    vec, RECALL_POOL + VECTOR_POOL_MARGIN, VectorFilter()
+                ),
                 "raw_keyword": lambda q=q: self.keyword(q),
                 "http_vector": lambda vec=vec: search({"vector": vec, "mode": "vector"}),
                 "http_text": lambda q=q: search({"query": q, "mode": "vector"}),

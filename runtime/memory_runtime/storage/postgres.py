@@ -882,38 +882,46 @@ class PostgresStore:
 
     @contextmanager
     def connection(self) -> Iterator[psycopg.Connection[Any]]:
-        """A pooled connection, or DatabaseUnavailable within `wait_seconds`."""
+        """A pooled connection, or DatabaseUnavailable within `wait_seconds`.
+
+        Only a connection that broke counts against the circuit: a lock or
+        statement timeout, a constraint violation or a busy pool are answers
+        from a working server (the health probe judges the server itself)."""
         conn = self._checkout()
         key = id(conn)
         with self._busy_lock:
             self._busy[key] = (conn, time.monotonic())
+        answered = True
         try:
             yield conn
         except psycopg.OperationalError as exc:
-            if conn.broken:  # the connection died, not just a lock or statement timeout
+            answered = not conn.broken
+            if not answered:
                 self.breaker.failure(type(exc).__name__)
             raise
         finally:
             with self._busy_lock:
                 self._busy.pop(key, None)
             self.pool.putconn(conn)
+            if answered:
+                self.breaker.success()
 
     def _checkout(self) -> psycopg.Connection[Any]:
+        if not self.breaker.allow():
+            raise DatabaseUnavailable("the database is unavailable (circuit open)")
         # in short slices, so a request waiting for a connection learns at once
         # that the circuit opened instead of waiting out the whole timeout
         deadline = time.monotonic() + self.wait_seconds
         while True:
-            if not self.breaker.allow():
-                raise DatabaseUnavailable("the database is unavailable (circuit open)")
             try:
-                conn = self.pool.getconn(timeout=min(0.25, self.wait_seconds))
-            except (PoolTimeout, PoolClosed) as exc:
-                if time.monotonic() >= deadline or isinstance(exc, PoolClosed):
-                    self.breaker.failure(type(exc).__name__)
+                return self.pool.getconn(timeout=min(0.25, self.wait_seconds))
+            except PoolClosed as exc:
+                raise DatabaseUnavailable(f"no database connection: {exc}") from exc
+            except PoolTimeout as exc:
+                if time.monotonic() >= deadline:
                     raise DatabaseUnavailable(f"no database connection: {exc}") from exc
-                continue
-            self.breaker.success()
-            return conn
+                if self.breaker.state == "open":
+                    raise DatabaseUnavailable("the database is unavailable (circuit open)") from exc
 
     def cut_stalled(self, older_than: float = 1.0) -> int:
         """Shut down the sockets of connections checked out for `older_than`

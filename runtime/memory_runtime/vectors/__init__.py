@@ -26,6 +26,7 @@ def build_vector_index(
     qdrant_client: Any = None,
     hnsw_m: int = 16,
     hnsw_ef_construct: int = 100,
+    qdrant_timeout_seconds: int = 5,
 ) -> VectorIndex:
     """The index for `vectors.backend`; `qdrant_client` lets tests inject a local engine."""
     if backend == "postgres":
@@ -51,7 +52,9 @@ def build_vector_index(
         if client is None:
             if not qdrant_url:
                 raise VectorIndexError("the qdrant vector backend needs MEMORY_QDRANT_URL")
-            client = QdrantClient(url=qdrant_url, api_key=qdrant_api_key or None, timeout=10)
+            client = QdrantClient(
+                url=qdrant_url, api_key=qdrant_api_key or None, timeout=qdrant_timeout_seconds
+            )
         return QdrantVectorIndex(
             client,
             collection=collection,

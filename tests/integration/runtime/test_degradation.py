@@ -66,7 +66,7 @@ def test_vector_index_outage_keeps_the_pod_ready_and_degrades_at_once(
     settings = tenant_settings(
         tenant,
         vector_backend="qdrant",
-        qdrant_url=f"http://127.0.0.1:{qdrant_proxy.port}",  # the runtime's own client (10 s)
+        qdrant_url=f"http://127.0.0.1:{qdrant_proxy.port}",  # the runtime's own client (5 s)
         qdrant_collection=f"c{tenant.role}",
         embedding_provider="local",
     )
@@ -95,8 +95,8 @@ def test_vector_index_outage_keeps_the_pod_ready_and_degrades_at_once(
             assert r.status_code == 200
             assert r.headers["recall-degraded"] == "vector"
             assert r.json()["hits"]  # answered from full text
-        # 20 requests, each of which waited on the client's 10 s timeout before
-        assert time.monotonic() - started < 10
+        # 20 requests, each of which waited on the client's timeout before (10 s then)
+        assert time.monotonic() - started < 5
 
         qdrant_proxy.restore()
         wait_for(lambda: ready(http)["status"] == "ready", what="vectors back")

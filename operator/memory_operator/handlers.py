@@ -168,12 +168,11 @@ def setup(
         uid = cr["metadata"]["uid"]
         with locks.get(uid):
             result = reconciler.finalize(cr)
-        log.info(
-            "finalized %s/%s: %s",
-            cr["metadata"]["namespace"],
-            cr["metadata"]["name"],
-            result.message,
-        )
+        where = f"{cr['metadata']['namespace']}/{cr['metadata']['name']}"
+        if result.error:  # the finalizer stays; Kopf retries
+            log.warning("deletion of %s blocked: %s: %s", where, result.reason, result.message)
+        else:
+            log.info("finalized %s: %s", where, result.message)
         raise_for(result, retry)
         locks.drop(uid)
 

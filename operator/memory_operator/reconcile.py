@@ -557,6 +557,20 @@ class Reconciler:
             self._delete_external(cr, spec, names, writes)
         except StepError as err:
             self._event(cr, "Warning", err.reason, f"deletion blocked: {err.message}")
+            # The object stays (finalizer) and must not keep saying "all
+            # resources are ready": Ready turns False and names the blocker.
+            gen = int(meta.get("generation") or 1)
+            conds = c.set_condition(
+                list(status.get("conditions") or []),
+                c.READY,
+                c.FALSE,
+                "DeletionBlocked",
+                f"deletion blocked by {err.reason}: {err.message}; the finalizer stays"
+                " and deletion is retried",
+                gen,
+                self.clock(),
+            )
+            self._write_status(cr, status, {**status, "conditions": conds}, writes)
             return Result(
                 status, error="temporary", reason=err.reason, message=err.message, writes=writes
             )

@@ -147,6 +147,9 @@ def create_app(
     }
     if redis_client is not None:
         checks["redis"] = lambda: (redis_client.ping(), None)[1]
+    ping = getattr(getattr(embedder, "inner", embedder), "ping", None)
+    if "embedder" in breakers and ping is not None:
+        checks["embedder"] = lambda: (ping(), {"provider": settings.embedding_provider})[1]
     monitor = HealthMonitor(
         checks,
         breakers,

@@ -50,6 +50,12 @@ class HttpEmbedder:
     def close(self) -> None:
         self._client.close()
 
+    def ping(self, timeout: float = 2.0) -> None:
+        """The health probe: any HTTP answer from the endpoint (GET is usually a
+        405) means the provider serves; it costs no embedding. Raises if it is
+        down or does not answer within `timeout`."""
+        self._client.get(self._endpoint, timeout=timeout)
+
     def embed(self, texts: Sequence[str]) -> list[list[float]]:
         if isinstance(texts, str):
             raise EmbeddingError("embed() takes a sequence of texts, not a single string")

@@ -421,3 +421,57 @@ def test_delete_with_delete_removes_external_data(env: Env) -> None:
     env.log.clear()
     assert env.finalize("acme").error is None
     assert [t for t, _ in env.log.calls if t != "kubernetes"] == []
+
+
+def test_blocked_deletion_shows_what_blocks_it(
+    env: Env, api: KubeApi, redis_server: RedisServer
+) -> None:
+    """A CR being deleted while PostgreSQL is down: Ready turns False and names
+    the blocker instead of still saying "all resources are ready"."""
+    from tests.servers._process import free_port
+
+    env.create("acme", {"deletionPolicy": "Delete"})
+    env.to_ready("acme")
+    assert _cond(fetch(env.api, env.ns, "acme"), c.READY)["status"] == "True"
+    path = f"/apis/memory.somafractal.io/v1alpha1/namespaces/{env.ns}/memorynamespaces/acme"
+    finalizer = {"metadata": {"finalizers": ["memory.somafractal.io/finalizer"]}}
+    api._request("PATCH", path, body=finalizer, content_type="application/merge-patch+json")
+    api._request("DELETE", path)
+    dead = f"postgresql://x:y@127.0.0.1:{free_port()}/postgres"
+    config = operator_config(
+        postgres_dsn=dead, redis_url=redis_server.url, qdrant_url="http://qdrant.test:6333"
+    )
+    broken = Reconciler(
+        config,
+        CountingKube(api, env.log),
+        Backends(
+            database=PostgresAdmin(config.postgres.admin_dsn),
+            vectors=env.adapters["qdrant"],
+            cache=env.adapters["redis"],
+        ),
+    )
+    try:
+        obj = fetch(env.api, env.ns, "acme")
+        assert obj["metadata"].get("deletionTimestamp")
+        result = broken.finalize(obj)
+        assert result.error == "temporary"
+        assert result.reason == "PostgresUnavailable"
+        ready = _cond(fetch(env.api, env.ns, "acme"), c.READY)
+        assert ready["status"] == "False"
+        assert ready["reason"] == "DeletionBlocked"
+        assert "PostgresUnavailable" in ready["message"]
+        assert "all resources are ready" not in ready["message"]
+        # the next (still failing) attempt rewrites no status (a Warning Event, as before)
+        env.log.clear()
+        broken.finalize(fetch(env.api, env.ns, "acme"))
+        assert [w for _, w in env.log.calls if not w.startswith("event ")] == []
+        # PostgreSQL is back: the working reconciler finishes the deletion
+        assert env.finalize("acme").error is None
+        assert not _schema_exists(env.pg_dsn, "mem_acme")
+    finally:
+        api._request(
+            "PATCH",
+            path,
+            body={"metadata": {"finalizers": None}},
+            content_type="application/merge-patch+json",
+        )

@@ -9,6 +9,7 @@ which is what failing fast means, not performance targets.
 
 from __future__ import annotations
 
+import socket
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -29,6 +30,7 @@ from tests.integration.runtime.conftest import (
 )
 from tests.integration.runtime.helpers import serving, wait_for
 from tests.servers.faultproxy import FaultProxy, fault_proxy
+from tests.servers.redis import load_runtime_functions
 
 pytestmark = pytest.mark.integration
 
@@ -110,6 +112,7 @@ def test_redis_outage_fails_open_at_once_and_keeps_the_pod_ready(
     redis_server,
     fault: str,  # type: ignore[no-untyped-def]
 ) -> None:
+    load_runtime_functions(redis_server.url)  # as the operator does
     with fault_proxy(redis_server.host, redis_server.port) as proxy:
         settings = tenant_settings(
             tenant,
@@ -179,3 +182,27 @@ def test_database_outage_is_503_at_once_and_health_never_waits(tenant: Tenant, f
             assert (
                 http.post("/memories", json={"coordinate": [2], "payload": {}}).status_code == 201
             )
+
+
+def test_hung_embedding_provider_leaves_writes_pending_at_once(tenant: Tenant) -> None:
+    """An OpenAI-compatible provider that accepts connections and never answers."""
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(64)
+        url = f"http://127.0.0.1:{silent.getsockname()[1]}"
+        settings = tenant_settings(tenant, embedding_provider="http", embedding_url=url)
+        app = create_app(settings)
+        with serving(app) as base, httpx.Client(base_url=base, headers=bearer(ADMIN_TOKEN)) as http:
+            wait_for(lambda: "embedder" in ready(http)["degraded"], what="embedder reported")
+            state = ready(http)
+            assert state["code"] == 200
+            assert state["checks"]["embedder"]["status"] == "hung"
+            assert metric(app, "memory_dependency_up", "embedder") == 0
+            started = time.monotonic()
+            for n in range(10):
+                r = http.post("/memories", json={"coordinate": [n], "payload": {"text": "x y"}})
+                assert r.status_code == 201
+                assert r.json()["index_pending"] is True  # embedded later by catch-up
+                found = http.get("/memories/search", params={"query": "x"})
+                assert found.headers["recall-degraded"] == "embedding"
+            assert time.monotonic() - started < 10  # before: 30 s (read timeout) each

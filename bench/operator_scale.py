@@ -1,24 +1,29 @@
-"""Operator scale benchmark: apply -> Ready for 1, 10 and 100 MemoryNamespaces.
+"""Operator scale benchmark: apply -> provisioned -> Ready for 1, 100 and 1,000
+MemoryNamespaces, a resync pass over all of them, and the operator's peak RSS.
 
 Everything is real and local: PostgreSQL, Redis, Kafka (SASL/SCRAM + ACLs),
 etcd + kube-apiserver + kube-controller-manager, and the test Qdrant REST
 stand-in. The operator runs as its own process (`python -m memory_operator`),
 exactly as in a pod, so its RSS is its own.
 
-Side by side, in the same run, the baseline: the raw backend calls the
-operator makes for one tenant (PostgreSQL schema+role, Qdrant collection,
-Kafka topic+SCRAM user+ACLs, Redis ACL user, five server-side applies), made
-directly and sequentially, without Kopf or the reconciler around them.
+Baseline, same run, measured first with no operator running: the raw calls
+the operator makes per tenant (PostgreSQL schema+role, Qdrant collection, Kafka
+topic+SCRAM user+ACLs, Redis ACL user, five server-side applies), made by a
+plain script back to back for the same number of tenants.
 
 There are no kubelets: a helper binds each tenant Pod to a fake Node and
 reports it Ready, so the real ReplicaSet/Deployment controllers mark the
-Deployment available (that helper's delay is inside apply->Ready).
+Deployment available (that helper's delay is inside apply->Ready, not inside
+apply->provisioned).
 
-Then, with every tenant Ready, one full timer resync of all of them: every
-resourceVersion and Event is compared before and after to count writes
-(expected: zero).
+The operator's RSS is sampled every 0.25 s for the whole run (and VmHWM, the
+kernel's own peak, is read at the end). The resync pass restarts the operator:
+Kopf's resume handlers reconcile every CR at once (what a failover does too);
+resourceVersions, Events and the operator's own "writes=" log lines count what
+it changed (expected: nothing).
 
-Usage: .venv/bin/python bench/operator_scale.py [--sizes 1,10,100] [--json out.json]
+Usage: .venv/bin/python bench/operator_scale.py [--sizes 1,100,1000]
+       [--baseline-sizes 1,100] [--json out.json]
 """
 
 from __future__ import annotations
@@ -27,6 +32,8 @@ import argparse
 import json
 import os
 import platform
+import re
+import signal
 import statistics
 import subprocess
 import sys
@@ -34,7 +41,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from contextlib import ExitStack
+from contextlib import ExitStack, suppress
 from pathlib import Path
 from typing import Any
 
@@ -57,8 +64,9 @@ from memory_operator.domain import (  # noqa: E402
     TopicsTarget,
 )
 from memory_operator.naming import derive_names  # noqa: E402
+from memory_operator.ownership import Owner  # noqa: E402
 from memory_operator.spec import parse_spec  # noqa: E402
-from tests.e2e.harness import operator_config  # noqa: E402
+from tests.e2e.harness import PodFaker, operator_config  # noqa: E402
 from tests.servers._process import free_port  # noqa: E402
 from tests.servers.kafka import run_kafka  # noqa: E402
 from tests.servers.kube import install_crds, run_kube  # noqa: E402
@@ -88,73 +96,6 @@ def summary(values: list[float]) -> dict[str, float]:
     }
 
 
-class PodFaker(threading.Thread):
-    """Bind every unbound tenant Pod to a fake Node and mark it Ready."""
-
-    def __init__(self, api: KubeApi) -> None:
-        super().__init__(daemon=True)
-        self.api = api
-        self.stop = threading.Event()
-        self.node = f"bench-{uuid.uuid4().hex[:6]}"
-
-    def _heartbeat(self) -> None:
-        now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-        cond = {"type": "Ready", "status": "True", "reason": "Bench",
-                "lastHeartbeatTime": now, "lastTransitionTime": now}  # fmt: skip
-        self.api._request(
-            "PATCH", f"/api/v1/nodes/{self.node}/status",
-            body={"status": {"conditions": [cond]}},
-            content_type="application/merge-patch+json",
-        )  # fmt: skip
-
-    def run(self) -> None:
-        self.api._request(
-            "POST", "/api/v1/nodes",
-            body={"apiVersion": "v1", "kind": "Node", "metadata": {"name": self.node}},
-        )  # fmt: skip
-        beat = 0.0
-        while not self.stop.is_set():
-            if time.monotonic() - beat > 10:  # keep the node-lifecycle controller happy
-                self._heartbeat()
-                beat = time.monotonic()
-            out = self.api._request(
-                "GET", "/api/v1/pods",
-                params={"labelSelector": f"app.kubernetes.io/managed-by={m.MANAGED_BY}"},
-            ) or {}  # fmt: skip
-            now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-            for pod in out.get("items", []):
-                md = pod["metadata"]
-                ready = any(
-                    c["type"] == "Ready" and c["status"] == "True"
-                    for c in (pod.get("status") or {}).get("conditions", [])
-                )
-                if ready or md.get("deletionTimestamp"):
-                    continue
-                base = f"/api/v1/namespaces/{md['namespace']}/pods/{md['name']}"
-                try:
-                    if not pod["spec"].get("nodeName"):
-                        self.api._request(
-                            "POST", f"{base}/binding",
-                            body={"apiVersion": "v1", "kind": "Binding",
-                                  "metadata": {"name": md["name"]},
-                                  "target": {"apiVersion": "v1", "kind": "Node",
-                                             "name": self.node}},
-                        )  # fmt: skip
-                    conds = [
-                        {"type": t, "status": "True", "lastTransitionTime": now}
-                        for t in ("PodScheduled", "Initialized", "ContainersReady", "Ready")
-                    ]
-                    self.api._request(
-                        "PATCH", f"{base}/status",
-                        body={"status": {"phase": "Running", "conditions": conds,
-                                         "startTime": now}},
-                        content_type="application/merge-patch+json",
-                    )  # fmt: skip
-                except Exception as err:
-                    print(f"pod faker: {md['name']}: {err}", file=sys.stderr)
-            self.stop.wait(0.2)
-
-
 def new_namespace(api: KubeApi, ns: str) -> None:
     body = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}
     api._request("POST", "/api/v1/namespaces", body=body)
@@ -181,11 +122,20 @@ def reconciles(metrics_url: str) -> float:
     )
 
 
-def rss_mb(pid: int) -> float:
+def _status_mb(pid: int, field: str) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
+        if line.startswith(field + ":"):
             return int(line.split()[1]) / 1024
     return float("nan")
+
+
+def rss_mb(pid: int) -> float:
+    return _status_mb(pid, "VmRSS")
+
+
+def vm_hwm_mb(pid: int) -> float:
+    """The kernel's own peak RSS of the process."""
+    return _status_mb(pid, "VmHWM")
 
 
 def wait(pred: Callable[[], Any], timeout: float, what: str) -> Any:
@@ -219,14 +169,42 @@ def event_count(api: KubeApi, ns: str) -> int:
     return sum(1 for e in out.get("items", []) if e.get("reportingComponent") == m.FIELD_MANAGER)
 
 
-def run_phase(
-    api: KubeApi, n: int, metrics_url: str, op_pid: int, timeout: float
-) -> dict[str, Any]:
+class RssSampler(threading.Thread):
+    """VmRSS of one process every `interval` seconds; `peak()` since `mark()`."""
+
+    def __init__(self, interval: float = 0.25) -> None:
+        super().__init__(daemon=True)
+        self.pid: int | None = None
+        self.interval = interval
+        self.stop = threading.Event()
+        self.samples: list[float] = []
+        self._since = 0
+
+    def run(self) -> None:
+        while not self.stop.wait(self.interval):
+            if self.pid is not None:
+                with suppress(OSError):  # between two operator processes
+                    self.samples.append(rss_mb(self.pid))
+
+    def mark(self) -> None:
+        self._since = len(self.samples)
+
+    def peak(self) -> float:
+        return max(self.samples[self._since :], default=float("nan"))
+
+
+def status_of(item: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {c["type"]: c for c in (item.get("status") or {}).get("conditions", [])}
+
+
+def run_phase(api: KubeApi, n: int, rss: RssSampler, timeout: float) -> dict[str, Any]:
     ns = f"bench-{n}-{uuid.uuid4().hex[:4]}"
     new_namespace(api, ns)
     created: dict[str, float] = {}
     provisioned: dict[str, float] = {}
     ready: dict[str, float] = {}
+    failures: dict[str, str] = {}
+    rss.mark()
     t0 = time.monotonic()
     for i in range(n):
         name = f"t{n}x{i}-{uuid.uuid4().hex[:4]}"
@@ -242,39 +220,26 @@ def run_phase(
         now = time.monotonic()
         for item in items.get("items", []):
             name = item["metadata"]["name"]
-            conds = {c["type"]: c for c in (item.get("status") or {}).get("conditions", [])}
+            conds = status_of(item)
             if name not in provisioned and "ApiReady" in conds:
                 provisioned[name] = now  # every backend step done, Deployment applied
             if name not in ready and conds.get("Ready", {}).get("status") == "True":
                 ready[name] = now
-        time.sleep(0.1)
-    total = time.monotonic() - t0
+            reason = conds.get("Ready", {}).get("reason", "")
+            if reason.endswith("Rejected") or reason == "TenantConflict":
+                failures[name] = reason
+        time.sleep(0.5 if n > 100 else 0.1)
     if len(ready) < n:
-        raise TimeoutError(f"only {len(ready)}/{n} Ready after {timeout}s")
-    peak_rss = rss_mb(op_pid)
-
-    # One full resync of every object (all namespaces, all phases so far).
-    before, events_before = snapshot(api, ns), event_count(api, ns)
-    all_crs = len((api._request("GET", f"{GROUP_PATH}/memorynamespaces") or {}).get("items", []))
-    start = reconciles(metrics_url)
-    resync_t0 = time.monotonic()
-    wait(lambda: reconciles(metrics_url) >= start + all_crs, timeout, "a full resync")
-    resync_s = time.monotonic() - resync_t0
-    after, events_after = snapshot(api, ns), event_count(api, ns)
-    changed = sorted(k for k in after if before.get(k) != after[k])
+        raise TimeoutError(f"only {len(ready)}/{n} Ready after {timeout}s; failures {failures}")
     return {
         "crs": n,
-        "apply_to_ready": summary([ready[k] - created[k] for k in created]),
+        "namespace": ns,
         "apply_to_provisioned": summary([provisioned[k] - created[k] for k in created]),
-        "total_s": round(total, 3),
-        "operator_rss_mb": round(peak_rss, 1),
-        "resync": {
-            "crs_in_cluster": all_crs,
-            "wall_s": round(resync_s, 2),
-            "objects_written": len(changed),
-            "events_posted": events_after - events_before,
-            "changed": changed[:10],
-        },
+        "apply_to_ready": summary([ready[k] - created[k] for k in created]),
+        "all_provisioned_s": round(max(provisioned.values()) - t0, 3),
+        "all_ready_s": round(max(ready.values()) - t0, 3),
+        "permanent_failures_seen": failures,
+        "operator_peak_rss_mb": round(rss.peak(), 1),
     }
 
 
@@ -297,7 +262,8 @@ def baseline(
         cr = {"metadata": {"name": tenant, "namespace": ns, "uid": str(uuid.uuid4())}}
         pw = m.new_secret()
         start = time.monotonic()
-        pg.ensure_tenant(DatabaseTarget(names.schema, names.role, pw))
+        owner = Owner(ns, tenant, cr["metadata"]["uid"])  # the operator records it too
+        pg.ensure_tenant(DatabaseTarget(names.schema, names.role, pw, owner=owner))
         qd.ensure_collection(CollectionTarget(names.collection, 384, "Cosine", 16, 100, False))
         kf.ensure_topics(TopicsTarget(names.topics, 3, 1, 168 * 3_600_000, names.kafka_user, pw))
         rd.ensure_user(CacheUserTarget(names.cache_user, pw, names.key_prefix))
@@ -325,33 +291,106 @@ def machine() -> dict[str, Any]:
             "kernel": platform.release()}  # fmt: skip
 
 
+def all_snapshots(api: KubeApi, namespaces: list[str]) -> tuple[dict[str, str], int]:
+    versions: dict[str, str] = {}
+    events = 0
+    for ns in namespaces:
+        versions.update({f"{ns}/{k}": v for k, v in snapshot(api, ns).items()})
+        events += event_count(api, ns)
+    return versions, events
+
+
+LOG_WRITES = re.compile(r"reconciled \S+: ready=\S+ reason=\S+ writes=(\S+)")
+
+
+def resync_pass(
+    api: KubeApi,
+    start_operator: Callable[[], tuple[subprocess.Popen[bytes], Path]],
+    metrics_url: str,
+    namespaces: list[str],
+    total: int,
+    rss: RssSampler,
+    timeout: float,
+) -> tuple[dict[str, Any], subprocess.Popen[bytes]]:
+    """Restart the operator: its resume handlers reconcile every CR at once."""
+    before, events_before = all_snapshots(api, namespaces)
+    rss.mark()
+    t0 = time.monotonic()
+    proc, log_path = start_operator()
+    rss.pid = proc.pid
+
+    first: list[float] = []
+
+    def done() -> bool:
+        try:
+            count = reconciles(metrics_url)
+        except httpx.HTTPError:
+            return False
+        if count >= 1 and not first:
+            first.append(time.monotonic())
+        return count >= total
+
+    wait(done, timeout, f"{total} resume reconciles")
+    wall = time.monotonic() - t0
+    passes = time.monotonic() - first[0]
+    after, events_after = all_snapshots(api, namespaces)
+    changed = sorted(k for k in after if before.get(k) != after[k])
+    logged = [w for w in LOG_WRITES.findall(log_path.read_text(errors="replace")) if w != "none"]
+    return {
+        "crs": total,
+        "wall_s_from_process_start": round(wall, 2),
+        "wall_s_first_to_last_reconcile": round(passes, 2),
+        "objects_written": len(changed),
+        "events_posted": events_after - events_before,
+        "passes_with_writes": len(logged),
+        "changed": changed[:10],
+        "writes_logged": logged[:10],
+        "operator_peak_rss_mb": round(rss.peak(), 1),
+    }, proc
+
+
 def table(results: dict[str, Any]) -> str:
+    raw = {b["tenants"]: b for b in results["baseline"]}
     rows = [
-        "| CRs | apply→Ready p50 / p95 (s) | apply→provisioned p50 / p95 (s) | total (s) "
-        "| raw calls per tenant p50 / p95 (s) | raw total (s) | operator RSS (MB) "
-        "| resync: CRs / writes / Events |",
+        "| CRs | all provisioned (s) | raw calls, same tenants, back to back (s) | ratio "
+        "| apply→provisioned p50 / p95 (s) | apply→Ready p50 / p95 (s) | all Ready (s) "
+        "| operator peak RSS (MB) |",
         "|---|---|---|---|---|---|---|---|",
     ]
-    for ph, raw in zip(results["phases"], results["baseline"], strict=True):
-        r, p, b = ph["apply_to_ready"], ph["apply_to_provisioned"], raw["per_tenant"]
-        rs = ph["resync"]
+    for ph in results["phases"]:
+        p, r = ph["apply_to_provisioned"], ph["apply_to_ready"]
+        b = raw.get(ph["crs"])
+        ratio = f"{ph['all_provisioned_s'] / b['total_s']:.2f}" if b else "—"
         rows.append(
-            f"| {ph['crs']} | {r['p50_s']:.2f} / {r['p95_s']:.2f} | {p['p50_s']:.2f} / "
-            f"{p['p95_s']:.2f} | {ph['total_s']:.1f} | {b['p50_s']:.3f} / {b['p95_s']:.3f} "
-            f"| {raw['total_s']:.1f} | {ph['operator_rss_mb']:.0f} | {rs['crs_in_cluster']} / "
-            f"{rs['objects_written']} / {rs['events_posted']} |"
+            f"| {ph['crs']} | {ph['all_provisioned_s']:.1f} | "
+            f"{b['total_s'] if b else '—'} | {ratio} | {p['p50_s']:.2f} / {p['p95_s']:.2f} "
+            f"| {r['p50_s']:.2f} / {r['p95_s']:.2f} | {ph['all_ready_s']:.1f} "
+            f"| {ph['operator_peak_rss_mb']:.0f} |"
         )
+    rs = results["resync"]
+    rows += [
+        "",
+        "| resync (operator restart): CRs | wall from process start (s) "
+        "| first to last reconcile (s) | objects written | Events | passes logging writes "
+        "| peak RSS (MB) |",
+        "|---|---|---|---|---|---|---|",
+        f"| {rs['crs']} | {rs['wall_s_from_process_start']} "
+        f"| {rs['wall_s_first_to_last_reconcile']} | {rs['objects_written']} "
+        f"| {rs['events_posted']} | {rs['passes_with_writes']} | {rs['operator_peak_rss_mb']} |",
+    ]
     return "\n".join(rows)
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sizes", default="1,10,100")
+    parser.add_argument("--sizes", default="1,100,1000")
+    parser.add_argument("--baseline-sizes", default="1,100")
     parser.add_argument("--json", type=Path, help="also write the JSON results here")
-    parser.add_argument("--timeout", type=float, default=900.0)
-    parser.add_argument("--resync", type=int, default=20, help="operator resync seconds")
+    parser.add_argument("--timeout", type=float, default=3600.0)
+    parser.add_argument("--resync", type=int, default=3600, help="operator timer interval (s)")
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
+    baseline_sizes = [int(s) for s in args.baseline_sizes.split(",") if s]
 
     with ExitStack() as stack:
         print(
@@ -368,6 +407,15 @@ def main() -> int:
             postgres_dsn=pg.admin_dsn, redis_url=rd.url, kafka_bootstrap=kafka.sasl_bootstrap,
             kafka_sasl=(kafka.admin_username, kafka.admin_password), qdrant_url=qdrant.url,
         )  # fmt: skip
+        results: dict[str, Any] = {"machine": machine(), "phases": [], "baseline": []}
+
+        # The baseline first: no operator process exists yet, nothing else runs.
+        for n in baseline_sizes:
+            print(f"raw baseline: {n} tenants", file=sys.stderr)
+            results["baseline"].append(
+                baseline(n, config, qdrant.url, api, config.kafka.admin_client_config())  # type: ignore[union-attr]
+            )
+
         metrics_port, live_port = free_port(), free_port()
         env = {
             "PATH": os.environ["PATH"],
@@ -386,14 +434,20 @@ def main() -> int:
             "SOMAFRACTAL_LIVENESS_PORT": str(live_port),
             "SOMAFRACTAL_LOG_FORMAT": "plain",
         }
-        log = open(REPO / ".test-logs" / "bench-operator.log", "wb")  # noqa: SIM115
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "memory_operator", "--kubeconfig", kube.kubeconfig],
-            env=env, stdout=log, stderr=subprocess.STDOUT,
-        )  # fmt: skip
-        stack.callback(proc.wait, 30)
-        stack.callback(proc.terminate)
-        metrics_url = f"http://127.0.0.1:{metrics_port}/metrics"
+        runs = 0
+
+        def start_operator() -> tuple[subprocess.Popen[bytes], Path]:
+            nonlocal runs
+            runs += 1
+            path = REPO / ".test-logs" / f"bench-operator-{runs}.log"
+            path.parent.mkdir(exist_ok=True)
+            with path.open("wb") as log:
+                proc = subprocess.Popen(
+                    [sys.executable, "-m", "memory_operator", "--kubeconfig", kube.kubeconfig],
+                    env=env, stdout=log, stderr=subprocess.STDOUT,
+                )  # fmt: skip
+            stack.callback(lambda: proc.poll() is None and proc.kill())
+            return proc, path
 
         def up() -> bool:
             try:
@@ -401,20 +455,38 @@ def main() -> int:
             except httpx.HTTPError:
                 return False
 
+        rss = RssSampler()
+        rss.start()
+        stack.callback(rss.stop.set)
+        proc, _ = start_operator()
+        rss.pid = proc.pid
         wait(up, 60, "operator liveness")
+        results["operator_idle_rss_mb"] = round(rss_mb(proc.pid), 1)
         faker = PodFaker(api)
         faker.start()
         stack.callback(faker.stop.set)
 
-        results: dict[str, Any] = {"machine": machine(), "phases": [], "baseline": []}
         for n in sizes:
             print(f"phase {n}: operator", file=sys.stderr)
-            results["phases"].append(run_phase(api, n, metrics_url, proc.pid, args.timeout))
-            print(f"phase {n}: raw baseline", file=sys.stderr)
-            results["baseline"].append(
-                baseline(n, config, qdrant.url, api, config.kafka.admin_client_config())  # type: ignore[union-attr]
-            )
-        results["operator_rss_mb_end"] = round(rss_mb(proc.pid), 1)
+            results["phases"].append(run_phase(api, n, rss, args.timeout))
+        results["operator_vmhwm_mb"] = round(vm_hwm_mb(proc.pid), 1)
+
+        print("resync pass: restarting the operator", file=sys.stderr)
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(120)
+        total = sum(sizes)
+        results["resync"], proc = resync_pass(
+            api,
+            start_operator,
+            f"http://127.0.0.1:{metrics_port}/metrics",
+            [ph["namespace"] for ph in results["phases"]],
+            total,
+            rss,
+            args.timeout,
+        )
+        results["resync"]["operator_vmhwm_mb"] = round(vm_hwm_mb(proc.pid), 1)
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(120)
 
     print(json.dumps(results, indent=2))
     print()

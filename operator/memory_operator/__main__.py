@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import random
 import sys
 import threading
 from collections.abc import Callable, Sequence
@@ -20,6 +21,7 @@ import kopf
 from memory_operator import handlers, metrics
 from memory_operator.adapters.kube import KubeApi
 from memory_operator.config import ConfigError, OperatorConfig, load_config
+from memory_operator.manifests import render_peerings
 from memory_operator.reconcile import Backends, KubePort, Reconciler
 
 
@@ -27,7 +29,11 @@ def build_backends(config: OperatorConfig) -> Backends:
     """Admin adapters for every configured backend (imported only when configured)."""
     from memory_operator.adapters.postgres import PostgresAdmin
 
-    backends = Backends(database=PostgresAdmin(config.postgres.admin_dsn))
+    backends = Backends(
+        database=PostgresAdmin(
+            config.postgres.admin_dsn, max_connections=config.backend_concurrency
+        )
+    )
     if config.redis is not None:
         from memory_operator.adapters.redis import RedisAdmin
 
@@ -74,16 +80,25 @@ def run_operator(
         if config.watch_namespaces
         else {"clusterwide": True}
     )
+    peering: dict[str, object] = {"standalone": True}  # one replica: no peering objects
+    if config.peering_name:
+        # Several replicas: the live one with the highest priority reconciles, the
+        # others pause until its peering record expires (config.peering_lifetime).
+        for obj in render_peerings(config.peering_name, config.watch_namespaces):
+            kube.create(obj)  # None when it exists already
+        priority = config.peering_priority or random.randint(1, 2**31 - 1)
+        logging.getLogger("memory_operator").info("peering with priority %d", priority)
+        peering = {"peering_name": config.peering_name, "priority": priority}
     asyncio.run(
         kopf.operator(
             registry=registry,
-            standalone=True,  # one replica (Recreate): no peering objects needed
             liveness_endpoint=(
                 f"http://0.0.0.0:{config.liveness_port}/healthz" if liveness else None
             ),
             stop_flag=stop_flag,
             ready_flag=ready_flag,
             **scope,  # type: ignore[arg-type]
+            **peering,  # type: ignore[arg-type]
         )
     )
 

@@ -116,6 +116,14 @@ class OperatorConfig:
     metrics_namespaces: dict[str, str] | None = field(  # None: no one
         default_factory=lambda: {"kubernetes.io/metadata.name": "monitoring"}
     )
+    # Administrator's hand-over of existing tenant data: (tenant, namespace) pairs.
+    adoptions: frozenset[tuple[str, str]] = frozenset()
+    # Two or more replicas: Kopf peering through this peering object ("" = one replica).
+    peering_name: str = ""
+    peering_priority: int | None = None  # None: random at start (distinct per replica)
+    peering_lifetime: int = 15  # seconds a silent peer counts as alive (takeover time)
+    workers: int = 8  # reconciles running at once
+    backend_concurrency: int = 4  # calls to each backend at once (PostgreSQL, Kafka, ...)
 
 
 def _read(env: Mapping[str, str], name: str) -> str | None:
@@ -284,6 +292,20 @@ def _embedding_prefixes(env: Mapping[str, str]) -> tuple[str, ...]:
     return prefixes
 
 
+def _adoptions(env: Mapping[str, str]) -> frozenset[tuple[str, str]]:
+    """SOMAFRACTAL_ADOPT=tenant=namespace,...: that namespace may take over the tenant's
+    existing data whoever it is recorded to (docs/OPERATOR.md, ownership)."""
+    out: set[tuple[str, str]] = set()
+    for item in (_read(env, "ADOPT") or "").split(","):
+        if not item.strip():
+            continue
+        tenant, sep, namespace = (part.strip() for part in item.partition("="))
+        if not sep or not tenant or not namespace:
+            raise ConfigError(f"{ENV_PREFIX}ADOPT: {item.strip()!r} is not tenant=namespace")
+        out.add((tenant, namespace))
+    return frozenset(out)
+
+
 def load_config(env: Mapping[str, str] | None = None) -> OperatorConfig:
     """Build and validate the configuration; raises ConfigError naming the bad variable."""
     env = os.environ if env is None else env
@@ -324,4 +346,14 @@ def load_config(env: Mapping[str, str] | None = None) -> OperatorConfig:
         metrics_namespaces=_selector(
             env, "METRICS_NAMESPACES", "kubernetes.io/metadata.name=monitoring"
         ),
+        adoptions=_adoptions(env),
+        peering_name=_read(env, "PEERING_NAME") or "",
+        peering_priority=(
+            _int(env, "PEERING_PRIORITY", 0, 1, 2**31 - 1)
+            if _read(env, "PEERING_PRIORITY")
+            else None
+        ),
+        peering_lifetime=_int(env, "PEERING_LIFETIME", 15, 5, 300),
+        workers=_int(env, "WORKERS", 8, 1, 64),
+        backend_concurrency=_int(env, "BACKEND_CONCURRENCY", 4, 1, 64),
     )

@@ -5,6 +5,8 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
+from memory_operator.ownership import Adoption, Owner
+
 
 class Outcome(enum.Enum):
     """What an adapter call did. UNCHANGED means it wrote nothing at all."""
@@ -29,6 +31,8 @@ class DatabaseTarget:
     # CONNECTION LIMIT of the role (-1: none, PostgreSQL's default), so one tenant can't
     # take every connection of the shared server (naming.connection_limit derives it).
     connection_limit: int = -1
+    owner: Owner | None = None  # recorded on the role and schema; None: no records (tools)
+    adoption: Adoption = Adoption.NONE  # what else this owner may take (ownership.py)
 
 
 @dataclass(frozen=True)

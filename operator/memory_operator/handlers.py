@@ -15,6 +15,7 @@ from typing import Any
 
 import kopf
 
+from memory_operator.claims import Claims, tenant_key
 from memory_operator.config import OperatorConfig
 from memory_operator.manifests import GROUP, KIND, MANAGED_BY
 from memory_operator.reconcile import Reconciler, Result
@@ -81,18 +82,28 @@ def setup(
         # The reconciler posts specific Events itself; Kopf's per-handler
         # "succeeded" Events would be a write on every timer tick.
         settings.posting.enabled = False
-        settings.execution.max_workers = 8
+        settings.execution.max_workers = config.workers
         settings.watching.server_timeout = 300
+        settings.peering.lifetime = config.peering_lifetime
+        settings.peering.stealth = True  # no log line per keep-alive
 
     if login is not None:
         kopf.on.login(registry=registry)(login)
 
-    def run(body: kopf.Body, retry: int) -> None:
+    @kopf.index(GROUP, VERSION, PLURAL, id="tenant_claims", registry=registry)
+    def tenant_claims(body: kopf.Body, **_: Any) -> dict[str, Any]:
+        # Kept by Kopf from its watch: tenant -> claims. Kopf fills it from the
+        # initial listing before any handler runs, so no pass sees a partial index.
+        # Handlers get it as the kwarg named by `id` (the qualname would be
+        # "setup.<locals>.tenant_claims").
+        return tenant_key(body)
+
+    def run(body: kopf.Body, retry: int, claims: Claims) -> None:
         cr = _plain(body)
         if cr["metadata"].get("deletionTimestamp"):
             return  # deletion owns the object now
         with locks.get(cr["metadata"]["uid"]):
-            result = reconciler.reconcile(cr)
+            result = reconciler.reconcile(cr, claims)
         log.info(
             "reconciled %s/%s: ready=%s reason=%s writes=%s",
             cr["metadata"]["namespace"],
@@ -106,8 +117,8 @@ def setup(
     @kopf.on.resume(GROUP, VERSION, PLURAL, registry=registry)
     @kopf.on.create(GROUP, VERSION, PLURAL, registry=registry)
     @kopf.on.update(GROUP, VERSION, PLURAL, field="spec", registry=registry)
-    def on_change(body: kopf.Body, retry: int, **_: Any) -> None:
-        run(body, retry)
+    def on_change(body: kopf.Body, retry: int, tenant_claims: kopf.Index, **_: Any) -> None:
+        run(body, retry, tenant_claims)
 
     @kopf.timer(
         GROUP,
@@ -117,14 +128,14 @@ def setup(
         initial_delay=config.resync_seconds,
         registry=registry,
     )
-    def on_timer(body: kopf.Body, retry: int, **_: Any) -> None:
+    def on_timer(body: kopf.Body, retry: int, tenant_claims: kopf.Index, **_: Any) -> None:
         # Level-based: drift (a dropped schema, topic, Deployment) is repaired here.
-        run(body, retry)
+        run(body, retry, tenant_claims)
 
     @kopf.on.event(
         "apps", "v1", "deployments", labels={MANAGED_BY_LABEL: MANAGED_BY}, registry=registry
     )
-    def on_deployment(body: kopf.Body, **_: Any) -> None:
+    def on_deployment(body: kopf.Body, tenant_claims: kopf.Index, **_: Any) -> None:
         # Like controller-runtime's Owns(): a change to a tenant's Deployment
         # (rollout progress, deletion, edits) reconciles its MemoryNamespace.
         owner = next(
@@ -145,7 +156,7 @@ def setup(
             if cr["metadata"].get("deletionTimestamp"):
                 return
             with locks.get(owner["uid"]):
-                result = reconciler.reconcile(cr)
+                result = reconciler.reconcile(cr, tenant_claims)
         except Exception as err:  # event handlers are not retried: log, the timer covers
             log.warning(
                 "reconcile after Deployment %s/%s changed failed: %s",
@@ -163,11 +174,11 @@ def setup(
             )
 
     @kopf.on.delete(GROUP, VERSION, PLURAL, registry=registry)
-    def on_delete(body: kopf.Body, retry: int, **_: Any) -> None:
+    def on_delete(body: kopf.Body, retry: int, tenant_claims: kopf.Index, **_: Any) -> None:
         cr = _plain(body)
         uid = cr["metadata"]["uid"]
         with locks.get(uid):
-            result = reconciler.finalize(cr)
+            result = reconciler.finalize(cr, tenant_claims)
         where = f"{cr['metadata']['namespace']}/{cr['metadata']['name']}"
         if result.error:  # the finalizer stays; Kopf retries
             log.warning("deletion of %s blocked: %s: %s", where, result.reason, result.message)

@@ -463,3 +463,25 @@ def deployment_available(live: dict[str, Any] | None, replicas: int) -> tuple[bo
     if updated < replicas:
         return False, f"rollout in progress: {updated}/{replicas} replicas updated"
     return True, f"{ready}/{replicas} replicas available"
+
+
+def render_peerings(peering_name: str, namespaces: tuple[str, ...]) -> list[dict[str, Any]]:
+    """Kopf's peering objects: one cluster-wide, or one per watched namespace (Kopf
+    peers where it watches). They must exist: without one, Kopf finds no peers and
+    every replica would run."""
+    if not namespaces:
+        return [
+            {
+                "apiVersion": "kopf.dev/v1",
+                "kind": "ClusterKopfPeering",
+                "metadata": {"name": peering_name},
+            }
+        ]
+    return [
+        {
+            "apiVersion": "kopf.dev/v1",
+            "kind": "KopfPeering",
+            "metadata": {"name": peering_name, "namespace": ns},
+        }
+        for ns in namespaces
+    ]

@@ -32,6 +32,10 @@ class BackendRejected(BackendError):
     """Permanent: the backend refuses this desired state (e.g. shrink partitions)."""
 
 
+class BackendNotOwner(BackendRejected):
+    """The data exists and belongs to another owner (ownership.py); nothing was written."""
+
+
 class DatabaseAdmin(Protocol):
     def ensure_tenant(self, target: DatabaseTarget) -> Outcome: ...
     def delete_tenant(self, target: DatabaseTarget) -> Outcome: ...  # DROP SCHEMA CASCADE + role

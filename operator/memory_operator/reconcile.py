@@ -14,6 +14,7 @@ the live one before it is applied; status is patched only when it changed.
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
@@ -21,6 +22,8 @@ from typing import Any, Literal, Protocol
 from memory_operator import conditions as c
 from memory_operator import manifests as m
 from memory_operator.adapters.kube import KubeError
+from memory_operator.claims import Claim, Claims, claims_from
+from memory_operator.claims import owner as claim_owner
 from memory_operator.config import OperatorConfig
 from memory_operator.domain import (
     CacheUserTarget,
@@ -38,6 +41,7 @@ from memory_operator.metrics import (
     timed_backend,
 )
 from memory_operator.naming import Names, derive_names
+from memory_operator.ownership import Adoption, Owner
 from memory_operator.policy import (
     TOKEN_SECRET_LABEL,
     check_policy,
@@ -46,6 +50,7 @@ from memory_operator.policy import (
 )
 from memory_operator.ports import (
     BackendError,
+    BackendNotOwner,
     BackendRejected,
     BackendUnavailable,
     CacheAdmin,
@@ -53,13 +58,14 @@ from memory_operator.ports import (
     EventsAdmin,
     VectorAdmin,
 )
-from memory_operator.spec import InvalidSpecError, MemoryNamespaceSpec, effective_tenant, parse_spec
+from memory_operator.spec import InvalidSpecError, MemoryNamespaceSpec, parse_spec
 
 log = logging.getLogger("memory_operator.reconcile")
 
 ErrorKind = Literal["temporary", "permanent"]
 # While the Deployment rolls out we look again soon, not at the next resync.
 API_POLL_SECONDS = 5.0
+NOT_OWNER = "TenantOwnedElsewhere"  # the tenant's data is recorded to another owner
 
 
 class KubePort(Protocol):
@@ -112,22 +118,35 @@ class Reconciler:
         self.kube = kube
         self.backends = backends
         self.clock = clock
+        # A burst of CRs must not open a connection per worker on every backend at
+        # once: each backend gets at most `backend_concurrency` calls in flight.
+        self._limits = {
+            backend: threading.BoundedSemaphore(config.backend_concurrency)
+            for backend in ("postgres", "qdrant", "kafka", "redis")
+        }
 
     # -- entry points ----------------------------------------------------
 
-    def reconcile(self, cr: dict[str, Any]) -> Result:
-        return self._measured(self._reconcile, cr)
+    def reconcile(self, cr: dict[str, Any], claims: Claims | None = None) -> Result:
+        """One pass. `claims`: the operator's index of tenant claims (handlers.py);
+        None lists every CR instead (for callers without a watch: tests, tools)."""
+        return self._measured(self._reconcile, cr, claims)
 
-    def finalize(self, cr: dict[str, Any]) -> Result:
+    def finalize(self, cr: dict[str, Any], claims: Claims | None = None) -> Result:
         """Run on deletion (behind the finalizer). Result.error set: keep the finalizer."""
-        return self._measured(self._finalize, cr)
+        return self._measured(self._finalize, cr, claims)
 
-    def _measured(self, run: Callable[[dict[str, Any]], Result], cr: dict[str, Any]) -> Result:
+    def _measured(
+        self,
+        run: Callable[[dict[str, Any], Claims | None], Result],
+        cr: dict[str, Any],
+        claims: Claims | None,
+    ) -> Result:
         """Time one pass and count its result; a Kubernetes failure outside a step
         (listing claims, status patch) becomes an error Result."""
         with reconcile_timer():
             try:
-                result = run(cr)
+                result = run(cr, claims)
             except StepError as err:
                 result = Result(
                     dict(cr.get("status") or {}),
@@ -145,7 +164,7 @@ class Reconciler:
 
     # -- reconcile -------------------------------------------------------
 
-    def _reconcile(self, cr: dict[str, Any]) -> Result:
+    def _reconcile(self, cr: dict[str, Any], claims: Claims | None) -> Result:
         meta = cr["metadata"]
         gen = int(meta.get("generation") or 1)
         old = dict(cr.get("status") or {})
@@ -167,13 +186,12 @@ class Reconciler:
                 status, error="permanent", reason=err.reason, message=err.message, writes=writes
             )
 
-        owner = self._tenant_owner(cr, spec.tenant)
+        owner = self._tenant_owner(cr, spec.tenant, claims)
         if owner is not None:
             # Touch nothing: not even our derived names go to status, they aren't ours.
             msg = (
-                f"tenant {spec.tenant!r} is already claimed by"
-                f" {owner['metadata']['namespace']}/{owner['metadata']['name']}"
-                f" (created {owner['metadata'].get('creationTimestamp')}); the oldest claim wins"
+                f"tenant {spec.tenant!r} is already claimed by {owner.namespace}/{owner.name}"
+                f" (created {owner.created}); the oldest claim wins"
             )
             conds = c.set_condition(conds, c.READY, c.FALSE, "TenantConflict", msg, gen, now)
             status = {**old, "conditions": conds, "observedGeneration": gen}
@@ -347,16 +365,7 @@ class Reconciler:
         passwords: dict[str, str],
         writes: list[str],
     ) -> tuple[str, str]:
-        target = DatabaseTarget(
-            schema=names.schema,
-            role=names.role,
-            password=passwords[m.PG_PASSWORD_KEY],
-            extensions_schema=self.config.postgres.extensions_schema,
-            pgvector=spec.vectors.backend == "postgres",
-            connection_limit=m.connection_limit(
-                spec.api.replicas, self.config.runtime_db_pool_size
-            ),
-        )
+        target = self._database_target(cr, spec, names, passwords[m.PG_PASSWORD_KEY])
         outcome = self._backend(
             "postgres", "ensure_tenant", lambda: self.backends.database.ensure_tenant(target)
         )
@@ -530,7 +539,7 @@ class Reconciler:
 
     # -- deletion ----------------------------------------------------------
 
-    def _finalize(self, cr: dict[str, Any]) -> Result:
+    def _finalize(self, cr: dict[str, Any], claims: Claims | None) -> Result:
         meta = cr["metadata"]
         status = dict(cr.get("status") or {})
         writes: list[str] = []
@@ -541,7 +550,7 @@ class Reconciler:
             )
         except InvalidSpecError:
             return Result(status, message="invalid spec: nothing was created, nothing to delete")
-        if self._tenant_owner(cr, spec.tenant) is not None:
+        if self._tenant_owner(cr, spec.tenant, claims) is not None:
             # The data belongs to the winning claim; never delete it from here.
             return Result(status, message="tenant conflict: nothing to delete")
         kept = (
@@ -556,6 +565,10 @@ class Reconciler:
         try:
             self._delete_external(cr, spec, names, writes)
         except StepError as err:
+            if err.reason == NOT_OWNER:
+                # Not ours to delete; keeping the finalizer would block the CR forever.
+                self._event(cr, "Warning", "DataNotOwned", f"nothing deleted: {err.message}")
+                return Result(status, reason=NOT_OWNER, message=err.message, writes=writes)
             self._event(cr, "Warning", err.reason, f"deletion blocked: {err.message}")
             # The object stays (finalizer) and must not keep saying "all
             # resources are ready": Ready turns False and names the blocker.
@@ -584,12 +597,18 @@ class Reconciler:
         live = self._kube("get", lambda: self.kube.get("Secret", ns, names.credentials_secret))
         pw = m.decode_secret_data(live)
         passwords = {k: pw.get(k, "") for k in m.PASSWORD_KEYS}
-        db = DatabaseTarget(
-            schema=names.schema,
-            role=names.role,
-            password=passwords[m.PG_PASSWORD_KEY],
-            extensions_schema=self.config.postgres.extensions_schema,
-            pgvector=spec.vectors.backend == "postgres",
+        # PostgreSQL first: it holds the ownership record, so data recorded to another
+        # owner stops the deletion before any backend is touched (BackendNotOwner).
+        db = self._database_target(cr, spec, names, passwords[m.PG_PASSWORD_KEY])
+        out = self._backend(
+            "postgres", "delete_tenant", lambda: self.backends.database.delete_tenant(db)
+        )
+        self._record(
+            cr,
+            out,
+            "Schema",
+            f"PostgreSQL schema {names.schema} (CASCADE) and role {names.role}",
+            writes,
         )
         vectors, events, cache = self.backends.vectors, self.backends.events, self.backends.cache
         if spec.vectors.backend == "qdrant" and vectors is not None:
@@ -607,33 +626,40 @@ class Reconciler:
             )
             out = self._backend("redis", "delete_user", lambda: cache.delete_user(user))
             self._record(cr, out, "CacheUser", f"Redis ACL user {names.cache_user}", writes)
-        out = self._backend(
-            "postgres", "delete_tenant", lambda: self.backends.database.delete_tenant(db)
-        )
-        self._record(
-            cr,
-            out,
-            "Schema",
-            f"PostgreSQL schema {names.schema} (CASCADE) and role {names.role}",
-            writes,
-        )
 
     # -- helpers -------------------------------------------------------------
 
-    def _tenant_owner(self, cr: dict[str, Any], tenant: str) -> dict[str, Any] | None:
-        """The CR that owns `tenant` if it isn't `cr`: the oldest claim wins, ties by
-        namespace/name so every pass and every operator agrees."""
-        items = self._kube("list", self.kube.list_memory_namespaces)
-        claims = [o for o in items if effective_tenant(o) == tenant]
-        if not any(o["metadata"].get("uid") == cr["metadata"]["uid"] for o in claims):
-            claims.append(cr)
+    def _database_target(
+        self, cr: dict[str, Any], spec: MemoryNamespaceSpec, names: Names, password: str
+    ) -> DatabaseTarget:
+        """The tenant's database, with its owner record and what else it may adopt."""
+        status = cr.get("status") or {}
+        if (names.tenant, cr["metadata"]["namespace"]) in self.config.adoptions:
+            adoption = Adoption.ANY  # the administrator's explicit hand-over
+        elif status.get("schema") == names.schema and c.is_true(
+            status.get("conditions") or [], c.SCHEMA_READY
+        ):
+            adoption = Adoption.UNRECORDED  # the operator made it for this CR (no record then)
+        else:
+            adoption = Adoption.NONE
+        return DatabaseTarget(
+            schema=names.schema,
+            role=names.role,
+            password=password,
+            extensions_schema=self.config.postgres.extensions_schema,
+            pgvector=spec.vectors.backend == "postgres",
+            connection_limit=m.connection_limit(
+                spec.api.replicas, self.config.runtime_db_pool_size
+            ),
+            owner=Owner.of(cr),
+            adoption=adoption,
+        )
 
-        def key(o: dict[str, Any]) -> tuple[str, str, str]:
-            md = o["metadata"]
-            return (md.get("creationTimestamp") or "9999", md["namespace"], md["name"])
-
-        winner = min(claims, key=key)
-        return None if winner["metadata"]["uid"] == cr["metadata"]["uid"] else winner
+    def _tenant_owner(self, cr: dict[str, Any], tenant: str, claims: Claims | None) -> Claim | None:
+        """The claim that owns `tenant` if it isn't `cr` (claims.owner has the rule)."""
+        if claims is None:
+            claims = claims_from(self._kube("list", self.kube.list_memory_namespaces))
+        return claim_owner(claims, tenant, Claim.of(cr))
 
     def _names_status(self, spec: MemoryNamespaceSpec, names: Names) -> dict[str, Any]:
         token_secret, _ = m.token_ref(spec, names)
@@ -684,7 +710,10 @@ class Reconciler:
 
     def _backend(self, backend: str, operation: str, fn: Callable[[], Outcome]) -> Outcome:
         try:
-            return timed_backend(backend, operation, fn)
+            with self._limits[backend]:
+                return timed_backend(backend, operation, fn)
+        except BackendNotOwner as err:
+            raise StepError("permanent", NOT_OWNER, err.message) from err
         except BackendUnavailable as err:
             raise StepError("temporary", f"{_title(backend)}Unavailable", err.message) from err
         except BackendRejected as err:

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from psycopg import sql
 
 from memory_operator.domain import DatabaseTarget
+from memory_operator.ownership import Owner, check_delete, check_take
 
 SCRAM_ITERATIONS = 4096  # PostgreSQL's default scram_iterations
 _PG_IDENT_MAX = 63  # NAMEDATALEN - 1
@@ -56,6 +57,8 @@ class TenantState:
     vector_schema: str | None = None  # schema the `vector` extension lives in, None if absent
     vector_available: bool = True  # pgvector is installed on the server
     role_ext_usage: bool = False  # explicit USAGE grant to the role on the extensions schema
+    role_record: str | None = None  # COMMENT ON ROLE: the owner record (ownership.py)
+    schema_record: str | None = None  # COMMENT ON SCHEMA
 
 
 def validate_identifier(kind: str, name: str) -> None:
@@ -162,6 +165,20 @@ def plan_tenant(state: TenantState, target: DatabaseTarget, verifier: str) -> li
         if state.vector_schema is None and not state.vector_available:
             raise PlanError("the pgvector extension is not available on this server")
 
+    owner = target.owner
+    if owner is not None:  # before any statement: another owner's data is never touched
+        if state.role is not None:
+            check_take(
+                f"role {target.role}", Owner.parse(state.role_record), owner, target.adoption
+            )
+        if state.schema_owner is not None:
+            check_take(
+                f"schema {target.schema}",
+                Owner.parse(state.schema_record),
+                owner,
+                target.adoption,
+            )
+
     role = sql.Identifier(target.role)
     schema = sql.Identifier(target.schema)
     db = sql.Identifier(state.database)
@@ -203,6 +220,12 @@ def plan_tenant(state: TenantState, target: DatabaseTarget, verifier: str) -> li
         out.append(sql.SQL("CREATE SCHEMA {} AUTHORIZATION {}").format(schema, role))
     elif state.schema_owner != target.role:
         out.append(sql.SQL("ALTER SCHEMA {} OWNER TO {}").format(schema, role))
+    if owner is not None:
+        record = sql.Literal(owner.record())
+        if state.role is None or state.role_record != owner.record():
+            out.append(sql.SQL("COMMENT ON ROLE {} IS {}").format(role, record))
+        if state.schema_owner is None or state.schema_record != owner.record():
+            out.append(sql.SQL("COMMENT ON SCHEMA {} IS {}").format(schema, record))
 
     if not state.role_connect:
         out.append(sql.SQL("GRANT CONNECT ON DATABASE {} TO {}").format(db, role))
@@ -229,11 +252,29 @@ def plan_tenant(state: TenantState, target: DatabaseTarget, verifier: str) -> li
 
 
 def plan_delete(
-    target: DatabaseTarget, *, role_exists: bool, schema_exists: bool
+    target: DatabaseTarget,
+    *,
+    role_exists: bool,
+    schema_exists: bool,
+    role_record: str | None = None,
+    schema_record: str | None = None,
 ) -> list[sql.Composed]:
-    """DROP SCHEMA ... CASCADE, then the role once nothing refers to it; [] when both are gone."""
+    """DROP SCHEMA ... CASCADE, then the role once nothing refers to it; [] when both are gone.
+    Raises NotOwner when the data is not recorded to the target's owner."""
     validate_identifier("role", target.role)
     validate_identifier("schema", target.schema)
+    if target.owner is not None:
+        if role_exists:
+            check_delete(
+                f"role {target.role}", Owner.parse(role_record), target.owner, target.adoption
+            )
+        if schema_exists:
+            check_delete(
+                f"schema {target.schema}",
+                Owner.parse(schema_record),
+                target.owner,
+                target.adoption,
+            )
     role = sql.Identifier(target.role)
     out: list[sql.Composed] = []
     if schema_exists:

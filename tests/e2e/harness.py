@@ -50,11 +50,13 @@ class CountingKube:
     def __init__(self, api: KubeApi, log: WriteLog) -> None:
         self.api = api
         self.log = log
+        self.lists = 0  # list_memory_namespaces calls (the claims index should make none)
 
     def get(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
         return self.api.get(kind, namespace, name)
 
     def list_memory_namespaces(self) -> list[dict[str, Any]]:
+        self.lists += 1
         return self.api.list_memory_namespaces()
 
     def apply(self, obj: dict[str, Any]) -> dict[str, Any]:
@@ -229,6 +231,75 @@ def wait_for(predicate: Any, timeout: float = 60.0, interval: float = 0.2, what:
             return last
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout}s waiting for {what or predicate}")
+
+
+class PodFaker(threading.Thread):
+    """No kubelet here: bind every unbound tenant Pod to a fake Node and mark it
+    Running/Ready, so the real ReplicaSet/Deployment controllers make the tenants'
+    Deployments available (what a kubelet would report)."""
+
+    def __init__(
+        self, api: KubeApi, selector: str = "app.kubernetes.io/managed-by=somafractal-operator"
+    ) -> None:
+        super().__init__(daemon=True)
+        self.api = api
+        self.selector = selector
+        self.stop = threading.Event()
+        self.node = f"fake-{uuid.uuid4().hex[:8]}"
+
+    def _heartbeat(self) -> None:
+        now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        cond = {"type": "Ready", "status": "True", "reason": "Fake",
+                "lastHeartbeatTime": now, "lastTransitionTime": now}  # fmt: skip
+        self.api._request(
+            "PATCH", f"/api/v1/nodes/{self.node}/status",
+            body={"status": {"conditions": [cond]}},
+            content_type="application/merge-patch+json",
+        )  # fmt: skip
+
+    def run(self) -> None:
+        self.api._request(
+            "POST", "/api/v1/nodes",
+            body={"apiVersion": "v1", "kind": "Node", "metadata": {"name": self.node}},
+        )  # fmt: skip
+        beat = 0.0
+        while not self.stop.is_set():
+            if time.monotonic() - beat > 10:  # keep the node-lifecycle controller happy
+                self._heartbeat()
+                beat = time.monotonic()
+            # Only Pods no "kubelet" has taken yet: the list stays small at any fleet size.
+            out = self.api._request(
+                "GET", "/api/v1/pods",
+                params={"labelSelector": self.selector, "fieldSelector": "spec.nodeName="},
+            ) or {}  # fmt: skip
+            now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+            for pod in out.get("items", []):
+                md = pod["metadata"]
+                if md.get("deletionTimestamp"):
+                    continue
+                base = f"/api/v1/namespaces/{md['namespace']}/pods/{md['name']}"
+                conds = [
+                    {"type": t, "status": "True", "lastTransitionTime": now}
+                    for t in ("PodScheduled", "Initialized", "ContainersReady", "Ready")
+                ]
+                try:
+                    # Status first, binding last: a Pod is only left out of the
+                    # next round (bound) once both are done.
+                    self.api._request(
+                        "PATCH", f"{base}/status",
+                        body={"status": {"phase": "Running", "conditions": conds,
+                                         "startTime": now}},
+                        content_type="application/merge-patch+json",
+                    )  # fmt: skip
+                    self.api._request(
+                        "POST", f"{base}/binding",
+                        body={"apiVersion": "v1", "kind": "Binding",
+                              "metadata": {"name": md["name"]},
+                              "target": {"apiVersion": "v1", "kind": "Node", "name": self.node}},
+                    )  # fmt: skip
+                except KubeError:
+                    pass  # the pod changed or went away; the next round sees it again
+            self.stop.wait(0.2)
 
 
 def make_deployment_available(

@@ -29,6 +29,9 @@ _RESOURCES: dict[str, tuple[str, str]] = {
     "Deployment": ("/apis/apps/v1", "deployments"),
     "NetworkPolicy": ("/apis/networking.k8s.io/v1", "networkpolicies"),
     KIND: (f"/apis/{API_VERSION}", "memorynamespaces"),
+    # Kopf's peering objects (several replicas, docs/OPERATOR.md).
+    "ClusterKopfPeering": ("/apis/kopf.dev/v1", "clusterkopfpeerings"),
+    "KopfPeering": ("/apis/kopf.dev/v1", "kopfpeerings"),
 }
 
 
@@ -158,7 +161,7 @@ class KubeApi:
         try:
             return self._request(
                 "POST",
-                _path(obj["kind"], meta["namespace"]),
+                _path(obj["kind"], meta.get("namespace")),
                 body=obj,
                 params={"fieldManager": FIELD_MANAGER},
             )

@@ -26,9 +26,11 @@ from typing import Any
 import psycopg
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
+from psycopg_pool import ConnectionPool, PoolTimeout
 
 from memory_operator.domain import DatabaseTarget, Outcome
-from memory_operator.ports import BackendRejected, BackendUnavailable
+from memory_operator.ownership import NotOwner
+from memory_operator.ports import BackendNotOwner, BackendRejected, BackendUnavailable
 from memory_operator.sql import (
     PlanError,
     RoleState,
@@ -51,6 +53,12 @@ _RACE_SQLSTATES = frozenset({"40001", "40P01", "23505"})
 _RACE_MESSAGES = ("tuple concurrently updated", "tuple concurrently deleted")
 
 
+def _last_error(exc: PoolTimeout) -> str:
+    # The pool says only that it timed out; the connection error is its cause.
+    cause = exc.__cause__ or exc.__context__
+    return str(cause or exc).strip()
+
+
 class _Race(Exception):
     """A concurrent catalog change got in the way; observing again will do."""
 
@@ -65,7 +73,8 @@ _ROLE_QUERY = """
 SELECT r.oid, r.rolcanlogin, r.rolsuper, r.rolcreatedb, r.rolcreaterole, r.rolinherit,
        r.rolreplication, r.rolbypassrls,
        ARRAY(SELECT m.roleid::regrole::text FROM pg_auth_members m WHERE m.member = r.oid),
-       r.rolconnlimit
+       r.rolconnlimit,
+       shobj_description(r.oid, 'pg_authid')
 FROM pg_roles r WHERE r.rolname = %s
 """
 
@@ -97,7 +106,8 @@ SELECT current_database(),
   (SELECT n.nspname FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace
     WHERE e.extname = 'vector'),
   EXISTS (SELECT 1 FROM pg_available_extensions WHERE name = 'vector'),
-  EXISTS (SELECT 1 FROM ext WHERE grantee = %(oid)s::oid AND privilege_type = 'USAGE')
+  EXISTS (SELECT 1 FROM ext WHERE grantee = %(oid)s::oid AND privilege_type = 'USAGE'),
+  (SELECT obj_description(oid, 'pg_namespace') FROM pg_namespace WHERE nspname = %(schema)s)
 """
 
 
@@ -110,11 +120,35 @@ class PostgresAdmin:
         *,
         observe: Observe | None = None,
         connect_timeout: int = 5,
+        max_connections: int = 4,
     ) -> None:
         self._dsn = dsn
         self._observe = observe
         self._connect_timeout = connect_timeout
         self._apply_lock = threading.Lock()  # one plan at a time: see the module docstring
+        # A resync observes every tenant: reuse admin sessions instead of paying a
+        # connection and a SCRAM handshake per call. Opened on first use; sessions
+        # are checked before use, so a restarted server costs one reconnect.
+        self._pool = ConnectionPool(
+            dsn,
+            min_size=0,
+            max_size=max_connections,
+            kwargs={
+                "autocommit": True,
+                "connect_timeout": connect_timeout,
+                # A tenant's sessions may hold locks (e.g. on its schema): wait a
+                # while, then fail as a temporary error instead of hanging.
+                "options": "-c lock_timeout=10s -c statement_timeout=60s",
+            },
+            check=ConnectionPool.check_connection,
+            timeout=connect_timeout,
+            max_idle=60,
+            open=False,
+        )
+        self._pool_open = threading.Lock()
+
+    def close(self) -> None:
+        self._pool.close()
 
     # -- plumbing ---------------------------------------------------------------
     @contextmanager
@@ -128,18 +162,16 @@ class PostgresAdmin:
 
     @contextmanager
     def _connect(self) -> Iterator[psycopg.Connection[Any]]:
+        with self._pool_open:
+            if self._pool.closed:
+                self._pool.open(wait=False)
         try:
-            conn = psycopg.connect(
-                self._dsn, autocommit=True, connect_timeout=self._connect_timeout
-            )
-        except psycopg.OperationalError as exc:
-            raise BackendUnavailable(BACKEND, f"cannot connect: {exc}".strip()) from exc
-        try:
-            # A tenant's sessions may hold locks (e.g. on its schema): wait a while,
-            # then fail as a temporary error instead of hanging the reconcile.
-            conn.execute("SET lock_timeout = '10s'")
-            conn.execute("SET statement_timeout = '60s'")
-            yield conn
+            with self._pool.connection() as conn:
+                yield conn
+        except PoolTimeout as exc:
+            raise BackendUnavailable(BACKEND, f"cannot connect: {_last_error(exc)}") from exc
+        except NotOwner as exc:
+            raise BackendNotOwner(BACKEND, str(exc)) from exc
         except PlanError as exc:
             raise BackendRejected(BACKEND, str(exc)) from exc
         except psycopg.Error as exc:
@@ -150,8 +182,6 @@ class PostgresAdmin:
                 raise BackendUnavailable(BACKEND, str(exc).strip()) from exc
             # Privilege, dependency or syntax errors will not heal by retrying.
             raise BackendRejected(BACKEND, str(exc).strip()) from exc
-        finally:
-            conn.close()
 
     # -- observe ------------------------------------------------------------------
     def _password_ok(self, conn: psycopg.Connection[Any], target: DatabaseTarget) -> bool:
@@ -207,6 +237,8 @@ class PostgresAdmin:
             vector_schema=row[9],
             vector_available=row[10],
             role_ext_usage=row[11],
+            role_record=role_row[10] if role_row is not None else None,
+            schema_record=row[12],
         )
 
     def _apply(self, conn: psycopg.Connection[Any], statements: list[sql.Composed]) -> None:
@@ -247,12 +279,22 @@ class PostgresAdmin:
         with self._connect() as conn:
             with self._timed("observe"):
                 row = conn.execute(
-                    "SELECT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = %s),"
-                    " EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = %s)",
-                    (target.role, target.schema),
+                    "SELECT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = %(r)s),"
+                    " EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = %(s)s),"
+                    " (SELECT shobj_description(oid, 'pg_authid') FROM pg_roles"
+                    "  WHERE rolname = %(r)s),"
+                    " (SELECT obj_description(oid, 'pg_namespace') FROM pg_namespace"
+                    "  WHERE nspname = %(s)s)",
+                    {"r": target.role, "s": target.schema},
                 ).fetchone()
             assert row is not None
-            plan = plan_delete(target, role_exists=row[0], schema_exists=row[1])
+            plan = plan_delete(
+                target,
+                role_exists=row[0],
+                schema_exists=row[1],
+                role_record=row[2],
+                schema_record=row[3],
+            )
             if not plan:
                 return Outcome.UNCHANGED
             if row[0]:

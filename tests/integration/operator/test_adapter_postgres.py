@@ -14,6 +14,7 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from memory_operator.adapters.postgres import PostgresAdmin
 from memory_operator.domain import DatabaseTarget, Outcome
+from memory_operator.ownership import Owner
 from memory_operator.ports import BackendRejected, BackendUnavailable
 from tests.servers._process import free_port
 
@@ -292,7 +293,8 @@ def test_non_superuser_admin_checks_the_password_by_logging_in(
         conn.execute(f'ALTER DATABASE "{db}" OWNER TO {admin_role}')
     try:
         admin = PostgresAdmin(as_role(pg_database, admin_role, "adminpw"))
-        target = target_for("managed")
+        # With an owner: COMMENT ON ROLE/SCHEMA must work for such an admin too.
+        target = target_for("managed", owner=Owner("ns", "cr", "uid-1"))
         cleanup.append(target)
         assert admin.ensure_tenant(target) is Outcome.CREATED
         before = catalog_snapshot(pg_database, target)

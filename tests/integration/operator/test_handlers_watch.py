@@ -67,7 +67,8 @@ def test_rollout_and_deleted_deployment_drive_reconcile(ns_and_api: tuple[str, K
     ns, api = ns_and_api
     memory_namespace(api, ns, "epsilon", {"vectors": {"backend": "postgres"}})
     wait_for(lambda: api.get("Deployment", ns, "epsilon-memory"), timeout=60, what="Deployment")
-    assert _ready(api, ns, "epsilon") == "False"
+    # Status is written at the end of the pass that applied the Deployment.
+    wait_for(lambda: _ready(api, ns, "epsilon") == "False", timeout=60, what="Ready=False")
     make_deployment_available(api, ns, "epsilon-memory")
     wait_for(lambda: _ready(api, ns, "epsilon") == "True", timeout=60, what="Ready via watch")
 

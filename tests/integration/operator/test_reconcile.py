@@ -5,6 +5,7 @@ spec changes, TenantConflict, paused, backend outages, deletion policies."""
 from __future__ import annotations
 
 import base64
+import dataclasses
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -12,6 +13,7 @@ from typing import Any
 import psycopg
 import pytest
 import redis
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from qdrant_client import QdrantClient
 
 from memory_operator import conditions as c
@@ -30,6 +32,7 @@ from tests.e2e.harness import (
     kube_api,
     make_deployment_available,
     memory_namespace,
+    new_namespace,
     operator_config,
     patch_spec,
 )
@@ -84,7 +87,10 @@ class Env:
         return [e["reason"] for e in (out or {}).get("items", [])]
 
     def secret(self, name: str) -> dict[str, str]:
-        s = self.api.get("Secret", self.ns, name)
+        return self.secret_in(self.ns, name)
+
+    def secret_in(self, ns: str, name: str) -> dict[str, str]:
+        s = self.api.get("Secret", ns, name)
         assert s is not None, name
         return {k: base64.b64decode(v).decode() for k, v in s["data"].items()}
 
@@ -114,6 +120,24 @@ def _env(
     qdrant.close()
     # Tenants are cluster-wide claims: leave none behind for the next test.
     delete(api, f"/apis/memory.somafractal.io/v1alpha1/namespaces/{ns}/memorynamespaces")
+    drop_tenant_roles(pg_dsn)
+
+
+def drop_tenant_roles(dsn: str) -> None:
+    """Roles are server-wide and outlive the test database; each one records the
+    CR that owns it, so the next test's CR of the same tenant would be refused."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        roles = [
+            r[0]
+            for r in conn.execute(
+                "SELECT DISTINCT pg_get_userbyid(nspowner) FROM pg_namespace n"
+                " JOIN pg_roles r ON r.oid = n.nspowner"
+                " WHERE NOT r.rolsuper AND r.rolname LIKE 'mem\\_%'"
+            )
+        ]
+        for role in roles:
+            conn.execute(f'DROP OWNED BY "{role}" CASCADE')
+            conn.execute(f'DROP ROLE "{role}"')
 
 
 @pytest.fixture
@@ -475,3 +499,80 @@ def test_blocked_deletion_shows_what_blocks_it(
             body={"metadata": {"finalizers": None}},
             content_type="application/merge-patch+json",
         )
+
+
+def test_retained_data_does_not_change_hands_across_namespaces(env: Env, api: KubeApi) -> None:
+    """ns1's CR (Retain) is deleted; a CR in ns2 claiming the same tenant must not
+    reset the retained role's or Redis user's password, nor delete the data. A
+    CR of ns1 adopts it again; an administrator can hand it to ns2 explicitly."""
+    env.create("acme")
+    assert env.reconcile("acme").error is None
+    creds = env.secret("acme-memory-credentials")
+    assert env.finalize("acme").error is None  # Retain
+    delete(api, f"/apis/memory.somafractal.io/v1alpha1/namespaces/{env.ns}/memorynamespaces/acme")
+
+    ns2 = new_namespace(api, "thief")
+    try:
+        memory_namespace(api, ns2, "thief", {"tenant": "acme", "deletionPolicy": "Delete"})
+        thief = fetch(api, ns2, "thief")
+        calls_before = sum(env.adapters["redis"].calls.values())
+        result = env.reconciler.reconcile(thief)
+        assert (result.error, result.reason) == ("permanent", "TenantOwnedElsewhere")
+        assert f"{env.ns}/acme" in result.message
+        schema = _cond(fetch(api, ns2, "thief"), c.SCHEMA_READY)
+        assert (schema["status"], schema["reason"]) == ("False", "TenantOwnedElsewhere")
+        # Nothing after PostgreSQL was touched; ns1's credentials still work.
+        assert sum(env.adapters["redis"].calls.values()) == calls_before
+        with psycopg.connect(creds["MEMORY_DATABASE_URL"]):
+            pass
+        assert redis.Redis.from_url(creds["MEMORY_REDIS_URL"]).ping()
+        # Deleting the refused CR (deletionPolicy: Delete) deletes nothing of ns1's.
+        final = env.reconciler.finalize(fetch(api, ns2, "thief"))
+        assert (final.error, final.reason) == (None, "TenantOwnedElsewhere")
+        assert _schema_exists(env.pg_dsn, "mem_acme")
+        assert env.qdrant.collection_exists("mem_acme")
+        assert env.redis.execute_command("ACL", "GETUSER", "mem-acme") is not None
+
+        # The same namespace adopts its retained data (a CR recreated under a new name).
+        env.create("acme-again", {"tenant": "acme"})
+        assert env.reconcile("acme-again").error is None
+        again = env.secret("acme-again-memory-credentials")
+        with psycopg.connect(again["MEMORY_DATABASE_URL"]):
+            pass
+
+        # The administrator's explicit hand-over (operator configuration) to ns2.
+        delete(
+            api,
+            f"/apis/memory.somafractal.io/v1alpha1/namespaces/{env.ns}/memorynamespaces/acme-again",
+        )
+        handed = Reconciler(
+            dataclasses.replace(env.config, adoptions=frozenset({("acme", ns2)})),
+            env.reconciler.kube,
+            env.reconciler.backends,
+        )
+        assert handed.reconcile(fetch(api, ns2, "thief")).error is None
+        with psycopg.connect(env.secret_in(ns2, "thief-memory-credentials")["MEMORY_DATABASE_URL"]):
+            pass
+    finally:
+        delete(api, f"/apis/memory.somafractal.io/v1alpha1/namespaces/{ns2}/memorynamespaces")
+        delete(api, f"/api/v1/namespaces/{ns2}")
+
+
+def test_existing_unrecorded_data_is_not_taken(env: Env, api: KubeApi) -> None:
+    """A role and schema made outside the operator (or before owner records) are
+    neither re-passworded nor adopted by a new CR."""
+    with psycopg.connect(env.pg_dsn, autocommit=True) as conn:
+        conn.execute("CREATE ROLE mem_acme LOGIN PASSWORD 'dba-set'")
+        conn.execute("CREATE SCHEMA mem_acme AUTHORIZATION mem_acme")
+    env.create("acme")
+    result = env.reconcile("acme")
+    assert (result.error, result.reason) == ("permanent", "TenantOwnedElsewhere")
+    assert "without an owner record" in result.message
+    params = conninfo_to_dict(env.pg_dsn)
+    params.update(user="mem_acme", password="dba-set")
+    with psycopg.connect(make_conninfo(**params)):  # the DBA's password still works
+        pass
+    with psycopg.connect(env.pg_dsn) as conn:
+        assert conn.execute(
+            "SELECT shobj_description(oid, 'pg_authid') FROM pg_roles WHERE rolname = 'mem_acme'"
+        ).fetchone() == (None,)

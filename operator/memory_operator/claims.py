@@ -1,0 +1,59 @@
+"""Tenant claims: which MemoryNamespace owns a tenant name. Pure, no I/O.
+
+Two CRs claiming the same tenant anywhere the operator watches: the oldest wins
+(ties by namespace/name, so every pass and every replica agrees). The operator
+keeps the claims in an index fed by its watch (handlers.py), so a reconcile
+looks up one tenant instead of listing every CR.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from memory_operator.spec import effective_tenant
+
+
+@dataclass(frozen=True, order=True)
+class Claim:
+    # Field order is the precedence: oldest first, then namespace/name.
+    created: str
+    namespace: str
+    name: str
+    uid: str
+
+    @classmethod
+    def of(cls, obj: Mapping[str, Any]) -> Claim:
+        md = obj["metadata"]
+        return cls(
+            created=md.get("creationTimestamp") or "9999",  # not yet stored: youngest
+            namespace=md["namespace"],
+            name=md["name"],
+            uid=md["uid"],
+        )
+
+
+# tenant -> the claims on it (a Kopf index has this shape: key -> iterable of values).
+Claims = Mapping[str, Iterable[Claim]]
+
+
+def tenant_key(obj: Mapping[str, Any]) -> dict[str, Claim]:
+    """One CR's entry in the claims index."""
+    return {effective_tenant(dict(obj)): Claim.of(obj)}
+
+
+def claims_from(items: Iterable[Mapping[str, Any]]) -> dict[str, list[Claim]]:
+    """The index built from a plain list of CRs (callers without a watch)."""
+    out: dict[str, list[Claim]] = {}
+    for obj in items:
+        for tenant, claim in tenant_key(obj).items():
+            out.setdefault(tenant, []).append(claim)
+    return out
+
+
+def owner(claims: Claims, tenant: str, mine: Claim) -> Claim | None:
+    """The claim that owns `tenant` if it isn't `mine` (which always takes part)."""
+    others = [c for c in claims.get(tenant, ()) if c.uid != mine.uid]
+    winner = min([*others, mine])
+    return None if winner.uid == mine.uid else winner

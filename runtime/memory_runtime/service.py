@@ -429,6 +429,7 @@ class MemoryService:
         embed_failed: bool,
     ) -> list[tuple[Memory, bool]]:
         results: list[tuple[MemoryRow, bool]] = []
+        fresh: list[MemoryRow] = []
         now = now_utc()
         with self.db.tx() as tx:
             if self.config.max_memories:
@@ -436,8 +437,12 @@ class MemoryService:
                 room = self.config.max_memories - tx.count()
             else:
                 room = math.inf
+            # one query (and row lock) for every given coordinate, not one per item
+            given = [c for c in coords if c is not None]
+            holders = dict(zip(given, tx.coordinate_holders(given, lock=True), strict=True))
             for item, coord, text, vector in zip(items, coords, texts, vectors, strict=True):
-                existing = tx.get_by_coordinate(coord, for_update=True) if coord else None
+                holder = holders.get(coord) if coord else None
+                existing = tx.get(holder, for_update=True) if holder is not None else None
                 # What the client sent, the same for a new record and a replaced one.
                 content: dict[str, Any] = {
                     "memory_type": item.memory_type,
@@ -472,21 +477,24 @@ class MemoryService:
                     )
                 room -= 1
                 memory_id = uuid.uuid4()
-                saved = tx.insert(
-                    MemoryRow(
-                        **content,
-                        id=memory_id,
-                        coordinate=coord or coordinate_for_id(memory_id),
-                        created_at=now,
-                        updated_at=now,
-                        last_accessed_at=now,
-                        access_count=0,
-                        version=1,
-                        occurred_at=item.occurred_at or now,
-                    )
+                row = MemoryRow(
+                    **content,
+                    id=memory_id,
+                    coordinate=coord or coordinate_for_id(memory_id),
+                    created_at=now,
+                    updated_at=now,
+                    last_accessed_at=now,
+                    access_count=0,
+                    version=1,
+                    occurred_at=item.occurred_at or now,
                 )
-                tx.outbox("memory.created", saved.id, saved.version, memory_record(saved))
-                results.append((saved, True))
+                fresh.append(row)
+                results.append((row, True))
+            # new memories in one COPY (and one statement for its triggers)
+            tx.insert_many(fresh)
+            tx.outbox_many(
+                [("memory.created", r.id, r.version, memory_record(r), None) for r in fresh]
+            )
         self._index_after_commit([r for r, _ in results])
         return [(to_memory(r), created) for r, created in results]
 

@@ -294,12 +294,17 @@ class Tx:
         )
         return {r["id"] for r in rows}
 
-    def coordinate_holders(self, coordinates: Sequence[Sequence[float]]) -> list[uuid.UUID | None]:
+    def coordinate_holders(
+        self, coordinates: Sequence[Sequence[float]], *, lock: bool = False
+    ) -> list[uuid.UUID | None]:
         """For each coordinate, the id of the memory at it (None if free)."""
+        if not coordinates:
+            return []
         literals = ["{" + ",".join(repr(float(c)) for c in coord) + "}" for coord in coordinates]
         rows = self.conn.execute(
             "SELECT c.n, m.id FROM unnest(%s::text[]) WITH ORDINALITY AS c(coord, n)"
-            " JOIN memories m ON m.coordinate = c.coord::float8[]",
+            " JOIN memories m ON m.coordinate = c.coord::float8[]"
+            + (" ORDER BY m.id FOR UPDATE OF m" if lock else ""),
             (literals,),
         )
         found: list[uuid.UUID | None] = [None] * len(coordinates)

@@ -1,0 +1,324 @@
+"""Ingest benchmark: the runtime's write paths next to their raw parts and a peer, in one run.
+
+Not a test. Starts an embedded PostgreSQL 18 + pgvector and, for every series,
+a fresh tenant (its own schema, an empty HNSW index m=16 ef_construction=100),
+then stores the same N 384-d vectors (noisy copies of all-MiniLM-L6-v2
+sentence embeddings) and reports memories/s:
+
+  raw_insert   INSERT of (id, vector, ...) rows into a pgvector table with the
+               runtime's HNSW index, batches of --batch in one transaction each
+               (psycopg executemany): the index's own write rate
+  http_batch   POST /memories/batch with client vectors, --batch per request
+  http_import  POST /import of the same memories as one NDJSON stream (into an
+               empty index: the bulk path, HNSW graph built once at the end),
+               timed until the answer, when every memory is searchable by
+               vector and keyword (checked)
+  chroma       the same vectors into a Chroma collection (HNSW, cosine), --batch
+               per add, in-process (a peer; `pip install chromadb`, skipped if absent)
+
+Text ingest, on --texts sentences (the server embeds them):
+  raw_embed    the local embedder on the same texts, batches of 100
+  http_text    POST /memories/batch with texts only, 100 per request
+
+    .venv/bin/python bench/ingest.py                  # 10k vectors, 1000 texts
+    .venv/bin/python bench/ingest.py --n 2000 --texts 300   # quick
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import os
+import random
+import secrets
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "runtime"))
+sys.path.insert(0, str(REPO / "bench"))
+
+import numpy as np  # noqa: E402
+import psycopg  # noqa: E402
+import uvicorn  # noqa: E402
+from pgvector import Vector  # noqa: E402
+from pgvector.psycopg import register_vector  # noqa: E402
+from psycopg import sql  # noqa: E402
+from runtime_search import free_port, machine_info, sentences  # noqa: E402
+
+from memory_runtime import embedded  # noqa: E402
+from memory_runtime.api import create_app  # noqa: E402
+from memory_runtime.embeddings import build_embedder  # noqa: E402
+from memory_runtime.settings import Settings  # noqa: E402
+from memory_runtime.vectors.pgvector import PgVectorIndex  # noqa: E402
+
+
+class Tenant:
+    """A fresh tenant schema with the API served over HTTP (real uvicorn)."""
+
+    def __init__(self, name: str, data_dir: Path, embedder: Any) -> None:
+        self.token = secrets.token_urlsafe(24)
+        base = Settings(
+            tenant=name,
+            data_dir=str(data_dir),
+            api_tokens=f"admin:{self.token}",
+            rate_limit_per_minute=0,
+            max_body_bytes=64 * 1024 * 1024,
+            embedding_provider="local",
+            decay_enabled=False,
+            probe_timeout_seconds=10,
+        )
+        self.local = embedded.start(base)
+        self.settings = self.local.settings
+        self.app = create_app(self.settings, embedder=embedder)
+        self.port = free_port()
+        config = uvicorn.Config(
+            self.app, host="127.0.0.1", port=self.port, log_level="warning", access_log=False
+        )
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        self.thread.start()
+        deadline = time.monotonic() + 120
+        while not self.server.started:
+            if time.monotonic() > deadline or not self.thread.is_alive():
+                raise RuntimeError("the API server did not start")
+            time.sleep(0.05)
+        self.conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=3600)
+
+    def request(self, method: str, path: str, body: bytes | None = None) -> Any:
+        headers = {"Authorization": f"Bearer {self.token}"}
+        if body is not None:
+            headers["Content-Type"] = (
+                "application/x-ndjson" if path.startswith("/import") else "application/json"
+            )
+        self.conn.request(method, path, body=body, headers=headers)
+        response = self.conn.getresponse()
+        data = response.read()
+        if response.status >= 300:
+            raise RuntimeError(f"{method} {path}: HTTP {response.status} {data[:300]!r}")
+        return json.loads(data)
+
+    def close(self) -> None:
+        self.conn.close()
+        self.server.should_exit = True
+        self.thread.join(timeout=60)
+
+
+def memories(vectors: np.ndarray, texts: list[str], prefix: float) -> list[dict[str, Any]]:
+    return [
+        {
+            "coordinate": [prefix, float(i)],
+            "payload": {"text": texts[i % len(texts)]},
+            "vector": [round(float(x), 6) for x in vec],
+            "tags": [f"t{i % 10}"],
+        }
+        for i, vec in enumerate(vectors)
+    ]
+
+
+def rate(n: int, seconds: float) -> float:
+    return round(n / seconds, 1)
+
+
+def raw_insert(dsn: str, schema: str, vectors: np.ndarray, batch: int) -> float:
+    """Rows into the runtime's pgvector table definition (ensure()), nothing else."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(schema)))
+
+    class OneConn:  # PgVectorIndex wants a pool; one connection will do for ensure()
+        def connection(self) -> Any:
+            return psycopg.connect(dsn)
+
+    PgVectorIndex(
+        OneConn(), schema=schema, extensions_schema="extensions", dimensions=384, distance="Cosine"
+    ).ensure()
+    statement = sql.SQL(
+        "INSERT INTO {}.memory_vectors (memory_id, embedding, memory_type, tags, created_at,"
+        " coordinate) VALUES (%s, %s, 'episodic', %s, now(), %s)"
+    ).format(sql.Identifier(schema))
+    with psycopg.connect(dsn) as conn:
+        conn.execute("SET search_path = extensions")
+        register_vector(conn)
+        start = time.perf_counter()
+        for i in range(0, len(vectors), batch):
+            rows = [
+                (uuid.uuid4(), Vector(v), [f"t{(i + j) % 10}"], [0.0, float(i + j)])
+                for j, v in enumerate(vectors[i : i + batch])
+            ]
+            with conn.transaction(), conn.cursor() as cur:
+                cur.executemany(statement, rows)
+        return time.perf_counter() - start
+
+
+def chroma(vectors: np.ndarray, texts: list[str], batch: int, path: Path) -> dict[str, Any]:
+    try:
+        import chromadb
+    except ImportError:
+        return {"skipped": "chromadb is not installed (pip install chromadb)"}
+    client = chromadb.PersistentClient(path=str(path))
+    collection = client.create_collection(
+        "bench", metadata={"hnsw:space": "cosine", "hnsw:M": 16, "hnsw:construction_ef": 100}
+    )
+    start = time.perf_counter()
+    for i in range(0, len(vectors), batch):
+        part = vectors[i : i + batch]
+        collection.add(
+            ids=[str(i + j) for j in range(len(part))],
+            embeddings=part.tolist(),
+            documents=[texts[(i + j) % len(texts)] for j in range(len(part))],
+            metadatas=[{"tag": f"t{(i + j) % 10}"} for j in range(len(part))],
+        )
+    seconds = time.perf_counter() - start
+    return {
+        "memories_per_second": rate(len(vectors), seconds),
+        "version": chromadb.__version__,
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n", type=int, default=10_000, help="memories per vector series")
+    parser.add_argument("--batch", type=int, default=500)
+    parser.add_argument("--texts", type=int, default=1000, help="memories for text ingest")
+    parser.add_argument("--base-sentences", type=int, default=1000)
+    parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "ingest.json")
+    args = parser.parse_args()
+
+    embedder = build_embedder("local", "all-MiniLM-L6-v2", "", 384)
+    embedder.embed(["warm up"])
+    rng = np.random.default_rng(42)
+    base_texts = sentences(args.base_sentences, random.Random(42))
+    base = np.array(embedder.embed(base_texts), dtype=np.float32)
+    picks = base[np.arange(args.n) % len(base)]
+    vectors = picks + rng.normal(scale=0.023, size=picks.shape).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    results: dict[str, Any] = {"machine": machine_info(), "n": args.n, "batch": args.batch}
+
+    with tempfile.TemporaryDirectory(prefix="bench-ingest-") as tmp:
+        data_dir = Path(tmp) / "pg"
+        tenants: list[Tenant] = []
+        try:
+            batch_tenant = Tenant("batch", data_dir, embedder)
+            tenants.append(batch_tenant)
+            admin = batch_tenant.local.server.get_uri()
+            results["raw_insert"] = {
+                "memories_per_second": rate(
+                    args.n, raw_insert(admin, "rawbench", vectors, args.batch)
+                )
+            }
+            print(f"raw_insert: {results['raw_insert']}", file=sys.stderr)
+
+            docs = memories(vectors, base_texts, 0.0)
+            start = time.perf_counter()
+            for i in range(0, args.n, args.batch):
+                body = json.dumps({"memories": docs[i : i + args.batch]}).encode()
+                batch_tenant.request("POST", "/memories/batch", body)
+            results["http_batch"] = {
+                "memories_per_second": rate(args.n, time.perf_counter() - start)
+            }
+            print(f"http_batch: {results['http_batch']}", file=sys.stderr)
+
+            import_tenant = Tenant("imp", data_dir, embedder)
+            tenants.append(import_tenant)
+            now = "2026-01-01T00:00:00Z"
+            stream = b"".join(
+                json.dumps(
+                    {
+                        "kind": "memory",
+                        "record": {
+                            **doc,
+                            "id": str(uuid.uuid4()),
+                            "created_at": now,
+                            "updated_at": now,
+                            "last_accessed_at": now,
+                        },
+                    }
+                ).encode()
+                + b"\n"
+                for doc in docs
+            )
+            start = time.perf_counter()
+            answer = import_tenant.request("POST", "/import", stream)
+            seconds = time.perf_counter() - start
+            stats = import_tenant.request("GET", "/stats")
+            probe = import_tenant.request(
+                "POST",
+                "/memories/search",
+                json.dumps({"vector": docs[7]["vector"], "mode": "vector", "top_k": 1}).encode(),
+            )
+            keyword = import_tenant.request(
+                "POST",
+                "/memories/search",
+                json.dumps({"query": base_texts[3], "mode": "keyword", "top_k": 1}).encode(),
+            )
+            searchable = (
+                answer["memories"]["created"] == args.n
+                and stats["index_pending"] == 0
+                and stats["vector_count"] == args.n
+                and probe["hits"][0]["memory"]["coordinate"] == docs[7]["coordinate"]
+                and bool(keyword["hits"])
+            )
+            results["http_import"] = {
+                "memories_per_second": rate(args.n, seconds),
+                "all_searchable": searchable,
+            }
+            print(f"http_import: {results['http_import']}", file=sys.stderr)
+
+            texts = sentences(args.texts, random.Random(11))
+            start = time.perf_counter()
+            for i in range(0, len(texts), 100):
+                embedder.embed(texts[i : i + 100])
+            results["raw_embed"] = {
+                "texts_per_second": rate(len(texts), time.perf_counter() - start)
+            }
+            text_tenant = Tenant("txt", data_dir, embedder)
+            tenants.append(text_tenant)
+            start = time.perf_counter()
+            for i in range(0, len(texts), 100):
+                body = {
+                    "memories": [
+                        {"coordinate": [1.0, float(i + j)], "payload": {"text": t}}
+                        for j, t in enumerate(texts[i : i + 100])
+                    ]
+                }
+                text_tenant.request("POST", "/memories/batch", json.dumps(body).encode())
+            results["http_text"] = {
+                "memories_per_second": rate(len(texts), time.perf_counter() - start)
+            }
+            print(f"text: {results['raw_embed']} {results['http_text']}", file=sys.stderr)
+
+            results["chroma"] = chroma(vectors, base_texts, args.batch, Path(tmp) / "chroma")
+            print(f"chroma: {results['chroma']}", file=sys.stderr)
+        finally:
+            for tenant in tenants:
+                tenant.close()
+            if tenants:
+                tenants[0].local.server.cleanup()
+
+    raw = results["raw_insert"]["memories_per_second"]
+    batch = results["http_batch"]["memories_per_second"]
+    slower = min(raw, results["raw_embed"]["texts_per_second"])
+    results["ratios"] = {
+        "http_batch / raw_insert": round(batch / raw, 2),
+        "http_import / http_batch": round(results["http_import"]["memories_per_second"] / batch, 2),
+        "http_text / min(raw_embed, raw_insert)": round(
+            results["http_text"]["memories_per_second"] / slower, 2
+        ),
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(results, indent=2) + "\n")
+    print(json.dumps(results["ratios"], indent=2))
+    for name in ("raw_insert", "http_batch", "http_import", "raw_embed", "http_text", "chroma"):
+        print(f"{name:12} {results[name]}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

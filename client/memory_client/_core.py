@@ -341,7 +341,11 @@ class Routes:
 
 
 def import_params(import_id: str | None, start_line: int) -> dict[str, Any]:
-    return {"import_id": import_id, "start_line": start_line if start_line != 1 else None}
+    """Query of `POST /import`: only what differs from the server's defaults."""
+    params: dict[str, Any] = {"import_id": import_id} if import_id else {}
+    if start_line != 1:
+        params["start_line"] = start_line
+    return params
 
 
 def import_result(response: httpx.Response) -> ImportResult:

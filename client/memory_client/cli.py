@@ -22,6 +22,7 @@ import json
 import os
 import shutil
 import sys
+import time
 import tomllib
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import ExitStack
@@ -31,9 +32,9 @@ from typing import IO, Any
 
 from tqdm import tqdm
 
-from memory_client._core import key_text
+from memory_client._core import ImportResult, key_text
 from memory_client.client import ENV_TOKEN, ENV_URL, MemoryClient
-from memory_client.errors import MemoryApiError, NotFound, ProblemError
+from memory_client.errors import MemoryApiError, NotFound, ProblemError, TransportError
 from memory_runtime.models import SearchOut
 
 PROGRESS_FORMAT = (
@@ -355,45 +356,63 @@ def resume_hint(exc: BaseException, import_id: str | None, from_stdin: bool) -> 
     return "import interrupted; running it again is harmless (import is idempotent)"
 
 
+RESUMABLE_STATUSES = (429, 502, 503, 504)  # busy (e.g. the cut request still draining) or away
+RESUME_ATTEMPTS = 5
+
+
+def committed_lines(api: MemoryClient, import_id: str | None) -> int:
+    if not import_id:
+        return 0
+    try:
+        return api.import_status(import_id).lines
+    except NotFound:
+        return 0  # a new import (or a server without resumable imports)
+
+
 def cmd_import(api: MemoryClient, args: argparse.Namespace) -> int:
     from_stdin = args.input in (None, "-")
-    if from_stdin:
-        import_id, total = args.import_id, None
-        source: IO[bytes] = sys.stdin.buffer
-    else:
-        path = Path(args.input)
-        if not path.is_file():
-            raise UsageError(f"no such file: {path}")
-        import_id = args.import_id or default_import_id(path)
-        total = count_lines(path)
-        source = path.open("rb")
-    committed = 0
-    if import_id:
-        try:
-            committed = api.import_status(import_id).lines
-        except NotFound:
-            committed = 0  # a new import (or a server without resumable imports)
-    lines = nonblank(source)
-    for _ in range(committed):  # what the server already committed is not sent again
-        next(lines, None)
-    if committed:
-        print(f"resuming import {import_id} after line {committed}", file=sys.stderr)
-    with progress(args, "import", total, initial=committed) as bar:
+    path = None if from_stdin else Path(args.input)
+    if path is not None and not path.is_file():
+        raise UsageError(f"no such file: {path}")
+    import_id = args.import_id or (default_import_id(path) if path else None)
+    total = count_lines(path) if path else None
+    result: ImportResult | None = None
+    with progress(args, "import", total) as bar:
+        for attempt in range(RESUME_ATTEMPTS + 1):
+            committed = committed_lines(api, import_id)
+            if committed:
+                print(f"resuming import {import_id} after line {committed}", file=sys.stderr)
+            bar.n = committed
+            bar.refresh()
+            with ExitStack() as stack:
+                source = sys.stdin.buffer if path is None else stack.enter_context(path.open("rb"))
+                lines = nonblank(source)
+                for _ in range(committed):  # what the server already holds is not sent again
+                    next(lines, None)
 
-        def counted() -> Iterator[bytes]:
-            for line in lines:
-                yield line
-                bar.update(1)
+                def counted(lines: Iterator[bytes] = lines) -> Iterator[bytes]:
+                    for line in lines:
+                        yield line
+                        bar.update(1)
 
-        try:
-            result = api.import_lines(counted(), import_id=import_id, start_line=committed + 1)
-        except (MemoryApiError, KeyboardInterrupt) as exc:
-            print(resume_hint(exc, import_id, from_stdin), file=sys.stderr)
-            raise
-        finally:
-            if not from_stdin:
-                source.close()
-    m, links = result.memories, result.links
+                try:
+                    result = api.import_lines(
+                        counted(), import_id=import_id, start_line=committed + 1
+                    )
+                    break
+                except (MemoryApiError, KeyboardInterrupt) as exc:
+                    # a file can be read again from where the server stands; a pipe cannot
+                    cut = isinstance(exc, TransportError) or (
+                        isinstance(exc, ProblemError) and exc.status in RESUMABLE_STATUSES
+                    )
+                    if path is None or not import_id or not cut or attempt == RESUME_ATTEMPTS:
+                        print(resume_hint(exc, import_id, from_stdin), file=sys.stderr)
+                        raise
+                    wait = getattr(exc, "retry_after", None) or min(30.0, 2.0**attempt)
+                    print(f"import cut ({exc}); resuming in {wait:g} s", file=sys.stderr)
+                    time.sleep(wait)
+    assert result is not None  # every attempt either answered or raised
+    m, links = result.memories, result.links  # this command's last request
     print(
         f"imported: memories {m.created} created, {m.updated} updated, {m.unchanged} unchanged; "
         f"links {links.created} created, {links.updated} updated, {links.unchanged} unchanged"

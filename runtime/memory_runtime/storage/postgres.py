@@ -13,13 +13,14 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 import psycopg
 from psycopg import sql
+from psycopg.pq import TransactionStatus
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool, PoolClosed, PoolTimeout
@@ -820,6 +821,15 @@ class Tx:
         )
 
 
+def _rollback(conn: psycopg.Connection[Any]) -> None:
+    """Roll back what a failed block left open (and spare the pool its warning)."""
+    if conn.broken or conn.closed:
+        return
+    if conn.info.transaction_status in (TransactionStatus.INTRANS, TransactionStatus.INERROR):
+        with suppress(psycopg.Error):
+            conn.rollback()
+
+
 class DatabaseUnavailable(psycopg.OperationalError):
     """PostgreSQL is down or hung (circuit open, or no connection in time): a 503."""
 
@@ -899,10 +909,18 @@ class PostgresStore:
         answered = True
         try:
             yield conn
+            # like psycopg_pool's own connection(): a transaction the block
+            # left open (statements outside conn.transaction()) is committed
+            if conn.info.transaction_status == TransactionStatus.INTRANS:
+                conn.commit()
         except psycopg.OperationalError as exc:
             answered = not conn.broken
             if not answered:
                 self.breaker.failure(type(exc).__name__)
+            _rollback(conn)
+            raise
+        except BaseException:
+            _rollback(conn)
             raise
         finally:
             with self._busy_lock:

@@ -70,7 +70,7 @@ def replicas(tenant: Tenant, kafka) -> Iterator[tuple[list[str], str]]:  # type:
             )
             urls.append(f"http://127.0.0.1:{port}")
         for url in urls:
-            wait_for(lambda u=url: _ready(u), timeout=60, what=f"{url}/readyz")
+            wait_for(lambda u=url: _ready(u), timeout=180, what=f"{url}/readyz")
         yield urls, topic
     finally:
         for proc in procs:

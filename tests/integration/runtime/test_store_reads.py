@@ -31,3 +31,26 @@ def test_a_failed_read_leaves_the_connection_usable(pg_store: PostgresStore) -> 
     with pg_store.tx() as tx:
         assert not tx.conn.connection.autocommit
         assert tx.count() == 0
+
+
+def test_a_block_on_a_store_connection_commits_like_the_pools_own(
+    pg_store: PostgresStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    """store.connection() replaces psycopg_pool's connection() for every
+    adapter (pgvector, relay): statements outside conn.transaction() are
+    committed at the end of the block, rolled back on an error."""
+    with pg_store.connection() as conn:
+        conn.execute("INSERT INTO runtime_locks (name) VALUES ('kept')")
+
+    def failing_block() -> None:
+        with pg_store.connection() as conn:
+            conn.execute("INSERT INTO runtime_locks (name) VALUES ('dropped')")
+            raise RuntimeError("the block failed")
+
+    with pytest.raises(RuntimeError):
+        failing_block()
+    with pg_store.connection() as conn:
+        names = {r[0] for r in conn.execute("SELECT name FROM runtime_locks")}
+        assert conn.info.transaction_status == pq.TransactionStatus.INTRANS
+    assert names == {"quota", "kept"}
+    assert "rolling back returned connection" not in caplog.text

@@ -93,6 +93,7 @@ class MemoryClient:
         url = url or os.environ.get(ENV_URL, "")
         token = token or os.environ.get(ENV_TOKEN, "")
         self.retry = retry
+        self.url = url.rstrip("/")
         self._http = httpx.Client(
             **_base(url, token, headers), timeout=timeout, transport=transport
         )
@@ -113,7 +114,7 @@ class MemoryClient:
                 response = self._http.request(call.method, call.path, **call.request_kwargs())
             except httpx.TransportError as exc:
                 if not self.retry.after_error(call, exc, attempt):
-                    raise TransportError(f"{call.method} {call.path}: {exc}") from exc
+                    raise TransportError(f"{call.method} {self.url}{call.path}: {exc}") from exc
                 time.sleep(self.retry.delay(attempt, None))
                 attempt += 1
                 continue
@@ -243,7 +244,7 @@ class MemoryClient:
                 timeout=httpx.Timeout(None, connect=5.0),
             )
         except httpx.TransportError as exc:
-            raise TransportError(f"POST /import: {exc}") from exc
+            raise TransportError(f"POST {self.url}/import: {exc}") from exc
         if not response.is_success:
             raise error_for(response)
         return import_result(response)
@@ -289,6 +290,7 @@ class AsyncMemoryClient:
         url = url or os.environ.get(ENV_URL, "")
         token = token or os.environ.get(ENV_TOKEN, "")
         self.retry = retry
+        self.url = url.rstrip("/")
         self._http = httpx.AsyncClient(
             **_base(url, token, headers), timeout=timeout, transport=transport
         )
@@ -309,7 +311,7 @@ class AsyncMemoryClient:
                 response = await self._http.request(call.method, call.path, **call.request_kwargs())
             except httpx.TransportError as exc:
                 if not self.retry.after_error(call, exc, attempt):
-                    raise TransportError(f"{call.method} {call.path}: {exc}") from exc
+                    raise TransportError(f"{call.method} {self.url}{call.path}: {exc}") from exc
                 await anyio.sleep(self.retry.delay(attempt, None))
                 attempt += 1
                 continue
@@ -445,7 +447,7 @@ class AsyncMemoryClient:
                 timeout=httpx.Timeout(None, connect=5.0),
             )
         except httpx.TransportError as exc:
-            raise TransportError(f"POST /import: {exc}") from exc
+            raise TransportError(f"POST {self.url}/import: {exc}") from exc
         if not response.is_success:
             raise error_for(response)
         return import_result(response)

@@ -604,6 +604,7 @@ class MemoryService:
                     keyword=keyword_query,
                     vector=None if "vector" in degraded else qvec,
                     distance=self.config.distance,
+                    known=vector_hits,
                 )
                 vector_hits, keyword_hits = {}, {}
                 for c in scored_both:

@@ -36,6 +36,7 @@ from memory_runtime.ranking import (
     keyword_terms_needed,
 )
 from memory_runtime.storage.migrate import search_path
+from memory_runtime.vectors.common import similarities
 
 log = logging.getLogger("memory_runtime.storage")
 
@@ -226,14 +227,6 @@ def bm25_score(average_length: float) -> sql.Composable:
 
 # the query's stems with their IDF, as the CTE `q` of BM25_SCORE
 QUERY_TERMS = sql.SQL("q(term, idf) AS (SELECT * FROM unnest(%s::text[], %s::float8[]))")
-
-# Cosine / inner product / L2 of the stored vector to the query, as the vector
-# engines report them (vectors.common.similarity maps them alike).
-VECTOR_SIMILARITY = {
-    "Cosine": "1 - (e.embedding::vector <=> %s::float4[]::vector)",
-    "Dot": "-(e.embedding::vector <#> %s::float4[]::vector)",
-    "Euclid": "e.embedding::vector <-> %s::float4[]::vector",
-}
 
 
 class Tx:
@@ -545,39 +538,52 @@ class Tx:
         keyword: KeywordQuery | None = None,
         vector: Sequence[float] | None = None,
         distance: str = "Cosine",
+        known: Mapping[uuid.UUID, float] | None = None,
     ) -> list[Candidate]:
         """What ranking needs of each live candidate matching the filter, in one
         round trip: with `keyword`, its BM25 score (None without a matching
         stem); with `vector`, its similarity to that vector (None without a
-        vector). Hybrid recall scores the candidates one side found on the other
-        side this way. The heavy columns (text, payload, metadata) are left for
-        `get_many` on the few hits that are returned.
+        vector): the one the index reported (`known`) or, for a candidate only
+        the keyword side found, computed from its stored embedding as the
+        engines do (vectors.common.similarities; no pgvector needed, a Qdrant
+        tenant has none). The heavy columns (text, payload, metadata) are left
+        for `get_many` on the few hits that are returned.
         """
         if not ids:
             return []
         where, params = filter_clause(flt)
         kq = keyword or KeywordQuery((), (), (), 1.0)
-        similarity = (
-            sql.SQL("(SELECT {} FROM memory_embeddings e WHERE e.memory_id = memories.id)").format(
-                sql.SQL(VECTOR_SIMILARITY[distance])
+        known = known or {}
+        embedding = (
+            sql.SQL(
+                "CASE WHEN NOT id = ANY(%s::uuid[]) THEN (SELECT e.embedding"
+                " FROM memory_embeddings e WHERE e.memory_id = memories.id) END"
             )
             if vector is not None
-            else sql.SQL("NULL::float8")
+            else sql.SQL("NULL::float4[]")
         )
         query = sql.SQL(
-            "WITH {q} SELECT {c}, {score} AS keyword_rank, {similarity} AS similarity"
+            "WITH {q} SELECT {c}, {score} AS keyword_rank, {embedding} AS embedding"
             " FROM memories WHERE id = ANY(%s::uuid[]) AND {where} AND {live}"
         ).format(
             q=QUERY_TERMS,
             c=sql.SQL(CANDIDATE_COLUMNS),
             score=bm25_score(kq.average_length),
-            similarity=similarity,
+            embedding=embedding,
             where=where,
             live=NOT_EXPIRED,
         )
-        vector_arg = [] if vector is None else [list(vector)]
-        args = [list(kq.terms), list(kq.idf), *vector_arg, list(ids), *params]
+        known_arg = [] if vector is None else [list(known)]
+        args = [list(kq.terms), list(kq.idf), *known_arg, list(ids), *params]
         rows = self.conn.execute(query, args).fetchall()
+        if vector is not None:
+            found = [r for r in rows if r["embedding"] is not None]
+            computed = similarities(distance, vector, [r["embedding"] for r in found])
+            for r, value in zip(found, computed, strict=True):
+                r["similarity"] = value
+            for r in rows:
+                if r["id"] in known:
+                    r["similarity"] = known[r["id"]]
         return [Candidate.from_db(r) for r in rows]
 
     def range(self, flt: VectorFilter, limit: int, offset: int) -> list[MemoryRow]:

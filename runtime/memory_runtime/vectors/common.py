@@ -7,6 +7,8 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+import numpy as np
+
 from memory_runtime.ports import VectorFilter
 
 DISTANCES = ("Cosine", "Dot", "Euclid")
@@ -93,3 +95,26 @@ def similarity(distance: str, raw: float) -> float:
     if distance == "Euclid":
         return 1.0 / (1.0 + raw)
     return raw
+
+
+def similarities(
+    distance: str, query: Sequence[float], vectors: Sequence[Sequence[float]]
+) -> list[float]:
+    """What an engine would report for each of `vectors` against `query`, mapped
+    by `similarity`: for candidates the index did not return (found by keyword).
+
+    Row-wise sums (numpy's pairwise summation, no BLAS threads) so the same
+    inputs always give the same bits. A zero vector has no cosine: NaN.
+    """
+    if not vectors:
+        return []
+    q = np.asarray(query, dtype=np.float64)
+    m = np.asarray(vectors, dtype=np.float64)
+    if distance == "Euclid":
+        raw = np.sqrt(((m - q) ** 2).sum(axis=1))
+    else:
+        raw = (m * q).sum(axis=1)
+        if distance == "Cosine":
+            with np.errstate(divide="ignore", invalid="ignore"):
+                raw = raw / (np.sqrt((m * m).sum(axis=1)) * np.sqrt((q * q).sum()))
+    return [similarity(distance, float(r)) for r in raw]

@@ -38,6 +38,8 @@ def api(request: pytest.FixtureRequest, tenant: Tenant) -> Iterator[TestClient]:
     if request.param == "qdrant":
         overrides.update(vector_backend="qdrant", qdrant_url="http://unused")
         extra["qdrant_client"] = QdrantClient(":memory:")
+        # as the operator provisions a Qdrant tenant: no use of pgvector's schema
+        admin_exec(tenant, f'REVOKE USAGE ON SCHEMA extensions FROM "{tenant.role}"')
     app = create_app(tenant_settings(tenant, **overrides), embedder=HashingTestEmbedder(), **extra)
     with TestClient(app, raise_server_exceptions=False) as c:
         c.headers.update(bearer(ADMIN_TOKEN))

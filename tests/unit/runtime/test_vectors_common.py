@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import random
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
-from qdrant_client import models
+from qdrant_client import QdrantClient, models
 
 from memory_runtime.ports import VectorFilter
 from memory_runtime.vectors.common import (
@@ -14,6 +15,7 @@ from memory_runtime.vectors.common import (
     check_filter,
     check_vector,
     normalise_distance,
+    similarities,
     similarity,
 )
 from memory_runtime.vectors.qdrant import build_filter
@@ -32,6 +34,26 @@ def test_similarity_is_higher_for_closer() -> None:
     assert similarity("Euclid", 1.0) == 0.5
     assert similarity("Euclid", 0.1) > similarity("Euclid", 2.0)
     assert similarity("Cosine", 0.8) == 0.8
+
+
+@pytest.mark.parametrize("distance", ["Cosine", "Dot", "Euclid"])
+def test_similarities_are_what_the_engine_reports(distance: str) -> None:
+    # candidates only the keyword side found are scored in Python: the same
+    # numbers Qdrant's engine gives the ones it finds
+    rng = random.Random(7)
+    vectors = [[rng.uniform(-1, 1) for _ in range(8)] for _ in range(20)]
+    query = [rng.uniform(-1, 1) for _ in range(8)]
+    engine = QdrantClient(":memory:")
+    engine.create_collection(
+        "c", vectors_config=models.VectorParams(size=8, distance=models.Distance[distance.upper()])
+    )
+    engine.upsert("c", [models.PointStruct(id=i, vector=v) for i, v in enumerate(vectors)])
+    points = engine.query_points("c", query=query, limit=len(vectors)).points
+    reported = {p.id: similarity(distance, p.score) for p in points}
+    computed = similarities(distance, query, vectors)
+    assert computed == pytest.approx([reported[i] for i in range(len(vectors))], abs=1e-5)
+    assert similarities(distance, query, vectors) == computed  # the same bits every time
+    assert similarities(distance, query, []) == []
 
 
 def test_check_vector() -> None:

@@ -62,6 +62,7 @@ LOCKED = mkdir -p $(CACHE_DIR) && flock $(CACHE_DIR)/.$(1).lock scripts/$(1).sh
 provision: venv host-packages
 	scripts/install-redis.sh
 	$(call LOCKED,build-kube)
+	$(call LOCKED,build-kube) node
 	$(call LOCKED,fetch-kafka)
 	$(call LOCKED,build-helm)
 

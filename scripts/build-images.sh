@@ -63,7 +63,8 @@ PYCODE
 runtime_key=$( { echo "$base_key"; cat runtime/Dockerfile requirements/runtime.txt requirements/model.txt;
   files_hash runtime/memory_runtime; } | hash_of)
 operator_key=$( { echo "$base_key"; cat operator/Dockerfile requirements/operator.txt;
-  files_hash operator/memory_operator; } | hash_of)
+  files_hash operator/memory_operator runtime/memory_runtime/__init__.py \
+    runtime/memory_runtime/redis_functions.py; } | hash_of)
 BUSYBOX=/bin/busybox
 [ -x "$BUSYBOX" ] && "$BUSYBOX" --help 2>&1 | grep -q static || BUSYBOX=$(dpkg -L busybox-static | grep '/bin/busybox$')
 pause_key=$(sha256sum "$BUSYBOX" | hash_of)
@@ -131,5 +132,7 @@ CONF
   done
 fi
 for name in memory-runtime memory-operator pause; do
+  # keep this archive and the two newest others (other checkouts may use other keys)
+  { ls -t "$OUT/$name"-*.oci.tar | grep -vxF "$(archive "$name")" || true; } | tail -n +3 | xargs -r rm -f
   echo "$name localhost/$name:${KEYS[$name]} $(archive "$name")"
 done

@@ -30,7 +30,9 @@ if have_all; then
   exit 0
 fi
 
-export GOMODCACHE="$CACHE/go/mod" GOCACHE="$CACHE/go/build" GOFLAGS=-mod=mod CGO_ENABLED=0
+# GOMODCACHE/GOCACHE/GOPROXY from the environment win (e.g. a private build
+# cache while another build uses the shared one).
+export GOMODCACHE="${GOMODCACHE:-$CACHE/go/mod}" GOCACHE="${GOCACHE:-$CACHE/go/build}" GOFLAGS=-mod=mod CGO_ENABLED=0
 export GOTOOLCHAIN=local
 mkdir -p "$OUT"
 SRC="$BASE/src"

@@ -1,10 +1,12 @@
-"""A control plane for tests: etcd + kube-apiserver + kube-controller-manager.
+"""A control plane for tests: etcd + kube-apiserver + kube-controller-manager,
+and with `real_node=True` a real node (kube-scheduler, containerd, kubelet:
+tests/servers/node.py) whose pods run the project's images.
 
 The binaries come from scripts/build-kube.sh (built once from the Go module
 proxy into ~/.cache/somafractal/kube-<v>-etcd-<v>/bin; the script is a no-op when
-they exist). There is no scheduler and no kubelet: Pods never run, but the API
-server validates (structural schemas, CEL), RBAC applies, and the controller
-manager garbage-collects by ownerReferences, deletes namespaces and maintains
+they exist). Without a node, Pods never run, but the API server validates
+(structural schemas, CEL), RBAC applies, and the controller manager
+garbage-collects by ownerReferences, deletes namespaces and maintains
 Deployment/ReplicaSet objects.
 
 Certificates (a throwaway CA, the serving cert, the service-account key pair)
@@ -24,9 +26,9 @@ import time
 import urllib.request
 from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
@@ -41,6 +43,9 @@ from tests.servers._process import (
     wait_until,
 )
 
+if TYPE_CHECKING:
+    from tests.servers.node import Node
+
 BUILD_SCRIPT = REPO_ROOT / "scripts" / "build-kube.sh"
 SERVICE_CIDR = "10.0.0.0/24"
 
@@ -54,6 +59,7 @@ class KubeCluster:
     kubectl: str
     bin_dir: Path
     log_dir: Path
+    node: Node | None = None  # the real node, when started with real_node=True
 
     def kubectl_run(
         self, *args: str, input: str | None = None, check: bool = True
@@ -164,9 +170,9 @@ def _https_ok(url: str, *, ca_file: Path | None, token: str | None = None) -> bo
 
 
 @contextmanager
-def run_kube(*, startup_timeout: float = 180.0) -> Iterator[KubeCluster]:
+def run_kube(*, startup_timeout: float = 180.0, real_node: bool = False) -> Iterator[KubeCluster]:
     bin_dir = kube_bin_dir()
-    logs = log_dir("kube")
+    logs = log_dir("kube-node" if real_node else "kube")
     for name in ("etcd.log", "kube-apiserver.log", "kube-controller-manager.log"):
         (logs / name).write_text("")
     workdir = Path(tempfile.mkdtemp(prefix="somafractal-kube-"))
@@ -244,8 +250,14 @@ def run_kube(*, startup_timeout: float = 180.0) -> Iterator[KubeCluster]:
                     f"--service-account-key-file={pki / 'sa.pub'}",
                     f"--service-account-signing-key-file={pki / 'sa.key'}",
                     f"--service-cluster-ip-range={SERVICE_CIDR}",
-                    # No kubelet will mount SA tokens; the plugin would reject pod specs.
-                    "--disable-admission-plugins=ServiceAccount",
+                    *(
+                        # logs/exec reach the kubelet by the node's IP, not by resolving
+                        # its name through this machine's DNS
+                        ["--kubelet-preferred-address-types=InternalIP"]
+                        if real_node
+                        # No kubelet will mount SA tokens; the plugin would reject pod specs.
+                        else ["--disable-admission-plugins=ServiceAccount"]
+                    ),
                     "--allow-privileged=true",
                     "--profiling=false",
                     "--v=1",
@@ -308,6 +320,11 @@ def run_kube(*, startup_timeout: float = 180.0) -> Iterator[KubeCluster]:
                 interval=0.5,
                 extra_logs=[logs / "kube-apiserver.log"],
             )
+            if real_node:
+                from tests.servers.node import run_node
+
+                node = stack.enter_context(run_node(cluster, workdir / "node", logs))
+                cluster = replace(cluster, node=node)
             (logs / "startup-seconds.txt").write_text(f"{time.monotonic() - t_start:.2f}\n")
             yield cluster
     finally:

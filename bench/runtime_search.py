@@ -187,6 +187,9 @@ class Bench:
             max_body_bytes=64 * 1024 * 1024,
             embedding_provider="local",
             decay_enabled=False,
+            # the shared 2-vCPU host answers a probe in over a second at times:
+            # a benchmark must not trip the database circuit over that
+            probe_timeout_seconds=15.0,
         )
         self.local = embedded.start(base_settings)
         self.settings = self.local.settings

@@ -337,8 +337,8 @@ class SearchIn(Filters):
     alpha: float = Field(default=0.5, ge=0.0, le=1.0, description="vector share in hybrid")
     recency_weight: float = Field(default=0.0, ge=0.0, le=1.0)
     importance_weight: float = Field(default=0.0, ge=0.0, le=1.0)
-    fusion: Literal["rrf", "relative"] = Field(
-        default="rrf", description="hybrid fusion: reciprocal rank (rrf) or relative score"
+    fusion: Literal["relative", "rrf"] = Field(
+        default="relative", description="hybrid fusion: relative score or reciprocal rank (rrf)"
     )
 
     @model_validator(mode="after")

@@ -12,12 +12,12 @@ final score is
 with every component in [0, 1] and returned to the client, so a score can be
 explained. Fusion (docs/RECALL.md has the measurements behind the default):
 
-- `rrf` (default): weighted reciprocal rank fusion over the candidates,
+- `relative` (default): alpha * vector similarity + (1-alpha) * BM25 / best
+  BM25 among the candidates (relative score fusion).
+- `rrf`: weighted reciprocal rank fusion over the candidates,
   alpha * (K+1)/(K+vector rank) + (1-alpha) * (K+1)/(K+keyword rank), K = 60;
   a side on which the candidate has no score adds nothing. Ranks have the same
   scale on both sides whatever the engines' score distributions.
-- `relative`: alpha * vector similarity + (1-alpha) * BM25 / best BM25 among
-  the candidates (relative score fusion).
 
 The `keyword` component is always BM25 / best BM25, the `vector` one the
 similarity mapped to [0, 1] per distance.
@@ -171,7 +171,7 @@ def fuse(
     half_life_hours: float,
     decay_enabled: bool = True,
     top_k: int,
-    fusion: Fusion = "rrf",
+    fusion: Fusion = "relative",
     candidates: Sequence[UUID] | None = None,
 ) -> list[ScoredHit]:
     """Score and order candidates; candidates missing from `info` are dropped.

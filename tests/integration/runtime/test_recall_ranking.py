@@ -182,7 +182,7 @@ def test_a_keyword_only_match_gets_its_vector_score_and_wins(api: TestClient) ->
     assert quokka["keyword"] == pytest.approx(1.0)
     assert hits[0]["score"] == pytest.approx(0.5 * 0.85 + 0.5 * 1.0, abs=1e-4)
     # rank fusion: it has the best keyword rank and a vector rank behind the pool
-    rrf = search(api, **query)
+    rrf = search(api, **query, fusion="rrf")
     assert rrf[0]["memory"]["coordinate"] == [501.0]  # best on both sides
     assert 500.0 in [h["memory"]["coordinate"][0] for h in rrf]
 

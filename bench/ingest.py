@@ -14,7 +14,7 @@ sentence embeddings) and reports memories/s:
                timed until the answer, when every memory is searchable by
                vector and keyword (checked)
   chroma       the same vectors into a Chroma collection (HNSW, cosine), --batch
-               per add, in-process (a peer; `pip install chromadb`, skipped if absent)
+               per add, in-process (a peer; pip install -e '.[bench]', skipped if absent)
 
 Text ingest, on --texts sentences (the server embeds them):
   raw_embed    the local embedder on the same texts, batches of 100
@@ -161,7 +161,7 @@ def chroma(vectors: np.ndarray, texts: list[str], batch: int, path: Path) -> dic
     try:
         import chromadb
     except ImportError:
-        return {"skipped": "chromadb is not installed (pip install chromadb)"}
+        return {"skipped": "chromadb is not installed (pip install -e '.[bench]')"}
     client = chromadb.PersistentClient(path=str(path))
     collection = client.create_collection(
         "bench", metadata={"hnsw:space": "cosine", "hnsw:M": 16, "hnsw:construction_ef": 100}

@@ -151,6 +151,7 @@ def records(url: str) -> dict[str, list[dict[str, Any]]]:
     return out
 
 
+@pytest.mark.timeout(900)  # 22k lines through a real server on a shared 2-core machine
 def test_import_of_20k_cut_mid_stream_resumes_to_the_same_end_state(
     server: str, tenant: Tenant
 ) -> None:
@@ -217,9 +218,11 @@ def test_import_of_20k_cut_mid_stream_resumes_to_the_same_end_state(
 
         # rows whose index write failed meanwhile are the index job's (not run
         # here): run it as it would, then every memory is in the index
-        while SERVICES[tenant.schema].index_pending():
-            pass
-        assert c.get("/stats").json()["index_pending"] == 0
+        deadline = time.monotonic() + 300
+        while c.get("/stats").json()["index_pending"]:
+            assert time.monotonic() < deadline, "the index never caught up"
+            if not SERVICES[tenant.schema].index_pending():
+                time.sleep(0.5)  # e.g. the cut request's graph build still holds the table
 
     # the end state is the stream, exactly once: no duplicate rows or events
     sent = [json.loads(line)["record"] for line in lines]
@@ -326,8 +329,21 @@ def test_links_keep_their_times_and_a_newer_version_replaces(client: TestClient)
     )
 
 
-def test_export_streams_in_constant_memory(client: TestClient) -> None:
+@pytest.fixture
+def patient_client(tenant: Tenant) -> Iterator[TestClient]:
+    """In-process API whose health probes tolerate the shared, overloaded machine."""
+    app = create_app(
+        tenant_settings(tenant, embedding_provider="local", probe_timeout_seconds=10),
+        embedder=HashingTestEmbedder(),
+    )
+    with TestClient(app) as c:
+        c.headers.update(bearer(ADMIN_TOKEN))
+        yield c
+
+
+def test_export_streams_in_constant_memory(patient_client: TestClient) -> None:
     """The export's Python allocations stay flat while megabytes stream out."""
+    client = patient_client
     for n in range(0, 6_000, 1_000):
         chunk = stream_lines(6_000, 0)[n : n + 1_000]
         assert client.post("/import", content=b"\n".join(chunk)).status_code == 200

@@ -32,7 +32,7 @@ from typing import IO, Any
 
 from tqdm import tqdm
 
-from memory_client._core import ImportResult, key_text
+from memory_client._core import ImportResult, ImportStatus, key_text
 from memory_client.client import ENV_TOKEN, ENV_URL, MemoryClient
 from memory_client.errors import MemoryApiError, NotFound, ProblemError, TransportError
 from memory_runtime.models import SearchOut
@@ -360,13 +360,34 @@ RESUMABLE_STATUSES = (429, 502, 503, 504)  # busy (e.g. the cut request still dr
 RESUME_ATTEMPTS = 5
 
 
-def committed_lines(api: MemoryClient, import_id: str | None) -> int:
+def import_status(api: MemoryClient, import_id: str | None) -> ImportStatus | None:
     if not import_id:
-        return 0
+        return None
     try:
-        return api.import_status(import_id).lines
+        return api.import_status(import_id)
     except NotFound:
-        return 0  # a new import (or a server without resumable imports)
+        return None  # a new import (or a server without resumable imports)
+
+
+def done_by(before: ImportStatus | None, after: ImportStatus | None, last: ImportResult) -> str:
+    """What this command imported: the server's totals for the import id after it minus
+    before it (a resumed attempt's cut request answered nothing), else the last answer."""
+    parts = []
+    for kind in ("memories", "links"):
+        counts = getattr(last, kind)
+        if after is not None:
+            old = getattr(before, kind) if before is not None else None
+            counts = {
+                f: getattr(getattr(after, kind), f) - (getattr(old, f) if old else 0)
+                for f in ("created", "updated", "unchanged")
+            }
+        else:
+            counts = counts.model_dump()
+        parts.append(
+            f"{kind} {counts['created']} created, {counts['updated']} updated, "
+            f"{counts['unchanged']} unchanged"
+        )
+    return "; ".join(parts)
 
 
 def cmd_import(api: MemoryClient, args: argparse.Namespace) -> int:
@@ -377,9 +398,13 @@ def cmd_import(api: MemoryClient, args: argparse.Namespace) -> int:
     import_id = args.import_id or (default_import_id(path) if path else None)
     total = count_lines(path) if path else None
     result: ImportResult | None = None
+    before: ImportStatus | None = None
     with progress(args, "import", total) as bar:
         for attempt in range(RESUME_ATTEMPTS + 1):
-            committed = committed_lines(api, import_id)
+            status = import_status(api, import_id)
+            if attempt == 0:
+                before = status
+            committed = status.lines if status is not None else 0
             if committed:
                 print(f"resuming import {import_id} after line {committed}", file=sys.stderr)
             bar.n = committed
@@ -412,12 +437,8 @@ def cmd_import(api: MemoryClient, args: argparse.Namespace) -> int:
                     print(f"import cut ({exc}); resuming in {wait:g} s", file=sys.stderr)
                     time.sleep(wait)
     assert result is not None  # every attempt either answered or raised
-    m, links = result.memories, result.links  # this command's last request
-    print(
-        f"imported: memories {m.created} created, {m.updated} updated, {m.unchanged} unchanged; "
-        f"links {links.created} created, {links.updated} updated, {links.unchanged} unchanged"
-        + (f" (import id {import_id})" if import_id else "")
-    )
+    summary = done_by(before, import_status(api, import_id), result)
+    print(f"imported: {summary}" + (f" (import id {import_id})" if import_id else ""))
     return 0
 
 

@@ -129,11 +129,17 @@ class HealthMonitor:
         timeout: float = 1.0,
         on_change: Callable[[str, Probe, Breaker | None], None] | None = None,
         on_hung: Mapping[str, Callable[[], None]] | None = None,
+        hung_action_after: float = 0.0,
     ) -> None:
         self.checks = dict(checks)
         self.breakers = dict(breakers)
         self.interval = interval
         self.timeout = timeout
+        # `on_hung` acts (e.g. cuts connections) only once probes have gone
+        # unanswered this long: a probe that is merely slow on a loaded host
+        # opens the circuit, but must not kill a healthy export or import.
+        self.hung_action_after = hung_action_after
+        self._failing_since: dict[str, float] = {}
         self._on_change = on_change
         self._on_hung = dict(on_hung or {})
         self._probes: dict[str, Probe] = {name: Probe() for name in checks}
@@ -162,9 +168,6 @@ class HealthMonitor:
             probe = Probe("hung", "timeout", None, time.time(), time.monotonic() - started)
             if breaker is not None:
                 breaker.trip("timeout")
-            hung = self._on_hung.get(name)
-            if hung is not None:
-                hung()
         except Exception as exc:
             del self._pending[name]
             probe = Probe("error", type(exc).__name__, None, time.time(), None)
@@ -175,11 +178,23 @@ class HealthMonitor:
             probe = Probe("ok", None, info, time.time(), time.monotonic() - started)
             if breaker is not None:
                 breaker.success()
+        self._act_if_hung(name, probe)
         with self._lock:
             self._probes[name] = probe
         if self._on_change is not None:
             self._on_change(name, probe, breaker)
         return probe
+
+    def _act_if_hung(self, name: str, probe: Probe) -> None:
+        # a hung server often ends a probe with a connect timeout (an error),
+        # and the next probe starts over: count from the first unanswered one
+        if probe.status == "ok":
+            self._failing_since.pop(name, None)
+            return
+        since = self._failing_since.setdefault(name, time.monotonic())
+        hung = self._on_hung.get(name)
+        if hung is not None and time.monotonic() - since >= self.hung_action_after:
+            hung()
 
     def probe_all(self) -> None:
         """One round over every dependency, in parallel (start-up, tests)."""

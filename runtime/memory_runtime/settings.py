@@ -35,6 +35,7 @@ class Settings(BaseSettings):
     # dependency health: background probes and circuit breakers (docs/ARCHITECTURE.md)
     probe_interval_seconds: float = Field(default=1.0, gt=0)
     probe_timeout_seconds: float = Field(default=1.0, gt=0)
+    probe_cut_after_seconds: float = Field(default=5.0, gt=0)
     breaker_threshold: int = Field(default=2, ge=1)  # failures in a row that open a circuit
     breaker_open_seconds: float = Field(default=5.0, gt=0)  # before one trial call
 

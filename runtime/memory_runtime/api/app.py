@@ -157,6 +157,7 @@ def create_app(
         timeout=settings.probe_timeout_seconds,
         on_change=metrics.dependency_changed,
         on_hung={"postgres": store.cut_stalled},
+        hung_action_after=settings.probe_cut_after_seconds,
     )
 
     @asynccontextmanager

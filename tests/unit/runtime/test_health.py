@@ -88,6 +88,29 @@ def test_monitor_reports_a_probe_that_does_not_answer_as_hung() -> None:
     monitor.stop()
 
 
+def test_a_slow_probe_opens_the_circuit_but_acts_on_hung_only_after_the_grace() -> None:
+    release = threading.Event()
+    hung_calls: list[float] = []
+    breaker = Breaker("db", threshold=5)
+    monitor = HealthMonitor(
+        {"db": lambda: release.wait(30) and None},
+        {"db": breaker},
+        timeout=0.1,
+        on_hung={"db": lambda: hung_calls.append(time.monotonic())},
+        hung_action_after=0.6,
+    )
+    started = time.monotonic()
+    assert monitor.probe_once("db").status == "hung"
+    assert breaker.state == "open"  # new requests skip it at once
+    assert hung_calls == []  # but nothing in flight is cut yet
+    while not hung_calls and time.monotonic() - started < 5:
+        monitor.probe_once("db")  # the same probe, still waiting
+    assert hung_calls
+    assert hung_calls[0] - started >= 0.6
+    release.set()
+    monitor.stop()
+
+
 def _raise(exc: Exception):  # type: ignore[no-untyped-def]
     def call() -> None:
         raise exc

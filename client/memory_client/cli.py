@@ -92,7 +92,8 @@ def from_secret(name: str, namespace: str, context: str | None) -> dict[str, str
     from memory_runtime.tokens import ROLE_RANK, parse_tokens
 
     try:
-        kubeconfig.load_kube_config(context=context)
+        # KUBECONFIG read now: the client library fixes its default when first imported
+        kubeconfig.load_kube_config(config_file=os.environ.get("KUBECONFIG"), context=context)
     except Exception as exc:  # no kubeconfig, unknown context
         raise UsageError(f"cannot load the kubeconfig: {exc}") from None
     core = k8s.CoreV1Api()

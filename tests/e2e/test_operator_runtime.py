@@ -424,7 +424,8 @@ def test_qdrant_sample_on_real_pods_retains_data_on_delete(stack: Stack) -> None
         f"http://{pod['status']['podIP']}:9595", _token(stack, name), "The launch is in May"
     )
     collection = f"{stack.prefix}_{name}"
-    assert stack.qdrant.count(collection).count == 2
+    # a write whose index call failed (e.g. a slow stand-in) is indexed by catch-up
+    wait_for(lambda: stack.qdrant.count(collection).count == 2, timeout=60, what="indexed")
 
     stack.kube.kubectl_run("delete", "memns", name, "-n", "tenants", "--timeout=180s")
     assert _schema_exists(stack.pg_dsn, collection)  # deletionPolicy: Retain (the default)

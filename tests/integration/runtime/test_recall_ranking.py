@@ -97,7 +97,9 @@ def search(api: TestClient, **body: Any) -> list[dict[str, Any]]:
 
 
 def answer(hits: list[dict[str, Any]]) -> list[tuple[float, float]]:
-    return [(h["memory"]["coordinate"][0], round(h["score"], 12)) for h in hits]
+    # 6 places: Qdrant's local engine reports float32 similarities whose last
+    # bits vary from call to call (seen: 0.756587884859 vs 0.756587910937)
+    return [(h["memory"]["coordinate"][0], round(h["score"], 6)) for h in hits]
 
 
 def test_keyword_recall_finds_the_memory_written_last(conversation: TestClient) -> None:

@@ -17,8 +17,11 @@ Every host change is undone on exit: pods deleted, processes stopped,
 containerd's tasks killed, mounts under the work dir unmounted, the pods'
 network namespaces and the bridge deleted, the node's cgroups removed, and, by
 the last node on the machine, the kubelet's iptables chains and containerd's
-state outside the work dir. Several test sessions can run nodes at once: each
-has its own bridge, subnet, ports and cgroup root.
+state outside the work dir. A session killed before its clean-up leaves a claim
+file that is no longer locked; the next node on the machine sweeps what it
+names (processes, mounts, network namespaces, cgroups, bridge). Several test
+sessions can run nodes at once: each has its own bridge, subnet, ports and
+cgroup root.
 """
 
 from __future__ import annotations
@@ -56,6 +59,7 @@ HOST_PACKAGES = REPO_ROOT / "scripts" / "install-host-packages.sh"
 CNI_BIN_DIR = Path("/usr/lib/cni")
 RUNC = Path("/usr/sbin/runc")
 NODES_LOCK = CACHE_ROOT / ".real-nodes.lock"  # shared while a node runs; see _last_node
+CLAIMS_DIR = CACHE_ROOT / "real-nodes"  # one locked claim per running node; see _claim
 
 
 @dataclass(frozen=True)
@@ -133,6 +137,7 @@ def _free_subnet() -> tuple[str, str, str]:
 @contextmanager
 def _bridge() -> Iterator[tuple[str, str, str]]:
     with cache_lock("real-node-bridge"):  # two sessions must not pick the same subnet
+        _sweep_abandoned_nodes()
         bridge, ip, subnet = _free_subnet()
         _run("ip", "link", "add", bridge, "type", "bridge")
     try:
@@ -184,6 +189,70 @@ def _remove_shared_host_state() -> None:
             if _run("mountpoint", "-q", netns, check=False).returncode == 0:
                 _run("umount", netns, check=False)
             netns.rmdir()
+
+
+@contextmanager
+def _claim(bridge: str, workdir: Path, cgroup_root: str) -> Iterator[None]:
+    """Record this node's host state in a file locked while the node runs. A session
+    killed before its clean-up (SIGKILL, a CI timeout) leaves the file unlocked, and
+    the next node swept it: see _sweep_abandoned_nodes."""
+    CLAIMS_DIR.mkdir(parents=True, exist_ok=True)
+    claim = CLAIMS_DIR / f"{bridge}.json"
+    with claim.open("w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        f.write(json.dumps({"bridge": bridge, "workdir": str(workdir), "cgroup": cgroup_root}))
+        f.flush()
+        try:
+            yield
+        finally:
+            claim.unlink(missing_ok=True)
+
+
+def _sweep_abandoned_nodes() -> None:
+    """Undo the host changes of nodes whose session died without cleaning up."""
+    if not CLAIMS_DIR.is_dir():
+        return
+    for claim in CLAIMS_DIR.glob("*.json"):
+        with claim.open("r+") as f:
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                continue  # its session is alive
+            try:
+                state = json.loads(f.read() or "{}")
+            except ValueError:
+                state = {}
+            if state:
+                _kill_cgroup_processes(state["cgroup"])
+                _kill_processes_mentioning(state["workdir"])
+                _unmount_under(Path(state["workdir"]))
+                _delete_netns_of(state["bridge"])
+                _remove_cgroups(state["cgroup"])
+                _run("ip", "link", "del", state["bridge"], check=False)
+            claim.unlink(missing_ok=True)
+
+
+def _kill_cgroup_processes(cgroup_root: str) -> None:
+    """SIGKILL the containers' processes: every pid in the node's cgroups."""
+    for hierarchy in Path("/sys/fs/cgroup").iterdir():
+        top = hierarchy / cgroup_root.strip("/")
+        if top.is_dir():
+            for procs in top.rglob("cgroup.procs"):
+                for pid in procs.read_text().split():
+                    with suppress(ProcessLookupError):
+                        os.kill(int(pid), 9)
+
+
+def _kill_processes_mentioning(workdir: str) -> None:
+    """SIGKILL containerd, its shims, the kubelet and the scheduler of a dead session:
+    each names the node's work dir on its command line."""
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit() or int(proc.name) == os.getpid():
+            continue
+        with suppress(OSError):
+            if workdir.encode() in (proc / "cmdline").read_bytes():
+                with suppress(ProcessLookupError):
+                    os.kill(int(proc.name), 9)
 
 
 def _containerd_config(workdir: Path, pause: str) -> str:
@@ -348,6 +417,7 @@ def run_node(
         bridge, node_ip, subnet = stack.enter_context(_bridge())
         node_name = f"node-{bridge}"
         cgroup_root = f"/somafractal-{bridge}"
+        stack.enter_context(_claim(bridge, workdir, cgroup_root))
         stack.callback(_remove_cgroups, cgroup_root)
         _make_cgroups(cgroup_root)
         stack.callback(_delete_netns_of, bridge)

@@ -36,7 +36,6 @@ import sys
 import tempfile
 import threading
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +48,7 @@ import numpy as np  # noqa: E402
 import Stemmer  # noqa: E402
 import uvicorn  # noqa: E402
 from runtime_search import ApiClient, free_port, machine_info  # noqa: E402
+from wordnet import read_wordnet  # noqa: E402
 
 from memory_runtime import embedded  # noqa: E402
 from memory_runtime.api import create_app  # noqa: E402
@@ -62,35 +62,6 @@ MODES: dict[str, dict[str, Any]] = {
     "keyword": {"mode": "keyword"},
 }
 CUTOFFS = (1, 5, 10)
-
-
-@dataclass(frozen=True)
-class Synset:
-    words: tuple[str, ...]
-    definition: str
-    examples: tuple[str, ...]
-
-    @property
-    def text(self) -> str:
-        return f"{', '.join(self.words)}: {self.definition}"
-
-
-def read_wordnet(directory: Path) -> list[Synset]:
-    """Every synset of data.{noun,verb,adj,adv} (WNDB format, wndb(5WN))."""
-    synsets = []
-    for part in ("noun", "verb", "adj", "adv"):
-        for line in (directory / f"data.{part}").read_text(encoding="latin-1").splitlines():
-            if line.startswith("  "):  # the licence header
-                continue
-            head, _, gloss = line.partition(" | ")
-            fields = head.split()
-            count = int(fields[3], 16)
-            words = tuple(fields[4 + 2 * i].replace("_", " ").split("(")[0] for i in range(count))
-            pieces = [p.strip() for p in gloss.split(";")]
-            examples = tuple(p.strip('"').strip() for p in pieces if p.startswith('"'))
-            definition = "; ".join(p for p in pieces if p and not p.startswith('"'))
-            synsets.append(Synset(words, definition, tuple(e for e in examples if e)))
-    return synsets
 
 
 def recall_at(ranked: list[list[int]], answers: list[int]) -> dict[str, float]:

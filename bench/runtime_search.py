@@ -43,13 +43,15 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+import uuid
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "runtime"))  # also works without `pip install -e .`
+sys.path.insert(0, str(REPO / "bench"))
 
 import numpy as np  # noqa: E402
 import onnxruntime  # noqa: E402
@@ -57,6 +59,7 @@ import psycopg  # noqa: E402
 import uvicorn  # noqa: E402
 from psycopg import sql  # noqa: E402
 from psycopg_pool import ConnectionPool  # noqa: E402
+from wordnet import read_wordnet  # noqa: E402
 
 from memory_runtime import embedded  # noqa: E402
 from memory_runtime.api import create_app  # noqa: E402
@@ -157,6 +160,13 @@ class ApiClient:
         response = self.conn.getresponse()
         return response.status, response.read()
 
+    def post_stream(self, path: str, lines: Iterator[bytes]) -> tuple[int, bytes]:
+        """An NDJSON body sent as it is generated (chunked), never held whole."""
+        headers = {**self.headers, "Content-Type": "application/x-ndjson"}
+        self.conn.request("POST", path, lines, headers, encode_chunked=True)
+        response = self.conn.getresponse()
+        return response.status, response.read()
+
     def close(self) -> None:
         self.conn.close()
 
@@ -232,7 +242,15 @@ class Bench:
             max_size=2,
         )
         self.store.open()
-        self.loaded = 0  # client-vector memories stored so far
+        # client-vector memories stored so far (a kept --data-dir may hold some:
+        # a rerun on it measures again without loading again)
+        with self.pool.connection() as conn:
+            row = conn.execute(
+                sql.SQL(
+                    "SELECT count(*) FROM {}.memories WHERE cardinality(coordinate) = 1"
+                ).format(sql.Identifier(self.settings.schema_name))
+            ).fetchone()
+        self.loaded = int(row[0]) if row else 0
 
     def keyword(self, query: str) -> None:
         with self.store.reads() as tx:  # as recall runs it: no BEGIN/COMMIT
@@ -268,16 +286,44 @@ class Bench:
 
     # -- corpus ------------------------------------------------------------------
     def build_corpus(self) -> dict[str, Any]:
-        self.base_texts = sentences(self.args.base_sentences, self.rng)
+        """The memories' texts, the vectors they are stored with, and the queries.
+
+        Generated (default): --base-sentences sentences of a 56-word vocabulary,
+        memory i holds sentence i mod that number. WordNet (--wordnet): memory i
+        holds a synset of its own ("its words: its definition", drawn by a fixed
+        seed, up to the largest size), queries are usage examples of loaded
+        synsets. Either way the first --base-sentences texts are embedded, and
+        memory i is stored with a noisy copy (cosine ~0.9) of vector i mod that
+        number: embedding 100k texts takes longer than the run on 2 shared cores.
+        """
+        total = max(int(s) for s in self.args.sizes.split(","))
+        if self.args.wordnet:
+            synsets = read_wordnet(self.args.wordnet)
+            if total > len(synsets):
+                raise SystemExit(f"WordNet has {len(synsets)} synsets, fewer than {total}")
+            drawn = random.Random(13).sample(synsets, total)
+            self.texts = [s.text for s in drawn]
+            smallest = min(int(s) for s in self.args.sizes.split(","))
+            examples = [e for s in drawn[:smallest] for e in s.examples]
+            self.queries = random.Random(7).sample(examples, self.args.queries)
+            self.base_texts = self.texts[: self.args.base_sentences]
+        else:
+            self.base_texts = sentences(self.args.base_sentences, self.rng)
+            self.texts = self.base_texts
+            queries = sentences(self.args.base_sentences + self.args.queries, random.Random(7))
+            base = set(self.base_texts)
+            self.queries = [q for q in queries if q not in base][: self.args.queries]
         start = time.perf_counter()
         self.base_vectors = np.array(self.embedder.embed(self.base_texts), dtype=np.float32)
         seconds = time.perf_counter() - start
-        queries = sentences(self.args.base_sentences + self.args.queries, random.Random(7))
-        base = set(self.base_texts)
-        self.queries = [q for q in queries if q not in base][: self.args.queries]
         self.query_vectors = np.array(self.embedder.embed(self.queries), dtype=np.float32)
+        words = [len(t.split()) for t in self.texts[:total]]
         return {
-            "sentences": len(self.base_texts),
+            "source": "wordnet" if self.args.wordnet else "generated",
+            "distinct_texts": len(set(self.texts)),
+            "words_per_memory_mean": round(float(np.mean(words)), 1),
+            "vocabulary": len({w.lower() for t in self.texts[:total] for w in t.split()}),
+            "embedded_texts": len(self.base_texts),
             "texts_per_second": round(len(self.base_texts) / seconds, 1),
             "batch_size": 32,
         }
@@ -296,37 +342,78 @@ class Bench:
                 ]
             )
         seconds = time.perf_counter() - start
-        return {"memories": n, "batch": batch, "memories_per_second": round(n / seconds, 1)}
+        return {
+            "memories": n,
+            "batch": batch,
+            "memories_per_second": round(n / seconds, 1) if n else None,
+        }
+
+    def memory(self, i: int, vec: np.ndarray) -> dict[str, Any]:
+        return {
+            "coordinate": [float(i)],
+            "payload": {"text": self.texts[i % len(self.texts)]},
+            "vector": [round(float(x), 6) for x in vec],
+            "tags": [f"t{i % 10}"],
+        }
+
+    def vectors(self, start: int, n: int) -> tuple[list[int], np.ndarray]:
+        ids = np.arange(start, start + n)
+        base = self.base_vectors[ids % len(self.base_vectors)]
+        noisy = base + self.nrng.normal(scale=0.023, size=base.shape).astype(np.float32)
+        noisy /= np.linalg.norm(noisy, axis=1, keepdims=True)
+        return ids.tolist(), noisy
 
     def load_to(self, target: int) -> dict[str, Any]:
-        """Client-vector memories (noisy copies of the embedded sentences) up to `target`."""
-        batch = self.args.batch
+        """Client-vector memories up to `target`: batches of --batch through
+        POST /memories/batch, or (--load import) one streamed POST /import, the
+        bulk path (into an empty index the HNSW graph is built once at the end)."""
         todo = target - self.loaded
         start = time.perf_counter()
+        if self.args.load == "import":
+            self.import_to(target)
         while self.loaded < target:
-            n = min(batch, target - self.loaded)
-            ids = np.arange(self.loaded, self.loaded + n)
-            base = self.base_vectors[ids % len(self.base_vectors)]
-            noisy = base + self.nrng.normal(scale=0.023, size=base.shape).astype(np.float32)
-            noisy /= np.linalg.norm(noisy, axis=1, keepdims=True)
-            memories = [
-                {
-                    "coordinate": [float(i)],
-                    "payload": {"text": self.base_texts[i % len(self.base_texts)]},
-                    "vector": [round(float(x), 6) for x in vec],
-                    "tags": [f"t{i % 10}"],
-                }
-                for i, vec in zip(ids.tolist(), noisy, strict=True)
-            ]
-            self.post_batch(memories)
+            n = min(self.args.batch, target - self.loaded)
+            ids, noisy = self.vectors(self.loaded, n)
+            self.post_batch([self.memory(i, v) for i, v in zip(ids, noisy, strict=True)])
             self.loaded += n
         seconds = time.perf_counter() - start
         self.settle()
         return {
             "memories": todo,
-            "batch": batch,
+            "route": self.args.load,
+            "batch": self.args.batch if self.args.load == "batch" else None,
             "memories_per_second": round(todo / seconds, 1) if todo else None,
         }
+
+    def import_to(self, target: int) -> None:
+        now = "2026-01-01T00:00:00Z"
+
+        def lines() -> Iterator[bytes]:
+            for first in range(self.loaded, target, 1000):
+                ids, noisy = self.vectors(first, min(1000, target - first))
+                yield b"".join(
+                    json.dumps(
+                        {
+                            "kind": "memory",
+                            "record": {
+                                **self.memory(i, v),
+                                "id": str(uuid.UUID(int=i + 1)),
+                                "created_at": now,
+                                "updated_at": now,
+                                "last_accessed_at": now,
+                            },
+                        }
+                    ).encode()
+                    + b"\n"
+                    for i, v in zip(ids, noisy, strict=True)
+                )
+
+        status, data = self.http.post_stream("/import", lines())
+        answer = json.loads(data) if status == 200 else {}
+        created = answer.get("memories", {}).get("created")
+        if status != 200 or created != target - self.loaded:
+            raise RuntimeError(f"import failed: HTTP {status} {data[:300]!r}")
+        self.loaded = target
 
     def settle(self) -> None:
         """Bring the tables to the state autovacuum and the checkpointer leave them in
@@ -438,6 +525,13 @@ def host_gauge(rounds: int = 300) -> dict[str, Any] | None:
     }
 
 
+def hybrid_ratio(latency: dict[str, Any]) -> float:
+    """http_hybrid p95 over the sum of its raw parts' p95 (embedding, vector
+    query, keyword query), all from the same run."""
+    parts = sum(latency[k]["p95_ms"] for k in ("raw_embed", "raw_pgvector", "raw_keyword"))
+    return round(latency["http_hybrid"]["p95_ms"] / parts, 2)
+
+
 def table(results: dict[str, Any]) -> str:
     lines = [
         f"{'size':>8} {'series':<17} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {'n':>5}",
@@ -450,11 +544,19 @@ def table(results: dict[str, Any]) -> str:
             )
     lines.append("")
     for size, data in results["sizes"].items():
+        lines.append(
+            f"{size}: http_hybrid p95 / (raw_embed + raw_pgvector + raw_keyword p95) = "
+            f"{data['hybrid_p95_over_raw_parts_p95']}"
+        )
+    for size, data in results["sizes"].items():
         before, after = data["load_average_at_measure"], data["load_average_after_measure"]
         lines.append(f"load average (1/5/15 min) at {size}: {before} before, {after} after")
     for size, data in results["sizes"].items():
-        rate = data["ingest"]["memories_per_second"]
-        lines.append(f"ingest to {size}: {rate} memories/s (client vectors, HTTP batch)")
+        ingest = data["ingest"]
+        lines.append(
+            f"ingest to {size}: {ingest['memories_per_second']} memories/s "
+            f"(client vectors, {ingest['route']})"
+        )
     for when in ("start", "end"):
         gauge = results["machine"].get(f"host_gauge_{when}")
         if gauge:
@@ -478,11 +580,22 @@ def main() -> int:
     parser.add_argument("--text-subset", type=int, default=500, help="text-only memories")
     parser.add_argument("--base-sentences", type=int, default=2000)
     parser.add_argument("--batch", type=int, default=500, help="memories per batch request")
+    parser.add_argument(
+        "--load",
+        choices=("batch", "import"),
+        default="batch",
+        help="how memories are stored: POST /memories/batch, or one streamed POST /import",
+    )
+    parser.add_argument(
+        "--wordnet",
+        type=Path,
+        help="WordNet dict dir (data.noun, ...): memories are synsets, queries their examples",
+    )
     parser.add_argument("--json", type=Path, help="also write the JSON results here")
     parser.add_argument(
         "--data-dir",
         type=Path,
-        help="keep the PostgreSQL data here for a look afterwards (must be new or empty)",
+        help="keep the PostgreSQL data here (a rerun on it loads only what is missing)",
     )
     args = parser.parse_args()
     sizes = sorted(int(s) for s in args.sizes.split(","))
@@ -495,20 +608,28 @@ def main() -> int:
             results["machine"].update(bench.versions())
             results["corpus"] = bench.build_corpus()
             print(f"corpus embedded: {results['corpus']}", file=sys.stderr)
-            results["text_ingest"] = bench.text_ingest()
-            print(f"text ingest: {results['text_ingest']}", file=sys.stderr)
+            # text memories first, unless they would keep the import off its bulk
+            # path (into an empty index only): then they are stored at the end
+            text_first = args.load == "batch"
+            if text_first:
+                results["text_ingest"] = bench.text_ingest()
+                print(f"text ingest: {results['text_ingest']}", file=sys.stderr)
             for size in sizes:
                 ingest = bench.load_to(size)
                 print(f"loaded {size}: {ingest}", file=sys.stderr)
                 load = [round(x, 2) for x in os.getloadavg()]
                 latency = bench.measure()
                 results["sizes"][str(size)] = {
-                    "total_memories": size + args.text_subset,
+                    "total_memories": size + (args.text_subset if text_first else 0),
                     "ingest": ingest,
                     "load_average_at_measure": load,
                     "load_average_after_measure": [round(x, 2) for x in os.getloadavg()],
                     "latency": latency,
+                    "hybrid_p95_over_raw_parts_p95": hybrid_ratio(latency),
                 }
+                print(f"measured {size}: {results['sizes'][str(size)]}", file=sys.stderr)
+            if not text_first:
+                results["text_ingest"] = bench.text_ingest()
         finally:
             bench.close()
     results["machine"]["load_average_end"] = list(os.getloadavg())

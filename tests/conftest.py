@@ -7,11 +7,14 @@ error naming its log file under .test-logs/<component>/, never a skip.
 
 from __future__ import annotations
 
+import subprocess
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
+from tests.servers._process import cache_lock
 from tests.servers.kafka import KafkaServer, run_kafka
 from tests.servers.kube import KubeCluster, run_kube
 from tests.servers.postgres import PostgresServer, create_database, drop_database, run_postgres
@@ -77,3 +80,15 @@ def qdrant_url() -> Iterator[str]:
     QdrantClient(":memory:") directly."""
     with run_qdrant_rest() as server:
         yield server.url
+
+
+@pytest.fixture(scope="session")
+def helm() -> str:
+    """Path of the helm binary scripts/build-helm.sh keeps in the cache."""
+    root = Path(__file__).resolve().parents[1]
+    with cache_lock("build-helm"):
+        out = subprocess.run(
+            [str(root / "scripts" / "build-helm.sh")],
+            capture_output=True, text=True, check=True, timeout=1800,
+        )  # fmt: skip
+    return str(Path(out.stdout.strip().splitlines()[-1]) / "helm")

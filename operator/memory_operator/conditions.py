@@ -8,7 +8,7 @@ lastTransitionTime that changes only when status flips, observedGeneration.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -70,6 +70,20 @@ def get_condition(conditions: Iterable[dict[str, Any]], type_: str) -> dict[str,
 def is_true(conditions: Iterable[dict[str, Any]], type_: str) -> bool:
     cond = get_condition(conditions, type_)
     return cond is not None and cond.get("status") == TRUE
+
+
+def ready_status(cr: Mapping[str, Any]) -> str:
+    """The CR's Ready status as monitoring should see it: Unknown until the
+    operator has judged the current spec (no Ready condition, or one observed
+    for an older generation)."""
+    metadata = cr.get("metadata") or {}
+    cond = get_condition((cr.get("status") or {}).get("conditions") or [], READY)
+    if cond is None or cond.get("status") not in (TRUE, FALSE):
+        return UNKNOWN
+    generation = metadata.get("generation")
+    if generation is not None and cond.get("observedGeneration", generation) < generation:
+        return UNKNOWN
+    return str(cond["status"])
 
 
 def summarize(

@@ -15,7 +15,9 @@ from typing import Any
 
 import kopf
 
+from memory_operator import metrics
 from memory_operator.claims import Claims, tenant_key
+from memory_operator.conditions import ready_status
 from memory_operator.config import OperatorConfig
 from memory_operator.manifests import GROUP, KIND, MANAGED_BY
 from memory_operator.reconcile import Reconciler, Result
@@ -72,7 +74,8 @@ def setup(
     locks = _Locks()
 
     @kopf.on.startup(registry=registry)
-    def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
+    def configure(settings: kopf.OperatorSettings, tenant_readiness: kopf.Index, **_: Any) -> None:
+        metrics.TENANTS.watch(tenant_readiness)
         # Our own finalizer name; Kopf's bookkeeping in annotations, not in status.
         settings.persistence.finalizer = FINALIZER
         settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
@@ -87,8 +90,18 @@ def setup(
         settings.peering.lifetime = config.peering_lifetime
         settings.peering.stealth = True  # no log line per keep-alive
 
+    @kopf.on.cleanup(registry=registry)
+    def unwatch(**_: Any) -> None:
+        metrics.TENANTS.watch(None)
+
     if login is not None:
         kopf.on.login(registry=registry)(login)
+
+    @kopf.index(GROUP, VERSION, PLURAL, id="tenant_readiness", registry=registry)
+    def tenant_readiness(body: kopf.Body, **_: Any) -> dict[tuple[str, str], None]:
+        # Re-run on every watch event of the CR (status patches included) and
+        # dropped on its DELETED event: the metric's source (metrics.TENANTS).
+        return {(body.metadata["namespace"], ready_status(body)): None}
 
     @kopf.index(GROUP, VERSION, PLURAL, id="tenant_claims", registry=registry)
     def tenant_claims(body: kopf.Body, **_: Any) -> dict[str, Any]:

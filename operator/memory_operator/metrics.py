@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sized
 from contextlib import contextmanager
 from typing import TypeVar
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
 
 CONTROLLER = "memorynamespace"
 REGISTRY = CollectorRegistry(auto_describe=True)
@@ -38,6 +40,56 @@ BACKEND_SECONDS = Histogram(
     buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
     registry=REGISTRY,
 )
+
+
+class TenantReadiness(Collector):
+    """`somafractal_memorynamespaces{namespace, ready}`: the MemoryNamespaces this
+    replica's watch sees, counted per namespace and Ready status (True, False,
+    Unknown). Read at scrape time from Kopf's index of the watch (the informer
+    cache): a scrape costs no API call, a status change counts with its watch
+    event and a deleted CR drops out with its DELETED event. Labels are bounded
+    by namespaces x 3, never one series per tenant."""
+
+    NAME = "somafractal_memorynamespaces"
+
+    def __init__(self) -> None:
+        self._index: Mapping[tuple[str, str], Sized] | None = None
+
+    def watch(self, index: Mapping[tuple[str, str], Sized] | None) -> None:
+        self._index = index
+
+    def counts(self) -> dict[tuple[str, str], int]:
+        index = self._index
+        if index is None:
+            return {}
+        for _ in range(5):  # the event loop may change the index while we read it
+            try:
+                return {key: len(index[key]) for key in list(index) if key in index}
+            except (RuntimeError, KeyError):
+                continue
+        return {}
+
+    def _family(self) -> GaugeMetricFamily:
+        return GaugeMetricFamily(
+            self.NAME,
+            "MemoryNamespaces by namespace and Ready condition status "
+            "(Unknown: not judged yet for the current generation).",
+            labels=["namespace", "ready"],
+        )
+
+    def describe(self) -> Iterator[GaugeMetricFamily]:
+        yield self._family()
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        family = self._family()
+        for (namespace, ready), count in sorted(self.counts().items()):
+            if count:
+                family.add_metric([namespace, ready], count)
+        yield family
+
+
+TENANTS = TenantReadiness()
+REGISTRY.register(TENANTS)
 
 # Results as controller-runtime labels them.
 SUCCESS, ERROR, REQUEUE = "success", "error", "requeue"

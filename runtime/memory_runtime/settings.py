@@ -82,6 +82,8 @@ class Settings(BaseSettings):
     host: str = "0.0.0.0"
     port: int = Field(default=9595, ge=1, le=65535)
     metrics_port: int = Field(default=9596, ge=0, le=65535)  # 0 = no metrics server
+    # the backlog gauges read PostgreSQL at most this often, however often scraped
+    metrics_backlog_refresh_seconds: float = Field(default=5.0, ge=0)
 
     # background jobs (seconds)
     prune_interval_seconds: float = Field(default=300.0, gt=0)

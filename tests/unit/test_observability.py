@@ -1,18 +1,13 @@
-"""The observability files in docs/ and the chart: the Argo CD health check (run
-by a real Lua), and every metric the dashboard and the alerts query exists."""
+"""The Argo CD health check in docs/, run by a real Lua. (That every metric the
+dashboard and the alerts query exists: tests/integration/runtime/test_monitoring_queries.py.)"""
 
 from __future__ import annotations
 
-import json
-import re
 from pathlib import Path
 from typing import Any
 
 import pytest
 from lupa import LuaRuntime
-
-from memory_operator import metrics as operator_metrics
-from memory_runtime.api.middleware import Metrics
 
 ROOT = Path(__file__).resolve().parents[2]
 HEALTH_LUA = (ROOT / "docs" / "argocd" / "memorynamespace-health.lua").read_text()
@@ -67,26 +62,3 @@ def test_argocd_health_follows_ready_for_the_current_generation(
     obj: dict[str, Any], expected: str
 ) -> None:
     assert _health(obj)[0] == expected
-
-
-def _known_metrics() -> set[str]:
-    names = set()
-    for registry in (operator_metrics.REGISTRY, Metrics().registry):
-        for family in registry.collect():
-            names.add(family.name)
-            suffixes = {"counter": ["_total"], "histogram": ["_bucket", "_sum", "_count"]}
-            names.update(family.name + s for s in suffixes.get(family.type, []))
-    return names
-
-
-def _queried(text: str) -> set[str]:
-    return set(re.findall(r"\b((?:controller_runtime|somafractal|memory)_[a-z_]+)\b", text))
-
-
-def test_the_dashboard_and_alerts_query_only_metrics_that_exist() -> None:
-    dashboard = json.loads(DASHBOARD.read_text())
-    exprs = [t["expr"] for p in dashboard["panels"] for t in p.get("targets", [])]
-    queried = _queried("\n".join(exprs)) | _queried(RULES.read_text())
-    assert queried, "no metric found in the dashboard or the rules"
-    missing = queried - _known_metrics()
-    assert not missing, f"queried but never exported: {sorted(missing)}"

@@ -141,6 +141,7 @@ def create_app(
     jobs: list[Any] = []
     mcp = McpEndpoint(settings.tenant, settings.max_body_bytes) if settings.mcp_enabled else None
     metrics = Metrics()
+    metrics.watch_backlog(store.backlog, settings.metrics_backlog_refresh_seconds)
     checks: dict[str, Callable[[], Mapping[str, Any] | None]] = {
         "postgres": store.probe,
         "vectors": lambda: (index.ping(), {"backend": settings.vector_backend})[1],

@@ -3,13 +3,21 @@
 from __future__ import annotations
 
 import json
+import logging
+import threading
 import time
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from memory_runtime.api.errors import MEDIA_TYPE, PROBLEM_BASE
+from memory_runtime.storage.postgres import Backlog
+
+log = logging.getLogger("memory_runtime.metrics")
 
 # Metric label values come from fixed sets only (route templates, these methods,
 # status codes): the metrics port carries no tenant data (docs/THREAT-MODEL.md).
@@ -64,11 +72,75 @@ class Metrics:
             registry=self.registry,
         )
 
+    def watch_backlog(self, read: Callable[[], Backlog], refresh_seconds: float) -> None:
+        """Export the background jobs' backlog, read at most every `refresh_seconds`."""
+        self.registry.register(BacklogCollector(read, refresh_seconds))
+
     def dependency_changed(self, name: str, probe: Any, breaker: Any) -> None:
         """HealthMonitor callback: export a probe result and the breaker state."""
         self.dependency_up.labels(name).set(1 if probe.status == "ok" else 0)
         if breaker is not None:
             self.circuit_open.labels(name).set(0 if breaker.state == "closed" else 1)
+
+
+class BacklogCollector(Collector):
+    """The index catch-up's and the outbox relay's backlog as gauges.
+
+    Every replica reports the tenant's backlog (the jobs run on one replica at
+    a time, the backlog lives in PostgreSQL). A scrape reads it from the
+    database at most every `refresh_seconds` (partial-index counts, costing the
+    backlog's size), otherwise it answers the last reading. When the database
+    cannot answer, the gauges are left out (memory_dependency_up says why)."""
+
+    def __init__(self, read: Callable[[], Backlog], refresh_seconds: float) -> None:
+        self._read = read
+        self._refresh = refresh_seconds
+        self._lock = threading.Lock()
+        self._last: Backlog | None = None
+        self._read_at = float("-inf")
+
+    def current(self) -> Backlog | None:
+        with self._lock:  # concurrent scrapes share one reading
+            if time.monotonic() - self._read_at >= self._refresh:
+                try:
+                    self._last = self._read()
+                except Exception as exc:
+                    log.warning("backlog metrics unavailable: %s", exc)
+                    return None
+                self._read_at = time.monotonic()
+            return self._last
+
+    @staticmethod
+    def _families() -> tuple[GaugeMetricFamily, GaugeMetricFamily, GaugeMetricFamily]:
+        return (
+            GaugeMetricFamily(
+                "memory_index_backlog",
+                "Index writes not yet applied: op=upsert memories whose vector the index has"
+                " not confirmed, op=delete deleted memories whose vector may still be in it.",
+                labels=["op"],
+            ),
+            GaugeMetricFamily(
+                "memory_outbox_backlog", "Events in the outbox not yet published to Kafka."
+            ),
+            GaugeMetricFamily(
+                "memory_outbox_oldest_age_seconds",
+                "Age of the oldest unpublished event (0: none waiting).",
+            ),
+        )
+
+    def describe(self) -> Iterator[GaugeMetricFamily]:
+        yield from self._families()
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        backlog = self.current()
+        if backlog is None:
+            return
+        index, outbox, oldest = self._families()
+        index.add_metric(["upsert"], backlog.index_pending)
+        index.add_metric(["delete"], backlog.index_tombstones)
+        outbox.add_metric([], backlog.outbox_rows)
+        oldest.add_metric([], backlog.outbox_oldest_age_seconds or 0.0)
+        yield from (index, outbox, oldest)
 
 
 async def _send_413(send: Send, limit: int, path: str) -> None:

@@ -1026,14 +1026,11 @@ class PostgresStore:
             }
             one = c.execute(
                 """SELECT (SELECT count(*) FROM links) AS links,
-                          (SELECT count(*) FROM memories WHERE index_pending) AS pending,
                           (SELECT count(*) FROM memories
-                             WHERE expires_at IS NOT NULL AND expires_at <= now()) AS expired,
-                          (SELECT count(*) FROM outbox WHERE sent_at IS NULL) AS lag,
-                          (SELECT extract(epoch FROM now() - min(occurred_at))
-                             FROM outbox WHERE sent_at IS NULL) AS oldest"""
+                             WHERE expires_at IS NOT NULL AND expires_at <= now()) AS expired"""
             ).fetchone()
             assert one is not None
+            backlog = _backlog(c)
             # only relations of this schema: the role cannot see others' sizes anyway
             sizes = {
                 r["relname"]: int(r["bytes"])
@@ -1047,14 +1044,47 @@ class PostgresStore:
         return {
             "memories_by_type": by_type,
             "links": int(one["links"]),
-            "index_pending": int(one["pending"]),
+            "index_pending": backlog.index_pending,
             "expired": int(one["expired"]),
-            "outbox_lag": int(one["lag"]),
-            "outbox_oldest_age_seconds": float(one["oldest"])
-            if one["oldest"] is not None
-            else None,
+            "outbox_lag": backlog.outbox_rows,
+            "outbox_oldest_age_seconds": backlog.outbox_oldest_age_seconds,
             "table_bytes": sizes,
         }
+
+    def backlog(self) -> Backlog:
+        """What the background jobs still have to do; read by /stats and /metrics."""
+        with self.reads() as tx:
+            return _backlog(tx.conn)
+
+
+@dataclass(frozen=True)
+class Backlog:
+    """Work the index catch-up and the outbox relay have not done yet."""
+
+    index_pending: int  # memories whose vector the index has not confirmed
+    index_tombstones: int  # deleted memories whose vector may still be in the index
+    outbox_rows: int  # events not yet published
+    outbox_oldest_age_seconds: float | None  # age of the oldest of them; None: none
+
+
+def _backlog(cur: psycopg.Cursor[Any]) -> Backlog:
+    # Each count reads a partial index (memories_pending_idx, outbox_unsent_idx):
+    # it costs the size of the backlog, not of the tenant's data.
+    row = cur.execute(
+        """SELECT (SELECT count(*) FROM memories WHERE index_pending) AS pending,
+                  (SELECT count(*) FROM vector_tombstones) AS tombstones,
+                  (SELECT count(*) FROM outbox WHERE sent_at IS NULL) AS outbox,
+                  (SELECT extract(epoch FROM now() - min(occurred_at))
+                     FROM outbox WHERE sent_at IS NULL) AS oldest"""
+    ).fetchone()
+    assert row is not None
+    oldest = row["oldest"]
+    return Backlog(
+        int(row["pending"]),
+        int(row["tombstones"]),
+        int(row["outbox"]),
+        float(oldest) if oldest is not None else None,
+    )
 
 
 class AccessLog:

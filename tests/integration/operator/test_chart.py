@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from tests.e2e.harness import GROUP_PATH, delete, fetch, kube_api, memory_namespace, wait_for
-from tests.servers._process import cache_lock, free_port, stop_popen
+from tests.servers._process import free_port, stop_popen
 from tests.servers.kube import KubeCluster, install_crds
 
 pytestmark = pytest.mark.integration
@@ -22,16 +22,6 @@ pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[3]
 CHART = ROOT / "charts" / "somafractal-operator"
 ADMIN_MOUNT = "/etc/somafractal/admin/"
-
-
-@pytest.fixture(scope="module")
-def helm() -> str:
-    with cache_lock("build-helm"):
-        out = subprocess.run(
-            [str(ROOT / "scripts" / "build-helm.sh")],
-            capture_output=True, text=True, check=True, timeout=1800,
-        )  # fmt: skip
-    return str(Path(out.stdout.strip().splitlines()[-1]) / "helm")
 
 
 def _helm(helm: str, *args: str) -> subprocess.CompletedProcess[str]:

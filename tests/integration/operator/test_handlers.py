@@ -218,3 +218,36 @@ def test_invalid_spec_reports_permanent_error(operator: Running) -> None:
         operator.api, f"/apis/memory.somafractal.io/v1alpha1/namespaces/{ns}/memorynamespaces/delta"
     )
     wait_for(_gone(operator.api, ns, "delta"), what="deleted")
+
+
+def _tenants(ns: str, ready: str) -> float:
+    return (
+        REGISTRY.get_sample_value("somafractal_memorynamespaces", {"namespace": ns, "ready": ready})
+        or 0.0
+    )
+
+
+def test_tenant_readiness_gauge_follows_the_crs(operator: Running) -> None:
+    ns = operator.ns
+    memory_namespace(operator.api, ns, "eps", {"deletionPolicy": "Delete"})
+    memory_namespace(operator.api, ns, "zeta", {"embedding": {"model": "nope"}})
+    wait_for(_has(operator, ns, "zeta", c.READY, "False", "InvalidSpec"), what="InvalidSpec")
+    wait_for(_has(operator, ns, "eps", c.API_READY, "False"), what="eps waits for its Deployment")
+    wait_for(lambda: _tenants(ns, "False") == 2, what="two CRs counted not Ready")
+    assert _tenants(ns, "True") == 0
+
+    make_deployment_available(operator.api, ns, "eps-memory")
+    wait_for(_has(operator, ns, "eps", c.READY, "True"), timeout=90, what="Ready")
+    wait_for(lambda: _tenants(ns, "True") == 1, what="eps counted Ready")
+    assert _tenants(ns, "False") == 1
+
+    for name in ("eps", "zeta"):
+        delete(
+            operator.api,
+            f"/apis/memory.somafractal.io/v1alpha1/namespaces/{ns}/memorynamespaces/{name}",
+        )
+        wait_for(_gone(operator.api, ns, name), what=f"{name} deleted")
+    wait_for(
+        lambda: _tenants(ns, "True") == _tenants(ns, "False") == _tenants(ns, "Unknown") == 0,
+        what="deleted CRs no longer counted",
+    )

@@ -39,6 +39,8 @@ def test_the_charts_defaults_are_valid() -> None:
         (("resyncSeconds",), 1),
         (("metrics", "port"), 70000),
         (("hostNetwork",), "yes"),
+        (("metrics", "alerts", "outboxLagSeconds"), "5m"),
+        (("metrics", "alerts", "indexBacklogFor"), "15 minutes"),
     ],
 )
 def test_mistakes_are_refused(path: tuple[str, ...], value: Any) -> None:

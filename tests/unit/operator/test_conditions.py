@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from memory_operator import conditions as c
@@ -73,3 +75,23 @@ def test_summary_unknown_when_step_missing() -> None:
 def test_long_messages_truncated() -> None:
     conds = c.set_condition([], "X", c.FALSE, "Boom", "m" * 10000, 1, "t")
     assert len(conds[0]["message"]) == c.MAX_MESSAGE
+
+
+def _ready_cr(generation: int, ready: dict[str, Any] | None) -> dict[str, Any]:
+    return {"metadata": {"generation": generation},
+            "status": {"conditions": [ready] if ready else []}}  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("cr", "expected"),
+    [
+        ({"metadata": {"generation": 1}}, c.UNKNOWN),  # not reconciled yet
+        (_ready_cr(1, {"type": "Ready", "status": "True", "observedGeneration": 1}), c.TRUE),
+        (_ready_cr(1, {"type": "Ready", "status": "False", "observedGeneration": 1}), c.FALSE),
+        (_ready_cr(1, {"type": "Ready", "status": "Unknown", "observedGeneration": 1}), c.UNKNOWN),
+        # judged for the previous spec: says nothing about this one
+        (_ready_cr(2, {"type": "Ready", "status": "True", "observedGeneration": 1}), c.UNKNOWN),
+    ],
+)
+def test_ready_status_for_monitoring(cr: dict[str, Any], expected: str) -> None:
+    assert c.ready_status(cr) == expected

@@ -41,6 +41,9 @@ def test_the_charts_defaults_are_valid() -> None:
         (("hostNetwork",), "yes"),
         (("metrics", "alerts", "outboxLagSeconds"), "5m"),
         (("metrics", "alerts", "indexBacklogFor"), "15 minutes"),
+        (("admission", "tenantNames", "enabled"), "yes"),
+        (("admission", "tenantNames", "exemptNamespaces"), ["Platform_Team"]),
+        (("admission", "tenantNames", "prefixLabel"), "x"),  # no such setting
     ],
 )
 def test_mistakes_are_refused(path: tuple[str, ...], value: Any) -> None:

@@ -19,7 +19,8 @@ CACHE_READY = "CacheReady"
 API_READY = "ApiReady"
 READY = "Ready"
 PAUSED = "Paused"
-STEP_TYPES: tuple[str, ...] = (SCHEMA_READY, COLLECTION_READY, TOPICS_READY, CACHE_READY, API_READY)
+BACKEND_STEP_TYPES: tuple[str, ...] = (SCHEMA_READY, COLLECTION_READY, TOPICS_READY, CACHE_READY)
+STEP_TYPES: tuple[str, ...] = (*BACKEND_STEP_TYPES, API_READY)
 
 TRUE, FALSE, UNKNOWN = "True", "False", "Unknown"
 _REASON = re.compile(r"^[A-Z][A-Za-z0-9]*$")
@@ -84,6 +85,17 @@ def ready_status(cr: Mapping[str, Any]) -> str:
     if generation is not None and cond.get("observedGeneration", generation) < generation:
         return UNKNOWN
     return str(cond["status"])
+
+
+def all_true(conditions: Iterable[dict[str, Any]], types: Iterable[str], generation: int) -> bool:
+    """Every condition of `types` is True and was set for `generation`."""
+    by_type = {cond.get("type"): cond for cond in conditions}
+    return all(
+        (cond := by_type.get(t)) is not None
+        and cond.get("status") == TRUE
+        and cond.get("observedGeneration") == generation
+        for t in types
+    )
 
 
 def summarize(

@@ -53,6 +53,9 @@ class TopicsTarget:
     retention_ms: int
     principal: str | None = None  # SASL user for the tenant (SCRAM), None without SASL
     password: str | None = None
+    # The password was just generated: check an existing credential against it now,
+    # not when a periodic login check comes due (adapters/kafka.py).
+    verify_password: bool = False
 
 
 @dataclass(frozen=True)

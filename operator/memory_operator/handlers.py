@@ -169,7 +169,9 @@ def setup(
             if cr["metadata"].get("deletionTimestamp"):
                 return
             with locks.get(owner["uid"]):
-                result = reconciler.reconcile(cr, tenant_claims)
+                # Only the Kubernetes step when the backends are Ready for this
+                # generation: a rollout changes the Deployment's status many times.
+                result = reconciler.reconcile(cr, tenant_claims, backends=False)
         except Exception as err:  # event handlers are not retried: log, the timer covers
             log.warning(
                 "reconcile after Deployment %s/%s changed failed: %s",

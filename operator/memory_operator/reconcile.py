@@ -13,6 +13,7 @@ the live one before it is applied; status is patched only when it changed.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 from collections.abc import Callable
@@ -127,10 +128,18 @@ class Reconciler:
 
     # -- entry points ----------------------------------------------------
 
-    def reconcile(self, cr: dict[str, Any], claims: Claims | None = None) -> Result:
+    def reconcile(
+        self, cr: dict[str, Any], claims: Claims | None = None, *, backends: bool = True
+    ) -> Result:
         """One pass. `claims`: the operator's index of tenant claims (handlers.py);
-        None lists every CR instead (for callers without a watch: tests, tools)."""
-        return self._measured(self._reconcile, cr, claims)
+        None lists every CR instead (for callers without a watch: tests, tools).
+        backends=False (a change of the tenant's Deployment): the backend steps are
+        skipped when all of them are True for the CR's current generation, so a
+        rollout's status updates cost the Kubernetes step only; create, update,
+        resume and the timer still check every backend."""
+        return self._measured(
+            lambda cr_, claims_: self._reconcile(cr_, claims_, backends=backends), cr, claims
+        )
 
     def finalize(self, cr: dict[str, Any], claims: Claims | None = None) -> Result:
         """Run on deletion (behind the finalizer). Result.error set: keep the finalizer."""
@@ -164,7 +173,7 @@ class Reconciler:
 
     # -- reconcile -------------------------------------------------------
 
-    def _reconcile(self, cr: dict[str, Any], claims: Claims | None) -> Result:
+    def _reconcile(self, cr: dict[str, Any], claims: Claims | None, *, backends: bool) -> Result:
         meta = cr["metadata"]
         gen = int(meta.get("generation") or 1)
         old = dict(cr.get("status") or {})
@@ -245,31 +254,10 @@ class Reconciler:
             )
 
         failure: StepError | None = None
+        skip_backends = not backends and c.all_true(conds, c.BACKEND_STEP_TYPES, gen)
         try:
-            conds = self._step(
-                conds,
-                c.SCHEMA_READY,
-                gen,
-                now,
-                lambda: self._schema(cr, spec, names, passwords, writes),
-            )
-            conds = self._step(
-                conds,
-                c.COLLECTION_READY,
-                gen,
-                now,
-                lambda: self._collection(cr, spec, names, writes),
-            )
-            conds = self._step(
-                conds,
-                c.TOPICS_READY,
-                gen,
-                now,
-                lambda: self._topics(cr, spec, names, passwords, writes),
-            )
-            conds = self._step(
-                conds, c.CACHE_READY, gen, now, lambda: self._cache(cr, names, passwords, writes)
-            )
+            if not skip_backends:
+                self._backend_steps(cr, spec, names, passwords, conds, gen, now, writes)
             conds = self._step(
                 conds,
                 c.API_READY,
@@ -302,6 +290,44 @@ class Reconciler:
             )
         return Result(
             status, ready=c.is_true(conds, c.READY), reason="Ready", message="ready", writes=writes
+        )
+
+    def _backend_steps(
+        self,
+        cr: dict[str, Any],
+        spec: MemoryNamespaceSpec,
+        names: Names,
+        passwords: dict[str, str],
+        conds: list[dict[str, Any]],
+        gen: int,
+        now: str,
+        writes: list[str],
+    ) -> None:
+        """The backend steps in order; `conds` is updated in place (a failing step
+        records its condition there before StepError stops the pass)."""
+        conds[:] = self._step(
+            conds,
+            c.SCHEMA_READY,
+            gen,
+            now,
+            lambda: self._schema(cr, spec, names, passwords, writes),
+        )
+        conds[:] = self._step(
+            conds,
+            c.COLLECTION_READY,
+            gen,
+            now,
+            lambda: self._collection(cr, spec, names, writes),
+        )
+        conds[:] = self._step(
+            conds,
+            c.TOPICS_READY,
+            gen,
+            now,
+            lambda: self._topics(cr, spec, names, passwords, writes),
+        )
+        conds[:] = self._step(
+            conds, c.CACHE_READY, gen, now, lambda: self._cache(cr, names, passwords, writes)
         )
 
     def _step(
@@ -439,6 +465,8 @@ class Reconciler:
         if events is None or self.config.kafka is None:
             return "KafkaNotConfigured", "the operator has no Kafka configured; events are off"
         target = self._topics_target(spec, names, passwords)
+        if f"Secret/{names.credentials_secret}" in writes:  # new passwords in this pass
+            target = dataclasses.replace(target, verify_password=True)
         outcome = self._backend("kafka", "ensure_topics", lambda: events.ensure_topics(target))
         what = f"Kafka topics {', '.join(names.topics)}"
         if target.principal:

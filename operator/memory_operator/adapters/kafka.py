@@ -12,7 +12,12 @@ SCRAM password idempotence: Kafka never reveals a stored credential, so
   SASL handshake, so a password this adapter set or verified is not checked again
   for `login_check_seconds` (default 1 h; a changed password is checked at once):
   a resync of a large fleet stays cheap, a credential changed behind the
-  operator's back is repaired within that time;
+  operator's back is repaired within that time. A credential first seen by this
+  process (after a restart or a failover) gets its first check at a random
+  point of that interval, not at once: a restarted operator would otherwise log
+  in as every tenant in its first pass (measured: 0.42 s per tenant, 3/4 of a
+  resync). A target with `verify_password` (the caller just generated the
+  password) is checked at once;
 - otherwise (e.g. a PLAINTEXT admin listener) the credential is created when
   absent and left alone after that: the operator persists tenant passwords in
   the tenant's Secret, so they don't change behind Kafka's back. Rotating one
@@ -22,6 +27,7 @@ SCRAM password idempotence: Kafka never reveals a stored credential, so
 from __future__ import annotations
 
 import hashlib
+import random
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -313,10 +319,15 @@ class KafkaAdmin:
         return hashlib.sha256(password.encode()).hexdigest()
 
     def _recently_good(self, target: TopicsTarget) -> bool:
-        known = self._known_good.get(target.principal or "")
+        principal, fingerprint = target.principal or "", self._fingerprint(target.password or "")
+        known = self._known_good.get(principal)
+        if known is None and not target.verify_password:
+            # First sight in this process: due at a random point of the interval.
+            age = random.uniform(0, self._login_check_seconds)
+            known = self._known_good[principal] = (fingerprint, time.monotonic() - age)
         return (
             known is not None
-            and known[0] == self._fingerprint(target.password or "")
+            and known[0] == fingerprint
             and time.monotonic() - known[1] < self._login_check_seconds
         )
 

@@ -344,6 +344,36 @@ def test_credential_changed_behind_the_operator_is_repaired(kafka: KafkaServer) 
     assert produce(producer, target.names[0], b"after repair") is None
 
 
+def test_a_restarted_operator_spreads_its_login_checks(kafka: KafkaServer) -> None:
+    """A new process (a restart, a failover) does not log in as every tenant at once:
+    a credential it has not seen yet is first checked at a random point of
+    login_check_seconds; a target whose password was just generated is checked now."""
+    config = kafka.sasl_config(kafka.admin_username, kafka.admin_password)
+    target = with_principal(new_target(partitions=1))
+    assert KafkaAdmin(config).ensure_topics(target) is Outcome.CREATED
+    other = UserScramCredentialUpsertion(
+        target.principal, ScramCredentialInfo(ScramMechanism.SCRAM_SHA_512, 8192), b"changed"
+    )
+    raw = AdminClient(kafka.admin_config)
+    for future in raw.alter_user_scram_credentials([other]).values():
+        future.result()
+
+    restarted = KafkaAdmin(config, client_class=RecordingAdmin, login_check_seconds=0.5)
+    assert restarted.ensure_topics(target) is Outcome.UNCHANGED  # no login yet
+    time.sleep(0.6)  # the check came due (at most the interval after first sight)
+    assert restarted.ensure_topics(target) is Outcome.UPDATED
+    assert writes_of(restarted) == ["alter_user_scram_credentials"]
+
+    for future in raw.alter_user_scram_credentials([other]).values():
+        future.result()
+    fresh = KafkaAdmin(config, client_class=RecordingAdmin)  # default 1 h interval
+    verify = dataclasses.replace(target, verify_password=True)
+    assert fresh.ensure_topics(verify) is Outcome.UPDATED
+    assert writes_of(fresh) == ["alter_user_scram_credentials"]
+    producer, _ = tenant_producer(kafka, target)
+    assert produce(producer, target.names[0], b"after repair") is None
+
+
 def test_plaintext_admin_creates_the_credential_only_when_absent(
     kafka: KafkaServer, admin: KafkaAdmin
 ) -> None:

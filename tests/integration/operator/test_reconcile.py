@@ -284,6 +284,41 @@ def test_drift_is_repaired(env: Env) -> None:
     assert env.api.get("Deployment", env.ns, "acme-memory") is not None
 
 
+def test_deployment_pass_checks_kubernetes_only_once_backends_are_ready(env: Env) -> None:
+    """A change of the tenant's Deployment (backends=False) reconciles the Kubernetes
+    objects; the backends are checked by the other passes, so a dropped schema waits
+    for them, and a Deployment deleted meanwhile is back at once."""
+    env.create("acme")
+    env.to_ready("acme")
+    with psycopg.connect(env.pg_dsn, autocommit=True) as conn:
+        conn.execute("DROP SCHEMA mem_acme CASCADE")
+    delete(env.api, f"/apis/apps/v1/namespaces/{env.ns}/deployments/acme-memory")
+    calls_before = sum(sum(a.calls.values()) for a in env.adapters.values())
+    env.log.clear()
+    cr = fetch(env.api, env.ns, "acme")
+    result = env.reconciler.reconcile(cr, backends=False)
+    assert result.error is None
+    assert sum(sum(a.calls.values()) for a in env.adapters.values()) == calls_before
+    assert ("kubernetes", "apply Deployment/acme-memory") in env.log.calls
+    assert not _schema_exists(env.pg_dsn, "mem_acme")
+    result = env.reconcile("acme")  # the timer's pass (create/update/resume alike)
+    wrote = {what for _, what in env.log.calls}
+    assert "ensure_tenant Created" in wrote or "ensure_tenant Updated" in wrote
+    assert _schema_exists(env.pg_dsn, "mem_acme")
+
+
+def test_deployment_pass_runs_every_step_until_backends_are_ready(env: Env) -> None:
+    env.create("acme")
+    cr = fetch(env.api, env.ns, "acme")  # no condition yet: nothing to skip
+    result = env.reconciler.reconcile(cr, backends=False)
+    assert result.error is None
+    assert env.adapters["postgres"].calls["ensure_tenant"] == 1
+    assert _schema_exists(env.pg_dsn, "mem_acme")
+    patch_spec(env.api, env.ns, "acme", {"api": {"replicas": 2}})  # a new generation
+    env.reconciler.reconcile(fetch(env.api, env.ns, "acme"), backends=False)
+    assert env.adapters["postgres"].calls["ensure_tenant"] == 2
+
+
 def test_edited_owned_field_is_restored(env: Env) -> None:
     env.create("acme")
     env.reconcile("acme")

@@ -162,18 +162,14 @@ def _coordinate(value: object) -> tuple[float, ...] | None:
         raise ValueError(str(exc)) from None
 
 
-def _vector(value: list[float]) -> list[float]:
-    if not all(math.isfinite(v) for v in value):
-        raise ValueError("vector elements must be finite numbers")
-    if any(abs(v) > MAX_VECTOR_ELEMENT for v in value):
-        raise ValueError(f"vector elements must be within ±{MAX_VECTOR_ELEMENT:g}")
-    return value
-
-
+# Each element checked by pydantic-core itself (finite, within bounds): a
+# per-element Python validator cost ~0.1 s per 500 384-d vectors of a batch.
+VectorElement = Annotated[
+    float, Field(allow_inf_nan=False, ge=-MAX_VECTOR_ELEMENT, le=MAX_VECTOR_ELEMENT)
+]
 Vector = Annotated[
-    list[float],
+    list[VectorElement],
     Field(min_length=1, max_length=MAX_VECTOR_DIMENSIONS),
-    AfterValidator(_vector),
 ]
 
 

@@ -44,6 +44,20 @@ _OUTAGES = (psycopg.OperationalError, PoolTimeout, PoolClosed, psycopg.errors.Un
 BULK_BUILD_MEMORY = "256MB"
 BULK_BUILD_SECONDS = 1800
 
+# the binary COPY's column types, in the order of upsert's rows
+_COPY_TYPES = [
+    "uuid",
+    "vector",
+    "text",
+    "text[]",
+    "text",
+    "text",
+    "text",
+    "jsonb",
+    "timestamptz",
+    "float8[]",
+]
+
 # distance -> (operator, HNSW operator class); the operator returns a distance.
 _OPS = {
     "Cosine": ("<=>", "vector_cosine_ops"),
@@ -78,6 +92,22 @@ class PgVectorIndex:
         self._op = sql.SQL("OPERATOR({}.{})").format(
             sql.Identifier(extensions_schema), sql.SQL(_OPS[self._distance][0])
         )
+        columns = sql.SQL(
+            "memory_id, embedding, memory_type, tags, agent_id, user_id, session_id,"
+            " metadata, created_at, coordinate"
+        )
+        self._copy = sql.SQL("COPY {t} ({c}) FROM STDIN (FORMAT BINARY)").format(
+            t=self._table, c=columns
+        )
+        self._upsert = sql.SQL(
+            """INSERT INTO {t} ({c}) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
+               ON CONFLICT (memory_id) DO UPDATE SET
+                   embedding = EXCLUDED.embedding, memory_type = EXCLUDED.memory_type,
+                   tags = EXCLUDED.tags, agent_id = EXCLUDED.agent_id,
+                   user_id = EXCLUDED.user_id, session_id = EXCLUDED.session_id,
+                   metadata = EXCLUDED.metadata, created_at = EXCLUDED.created_at,
+                   coordinate = EXCLUDED.coordinate"""
+        ).format(t=self._table, c=columns)
         # Connections whose adapters already know the vector type (one lookup each).
         self._registered: weakref.WeakSet[Connection[Any]] = weakref.WeakSet()
         self._register_lock = threading.Lock()
@@ -221,23 +251,45 @@ class PgVectorIndex:
                 as_utc(item.created_at),
                 [float(c) for c in item.coordinate],
             )
-            for item in items
+            for item in sorted(items, key=lambda i: i.memory_id)  # one lock order
         ]
-        statement = sql.SQL(
-            """INSERT INTO {t} (memory_id, embedding, memory_type, tags, agent_id, user_id,
-                   session_id, metadata, created_at, coordinate)
-               VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
-               ON CONFLICT (memory_id) DO UPDATE SET
-                   embedding = EXCLUDED.embedding, memory_type = EXCLUDED.memory_type,
-                   tags = EXCLUDED.tags, agent_id = EXCLUDED.agent_id,
-                   user_id = EXCLUDED.user_id, session_id = EXCLUDED.session_id,
-                   metadata = EXCLUDED.metadata, created_at = EXCLUDED.created_at,
-                   coordinate = EXCLUDED.coordinate"""
-        ).format(t=self._table)
         with self._pool.connection() as conn:
             self._prepare(conn)
-            with conn.transaction(), conn.cursor() as cur:
-                cur.executemany(statement, rows)
+            for attempt in range(2):
+                try:
+                    with conn.transaction():
+                        self._write(conn, rows, copy_new=attempt == 0)
+                    return
+                except errors.UniqueViolation:
+                    # a concurrent writer added one of the "new" ids: upsert all
+                    if attempt:
+                        raise
+
+    def _write(self, conn: Connection[Any], rows: list[tuple[Any, ...]], copy_new: bool) -> None:
+        """New ids by binary COPY (~25% faster than INSERTs into the HNSW index,
+        bench/README.md), ids already present by INSERT ... ON CONFLICT."""
+        if copy_new:
+            present = {
+                r[0]
+                for r in conn.execute(
+                    sql.SQL("SELECT memory_id FROM {t} WHERE memory_id = ANY(%s)").format(
+                        t=self._table
+                    ),
+                    ([r[0] for r in rows],),
+                )
+            }
+        else:
+            present = {r[0] for r in rows}
+        new = [r for r in rows if r[0] not in present]
+        if new:
+            with conn.cursor() as cur, cur.copy(self._copy) as copy:
+                copy.set_types(_COPY_TYPES)
+                for row in new:
+                    copy.write_row(row)
+        old = [r for r in rows if r[0] in present]
+        if old:
+            with conn.cursor() as cur:
+                cur.executemany(self._upsert, old)
 
     def delete(self, memory_ids: Sequence[UUID]) -> None:
         if not memory_ids:

@@ -223,6 +223,20 @@ def test_reupsert_is_idempotent_and_updates_fields(make_index: IndexFactory) -> 
     assert hits[0].similarity == pytest.approx(1.0, abs=1e-5)
 
 
+def test_one_upsert_of_new_and_present_ids(make_index: IndexFactory) -> None:
+    # pgvector writes the new ids with COPY and the present ones with ON CONFLICT
+    index = make_index()
+    items = make_items(12)
+    index.upsert(items[:6])
+    moved = [replace(i, tags=("moved",), vector=[1.0] * DIM) for i in items[:3]]
+    index.upsert([*moved, *items[6:]])
+    assert index.count() == 12
+    hits = index.search([1.0] * DIM, 10, VectorFilter(tags=("moved",)))
+    assert {h.memory_id for h in hits} == {i.memory_id for i in moved}
+    everything = index.search(list(items[8].vector), 12, VectorFilter())
+    assert {h.memory_id for h in everything} == {i.memory_id for i in items}
+
+
 def test_ensure_is_idempotent_and_ping_works(make_index: IndexFactory) -> None:
     index = make_index()
     index.upsert(make_items(3))

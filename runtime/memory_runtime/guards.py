@@ -14,12 +14,13 @@ from memory_runtime.limits import RateDecision, RateLimiter, RateLimiterError
 from memory_runtime.ports import (
     Embedder,
     EmbeddingError,
+    StagedWrite,
     VectorFilter,
     VectorHit,
     VectorIndex,
     VectorItem,
 )
-from memory_runtime.vectors.common import VectorIndexError, VectorIndexUnavailable
+from memory_runtime.vectors.common import AfterCommit, VectorIndexError, VectorIndexUnavailable
 
 T = TypeVar("T")
 
@@ -70,6 +71,11 @@ class GuardedIndex:
     def delete(self, memory_ids: Sequence[UUID]) -> None:
         self._call(lambda: self.inner.delete(memory_ids))
 
+    def stage(self) -> StagedWrite:
+        if self.breaker.state == "open":  # no write ahead: the upsert at commit is refused
+            return AfterCommit(self)
+        return GuardedStage(self.inner.stage(), self)
+
     def search(self, vector: Sequence[float], top_k: int, flt: VectorFilter) -> list[VectorHit]:
         return self._call(lambda: self.inner.search(vector, top_k, flt))
 
@@ -78,6 +84,27 @@ class GuardedIndex:
 
     def ping(self) -> None:
         self.inner.ping()  # the prober's own call: it must reach the engine
+
+
+class GuardedStage:
+    """A staged index write whose commit counts for (and obeys) the circuit."""
+
+    def __init__(self, staged: StagedWrite, index: GuardedIndex) -> None:
+        self.inner = staged
+        self.index = index
+
+    def write(self, items: Sequence[VectorItem]) -> None:
+        self.inner.write(items)
+
+    def commit(self) -> None:
+        try:
+            self.index._call(self.inner.commit)
+        except BaseException:
+            self.inner.abort()  # an open circuit skipped the commit: roll back
+            raise
+
+    def abort(self) -> None:
+        self.inner.abort()
 
 
 class GuardedEmbedder:

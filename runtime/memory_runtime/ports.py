@@ -73,6 +73,19 @@ class VectorHit:
     similarity: float  # higher is better; cosine similarity for Cosine
 
 
+class StagedWrite(Protocol):
+    """Index writes prepared while the memories' transaction runs, applied once
+    it committed: `write` (never raises; a failure surfaces at `commit`), then
+    `commit` after the memories committed, or `abort`. A crash in between
+    leaves the memories `index_pending`, which catch-up writes again."""
+
+    def write(self, items: Sequence[VectorItem]) -> None: ...
+
+    def commit(self) -> None: ...
+
+    def abort(self) -> None: ...
+
+
 class VectorIndex(Protocol):
     """A per-tenant vector index (pgvector table or Qdrant collection)."""
 
@@ -84,8 +97,13 @@ class VectorIndex(Protocol):
 
     def delete(self, memory_ids: Sequence[UUID]) -> None: ...
 
-    def begin_bulk_load(self) -> bool:
-        """Prepare a large load (e.g. drop a graph to build it once); True if it did."""
+    def stage(self) -> StagedWrite:
+        """A write to prepare alongside the memories' transaction (see StagedWrite)."""
+        ...
+
+    def begin_bulk_load(self, expected_rows: int = 0) -> bool:
+        """Prepare a load of about `expected_rows` (e.g. drop a graph to build it
+        once, if that is cheaper); True if it did."""
         ...
 
     def finish_bulk_load(self) -> None:

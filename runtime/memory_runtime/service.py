@@ -14,7 +14,7 @@ import math
 import threading
 import uuid
 from collections import OrderedDict
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -56,7 +56,14 @@ from memory_runtime.models import (
     SearchIn,
     SearchOut,
 )
-from memory_runtime.ports import Embedder, EmbeddingError, VectorFilter, VectorIndex, VectorItem
+from memory_runtime.ports import (
+    Embedder,
+    EmbeddingError,
+    StagedWrite,
+    VectorFilter,
+    VectorIndex,
+    VectorItem,
+)
 from memory_runtime.storage.postgres import (
     AccessLog,
     Candidate,
@@ -341,9 +348,10 @@ class MemoryService:
             raise NotFoundError(f"no memory at {key if not isinstance(key, list) else parsed}")
         return row
 
-    def _index_after_commit(self, rows: Sequence[MemoryRow]) -> None:
-        """Send committed vectors to the index; leave rows pending if it fails."""
-        items = [
+    @staticmethod
+    def _vector_items(rows: Iterable[MemoryRow]) -> list[VectorItem]:
+        """What the index needs of the rows waiting for it."""
+        return [
             VectorItem(
                 memory_id=r.id,
                 vector=r.embedding,
@@ -359,18 +367,30 @@ class MemoryService:
             for r in rows
             if r.embedding is not None and r.index_pending
         ]
-        if not items:
+
+    def _index_after_commit(
+        self, rows: Sequence[MemoryRow], staged: StagedWrite | None = None
+    ) -> None:
+        """Send committed vectors to the index (or commit what `staged` wrote
+        ahead of them); leave rows pending if it fails."""
+        items = self._vector_items(rows) if staged is None else []
+        if staged is None and not items:
             return
         try:
-            self.index.upsert(items)
+            if staged is not None:
+                staged.commit()
+            else:
+                self.index.upsert(items)
         except Exception as exc:  # any index failure: PostgreSQL stays the truth
-            log.warning("vector index write failed, %d record(s) pending: %s", len(items), exc)
+            log.warning("vector index write failed, %d record(s) pending: %s", len(rows), exc)
+            return
+        done = [r for r in rows if r.embedding is not None and r.index_pending]
+        if not done:
             return
         with self.db.tx() as tx:
-            tx.set_index_done([(r.id, r.version) for r in rows if r.embedding is not None])
-        for r in rows:
-            if r.embedding is not None:
-                r.index_pending = False
+            tx.set_index_done([(r.id, r.version) for r in done])
+        for r in done:
+            r.index_pending = False
 
     def _unindex_after_commit(self, ids: Sequence[uuid.UUID]) -> None:
         if not ids:
@@ -428,9 +448,31 @@ class MemoryService:
         vectors: Sequence[list[float] | None],
         embed_failed: bool,
     ) -> list[tuple[Memory, bool]]:
+        now = now_utc()
+        # the vectors go into the index while the memories are written (pgvector:
+        # in a transaction of their own, committed right after the memories')
+        staged = self.index.stage()
+        try:
+            results = self._write_stored(items, coords, texts, vectors, embed_failed, now, staged)
+        except BaseException:
+            staged.abort()
+            raise
+        self._index_after_commit([r for r, _ in results], staged)
+        return [(to_memory(r), created) for r, created in results]
+
+    def _write_stored(
+        self,
+        items: Sequence[MemoryIn],
+        coords: Sequence[Coordinate | None],
+        texts: Sequence[str],
+        vectors: Sequence[list[float] | None],
+        embed_failed: bool,
+        now: datetime,
+        staged: StagedWrite,
+    ) -> list[tuple[MemoryRow, bool]]:
+        """The memories' transaction of a store: rows, events, and the staged vectors."""
         results: list[tuple[MemoryRow, bool]] = []
         fresh: list[MemoryRow] = []
-        now = now_utc()
         with self.db.tx() as tx:
             if self.config.max_memories:
                 tx.lock_quota()
@@ -490,13 +532,13 @@ class MemoryService:
                 )
                 fresh.append(row)
                 results.append((row, True))
+            staged.write(self._vector_items(r for r, _ in results))
             # new memories in one COPY (and one statement for its triggers)
             tx.insert_many(fresh)
             tx.outbox_many(
                 [("memory.created", r.id, r.version, memory_record(r), None) for r in fresh]
             )
-        self._index_after_commit([r for r, _ in results])
-        return [(to_memory(r), created) for r, created in results]
+        return results
 
     # --- read / patch / delete -----------------------------------------
     def get(self, key: str, include_vector: bool = False) -> Memory:

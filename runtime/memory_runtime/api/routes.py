@@ -361,7 +361,18 @@ def export(svc: Svc, _: Any = Depends(auth.admin)) -> StreamingResponse:
 
 IMPORT_CHUNK_LINES = 1000  # lines per import transaction ...
 IMPORT_CHUNK_BYTES = 8 << 20  # ... or fewer when they are big
-STREAMED_BODIES = ("/import",)  # no whole-body cap: each line is capped instead
+STREAMED_BODIES = ("/import",)
+
+
+def expected_import_rows(content_length: str | None, dimensions: int) -> int:
+    """About how many memories an import body of this size carries (0 if unknown):
+    a memory line holds its vector, at least ~12 bytes per element as exported
+    plus its other fields, so this rather undercounts."""
+    if content_length is None or not content_length.isdigit():
+        return 0
+    return int(content_length) // (
+        dimensions * 12 + 256
+    )  # no whole-body cap: each line is capped instead
 
 
 async def ndjson_lines(
@@ -443,8 +454,10 @@ async def import_(
     limit = request.app.state.settings.max_body_bytes
     chunk: list[tuple[int, bytes]] = []
     size = 0
-    # into an empty vector index: load it without its graph, build that once at the end
-    bulk = await run_in_threadpool(svc.index.begin_bulk_load)
+    # a load into an empty vector index, or one at least as large as the index:
+    # without its graph, built once at the end
+    expected = expected_import_rows(request.headers.get("content-length"), svc.config.dimensions)
+    bulk = await run_in_threadpool(svc.index.begin_bulk_load, expected)
     try:
         async for number, line in ndjson_lines(request.stream(), limit, start_line):
             if number <= committed:

@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from memory_runtime.ports import VectorFilter
+from memory_runtime.ports import VectorFilter, VectorIndex, VectorItem
 
 DISTANCES = ("Cosine", "Dot", "Euclid")
 MAX_COORDINATE_DIMS = 16
@@ -27,12 +27,45 @@ class VectorIndexUnavailable(RuntimeError):
     """
 
 
+class AfterCommit:
+    """The plain StagedWrite: the items are upserted when `commit` is called."""
+
+    def __init__(self, index: VectorIndex) -> None:
+        self._index = index
+        self._items: list[VectorItem] = []
+
+    def write(self, items: Sequence[VectorItem]) -> None:
+        self._items.extend(items)
+
+    def commit(self) -> None:
+        items, self._items = self._items, []
+        self._index.upsert(items)
+
+    def abort(self) -> None:
+        self._items = []
+
+
 def normalise_distance(distance: str) -> str:
     """Accept `cosine`, `COSINE`, `Cosine` ...; return the canonical spelling."""
     for name in DISTANCES:
         if distance.lower() == name.lower():
             return name
     raise VectorIndexError(f"unknown distance {distance!r}; expected one of {DISTANCES}")
+
+
+def check_array(vector: Sequence[float], dimensions: int) -> np.ndarray:
+    """check_vector's checks, as one float32 array (numpy, not a loop per element)."""
+    if len(vector) != dimensions:
+        raise VectorIndexError(
+            f"vector has {len(vector)} dimensions, the index expects {dimensions}"
+        )
+    try:
+        values = np.asarray(vector, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise VectorIndexError("vector values must be finite numbers") from None
+    if values.ndim != 1 or not np.isfinite(values).all():
+        raise VectorIndexError("vector values must be finite numbers")
+    return values.astype(np.float32)
 
 
 def check_vector(vector: Sequence[float], dimensions: int) -> list[float]:

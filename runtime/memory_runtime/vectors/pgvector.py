@@ -7,6 +7,7 @@ so a selective filter still returns top_k hits (filtering happens in the engine)
 
 from __future__ import annotations
 
+import queue
 import threading
 import weakref
 from collections.abc import Sequence
@@ -27,6 +28,7 @@ from memory_runtime.vectors.common import (
     VectorIndexError,
     VectorIndexUnavailable,
     as_utc,
+    check_array,
     check_filter,
     check_top_k,
     check_vector,
@@ -38,6 +40,10 @@ TABLE = "memory_vectors"
 
 # Engine not reachable or not ready (table not created yet): recall may degrade.
 _OUTAGES = (psycopg.OperationalError, PoolTimeout, PoolClosed, psycopg.errors.UndefinedTable)
+
+# A staged write that was neither committed nor aborted gives up after this long
+# (its transaction would otherwise hold a connection and row locks).
+STAGE_WAIT_SECONDS = 600
 
 # Building the HNSW graph after a bulk load (begin_bulk_load / finish_bulk_load):
 # 100k 384-d vectors need ~200 MB to build in memory (slower past it).
@@ -133,19 +139,25 @@ class PgVectorIndex:
     def _hnsw_name(self) -> sql.Identifier:
         return sql.Identifier(self._schema, f"{TABLE}_embedding_{self._distance.lower()}_hnsw")
 
-    def begin_bulk_load(self) -> bool:
-        """Before a load into an empty index: drop its HNSW graph, so rows go in at
-        heap speed (a graph insert costs milliseconds per row); `finish_bulk_load`
-        then builds the graph once, many times faster. Searches meanwhile scan
-        exactly. True if the graph was dropped (the index was empty)."""
+    def begin_bulk_load(self, expected_rows: int = 0) -> bool:
+        """Before a large load: drop the HNSW graph, so rows go in at heap speed (a
+        graph insert costs milliseconds per row); `finish_bulk_load` then builds
+        the graph once, many times faster. Searches meanwhile scan exactly.
+        Large means: the index is empty, or the load brings at least as many rows
+        as it holds (a rebuild of all is then cheaper than inserting the new).
+        True if the graph was dropped."""
         with self._pool.connection() as conn, conn.transaction():
+            # counts at most expected_rows + 1 rows, not the whole table
             row = conn.execute(
-                sql.SQL("SELECT NOT EXISTS (SELECT FROM {t})").format(t=self._table)
+                sql.SQL("SELECT count(*) <= %s FROM (SELECT FROM {t} LIMIT %s) AS held").format(
+                    t=self._table
+                ),
+                (expected_rows, expected_rows + 1),
             ).fetchone()
-            empty = bool(row and row[0])
-            if empty:
+            bulk = bool(row and row[0])
+            if bulk:
                 conn.execute(sql.SQL("DROP INDEX IF EXISTS {}").format(self._hnsw_name()))
-        return empty
+        return bulk
 
     def finish_bulk_load(self) -> None:
         """Build what `begin_bulk_load` dropped (`ensure` recreates anything missing)."""
@@ -234,14 +246,12 @@ class PgVectorIndex:
                 f"the namespace declares {self._dimensions}"
             )
 
-    def upsert(self, items: Sequence[VectorItem]) -> None:
-        if not items:
-            return
-        # Validate everything before writing anything (all or nothing).
-        rows = [
+    def _rows(self, items: Sequence[VectorItem]) -> list[tuple[Any, ...]]:
+        """upsert's rows, every item checked (VectorIndexError) before anything is written."""
+        return [
             (
                 item.memory_id,
-                Vector(np.asarray(check_vector(item.vector, self._dimensions), dtype=np.float32)),
+                Vector(check_array(item.vector, self._dimensions)),
                 item.memory_type,
                 list(item.tags),
                 item.agent_id,
@@ -253,17 +263,30 @@ class PgVectorIndex:
             )
             for item in sorted(items, key=lambda i: i.memory_id)  # one lock order
         ]
+
+    def upsert(self, items: Sequence[VectorItem]) -> None:
+        if not items:
+            return
+        rows = self._rows(items)  # all or nothing
         with self._pool.connection() as conn:
             self._prepare(conn)
-            for attempt in range(2):
-                try:
-                    with conn.transaction():
-                        self._write(conn, rows, copy_new=attempt == 0)
-                    return
-                except errors.UniqueViolation:
-                    # a concurrent writer added one of the "new" ids: upsert all
-                    if attempt:
-                        raise
+            with conn.transaction():
+                self._write_rows(conn, rows)
+
+    def stage(self) -> StagedUpsert:
+        return StagedUpsert(self)
+
+    def _write_rows(self, conn: Connection[Any], rows: list[tuple[Any, ...]]) -> None:
+        """Write rows inside the connection's open transaction (in a savepoint)."""
+        for attempt in range(2):
+            try:
+                with conn.transaction():
+                    self._write(conn, rows, copy_new=attempt == 0)
+                return
+            except errors.UniqueViolation:
+                # a concurrent writer added one of the "new" ids: upsert all
+                if attempt:
+                    raise
 
     def _write(self, conn: Connection[Any], rows: list[tuple[Any, ...]], copy_new: bool) -> None:
         """New ids by binary COPY (~25% faster than INSERTs into the HNSW index,
@@ -391,3 +414,71 @@ def build_where(flt: VectorFilter) -> tuple[sql.Composable, dict[str, Any]]:
 
 def _quote(identifier: str) -> str:
     return '"' + identifier.replace('"', '""') + '"'
+
+
+_COMMIT = object()
+_ABORT = object()
+
+
+class StagedUpsert:
+    """pgvector's StagedWrite: the rows go into the HNSW index in a transaction of
+    their own, on a thread of their own, while the caller's memories transaction
+    runs (the graph insert, most of a batch store's time, overlaps the memories'
+    writes); `commit` waits for the writes and commits them after the memories'.
+    An aborted or failed stage rolls back: the index never holds a vector of a
+    memory that did not commit."""
+
+    def __init__(self, index: PgVectorIndex) -> None:
+        self._index = index
+        self._queue: queue.Queue[object] = queue.Queue()
+        self._thread: threading.Thread | None = None
+        self._error: BaseException | None = None
+
+    def write(self, items: Sequence[VectorItem]) -> None:
+        if not items or self._error is not None:
+            return
+        try:
+            rows = self._index._rows(items)
+        except Exception as exc:  # surfaces at commit: the memories stay pending
+            self._error = exc
+            return
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="staged-upsert", daemon=True)
+            self._thread.start()
+        self._queue.put(rows)
+
+    def commit(self) -> None:
+        # a write refused here (bad input) rolls the others back: all or nothing
+        self._finish(_COMMIT if self._error is None else _ABORT)
+        if self._error is not None:
+            raise self._error
+
+    def abort(self) -> None:
+        self._finish(_ABORT)
+
+    def _finish(self, decision: object) -> None:
+        if self._thread is not None:
+            self._queue.put(decision)
+            self._thread.join()
+            self._thread = None
+
+    def _run(self) -> None:
+        decided = False
+        try:
+            with self._index._pool.connection() as conn:
+                self._index._prepare(conn)
+                with conn.transaction():
+                    while True:
+                        message = self._queue.get(timeout=STAGE_WAIT_SECONDS)
+                        decided = message is _ABORT or message is _COMMIT
+                        if message is _ABORT:
+                            raise psycopg.Rollback()
+                        if message is _COMMIT:
+                            break
+                        assert isinstance(message, list)
+                        self._index._write_rows(conn, message)
+        except BaseException as exc:
+            self._error = exc
+            # the caller's commit or abort is still to come: wait for it (join)
+            while not decided:
+                decided = self._queue.get() in (_COMMIT, _ABORT)

@@ -18,6 +18,7 @@ from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedR
 from memory_runtime.ports import VectorFilter, VectorHit, VectorItem
 from memory_runtime.vectors.common import (
     MAX_COORDINATE_DIMS,
+    AfterCommit,
     VectorIndexError,
     VectorIndexUnavailable,
     as_utc,
@@ -72,7 +73,10 @@ class QdrantVectorIndex:
     def distance(self) -> str:
         return self._distance
 
-    def begin_bulk_load(self) -> bool:
+    def stage(self) -> AfterCommit:
+        return AfterCommit(self)  # no transactions to write ahead in
+
+    def begin_bulk_load(self, expected_rows: int = 0) -> bool:
         return False  # Qdrant builds its graph in the background (its optimizer)
 
     def finish_bulk_load(self) -> None:

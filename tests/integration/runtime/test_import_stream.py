@@ -366,3 +366,45 @@ def test_export_streams_in_constant_memory(patient_client: TestClient) -> None:
     assert total > 5 * small_bytes
     # six times the rows, not six times the memory: one cursor batch at a time
     assert peak < 1.5 * small_peak, (peak, small_peak)
+
+
+def hnsw_oid(tenant: Tenant) -> int | None:
+    rows = admin_rows(
+        tenant,
+        "SELECT c.oid::bigint AS oid FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid"
+        " JOIN pg_am a ON a.oid = c.relam WHERE i.indrelid = 'memory_vectors'::regclass"
+        " AND a.amname = 'hnsw'",
+    )
+    return rows[0]["oid"] if rows else None
+
+
+def test_a_load_as_large_as_the_index_rebuilds_its_graph_once(
+    client: TestClient, tenant: Tenant
+) -> None:
+    """Into a non-empty index, an import at least as large as the index drops the
+    HNSW graph and builds it once at the end; a small one inserts into the graph."""
+    lines = stream_lines(130, 0)
+    first = client.post("/import", content=b"\n".join(lines[:40]))  # empty: bulk
+    assert first.json()["memories"]["created"] == 40
+    graph = hnsw_oid(tenant)
+    assert graph is not None
+    small = client.post("/import", content=b"\n".join(lines[40:50]))  # 10 into 40
+    assert small.json()["memories"]["created"] == 10
+    assert hnsw_oid(tenant) == graph  # kept: rows went into the existing graph
+    large = client.post("/import", content=b"\n".join(lines[50:]))  # 80 into 50
+    assert large.json()["memories"]["created"] == 80
+    rebuilt = hnsw_oid(tenant)
+    assert rebuilt is not None
+    assert rebuilt != graph
+    # every memory is in the index and found by vector and by keyword
+    assert len(vector_ids(tenant)) == 130
+    assert client.get("/stats").json()["index_pending"] == 0
+    last = json.loads(lines[-1])["record"]
+    hit = client.post(
+        "/memories/search", json={"vector": last["vector"], "mode": "vector", "top_k": 1}
+    ).json()["hits"][0]
+    assert hit["memory"]["id"] == last["id"]
+    words = client.post(
+        "/memories/search", json={"query": "number 129", "mode": "keyword", "top_k": 3}
+    ).json()["hits"]
+    assert last["id"] in {h["memory"]["id"] for h in words}

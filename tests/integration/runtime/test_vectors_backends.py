@@ -237,6 +237,45 @@ def test_one_upsert_of_new_and_present_ids(make_index: IndexFactory) -> None:
     assert {h.memory_id for h in everything} == {i.memory_id for i in items}
 
 
+def test_a_staged_write_shows_only_after_commit_and_an_abort_leaves_nothing(
+    make_index: IndexFactory,
+) -> None:
+    # pgvector writes the rows ahead in a transaction of its own (on its own
+    # thread); the index must not serve them before the caller commits
+    index = make_index()
+    items = make_items(30)
+    staged = index.stage()
+    staged.write(items[:20])
+    staged.write(items[20:])
+    assert index.count() == 0
+    assert index.search(list(items[0].vector), 5, VectorFilter()) == []
+    staged.commit()
+    assert index.count() == 30
+    assert index.search(list(items[0].vector), 1, VectorFilter())[0].memory_id == (
+        items[0].memory_id
+    )
+    aborted = index.stage()
+    aborted.write(make_items(5, seed=11))
+    aborted.abort()
+    assert index.count() == 30
+    nothing = index.stage()
+    nothing.commit()  # nothing written: a no-op
+    assert index.count() == 30
+
+
+def test_a_staged_write_with_bad_input_fails_at_commit_and_writes_nothing(
+    make_index: IndexFactory,
+) -> None:
+    index = make_index()
+    good = make_items(3)
+    staged = index.stage()
+    staged.write(good[:2])
+    staged.write([replace(good[2], vector=[float("nan")] * DIM)])  # never raises here
+    with pytest.raises(VectorIndexError, match="finite"):
+        staged.commit()
+    assert index.count() == 0
+
+
 def test_ensure_is_idempotent_and_ping_works(make_index: IndexFactory) -> None:
     index = make_index()
     index.upsert(make_items(3))

@@ -646,7 +646,8 @@ class MemoryService:
                     keyword=keyword_query,
                     vector=None if "vector" in degraded else qvec,
                     distance=self.config.distance,
-                    known=vector_hits,
+                    known_similarity=vector_hits,
+                    known_keyword=keyword_hits,
                 )
                 vector_hits, keyword_hits = {}, {}
                 for c in scored_both:

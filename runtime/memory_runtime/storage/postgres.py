@@ -541,22 +541,29 @@ class Tx:
         keyword: KeywordQuery | None = None,
         vector: Sequence[float] | None = None,
         distance: str = "Cosine",
-        known: Mapping[uuid.UUID, float] | None = None,
+        known_similarity: Mapping[uuid.UUID, float] | None = None,
+        known_keyword: Mapping[uuid.UUID, float] | None = None,
     ) -> list[Candidate]:
         """What ranking needs of each live candidate matching the filter, in one
         round trip: with `keyword`, its BM25 score (None without a matching
-        stem); with `vector`, its similarity to that vector (None without a
-        vector): the one the index reported (`known`) or, for a candidate only
-        the keyword side found, computed from its stored embedding as the
-        engines do (vectors.common.similarities; no pgvector needed, a Qdrant
-        tenant has none). The heavy columns (text, payload, metadata) are left
-        for `get_many` on the few hits that are returned.
+        stem): the one keyword_search reported (`known_keyword`, the same
+        expression) or computed here; with `vector`, its similarity to that
+        vector (None without a vector): the one the index reported
+        (`known_similarity`) or, for a candidate only the keyword side found,
+        computed from its stored embedding as the engines do
+        (vectors.common.similarities; no pgvector needed, a Qdrant tenant has
+        none). The heavy columns (text, payload, metadata) are left for
+        `get_many` on the few hits that are returned.
+
+        Read in binary: 384 floats per embedding in text form took longer to
+        parse than the rest of recall (bench/README.md).
         """
         if not ids:
             return []
         where, params = filter_clause(flt)
         kq = keyword or KeywordQuery((), (), (), 1.0)
-        known = known or {}
+        known_similarity = known_similarity or {}
+        known_keyword = known_keyword or {}
         embedding = (
             sql.SQL(
                 "CASE WHEN NOT id = ANY(%s::uuid[]) THEN (SELECT e.embedding"
@@ -566,7 +573,8 @@ class Tx:
             else sql.SQL("NULL::float4[]")
         )
         query = sql.SQL(
-            "WITH {q} SELECT {c}, {score} AS keyword_rank, {embedding} AS embedding"
+            "WITH {q} SELECT {c}, CASE WHEN NOT id = ANY(%s::uuid[]) THEN {score} END"
+            " AS keyword_rank, {embedding} AS embedding"
             " FROM memories WHERE id = ANY(%s::uuid[]) AND {where} AND {live}"
         ).format(
             q=QUERY_TERMS,
@@ -576,17 +584,27 @@ class Tx:
             where=where,
             live=NOT_EXPIRED,
         )
-        known_arg = [] if vector is None else [list(known)]
-        args = [list(kq.terms), list(kq.idf), *known_arg, list(ids), *params]
-        rows = self.conn.execute(query, args).fetchall()
+        similarity_arg = [] if vector is None else [list(known_similarity)]
+        args = [
+            list(kq.terms),
+            list(kq.idf),
+            list(known_keyword),
+            *similarity_arg,
+            list(ids),
+            *params,
+        ]
+        rows = self.conn.execute(query, args, binary=True).fetchall()
+        for r in rows:
+            if r["id"] in known_keyword:
+                r["keyword_rank"] = known_keyword[r["id"]]
         if vector is not None:
             found = [r for r in rows if r["embedding"] is not None]
             computed = similarities(distance, vector, [r["embedding"] for r in found])
             for r, value in zip(found, computed, strict=True):
                 r["similarity"] = value
             for r in rows:
-                if r["id"] in known:
-                    r["similarity"] = known[r["id"]]
+                if r["id"] in known_similarity:
+                    r["similarity"] = known_similarity[r["id"]]
         return [Candidate.from_db(r) for r in rows]
 
     def range(self, flt: VectorFilter, limit: int, offset: int) -> list[MemoryRow]:

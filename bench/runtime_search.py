@@ -211,7 +211,14 @@ class Bench:
         self.app = create_app(self.settings, embedder=self.embedder)
         port = free_port()
         config = uvicorn.Config(
-            self.app, host="127.0.0.1", port=port, log_level="warning", access_log=False
+            self.app,
+            host="127.0.0.1",
+            port=port,
+            log_level="warning",
+            access_log=False,
+            # the one client connection idles through loads and VACUUM: uvicorn's
+            # 5 s default closed it under the client (BrokenPipeError)
+            timeout_keep_alive=3600,
         )
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)

@@ -26,6 +26,9 @@ texts takes many minutes on 2 cores, so that rate is measured on --text-subset.
 
     .venv/bin/python bench/runtime_search.py                 # 10k and 100k
     .venv/bin/python bench/runtime_search.py --sizes 2000 --queries 50   # quick
+    # 100k WordNet synsets loaded by one streamed POST /import (bench/README.md)
+    .venv/bin/python bench/runtime_search.py --sizes 100000 --text-subset 0 \
+        --base-sentences 1000 --wordnet /tmp/wordnet/usr/share/wordnet --load import
 """
 
 from __future__ import annotations

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import threading
+import time
+import uuid
+from typing import Any
+
 import pytest
 from fastapi.testclient import TestClient
 from qdrant_client import QdrantClient
@@ -15,7 +20,7 @@ from tests.integration.runtime.conftest import (
     bearer,
     tenant_settings,
 )
-from tests.integration.runtime.helpers import admin_rows, outbox
+from tests.integration.runtime.helpers import admin_rows, outbox, tenant_connection, vector_ids
 
 pytestmark = pytest.mark.integration
 
@@ -154,3 +159,43 @@ def test_decay_disabled_prunes_only_expired(tenant: Tenant):
         )
         assert app.state.service.prune() == 1
         assert c.get("/memories/1").status_code == 200
+
+
+def test_staged_vectors_of_a_store_that_did_not_commit_are_rolled_back(
+    client: TestClient, tenant: Tenant
+):
+    """pgvector writes a store's vectors ahead, in a transaction of their own; when
+    the memories' transaction fails (a concurrent writer took a coordinate first,
+    the store retries), those vectors are rolled back: no orphan in the index."""
+    taken = uuid.uuid4()
+    answer: dict[str, Any] = {}
+    body = {
+        "memories": [
+            {"coordinate": [9, 9], "payload": {"text": "mine"}},
+            {"coordinate": [9, 10], "payload": {"text": "fresh"}},
+        ]
+    }
+    with tenant_connection(tenant) as conn:  # a writer whose insert is not committed yet
+        conn.execute(
+            "INSERT INTO memories (id, coordinate, memory_type, text)"
+            " VALUES (%s, '{9,9}', 'semantic', 'taken')",
+            (taken,),
+        )
+        writer = threading.Thread(
+            target=lambda: answer.update(r=client.post("/memories/batch", json=body))
+        )
+        writer.start()
+        deadline = time.monotonic() + 60
+        # the store's COPY waits on the uncommitted coordinate (its vectors are staged)
+        while not admin_rows(tenant, "SELECT 1 FROM pg_locks WHERE NOT granted"):
+            assert time.monotonic() < deadline, "the store never waited on the coordinate"
+            time.sleep(0.05)
+        conn.commit()
+    writer.join(timeout=60)
+    response = answer["r"]
+    assert response.status_code == 200, response.text
+    stored = response.json()["memories"]
+    assert stored[0]["id"] == str(taken)  # the retry replaced the memory it found there
+    live = {r["id"] for r in admin_rows(tenant, "SELECT id::text FROM memories")}
+    assert live == {str(taken), stored[1]["id"]}
+    assert vector_ids(tenant) == live  # the first attempt's two fresh ids left nothing

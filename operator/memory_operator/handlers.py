@@ -86,6 +86,9 @@ def setup(
         # "succeeded" Events would be a write on every timer tick.
         settings.posting.enabled = False
         settings.execution.max_workers = config.workers
+        # No settings.queueing.worker_limit: the tasks it admits wait for every
+        # index to be complete, and that needs a task per object (tried: a restart
+        # with 301 CRs and a limit of 32 reconciled nothing).
         settings.watching.server_timeout = 300
         settings.peering.lifetime = config.peering_lifetime
         settings.peering.stealth = True  # no log line per keep-alive

@@ -74,7 +74,8 @@ SELECT r.oid, r.rolcanlogin, r.rolsuper, r.rolcreatedb, r.rolcreaterole, r.rolin
        r.rolreplication, r.rolbypassrls,
        ARRAY(SELECT m.roleid::regrole::text FROM pg_auth_members m WHERE m.member = r.oid),
        r.rolconnlimit,
-       shobj_description(r.oid, 'pg_authid')
+       shobj_description(r.oid, 'pg_authid'),
+       (SELECT rolsuper FROM pg_roles WHERE rolname = current_user)
 FROM pg_roles r WHERE r.rolname = %s
 """
 
@@ -184,9 +185,10 @@ class PostgresAdmin:
             raise BackendRejected(BACKEND, str(exc).strip()) from exc
 
     # -- observe ------------------------------------------------------------------
-    def _password_ok(self, conn: psycopg.Connection[Any], target: DatabaseTarget) -> bool:
-        row = conn.execute("SELECT rolsuper FROM pg_roles WHERE rolname = current_user").fetchone()
-        if row and row[0]:
+    def _password_ok(
+        self, conn: psycopg.Connection[Any], target: DatabaseTarget, admin_is_superuser: bool
+    ) -> bool:
+        if admin_is_superuser:
             stored = conn.execute(
                 "SELECT rolpassword FROM pg_authid WHERE rolname = %s", (target.role,)
             ).fetchone()
@@ -215,7 +217,7 @@ class PostgresAdmin:
                 inherit=role_row[5],
                 replication=role_row[6],
                 bypassrls=role_row[7],
-                password_matches=self._password_ok(conn, target),
+                password_matches=self._password_ok(conn, target, bool(role_row[11])),
                 member_of=tuple(role_row[8]),
                 connection_limit=role_row[9],
             )
@@ -269,7 +271,10 @@ class PostgresAdmin:
         with self._connect() as conn:
             with self._timed("observe"):
                 state = self._observe_state(conn, target)
-            plan = plan_tenant(state, target, scram_verifier(target.password, os.urandom(16)))
+            # PBKDF2 costs CPU: derive a new secret only when one will be written.
+            rewrite = state.role is None or not state.role.password_matches
+            verifier = scram_verifier(target.password, os.urandom(16)) if rewrite else ""
+            plan = plan_tenant(state, target, verifier)
             if not plan:
                 return Outcome.UNCHANGED
             self._apply(conn, plan)

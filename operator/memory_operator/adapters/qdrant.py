@@ -156,9 +156,17 @@ class QdrantAdmin:
                 self._observe(BACKEND, operation, time.perf_counter() - start)
 
     def _state(self, name: str) -> CollectionState | None:
-        if not self._client.collection_exists(name):
-            return None
-        return state_from_info(self._client.get_collection(name))
+        # One request: a missing collection is a 404 (the local engine: ValueError).
+        try:
+            return state_from_info(self._client.get_collection(name))
+        except UnexpectedResponse as exc:
+            if exc.status_code == 404:
+                return None
+            raise
+        except ValueError:
+            if not self._client.collection_exists(name):
+                return None
+            raise
 
     def ensure_collection(self, target: CollectionTarget) -> Outcome:
         with self._call("observe"):

@@ -103,17 +103,24 @@ class RedisAdmin:
             if _NO_ACL_FILE not in str(exc):
                 raise
 
-    def _loaded_library_code(self) -> str | None:
-        try:
-            reply = self._client.execute_command(
-                "FUNCTION", "LIST", "LIBRARYNAME", LIBRARY, "WITHCODE"
-            )
-        except redis.ResponseError as exc:
-            if "unknown command" in str(exc).lower():
+    def _read_state(self, username: str) -> tuple[str | None, Any]:
+        """(the loaded library's code, ACL GETUSER's reply) in one round trip."""
+        pipe = self._client.pipeline(transaction=False)
+        pipe.execute_command("FUNCTION", "LIST", "LIBRARYNAME", LIBRARY, "WITHCODE")
+        pipe.execute_command("ACL", "GETUSER", username)
+        functions, user = pipe.execute(raise_on_error=False)
+        if isinstance(functions, redis.ResponseError):
+            if "unknown command" in str(functions).lower():
                 raise BackendRejected(
-                    BACKEND, f"Redis 7.0 or later is required (Redis functions): {exc}"
-                ) from exc
-            raise
+                    BACKEND, f"Redis 7.0 or later is required (Redis functions): {functions}"
+                ) from functions
+            raise functions
+        if isinstance(user, Exception):
+            raise user
+        return self._library_code(functions), user
+
+    @staticmethod
+    def _library_code(reply: Any) -> str | None:
         for entry in reply or []:
             # A flat [name, value, ...] list (RESP2); a dict with RESP3.
             pairs = zip(entry[::2], entry[1::2], strict=True) if isinstance(entry, list) else ()
@@ -127,8 +134,9 @@ class RedisAdmin:
         by every tenant on the server; loaded only when missing or different)."""
         with self._call("observe"):
             args = redis_setuser_args(target)  # validates before any I/O
-            library_ok = self._loaded_library_code() == LIBRARY_CODE
-            state = parse_getuser(self._getuser(target.username))
+            code, user = self._read_state(target.username)
+            library_ok = code == LIBRARY_CODE
+            state = parse_getuser(user)
             if library_ok and redis_user_matches(state, target, self._command_categories()):
                 return Outcome.UNCHANGED
         with self._call("apply"):

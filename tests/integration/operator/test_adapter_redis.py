@@ -51,13 +51,24 @@ def tenant_client(server: RedisServer, target: CacheUserTarget) -> redis.Redis:
 
 
 class RecordingRedis(redis.Redis):
-    """A real client that also keeps every command it sends (outside pipelines)."""
+    """A real client that also keeps every command it sends (pipelines included)."""
 
     sent: list[tuple[str, ...]]
 
     def execute_command(self, *args, **options):
         self.__dict__.setdefault("sent", []).append(tuple(str(a).upper() for a in args[:2]))
         return super().execute_command(*args, **options)
+
+    def pipeline(self, *args, **kwargs):
+        pipe = super().pipeline(*args, **kwargs)
+        sent, queue = self.__dict__.setdefault("sent", []), pipe.pipeline_execute_command
+
+        def record(*command, **options):
+            sent.append(tuple(str(a).upper() for a in command[:2]))
+            return queue(*command, **options)
+
+        pipe.pipeline_execute_command = record
+        return pipe
 
 
 def sent_by(adapter: RedisAdmin) -> list[tuple[str, ...]]:

@@ -151,9 +151,15 @@ def setup(
     @kopf.on.event(
         "apps", "v1", "deployments", labels={MANAGED_BY_LABEL: MANAGED_BY}, registry=registry
     )
-    def on_deployment(body: kopf.Body, tenant_claims: kopf.Index, **_: Any) -> None:
+    def on_deployment(
+        body: kopf.Body, event: kopf.RawEvent, tenant_claims: kopf.Index, **_: Any
+    ) -> None:
         # Like controller-runtime's Owns(): a change to a tenant's Deployment
         # (rollout progress, deletion, edits) reconciles its MemoryNamespace.
+        if event.get("type") is None:
+            # The watch's initial listing is no change: at start the resume handler
+            # reconciles every CR anyway (this was a second pass per tenant).
+            return
         owner = next(
             (
                 ref

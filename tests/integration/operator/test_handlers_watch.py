@@ -4,6 +4,7 @@ available makes the tenant Ready, and a deleted Deployment comes back at once.""
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Iterator
 
@@ -11,10 +12,11 @@ import pytest
 from qdrant_client import QdrantClient
 
 from memory_operator import conditions as c
+from memory_operator import metrics
 from memory_operator.adapters.kube import KubeApi
 from memory_operator.adapters.postgres import PostgresAdmin
 from memory_operator.adapters.qdrant import QdrantAdmin
-from memory_operator.reconcile import Backends
+from memory_operator.reconcile import Backends, Reconciler
 from tests.e2e.harness import (
     delete,
     fetch,
@@ -81,3 +83,49 @@ def test_rollout_and_deleted_deployment_drive_reconcile(ns_and_api: tuple[str, K
 
     wait_for(recreated, timeout=60, what="Deployment recreated")
     wait_for(lambda: _ready(api, ns, "epsilon") == "False", timeout=60, what="Ready flips")
+
+
+def _passes() -> float:
+    return sum(
+        metrics.REGISTRY.get_sample_value(
+            "controller_runtime_reconcile_total",
+            {"controller": metrics.CONTROLLER, "result": result},
+        )
+        or 0.0
+        for result in (metrics.SUCCESS, metrics.ERROR, metrics.REQUEUE)
+    )
+
+
+def test_a_started_operator_reconciles_each_cr_once(
+    kube: KubeCluster, postgres: PostgresServer
+) -> None:
+    """At start the resume (or create) handler reconciles every CR; the initial
+    listing of the Deployments is no change and runs no second pass."""
+    install_crds(kube, "crds/")
+    api = kube_api(kube)
+    ns = new_namespace(api, "once")
+    config = operator_config(
+        postgres_dsn=postgres.admin_dsn,
+        qdrant_url="http://qdrant.test:6333",
+        prefix=f"o{uuid.uuid4().hex[:6]}",
+        resync_seconds=3600,
+        namespaces=(ns,),
+    )
+    backends = Backends(
+        database=PostgresAdmin(postgres.admin_dsn), vectors=QdrantAdmin(QdrantClient(":memory:"))
+    )
+    memory_namespace(api, ns, "zeta", {"vectors": {"backend": "postgres"}})
+    reconciler = Reconciler(config, api, backends)
+    reconciler.reconcile(fetch(api, ns, "zeta"))
+    make_deployment_available(api, ns, "zeta-memory")
+    assert reconciler.reconcile(fetch(api, ns, "zeta")).ready
+    before = _passes()
+    with running_operator(kube, config, api, backends):
+        wait_for(lambda: _passes() > before, timeout=120, what="the first pass")
+        time.sleep(5)  # a pass caused by the Deployment's listing would follow at once
+        assert _passes() - before == 1
+        delete(api, f"/apis/memory.somafractal.io/v1alpha1/namespaces/{ns}/memorynamespaces")
+        crs = f"/apis/memory.somafractal.io/v1alpha1/namespaces/{ns}/memorynamespaces"
+        wait_for(lambda: not (api._request("GET", crs) or {}).get("items"), timeout=60)
+    delete(api, f"/api/v1/namespaces/{ns}")
+    api.close()

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import kopf
@@ -29,6 +29,32 @@ MAX_BACKOFF = 300.0
 MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
 
 log = logging.getLogger("memory_operator.handlers")
+
+
+class Listings:
+    """Which watch events of the tenants' Deployments are news. Kopf's listing
+    events (type None) come at start, where the resume handler reconciles every
+    CR anyway, and again after the watch is re-established: then a Deployment
+    whose resourceVersion moved since this process last saw it changed in the
+    gap and is news; one seen at that version, or never seen, is not."""
+
+    def __init__(self) -> None:
+        self._guard = threading.Lock()
+        self._versions: dict[str, str] = {}  # Deployment uid -> resourceVersion
+
+    def is_news(self, event: Mapping[str, Any]) -> bool:
+        obj = event.get("object") or {}
+        meta = obj.get("metadata") or {}
+        uid, version = meta.get("uid", ""), meta.get("resourceVersion", "")
+        with self._guard:
+            if event.get("type") == "DELETED":
+                self._versions.pop(uid, None)
+                return True
+            seen = self._versions.get(uid)
+            self._versions[uid] = version
+        if event.get("type") is None:
+            return seen is not None and seen != version
+        return True
 
 
 class _Locks:
@@ -72,6 +98,7 @@ def setup(
 ) -> None:
     """Register every handler of the operator into `registry`."""
     locks = _Locks()
+    listings = Listings()
 
     @kopf.on.startup(registry=registry)
     def configure(settings: kopf.OperatorSettings, tenant_readiness: kopf.Index, **_: Any) -> None:
@@ -156,9 +183,9 @@ def setup(
     ) -> None:
         # Like controller-runtime's Owns(): a change to a tenant's Deployment
         # (rollout progress, deletion, edits) reconciles its MemoryNamespace.
-        if event.get("type") is None:
-            # The watch's initial listing is no change: at start the resume handler
-            # reconciles every CR anyway (this was a second pass per tenant).
+        if not listings.is_news(event):
+            # At start the resume handler reconciles every CR anyway: a pass per
+            # listed Deployment was a second pass per tenant.
             return
         owner = next(
             (

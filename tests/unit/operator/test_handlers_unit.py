@@ -5,7 +5,7 @@ from __future__ import annotations
 import kopf
 import pytest
 
-from memory_operator.handlers import MAX_BACKOFF, backoff, raise_for
+from memory_operator.handlers import MAX_BACKOFF, Listings, backoff, raise_for
 from memory_operator.reconcile import Result
 
 
@@ -32,3 +32,18 @@ def test_ready_conflict_and_waiting_for_deployment_do_not_raise() -> None:
     raise_for(Result({}, reason="DeploymentNotAvailable", message="0/1", requeue_after=5.0), 9)
     raise_for(Result({}, ready=True, reason="Ready"), 0)
     raise_for(Result({}, reason="TenantConflict", message="older claim"), 0)
+
+
+def _event(type_: str | None, uid: str, version: str) -> dict[str, object]:
+    return {"type": type_, "object": {"metadata": {"uid": uid, "resourceVersion": version}}}
+
+
+def test_listed_deployments_are_news_only_when_they_moved_while_unwatched() -> None:
+    listings = Listings()
+    assert not listings.is_news(_event(None, "a", "1"))  # first listing: resume covers it
+    assert listings.is_news(_event("MODIFIED", "a", "2"))
+    assert not listings.is_news(_event(None, "a", "2"))  # re-listed, unchanged
+    assert listings.is_news(_event(None, "a", "5"))  # changed while the watch was down
+    assert listings.is_news(_event("ADDED", "b", "7"))
+    assert listings.is_news(_event("DELETED", "b", "8"))
+    assert not listings.is_news(_event(None, "b", "9"))  # not seen since it was deleted

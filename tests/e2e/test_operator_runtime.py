@@ -67,17 +67,13 @@ def cluster() -> Iterator[KubeCluster]:
         yield kube
 
 
-def _helm() -> str:
-    out = subprocess.run(
-        [str(REPO_ROOT / "scripts" / "build-helm.sh")],
-        capture_output=True, text=True, check=True, timeout=3600,
-    )  # fmt: skip
-    return str(Path(out.stdout.strip().splitlines()[-1]) / "helm")
-
-
 @pytest.fixture(scope="module")
 def stack(
-    cluster: KubeCluster, postgres: PostgresServer, redis_server: RedisServer, qdrant_url: str
+    cluster: KubeCluster,
+    postgres: PostgresServer,
+    redis_server: RedisServer,
+    qdrant_url: str,
+    helm: str,
 ) -> Iterator[Stack]:
     """The chart installed with the operator image, backends reachable from the node."""
     node = cluster.node
@@ -127,7 +123,6 @@ def stack(
         values_file = Path(cluster.log_dir) / "operator-values.yaml"
         values_file.write_text(yaml.safe_dump(values))
         env = {**os.environ, "KUBECONFIG": cluster.kubeconfig}
-        helm = _helm()
         install = subprocess.run(
             [helm, "install", RELEASE, str(CHART), "-n", OPERATOR_NS, "--create-namespace",
              "-f", str(values_file), "--skip-crds"],

@@ -1,7 +1,10 @@
 """Tenant claims: which MemoryNamespace owns a tenant name. Pure, no I/O.
 
 Two CRs claiming the same tenant anywhere the operator watches: the oldest wins
-(ties by namespace/name, so every pass and every replica agrees). The operator
+(ties by namespace/name, so every pass and every replica agrees). A CR refused
+because the tenant's data is recorded to another owner (`NOT_OWNER`) claims
+nothing: otherwise a CR of another namespace, created while the owner's CR was
+gone, would keep the owner from ever taking its retained data back. The operator
 keeps the claims in an index fed by its watch (handlers.py), so a reconcile
 looks up one tenant instead of listing every CR.
 """
@@ -34,12 +37,17 @@ class Claim:
         )
 
 
+NOT_OWNER = "TenantOwnedElsewhere"  # condition reason: the tenant's data has another owner
+
 # tenant -> the claims on it (a Kopf index has this shape: key -> iterable of values).
 Claims = Mapping[str, Iterable[Claim]]
 
 
 def tenant_key(obj: Mapping[str, Any]) -> dict[str, Claim]:
-    """One CR's entry in the claims index."""
+    """One CR's entry in the claims index (none if it was refused as not the owner)."""
+    conditions = (obj.get("status") or {}).get("conditions") or []
+    if any(cond.get("reason") == NOT_OWNER for cond in conditions):
+        return {}
     return {effective_tenant(dict(obj)): Claim.of(obj)}
 
 

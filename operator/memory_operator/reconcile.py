@@ -23,7 +23,7 @@ from typing import Any, Literal, Protocol
 from memory_operator import conditions as c
 from memory_operator import manifests as m
 from memory_operator.adapters.kube import KubeError
-from memory_operator.claims import Claim, Claims, claims_from
+from memory_operator.claims import NOT_OWNER, Claim, Claims, claims_from
 from memory_operator.claims import owner as claim_owner
 from memory_operator.config import OperatorConfig
 from memory_operator.domain import (
@@ -66,7 +66,6 @@ log = logging.getLogger("memory_operator.reconcile")
 ErrorKind = Literal["temporary", "permanent"]
 # While the Deployment rolls out we look again soon, not at the next resync.
 API_POLL_SECONDS = 5.0
-NOT_OWNER = "TenantOwnedElsewhere"  # the tenant's data is recorded to another owner
 
 
 class KubePort(Protocol):

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -568,7 +569,9 @@ def test_retained_data_does_not_change_hands_across_namespaces(env: Env, api: Ku
         assert env.qdrant.collection_exists("mem_acme")
         assert env.redis.execute_command("ACL", "GETUSER", "mem-acme") is not None
 
-        # The same namespace adopts its retained data (a CR recreated under a new name).
+        # The same namespace adopts its retained data (a CR recreated under a new name),
+        # although ns2's refused claim is older (creation times count whole seconds).
+        time.sleep(1.1)
         env.create("acme-again", {"tenant": "acme"})
         assert env.reconcile("acme-again").error is None
         again = env.secret("acme-again-memory-credentials")

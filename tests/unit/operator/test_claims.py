@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from memory_operator.claims import Claim, claims_from, owner, tenant_key
+from memory_operator.claims import NOT_OWNER, Claim, claims_from, owner, tenant_key
 
 
 def cr(ns: str, name: str, uid: str, created: str | None, tenant: str | None = None) -> dict:
@@ -44,3 +44,16 @@ def test_ties_break_by_namespace_then_name_and_unsaved_is_youngest() -> None:
 def test_tenant_defaults_to_the_cr_name() -> None:
     assert list(tenant_key(OTHER)) == ["acme-corp"]
     assert list(tenant_key(OLD)) == ["acme"]
+
+
+def test_a_cr_refused_as_not_the_owner_claims_nothing() -> None:
+    # ns2's CR came while ns1's was gone and was refused (ns1 owns the retained
+    # data): it must not keep ns1's new CR from adopting its data again.
+    refused = {
+        **NEW,
+        "status": {"conditions": [{"type": "SchemaReady", "reason": NOT_OWNER}]},
+    }
+    assert tenant_key(refused) == {}
+    adopter = cr("ns1", "a-again", "u9", "2026-03-01T00:00:00Z", "acme")
+    assert owner(claims_from([refused, adopter]), "acme", Claim.of(adopter)) is None
+    assert owner(claims_from([NEW, adopter]), "acme", Claim.of(adopter)) == Claim.of(NEW)

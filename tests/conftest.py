@@ -17,7 +17,7 @@ import pytest
 from tests.servers._process import cache_lock
 from tests.servers.kafka import KafkaServer, run_kafka
 from tests.servers.kube import KubeCluster, run_kube
-from tests.servers.postgres import PostgresServer, create_database, drop_database, run_postgres
+from tests.servers.postgres import PostgresServer, fresh_database, run_postgres
 from tests.servers.qdrant_rest import run_qdrant_rest
 from tests.servers.redis import RedisServer, run_redis
 
@@ -32,12 +32,8 @@ def postgres() -> Iterator[PostgresServer]:
 @pytest.fixture
 def pg_database(postgres: PostgresServer) -> Iterator[str]:
     """Superuser DSN of a fresh empty database, dropped after the test."""
-    name = f"t_{uuid.uuid4().hex[:16]}"
-    dsn = create_database(postgres, name)
-    try:
+    with fresh_database(postgres) as dsn:
         yield dsn
-    finally:
-        drop_database(postgres, name)
 
 
 @pytest.fixture(scope="session")

@@ -15,6 +15,7 @@ import shutil
 import subprocess
 import tempfile
 import time
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -198,3 +199,14 @@ def drop_database(server: PostgresServer, name: str) -> None:
     # FORCE: a test that leaked a connection must not make teardown fail.
     with psycopg.connect(server.admin_dsn, autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@contextmanager
+def fresh_database(server: PostgresServer) -> Iterator[str]:
+    """A new empty database (its superuser DSN), dropped on exit."""
+    name = f"t_{uuid.uuid4().hex[:16]}"
+    dsn = create_database(server, name)
+    try:
+        yield dsn
+    finally:
+        drop_database(server, name)

@@ -12,7 +12,6 @@ import re
 import subprocess
 import sys
 import time
-import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -31,7 +30,7 @@ from tests.integration.runtime.conftest import (
     serve,
     tenant_settings,
 )
-from tests.servers.postgres import PostgresServer, create_database, drop_database
+from tests.servers.postgres import PostgresServer, fresh_database
 
 pytestmark = pytest.mark.integration
 
@@ -47,12 +46,8 @@ def served(tenant: Tenant) -> Any:
 @pytest.fixture(scope="module")
 def database(postgres: PostgresServer) -> Iterator[str]:
     """A database of this module's own: the source tenant is filled once for both tests."""
-    name = f"t_{uuid.uuid4().hex[:16]}"
-    dsn = create_database(postgres, name)
-    try:
+    with fresh_database(postgres) as dsn:
         yield dsn
-    finally:
-        drop_database(postgres, name)
 
 
 @pytest.fixture(scope="module")

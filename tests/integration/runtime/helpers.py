@@ -10,6 +10,7 @@ from typing import Any
 
 import psycopg
 import uvicorn
+from prometheus_client import start_http_server
 from psycopg import sql
 from psycopg.rows import dict_row
 
@@ -77,6 +78,20 @@ def serving(app: Any) -> Iterator[str]:
     finally:
         server.should_exit = True
         thread.join(timeout=30)
+
+
+@contextmanager
+def metrics_port(app: Any) -> Iterator[str]:
+    """The app's registry on its own HTTP port, as `memory_runtime serve` runs it;
+    yields the /metrics URL."""
+    port = free_port()
+    server, thread = start_http_server(port, addr="127.0.0.1", registry=app.state.metrics.registry)
+    try:
+        yield f"http://127.0.0.1:{port}/metrics"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(10)
 
 
 def wait_for(predicate: Callable[[], bool], timeout: float = 15.0, what: str = "") -> None:

@@ -10,15 +10,12 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 from urllib.parse import urlparse
 
 import httpx
 import pytest
 from confluent_kafka.admin import AdminClient, NewTopic
-from prometheus_client import start_http_server
 from prometheus_client.parser import text_string_to_metric_families
 
 from memory_runtime.api import create_app
@@ -30,24 +27,11 @@ from tests.integration.runtime.conftest import (
     bearer,
     tenant_settings,
 )
-from tests.integration.runtime.helpers import serving, wait_for
+from tests.integration.runtime.helpers import metrics_port, serving, wait_for
 from tests.servers._process import free_port
 from tests.servers.faultproxy import fault_proxy
 
 pytestmark = pytest.mark.integration
-
-
-@contextmanager
-def metrics_port(app: Any) -> Iterator[str]:
-    """The app's registry on its own HTTP port, as `memory_runtime serve` runs it."""
-    port = free_port()
-    server, thread = start_http_server(port, addr="127.0.0.1", registry=app.state.metrics.registry)
-    try:
-        yield f"http://127.0.0.1:{port}/metrics"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(10)
 
 
 def scrape(url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:

@@ -17,8 +17,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from memory_operator import metrics as operator_metrics
 from memory_runtime.api import create_app
 from tests.integration.runtime.conftest import HashingTestEmbedder, Tenant, tenant_settings
-from tests.integration.runtime.helpers import serving
-from tests.integration.runtime.test_backlog_metrics import metrics_port
+from tests.integration.runtime.helpers import metrics_port, serving
 from tests.servers._process import free_port
 
 pytestmark = pytest.mark.integration

@@ -26,6 +26,7 @@ from tests.e2e.harness import (
     memory_namespace,
     operator_config,
     patch_spec,
+    wait_for,
 )
 from tests.servers.kafka import KafkaServer
 from tests.servers.kube import KubeCluster, install_crds
@@ -116,11 +117,12 @@ def test_topics_scram_user_and_acls(
     patch_spec(api, ns, "acme", {"events": {"partitions": 5}})
     reconciler.reconcile(fetch(api, ns, "acme"))
     assert ("kafka", "ensure_topics Updated") in log.calls
-    assert _partitions(kafka, topic) == 5
+    # The broker applies partition growth and topic deletion asynchronously.
+    wait_for(lambda: _partitions(kafka, topic) == 5, timeout=30, what="5 partitions")
 
     # Delete policy removes the topic.
     assert reconciler.finalize(fetch(api, ns, "acme")).error is None
-    assert _partitions(kafka, topic) == 0
+    wait_for(lambda: _partitions(kafka, topic) == 0, timeout=30, what="topic deleted")
 
 
 def test_kafka_down_is_temporary(kube: KubeCluster, pg_database: str, kube_namespace: str) -> None:

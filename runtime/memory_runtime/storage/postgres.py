@@ -614,15 +614,23 @@ class Tx:
         ).format(sql.SQL(MEMORY_COLUMNS), where, NOT_EXPIRED)
         return [MemoryRow.from_db(r) for r in self.conn.execute(query, [*params, limit, offset])]
 
-    def set_index_done(self, done: Sequence[tuple[uuid.UUID, int]]) -> None:
-        """Clear the pending flag, but only if the row was not changed meanwhile."""
-        if not done:
+    def set_index_done(self, written: Sequence[tuple[uuid.UUID, int]]) -> None:
+        """The index took these (id, version)s: clear the pending flag of rows
+        still at that version. A write that landed late, after a newer version
+        or a delete, may have overwritten newer state in the index: such a row
+        is marked pending again, and a deleted one gets a tombstone, so that
+        catch-up puts the index right."""
+        if not written:
             return
-        ids = sorted(done)  # one lock order for every writer
+        ids = sorted(written)  # one lock order for every writer
         self.conn.execute(
-            "UPDATE memories AS m SET index_pending = false"
-            " FROM unnest(%s::uuid[], %s::bigint[]) AS d(id, version)"
-            " WHERE m.id = d.id AND m.version = d.version AND m.index_pending",
+            """WITH d AS (SELECT * FROM unnest(%s::uuid[], %s::bigint[]) AS d(id, version)),
+                    done AS (UPDATE memories AS m SET index_pending = m.version <> d.version
+                               FROM d WHERE m.id = d.id
+                                 AND (m.index_pending OR m.version <> d.version))
+               INSERT INTO vector_tombstones (memory_id)
+               SELECT d.id FROM d WHERE NOT EXISTS (SELECT FROM memories m WHERE m.id = d.id)
+               ON CONFLICT (memory_id) DO NOTHING""",
             ([i for i, _ in ids], [v for _, v in ids]),
         )
 

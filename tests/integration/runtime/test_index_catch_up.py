@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import math
 import random
+import threading
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
@@ -102,3 +105,81 @@ def test_a_backlog_is_caught_up_in_back_to_back_batches(tenant: Tenant):
         assert stats["index_rate_per_second"] > 0
     pending = admin_rows(tenant, "SELECT count(*) AS n FROM memories WHERE index_pending")
     assert pending[0]["n"] == 0
+
+
+class HeldIndex:
+    """The tenant's real index, except that one thread's upserts wait for
+    `release`: an index write that is slow to land, as under load."""
+
+    def __init__(self, index: Any, held: threading.Thread) -> None:
+        self._index, self._held = index, held
+        self.reached, self.release = threading.Event(), threading.Event()
+
+    def upsert(self, items: Any) -> None:
+        if threading.current_thread() is self._held:
+            self.reached.set()
+            assert self.release.wait(30)
+        self._index.upsert(items)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._index, name)
+
+
+def unit(axis: int) -> list[float]:
+    return [1.0 if i == axis else 0.0 for i in range(DIMENSIONS)]
+
+
+def indexed_axis(tenant: Tenant, memory_id: str) -> int | None:
+    rows = admin_rows(
+        tenant, "SELECT embedding::text AS v FROM memory_vectors WHERE memory_id = %s", memory_id
+    )
+    if not rows:
+        return None
+    values = [float(x) for x in rows[0]["v"].strip("[]").split(",")]
+    return values.index(max(values))
+
+
+def stale_catch_up(client: TestClient, change: Callable[[], Any]) -> None:
+    """Catch-up reads a pending row, then `change` commits (and indexes) a newer
+    state before catch-up's own index write lands."""
+    service = client.app.state.service  # type: ignore[attr-defined]
+    worker = threading.Thread(target=service.index_pending, args=(500,))
+    held = HeldIndex(service.index, worker)
+    service.index = held
+    try:
+        worker.start()
+        assert held.reached.wait(30)
+        change()
+        held.release.set()
+        worker.join(30)
+    finally:
+        service.index = held._index
+
+
+def test_a_late_index_write_of_an_older_version_is_written_again(
+    client: TestClient, tenant: Tenant
+):
+    memory = {"coordinate": [1], "payload": {"text": "first"}, "vector": unit(0)}
+    mid = client.post("/memories", json=memory).json()["id"]
+    admin_exec(tenant, "UPDATE memories SET index_pending = true")  # its write not confirmed
+    newer = {**memory, "payload": {"text": "second"}, "vector": unit(1)}
+    stale_catch_up(client, lambda: client.post("/memories", json=newer).raise_for_status())
+    # the index may hold the older vector now, but then the memory says so ...
+    if indexed_axis(tenant, mid) != 1:
+        assert client.get(f"/memories/{mid}").json()["index_pending"] is True
+    # ... and the next catch-up writes the newest one
+    client.app.state.service.index_pending(500)  # type: ignore[attr-defined]
+    assert indexed_axis(tenant, mid) == 1
+    assert client.get(f"/memories/{mid}").json()["index_pending"] is False
+
+
+def test_a_late_index_write_of_a_deleted_memory_is_removed_again(
+    client: TestClient, tenant: Tenant
+):
+    mid = client.post(
+        "/memories", json={"coordinate": [2], "payload": {"text": "gone"}, "vector": unit(2)}
+    ).json()["id"]
+    admin_exec(tenant, "UPDATE memories SET index_pending = true")
+    stale_catch_up(client, lambda: client.delete(f"/memories/{mid}").raise_for_status())
+    client.app.state.service.index_pending(500)  # type: ignore[attr-defined]
+    assert mid not in vector_ids(tenant)

@@ -46,7 +46,6 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from qdrant_client import QdrantClient
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -250,7 +249,7 @@ def baseline(
 ) -> dict[str, Any]:
     """The raw calls the operator makes per tenant, directly and sequentially."""
     pg = PostgresAdmin(config.postgres.admin_dsn)
-    qd = QdrantAdmin(QdrantClient(url=qdrant_url))
+    qd = QdrantAdmin.connect(qdrant_url)
     kf = KafkaAdmin(kafka_conf)
     rd = RedisAdmin(config.redis.admin_url)
     ns = f"raw-{n}-{uuid.uuid4().hex[:4]}"

@@ -43,12 +43,9 @@ def build_backends(config: OperatorConfig) -> Backends:
 
         backends.events = KafkaAdmin(config.kafka.admin_client_config())
     if config.qdrant is not None:
-        from qdrant_client import QdrantClient
-
         from memory_operator.adapters.qdrant import QdrantAdmin
 
-        client = QdrantClient(url=config.qdrant.url, api_key=config.qdrant.api_key or None)
-        backends.vectors = QdrantAdmin(client)
+        backends.vectors = QdrantAdmin.connect(config.qdrant.url, config.qdrant.api_key or None)
     return backends
 
 

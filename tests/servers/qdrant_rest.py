@@ -15,12 +15,15 @@ kept here and reported back by GET /collections/{name}, like a server would, so
 drift detection against them can be tested. Never use this outside tests.
 
 Run: [QDRANT_STANDIN_API_KEY=key] python -m tests.servers.qdrant_rest --port 6333
-(or use `run_qdrant_rest()` / the `qdrant_url` fixture).
+(or use `run_qdrant_rest()` / the `qdrant_url` fixture). In-process tests of the
+operator's REST adapter use `in_process_qdrant()`: the same app, a fresh engine
+per call, served through an httpx client without a socket.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import importlib.metadata
 import json
 import os
@@ -35,6 +38,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import httpx
 import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse
@@ -216,6 +220,7 @@ def _selector(points: list[m.ExtendedPointId] | None, flt: m.Filter | None) -> m
 def create_app(api_key: str | None = None) -> FastAPI:
     app = FastAPI(title="qdrant REST stand-in (TEST ONLY)", openapi_url=None, docs_url=None)
     state = QdrantRestStandIn()
+    app.state.standin = state
     version = importlib.metadata.version("qdrant-client")
 
     @app.middleware("http")
@@ -467,6 +472,48 @@ def create_app(api_key: str | None = None) -> FastAPI:
         return handle(run)
 
     return app
+
+
+@dataclass(frozen=True)
+class InProcessQdrant:
+    """The stand-in served inside the test process (no port, no subprocess)."""
+
+    http: httpx.Client  # requests run the app; give it to the operator's QdrantAdmin
+    engine: QdrantClient  # the local engine behind it, for the test's own reads
+    writes: list[str]  # "PUT /collections/x" for every request that is not a GET
+
+
+class _AppTransport(httpx.BaseTransport):
+    """A synchronous httpx transport that runs an ASGI app (httpx's own
+    ASGITransport is async only); each request gets its own event loop, so
+    callers in several threads (Kopf's workers) may share the client."""
+
+    def __init__(self, app: FastAPI) -> None:
+        self._asgi = httpx.ASGITransport(app=app)
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        async def run() -> httpx.Response:
+            response = await self._asgi.handle_async_request(request)
+            content = await response.aread()
+            return httpx.Response(response.status_code, headers=response.headers, content=content)
+
+        return asyncio.run(run())
+
+
+def in_process_qdrant() -> InProcessQdrant:
+    app = create_app()
+    writes: list[str] = []
+
+    def record(request: httpx.Request) -> None:
+        if request.method != "GET":
+            writes.append(f"{request.method} {request.url.path}")
+
+    http = httpx.Client(
+        base_url="http://qdrant.test",
+        transport=_AppTransport(app),
+        event_hooks={"request": [record]},
+    )
+    return InProcessQdrant(http, app.state.standin.client, writes)
 
 
 @dataclass(frozen=True)

@@ -4,34 +4,33 @@
 class does the I/O. Dimensions and distance are fixed at creation: a change is
 a permanent error, never a silent recreate that would drop the tenant's vectors.
 
-Limitation, by design: qdrant-client's local engine (":memory:" / path) has no
-HNSW index — it reports the server defaults (m=16, ef_construct=100) whatever
-was asked and ignores updates. Comparing HNSW/on_disk against it would either
-rewrite forever or lie, so with the local engine those index parameters are
-set at creation and not compared (`index_params=False`, detected automatically).
+Why hand-written REST and not qdrant-client: the operator makes five kinds of
+requests (get, exists, create, update, delete a collection), and importing
+qdrant-client costs the operator process ~70 MB of its memory (numpy, grpc, its
+pydantic models; bench/README.md, "Peak RSS"). The runtime, which reads and
+writes points, keeps qdrant-client. Request and response shapes follow Qdrant's
+REST API (`/collections/{name}`); tests run them against the REST stand-in
+(tests/servers/qdrant_rest.py).
 """
 
 from __future__ import annotations
 
 import re
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
 
-from qdrant_client import QdrantClient, models
-from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
+import httpx
 
 from memory_operator.domain import CollectionTarget, Outcome
 from memory_operator.ports import BackendRejected, BackendUnavailable
 
 Observe = Callable[[str, str, float], None]
 BACKEND = "qdrant"
-DISTANCES = {
-    "Cosine": models.Distance.COSINE,
-    "Dot": models.Distance.DOT,
-    "Euclid": models.Distance.EUCLID,
-}
+DISTANCES = ("Cosine", "Dot", "Euclid")
+TIMEOUT = 10.0
 _NAME = re.compile(r"^[A-Za-z0-9_.-]{1,255}$")
 
 
@@ -70,9 +69,7 @@ def validate_target(target: CollectionTarget) -> None:
         raise PlanError("hnsw m must be >= 0 and ef_construct >= 4")
 
 
-def plan_collection(
-    state: CollectionState | None, target: CollectionTarget, *, index_params: bool = True
-) -> CollectionPlan:
+def plan_collection(state: CollectionState | None, target: CollectionTarget) -> CollectionPlan:
     validate_target(target)
     if state is None:
         return CollectionPlan(create=True)
@@ -88,8 +85,6 @@ def plan_collection(
             f"collection {target.name!r} uses distance {state.distance}, the spec asks "
             f"{target.distance}; distance can't change"
         )
-    if not index_params:
-        return CollectionPlan()
     hnsw = None
     if (state.hnsw_m, state.hnsw_ef_construct) != (target.hnsw_m, target.hnsw_ef_construct):
         hnsw = (target.hnsw_m, target.hnsw_ef_construct)
@@ -97,44 +92,42 @@ def plan_collection(
     return CollectionPlan(hnsw=hnsw, on_disk=on_disk)
 
 
-def state_from_info(info: models.CollectionInfo) -> CollectionState:
-    """Effective settings: a vector-level HNSW override wins over the collection's."""
-    vectors = info.config.params.vectors
-    hnsw = info.config.hnsw_config
-    if not isinstance(vectors, models.VectorParams):
-        return CollectionState(None, None, hnsw.m, hnsw.ef_construct, False)
-    override = vectors.hnsw_config
-    m = override.m if override is not None and override.m is not None else hnsw.m
+def state_from_info(info: Mapping[str, Any]) -> CollectionState:
+    """Effective settings from GET /collections/{name}'s `result`: a vector-level
+    HNSW override wins over the collection's."""
+    config = info.get("config") or {}
+    hnsw = config.get("hnsw_config") or {}
+    vectors = (config.get("params") or {}).get("vectors")
+    if not isinstance(vectors, Mapping) or "size" not in vectors:  # named vectors
+        return CollectionState(None, None, hnsw.get("m"), hnsw.get("ef_construct"), False)
+    override = vectors.get("hnsw_config") or {}
+    m = override["m"] if override.get("m") is not None else hnsw.get("m")
     ef = (
-        override.ef_construct
-        if override is not None and override.ef_construct is not None
-        else hnsw.ef_construct
+        override["ef_construct"]
+        if override.get("ef_construct") is not None
+        else hnsw.get("ef_construct")
     )
-    distance = vectors.distance.value if isinstance(vectors.distance, models.Distance) else None
-    return CollectionState(vectors.size, distance, m, ef, bool(vectors.on_disk))
-
-
-def is_local_engine(client: QdrantClient) -> bool:
-    # qdrant-client keeps its backend in a private attribute; local mode is QdrantLocal.
-    from qdrant_client.local.qdrant_local import QdrantLocal
-
-    return isinstance(getattr(client, "_client", None), QdrantLocal)
+    return CollectionState(
+        vectors["size"], vectors.get("distance"), m, ef, bool(vectors.get("on_disk"))
+    )
 
 
 class QdrantAdmin:
-    """VectorAdmin over a qdrant_client.QdrantClient (server, or the local engine in tests)."""
+    """VectorAdmin over Qdrant's REST API (one httpx client, shared by all reconciles)."""
 
-    def __init__(
-        self,
-        client: QdrantClient,
-        *,
-        observe: Observe | None = None,
-        index_params: bool | None = None,
-    ) -> None:
-        self._client = client
+    def __init__(self, http: httpx.Client, *, observe: Observe | None = None) -> None:
+        self._http = http
         self._observe = observe
-        # Whether the engine really applies and reports HNSW/on_disk (see module doc).
-        self._index_params = (not is_local_engine(client)) if index_params is None else index_params
+
+    @classmethod
+    def connect(
+        cls, url: str, api_key: str | None = None, *, observe: Observe | None = None
+    ) -> QdrantAdmin:
+        headers = {"api-key": api_key} if api_key else {}
+        return cls(httpx.Client(base_url=url, headers=headers, timeout=TIMEOUT), observe=observe)
+
+    def close(self) -> None:
+        self._http.close()
 
     @contextmanager
     def _call(self, operation: str) -> Iterator[None]:
@@ -143,76 +136,69 @@ class QdrantAdmin:
             yield
         except PlanError as exc:
             raise BackendRejected(BACKEND, str(exc)) from exc
-        except UnexpectedResponse as exc:
-            status = exc.status_code or 0
+        except httpx.HTTPStatusError as exc:
+            status = exc.response.status_code
             error = BackendUnavailable if status >= 500 or status in (408, 429) else BackendRejected
-            raise error(BACKEND, f"HTTP {status}: {exc.content!r}") from exc
-        except (ResponseHandlingException, ConnectionError, TimeoutError) as exc:
-            raise BackendUnavailable(BACKEND, str(exc)) from exc
-        except ValueError as exc:  # the local engine reports refusals as ValueError
-            raise BackendRejected(BACKEND, str(exc)) from exc
+            raise error(BACKEND, f"HTTP {status}: {exc.response.text[:500]}") from exc
+        except (httpx.TransportError, ValueError) as exc:  # unreachable, or not Qdrant's JSON
+            raise BackendUnavailable(BACKEND, f"{type(exc).__name__}: {exc}") from exc
         finally:
             if self._observe is not None:
                 self._observe(BACKEND, operation, time.perf_counter() - start)
 
+    def _request(self, method: str, path: str, body: Mapping[str, Any] | None = None) -> Any:
+        """The response's `result`; raises httpx.HTTPStatusError for 4xx/5xx."""
+        response = self._http.request(method, path, json=body)
+        response.raise_for_status()
+        return response.json()["result"]
+
     def _state(self, name: str) -> CollectionState | None:
-        # One request: a missing collection is a 404 (the local engine: ValueError).
+        # One request: a missing collection is a 404.
         try:
-            return state_from_info(self._client.get_collection(name))
-        except UnexpectedResponse as exc:
-            if exc.status_code == 404:
-                return None
-            raise
-        except ValueError:
-            if not self._client.collection_exists(name):
+            return state_from_info(self._request("GET", f"/collections/{name}"))
+        except httpx.HTTPStatusError as exc:
+            if exc.response.status_code == 404:
                 return None
             raise
 
     def ensure_collection(self, target: CollectionTarget) -> Outcome:
         with self._call("observe"):
             validate_target(target)
-            plan = plan_collection(
-                self._state(target.name), target, index_params=self._index_params
-            )
+            plan = plan_collection(self._state(target.name), target)
         if plan.empty:
             return Outcome.UNCHANGED
         with self._call("apply"):
             if plan.create:
-                self._client.create_collection(
-                    target.name,
-                    vectors_config=models.VectorParams(
-                        size=target.dimensions,
-                        distance=DISTANCES[target.distance],
-                        on_disk=target.on_disk,
-                    ),
-                    hnsw_config=models.HnswConfigDiff(
-                        m=target.hnsw_m, ef_construct=target.hnsw_ef_construct
-                    ),
+                self._request(
+                    "PUT",
+                    f"/collections/{target.name}",
+                    {
+                        "vectors": {
+                            "size": target.dimensions,
+                            "distance": target.distance,
+                            "on_disk": target.on_disk,
+                        },
+                        "hnsw_config": {
+                            "m": target.hnsw_m,
+                            "ef_construct": target.hnsw_ef_construct,
+                        },
+                    },
                 )
                 return Outcome.CREATED
-            applied = self._client.update_collection(
-                target.name,
-                hnsw_config=(
-                    models.HnswConfigDiff(m=plan.hnsw[0], ef_construct=plan.hnsw[1])
-                    if plan.hnsw
-                    else None
-                ),
-                vectors_config=(
-                    {"": models.VectorParamsDiff(on_disk=plan.on_disk)}
-                    if plan.on_disk is not None
-                    else None
-                ),
-            )
-            if not applied:
-                raise PlanError(
-                    f"Qdrant did not apply the HNSW/on_disk change to {target.name!r}; "
-                    "this engine does not support it (set index_params=False)"
-                )
+            change: dict[str, Any] = {}
+            if plan.hnsw is not None:
+                change["hnsw_config"] = {"m": plan.hnsw[0], "ef_construct": plan.hnsw[1]}
+            if plan.on_disk is not None:
+                change["vectors"] = {"": {"on_disk": plan.on_disk}}
+            if self._request("PATCH", f"/collections/{target.name}", change) is not True:
+                raise PlanError(f"Qdrant did not apply the HNSW/on_disk change to {target.name!r}")
         return Outcome.UPDATED
 
     def delete_collection(self, name: str) -> Outcome:
         with self._call("delete"):
-            if not self._client.collection_exists(name):
+            if not _NAME.match(name):
+                raise PlanError(f"invalid collection name {name!r}")
+            if not self._request("GET", f"/collections/{name}/exists")["exists"]:
                 return Outcome.UNCHANGED
-            self._client.delete_collection(name)
+            self._request("DELETE", f"/collections/{name}")
         return Outcome.DELETED

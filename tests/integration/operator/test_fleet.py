@@ -1,6 +1,6 @@
 """The operator at fleet scale, against a real kube-apiserver, PostgreSQL and Redis
-(Qdrant's local engine): a burst of CRs all reach Ready without a resync, tenant
-claims come from the watch-fed index (no list per reconcile), and two operator
+(the Qdrant REST stand-in, in-process): a burst of CRs all reach Ready without a
+resync, tenant claims come from the watch-fed index (no list per reconcile), and two operator
 processes with Kopf peering hand over after a SIGKILL."""
 
 from __future__ import annotations
@@ -17,7 +17,6 @@ from typing import Any
 
 import httpx
 import pytest
-from qdrant_client import QdrantClient
 
 from memory_operator import conditions as c
 from memory_operator.adapters.kube import KubeApi
@@ -41,6 +40,7 @@ from tests.e2e.harness import (
 from tests.servers._process import free_port
 from tests.servers.kube import KubeCluster, install_crds
 from tests.servers.postgres import PostgresServer
+from tests.servers.qdrant_rest import in_process_qdrant
 from tests.servers.redis import RedisServer
 
 pytestmark = pytest.mark.integration
@@ -97,7 +97,7 @@ def test_burst_of_200_crs_all_ready_without_a_resync(
     )
     backends = Backends(
         database=PostgresAdmin(pg_database),
-        vectors=QdrantAdmin(QdrantClient(":memory:")),
+        vectors=QdrantAdmin(in_process_qdrant().http),
         cache=RedisAdmin(redis_server.url),
     )
     faker = PodFaker(api)

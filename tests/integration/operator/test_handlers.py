@@ -1,6 +1,6 @@
 """The whole operator (Kopf + handlers + reconciler + real adapters) running
-in-process against a real kube-apiserver, PostgreSQL, Redis and Qdrant's local
-engine: create -> Ready, the finalizer and deletion policies, repair by the
+in-process against a real kube-apiserver, PostgreSQL, Redis and the Qdrant REST
+stand-in: create -> Ready, the finalizer and deletion policies, repair by the
 periodic timer, permanent errors, and no writes while nothing changes."""
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ from typing import Any
 
 import psycopg
 import pytest
-from qdrant_client import QdrantClient
 
 from memory_operator import conditions as c
 from memory_operator.adapters.kube import KubeApi
@@ -37,6 +36,7 @@ from tests.e2e.harness import (
 )
 from tests.servers.kube import KubeCluster, install_crds
 from tests.servers.postgres import PostgresServer
+from tests.servers.qdrant_rest import InProcessQdrant, in_process_qdrant
 from tests.servers.redis import RedisServer
 
 pytestmark = pytest.mark.integration
@@ -48,7 +48,7 @@ class Running:
     ns: str
     prefix: str
     pg_dsn: str
-    qdrant: QdrantClient
+    qdrant: InProcessQdrant
     log: WriteLog
 
     def schema(self, tenant: str) -> str:
@@ -88,10 +88,10 @@ def operator(
         resync_seconds=5,
         namespaces=(ns,),
     )
-    qdrant = QdrantClient(":memory:")
+    qdrant = in_process_qdrant()
     backends = Backends(
         database=PostgresAdmin(postgres.admin_dsn),
-        vectors=QdrantAdmin(qdrant),
+        vectors=QdrantAdmin(qdrant.http),
         cache=RedisAdmin(redis_server.url),
     )
     log = WriteLog()
@@ -150,7 +150,7 @@ def test_create_to_ready_then_delete_with_delete_policy(
     )
     wait_for(_gone(operator.api, ns, "alpha"), what="finalizer released")
     assert not operator.schema_exists("alpha")
-    assert not operator.qdrant.collection_exists(operator.schema("alpha"))
+    assert not operator.qdrant.engine.collection_exists(operator.schema("alpha"))
 
 
 def test_retain_keeps_data_after_delete(operator: Running) -> None:
@@ -162,7 +162,7 @@ def test_retain_keeps_data_after_delete(operator: Running) -> None:
     )
     wait_for(_gone(operator.api, ns, "beta"), what="finalizer released")
     assert operator.schema_exists("beta")
-    assert operator.qdrant.collection_exists(operator.schema("beta"))
+    assert operator.qdrant.engine.collection_exists(operator.schema("beta"))
 
 
 def test_timer_repairs_drift_and_idle_ready_object_is_not_written(

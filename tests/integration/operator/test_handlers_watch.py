@@ -9,7 +9,6 @@ import uuid
 from collections.abc import Iterator
 
 import pytest
-from qdrant_client import QdrantClient
 
 from memory_operator import conditions as c
 from memory_operator import metrics
@@ -30,6 +29,7 @@ from tests.e2e.harness import (
 )
 from tests.servers.kube import KubeCluster, install_crds
 from tests.servers.postgres import PostgresServer
+from tests.servers.qdrant_rest import in_process_qdrant
 
 pytestmark = pytest.mark.integration
 
@@ -47,7 +47,7 @@ def ns_and_api(kube: KubeCluster, postgres: PostgresServer) -> Iterator[tuple[st
         namespaces=(ns,),
     )
     backends = Backends(
-        database=PostgresAdmin(postgres.admin_dsn), vectors=QdrantAdmin(QdrantClient(":memory:"))
+        database=PostgresAdmin(postgres.admin_dsn), vectors=QdrantAdmin(in_process_qdrant().http)
     )
     with running_operator(kube, config, api, backends):
         yield ns, api
@@ -112,7 +112,7 @@ def test_a_started_operator_reconciles_each_cr_once(
         namespaces=(ns,),
     )
     backends = Backends(
-        database=PostgresAdmin(postgres.admin_dsn), vectors=QdrantAdmin(QdrantClient(":memory:"))
+        database=PostgresAdmin(postgres.admin_dsn), vectors=QdrantAdmin(in_process_qdrant().http)
     )
     memory_namespace(api, ns, "zeta", {"vectors": {"backend": "postgres"}})
     reconciler = Reconciler(config, api, backends)

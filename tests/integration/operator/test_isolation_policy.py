@@ -78,12 +78,12 @@ def make_operator(
             qdrant_api_key=qdrant_api_key,
             extra=extra,
         )
-        qdrant = QdrantClient(url=qdrant_url, check_compatibility=False)
+        qdrant = QdrantAdmin.connect(qdrant_url, qdrant_api_key)
         redis_admin = RedisAdmin(redis_server.url)
         clients.extend([qdrant, redis_admin])
         backends = Backends(
             database=PostgresAdmin(config.postgres.admin_dsn),
-            vectors=QdrantAdmin(qdrant),
+            vectors=qdrant,
             cache=redis_admin,
         )
         return Operator(api, Reconciler(config, api, backends))

@@ -15,7 +15,6 @@ import psycopg
 import pytest
 import redis
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
-from qdrant_client import QdrantClient
 
 from memory_operator import conditions as c
 from memory_operator.adapters.kube import KubeApi
@@ -38,6 +37,7 @@ from tests.e2e.harness import (
     patch_spec,
 )
 from tests.servers.kube import KubeCluster, install_crds
+from tests.servers.qdrant_rest import InProcessQdrant, in_process_qdrant
 from tests.servers.redis import RedisServer
 
 pytestmark = pytest.mark.integration
@@ -58,7 +58,7 @@ class Env:
     config: OperatorConfig
     log: WriteLog
     reconciler: Reconciler
-    qdrant: QdrantClient
+    qdrant: InProcessQdrant
     pg_dsn: str
     redis: redis.Redis
     adapters: dict[str, CountingAdapter]
@@ -105,10 +105,10 @@ def _env(
         redis_url=redis_server.url,
         qdrant_url="http://qdrant.test:6333",
     )
-    qdrant = QdrantClient(":memory:")
+    qdrant = in_process_qdrant()
     adapters = {
         "postgres": CountingAdapter("postgres", PostgresAdmin(config.postgres.admin_dsn), log),
-        "qdrant": CountingAdapter("qdrant", QdrantAdmin(qdrant), log),
+        "qdrant": CountingAdapter("qdrant", QdrantAdmin(qdrant.http), log),
         "redis": CountingAdapter("redis", RedisAdmin(redis_server.url), log),
     }
     backends = Backends(
@@ -118,7 +118,7 @@ def _env(
     r = redis.Redis.from_url(redis_server.url, decode_responses=True)
     yield Env(api, ns, config, log, reconciler, qdrant, pg_dsn, r, adapters)
     r.close()
-    qdrant.close()
+    qdrant.http.close()
     # Tenants are cluster-wide claims: leave none behind for the next test.
     delete(api, f"/apis/memory.somafractal.io/v1alpha1/namespaces/{ns}/memorynamespaces")
     drop_tenant_roles(pg_dsn)
@@ -199,7 +199,7 @@ def test_reconcile_creates_everything_and_becomes_ready(env: Env) -> None:
         tenant.set("mem:other:k", "v")
     tenant.close()
     # Qdrant collection with the spec's geometry.
-    info = env.qdrant.get_collection("mem_acme")
+    info = env.qdrant.engine.get_collection("mem_acme")
     assert info.config.params.vectors.size == 384
     # Kubernetes objects owned by the CR.
     for kind in ("ConfigMap", "Deployment", "Service"):
@@ -269,7 +269,7 @@ def test_drift_is_repaired(env: Env) -> None:
     env.to_ready("acme")
     with psycopg.connect(env.pg_dsn, autocommit=True) as conn:
         conn.execute("DROP SCHEMA mem_acme CASCADE")
-    env.qdrant.delete_collection("mem_acme")
+    env.qdrant.http.delete("/collections/mem_acme")
     env.redis.execute_command("ACL", "DELUSER", "mem-acme")
     delete(env.api, f"/apis/apps/v1/namespaces/{env.ns}/deployments/acme-memory")
     env.log.clear()
@@ -281,7 +281,7 @@ def test_drift_is_repaired(env: Env) -> None:
     assert "ensure_user Created" in wrote or "ensure_user Updated" in wrote
     assert "apply Deployment/acme-memory" in wrote
     assert _schema_exists(env.pg_dsn, "mem_acme")
-    assert env.qdrant.collection_exists("mem_acme")
+    assert env.qdrant.engine.collection_exists("mem_acme")
     assert env.api.get("Deployment", env.ns, "acme-memory") is not None
 
 
@@ -351,7 +351,9 @@ def test_spec_changes_are_applied(env: Env) -> None:
     )
     env.log.clear()
     env.reconcile("acme")
-    # (HNSW changes reach a Qdrant server; the local engine has no HNSW to update.)
+    assert ("qdrant", "ensure_collection Updated") in env.log.calls
+    hnsw = env.qdrant.http.get("/collections/mem_acme").json()["result"]["config"]["hnsw_config"]
+    assert hnsw["m"] == 32
     assert ("kubernetes", "apply Deployment/acme-memory") in env.log.calls
     dep = env.api.get("Deployment", env.ns, "acme-memory")
     assert dep is not None
@@ -460,7 +462,7 @@ def test_delete_with_retain_keeps_data(env: Env) -> None:
     assert result.error is None
     assert _schema_exists(env.pg_dsn, "mem_acme")
     assert _role_exists(env.pg_dsn, "mem_acme")
-    assert env.qdrant.collection_exists("mem_acme")
+    assert env.qdrant.engine.collection_exists("mem_acme")
     assert env.redis.execute_command("ACL", "GETUSER", "mem-acme") is not None
     assert "DataRetained" in env.events("acme")
 
@@ -473,7 +475,7 @@ def test_delete_with_delete_removes_external_data(env: Env) -> None:
     assert result.error is None, result
     assert not _schema_exists(env.pg_dsn, "mem_acme")
     assert not _role_exists(env.pg_dsn, "mem_acme")
-    assert not env.qdrant.collection_exists("mem_acme")
+    assert not env.qdrant.engine.collection_exists("mem_acme")
     assert env.redis.execute_command("ACL", "GETUSER", "mem-acme") is None
     assert env.redis.get("mem:acme:x") is None
     assert {"SchemaDeleted", "CollectionDeleted", "CacheUserDeleted"} <= set(env.events("acme"))
@@ -566,7 +568,7 @@ def test_retained_data_does_not_change_hands_across_namespaces(env: Env, api: Ku
         final = env.reconciler.finalize(fetch(api, ns2, "thief"))
         assert (final.error, final.reason) == (None, "TenantOwnedElsewhere")
         assert _schema_exists(env.pg_dsn, "mem_acme")
-        assert env.qdrant.collection_exists("mem_acme")
+        assert env.qdrant.engine.collection_exists("mem_acme")
         assert env.redis.execute_command("ACL", "GETUSER", "mem-acme") is not None
 
         # The same namespace adopts its retained data (a CR recreated under a new name),

@@ -36,11 +36,6 @@ def test_hnsw_and_on_disk_drift_are_updated() -> None:
     assert plan_collection(SAME, target) == CollectionPlan(hnsw=(16, 200))
 
 
-def test_engines_without_index_params_are_not_compared_on_them() -> None:
-    state = dataclasses.replace(SAME, hnsw_m=8, on_disk=True)
-    assert plan_collection(state, TARGET, index_params=False).empty
-
-
 @pytest.mark.parametrize(
     ("state", "message"),
     [
@@ -52,8 +47,6 @@ def test_engines_without_index_params_are_not_compared_on_them() -> None:
 def test_immutable_differences_are_permanent_errors(state: CollectionState, message: str) -> None:
     with pytest.raises(PlanError, match=message):
         plan_collection(state, TARGET)
-    with pytest.raises(PlanError, match=message):
-        plan_collection(state, TARGET, index_params=False)
 
 
 @pytest.mark.parametrize(

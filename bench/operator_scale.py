@@ -4,7 +4,9 @@ MemoryNamespaces, a resync pass over all of them, and the operator's peak RSS.
 Everything is real and local: PostgreSQL, Redis, Kafka (SASL/SCRAM + ACLs),
 etcd + kube-apiserver + kube-controller-manager, and the test Qdrant REST
 stand-in. The operator runs as its own process (`python -m memory_operator`),
-exactly as in a pod, so its RSS is its own.
+from a venv holding only the operator image's locked dependencies
+(requirements/operator.txt; built once, cached under ~/.cache/somafractal), so
+its RSS is its own and its imports are the image's.
 
 Baseline, same run, measured first with no operator running: the raw calls
 the operator makes per tenant (PostgreSQL schema+role, Qdrant collection, Kafka
@@ -29,10 +31,12 @@ Usage: .venv/bin/python bench/operator_scale.py [--sizes 1,100,1000]
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import platform
 import re
+import shutil
 import signal
 import statistics
 import subprocess
@@ -65,8 +69,8 @@ from memory_operator.domain import (  # noqa: E402
 from memory_operator.naming import derive_names  # noqa: E402
 from memory_operator.ownership import Owner  # noqa: E402
 from memory_operator.spec import parse_spec  # noqa: E402
-from tests.e2e.harness import PodFaker, operator_config  # noqa: E402
-from tests.servers._process import free_port  # noqa: E402
+from tests.e2e.harness import PodFaker, kube_api, operator_config  # noqa: E402
+from tests.servers._process import CACHE_ROOT, cache_lock, free_port  # noqa: E402
 from tests.servers.kafka import run_kafka  # noqa: E402
 from tests.servers.kube import install_crds, run_kube  # noqa: E402
 from tests.servers.postgres import run_postgres  # noqa: E402
@@ -282,6 +286,29 @@ def baseline(
     return {"tenants": n, "per_tenant": summary(per), "total_s": round(time.monotonic() - t0, 3)}
 
 
+def operator_python() -> Path:
+    """The Python of a venv holding only the operator image's locked dependencies
+    (requirements/operator.txt), so the measured process imports what the image's
+    does: in the dev venv Kopf would also import the `kubernetes` package, which is
+    installed there for memctl. Built once per lock, cached by the lock's hash."""
+    lock = REPO / "requirements" / "operator.txt"
+    venv = CACHE_ROOT / f"operator-venv-{hashlib.sha256(lock.read_bytes()).hexdigest()[:16]}"
+    python = venv / "bin" / "python"
+    with cache_lock("operator-venv"):
+        if not python.exists():
+            print(f"building {venv} from {lock.name}", file=sys.stderr)
+            work = venv.with_name(venv.name + ".partial")
+            shutil.rmtree(work, ignore_errors=True)
+            subprocess.run([sys.executable, "-m", "venv", work], check=True)
+            subprocess.run(
+                [work / "bin" / "pip", "install", "-q", "--disable-pip-version-check",
+                 "--require-hashes", "-r", lock],
+                check=True,
+            )  # fmt: skip
+            work.rename(venv)
+    return python
+
+
 def machine() -> dict[str, Any]:
     cpu = "unknown"
     for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -414,7 +441,7 @@ def main() -> int:
         qdrant = stack.enter_context(run_qdrant_rest())
         kube = stack.enter_context(run_kube())
         install_crds(kube, REPO / "crds")
-        api = KubeApi.from_kubeconfig(kube.kubeconfig)
+        api = kube_api(kube)
         config = operator_config(
             postgres_dsn=pg.admin_dsn, redis_url=rd.url, kafka_bootstrap=kafka.sasl_bootstrap,
             kafka_sasl=(kafka.admin_username, kafka.admin_password), qdrant_url=qdrant.url,
@@ -429,9 +456,13 @@ def main() -> int:
             )
 
         metrics_port, live_port = free_port(), free_port()
+        python = operator_python()
         env = {
             "PATH": os.environ["PATH"],
             "HOME": os.environ.get("HOME", "/tmp"),
+            # What the image copies: the operator package and the one runtime module
+            # it loads (operator/Dockerfile); nothing else of the repository.
+            "PYTHONPATH": str(REPO / "operator") + os.pathsep + str(REPO / "runtime"),
             "KUBECONFIG": kube.kubeconfig,
             "SOMAFRACTAL_POSTGRES_ADMIN_DSN": pg.admin_dsn,
             "SOMAFRACTAL_REDIS_ADMIN_URL": rd.url,
@@ -457,7 +488,7 @@ def main() -> int:
             path.parent.mkdir(exist_ok=True)
             with path.open("wb") as log:
                 proc = subprocess.Popen(
-                    [sys.executable, "-m", "memory_operator", "--kubeconfig", kube.kubeconfig],
+                    [python, "-m", "memory_operator", "--kubeconfig", kube.kubeconfig],
                     env=env, stdout=log, stderr=subprocess.STDOUT,
                 )  # fmt: skip
             stack.callback(lambda: proc.poll() is None and proc.kill())

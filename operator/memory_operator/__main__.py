@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import random
 import sys
 import threading
@@ -19,6 +20,7 @@ from typing import Any
 import kopf
 
 from memory_operator import handlers, metrics
+from memory_operator.adapters import kube as kube_login
 from memory_operator.adapters.kube import KubeApi
 from memory_operator.config import ConfigError, OperatorConfig, load_config
 from memory_operator.manifests import render_peerings
@@ -53,7 +55,7 @@ def build_registry(
     config: OperatorConfig,
     kube: KubePort,
     backends: Backends,
-    login: Callable[..., Any] = kopf.login_via_client,
+    login: Callable[..., Any] = kube_login.login,
 ) -> kopf.OperatorRegistry:
     registry = kopf.OperatorRegistry()
     handlers.setup(registry, Reconciler(config, kube, backends), config, login=login)
@@ -68,7 +70,7 @@ def run_operator(
     stop_flag: threading.Event | None = None,
     ready_flag: threading.Event | None = None,
     liveness: bool = True,
-    login: Callable[..., Any] = kopf.login_via_client,
+    login: Callable[..., Any] = kube_login.login,
 ) -> None:
     """Run Kopf until stopped; also used by tests and the benchmark in a thread."""
     registry = build_registry(config, kube, backends, login)
@@ -102,7 +104,10 @@ def run_operator(
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="memory_operator", description=__doc__)
-    parser.add_argument("--kubeconfig", help="kubeconfig path (default: in-cluster, then ~/.kube)")
+    parser.add_argument(
+        "--kubeconfig",
+        help="kubeconfig path (default: the service account, then $KUBECONFIG or ~/.kube/config)",
+    )
     parser.add_argument("--check-config", action="store_true", help="validate and exit")
     parser.add_argument("--verbose", action="store_true")
     args = parser.parse_args(argv)
@@ -119,11 +124,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         log_format=kopf.LogFormat.JSON if config.log_format == "json" else kopf.LogFormat.PLAIN,
     )
     logging.getLogger("memory_operator").setLevel(logging.DEBUG if args.verbose else logging.INFO)
+    login: Callable[..., Any] = kube_login.login  # the service account, else a kubeconfig
     if args.kubeconfig:
-        kube = KubeApi.from_kubeconfig(args.kubeconfig)
-        login: Callable[..., Any] = handlers.kubeconfig_login(args.kubeconfig)
-    else:
-        kube, login = KubeApi.auto(), kopf.login_via_client
+        os.environ["KUBECONFIG"] = args.kubeconfig  # what Kopf's kubeconfig login reads
+        login = kube_login.kubeconfig_login
+    kube = KubeApi(login)
     metrics.serve(config.metrics_port)
     run_operator(config, kube, build_backends(config), login=login)
     return 0

@@ -239,30 +239,6 @@ def setup(
         locks.drop(uid)
 
 
-def kubeconfig_login(path: str) -> Callable[..., kopf.ConnectionInfo]:
-    """A Kopf login handler for an explicit kubeconfig file (`--kubeconfig`).
-    Kopf's own login_via_client only sees $KUBECONFIG as it was at import time."""
-    from kubernetes import client as k8s_client
-    from kubernetes import config as k8s_config
-
-    def login(**_: Any) -> kopf.ConnectionInfo:
-        cfg = k8s_client.Configuration()
-        k8s_config.load_kube_config(config_file=path, client_configuration=cfg)
-        token = cfg.get_api_key_with_prefix("authorization") or cfg.get_api_key_with_prefix(
-            "BearerToken"
-        )
-        return kopf.ConnectionInfo(
-            server=cfg.host,
-            ca_path=cfg.ssl_ca_cert or None,
-            insecure=not cfg.verify_ssl,
-            token=(token or "").removeprefix("Bearer ").strip() or None,
-            certificate_path=cfg.cert_file or None,
-            private_key_path=cfg.key_file or None,
-        )
-
-    return login
-
-
 def _plain(body: kopf.Body) -> dict[str, Any]:
     """Kopf's Body is a live view; the reconciler works on a plain snapshot."""
     return {

@@ -10,7 +10,7 @@ import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -151,14 +151,16 @@ def running_operator(
     """The real operator (Kopf + handlers + reconciler) in a thread, until the block ends."""
     from memory_operator.__main__ import run_operator
 
-    def login(**_: Any) -> kopf.ConnectionInfo:
-        return kopf.ConnectionInfo(server=kube.server, token=kube.token, ca_path=kube.ca_file)
-
     stop, ready = threading.Event(), threading.Event()
     thread = threading.Thread(
         target=run_operator,
         args=(config, kube_port, backends),
-        kwargs={"stop_flag": stop, "ready_flag": ready, "liveness": False, "login": login},
+        kwargs={
+            "stop_flag": stop,
+            "ready_flag": ready,
+            "liveness": False,
+            "login": kube_login(kube),
+        },
         daemon=True,
     )
     thread.start()
@@ -178,8 +180,17 @@ def new_namespace(api: KubeApi, prefix: str = "t") -> str:
     return name
 
 
+def kube_login(kube: KubeCluster) -> Callable[..., kopf.ConnectionInfo]:
+    """A Kopf login handler (and KubeApi's login) for the test cluster's admin."""
+
+    def login(**_: Any) -> kopf.ConnectionInfo:
+        return kopf.ConnectionInfo(server=kube.server, token=kube.token, ca_path=kube.ca_file)
+
+    return login
+
+
 def kube_api(kube: KubeCluster) -> KubeApi:
-    return KubeApi.from_kubeconfig(kube.kubeconfig)
+    return KubeApi(kube_login(kube))
 
 
 def memory_namespace(

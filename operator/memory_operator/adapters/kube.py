@@ -2,21 +2,26 @@
 patch, Events, listing MemoryNamespaces. Nothing else in the operator talks to
 the API server (Kopf's own watch aside).
 
-A small REST client over httpx with the credentials the `kubernetes` package
-loads (kubeconfig or in-cluster service account): server-side apply needs
-`application/apply-patch+yaml` bodies, which is simplest to send directly.
+A small REST client over httpx: server-side apply needs
+`application/apply-patch+yaml` bodies, which is simplest to send directly. Its
+credentials are the ones Kopf's watch uses, from Kopf's own login helpers (the
+pod's service account, else a kubeconfig): `login` below serves both. The
+`kubernetes` package is not used, nor installed in the operator image: Kopf
+imports it whenever it is installed, which cost the operator ~45 MB of memory
+(bench/README.md).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
-import ssl
+import os
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
 import httpx
-from kubernetes import client as k8s_client
-from kubernetes import config as k8s_config
+import kopf
 
 from memory_operator.manifests import API_VERSION, FIELD_MANAGER, KIND
 
@@ -56,39 +61,50 @@ def _path(kind: str, namespace: str | None, name: str | None = None) -> str:
     return path + (f"/{name}" if name else "")
 
 
+Login = Callable[..., kopf.ConnectionInfo]
+
+
+def in_cluster_login(**_: Any) -> kopf.ConnectionInfo | None:
+    """The pod's service account (None outside a pod), through Kopf's helper. Kopf
+    names the server https://kubernetes.default.svc; like client-go's
+    InClusterConfig, KUBERNETES_SERVICE_HOST/PORT win when set (a hostNetwork pod
+    may not resolve cluster DNS names)."""
+    info = kopf.login_with_service_account(settings=kopf.OperatorSettings())
+    host = os.environ.get("KUBERNETES_SERVICE_HOST")
+    port = os.environ.get("KUBERNETES_SERVICE_PORT")
+    if info is not None and host and port:
+        host = f"[{host}]" if ":" in host else host
+        info = dataclasses.replace(info, server=f"https://{host}:{port}")
+    return info
+
+
+def kubeconfig_login(**_: Any) -> kopf.ConnectionInfo:
+    """The current context of $KUBECONFIG, else ~/.kube/config, through Kopf's helper
+    (certificates, tokens, basic auth; no exec or auth-provider plugins)."""
+    info = kopf.login_with_kubeconfig(settings=kopf.OperatorSettings())
+    if info is None:
+        raise kopf.LoginError("no kubeconfig: $KUBECONFIG is unset and ~/.kube/config is absent")
+    return info
+
+
+def login(**kwargs: Any) -> kopf.ConnectionInfo:
+    """A Kopf login handler, and KubeApi's: in a pod its service account, else a kubeconfig."""
+    return in_cluster_login(**kwargs) or kubeconfig_login(**kwargs)
+
+
 class KubeApi:
-    """Thin, synchronous client; one instance is shared by all reconciles."""
+    """Thin, synchronous client; one instance is shared by all reconciles.
 
-    def __init__(self, configuration: k8s_client.Configuration, timeout: float = 30.0) -> None:
-        self._cfg = configuration
-        cert = None
-        if configuration.cert_file and configuration.key_file:
-            cert = (configuration.cert_file, configuration.key_file)
-        verify: ssl.SSLContext | bool = False
-        if configuration.verify_ssl:
-            verify = ssl.create_default_context(cafile=configuration.ssl_ca_cert or None)
+    `login` is called again after a 401 (a rotated service-account token) and the
+    request is retried once with the new credentials."""
+
+    def __init__(self, login: Login = login, timeout: float = 30.0) -> None:
+        self._login = login
+        info = login()
+        self._auth = info.as_http_headers()
         self._http = httpx.Client(
-            base_url=configuration.host, verify=verify, cert=cert, timeout=timeout
+            base_url=info.server, verify=info.as_ssl_context(), timeout=timeout
         )
-
-    @classmethod
-    def from_kubeconfig(cls, path: str | None = None) -> KubeApi:
-        cfg = k8s_client.Configuration()
-        k8s_config.load_kube_config(config_file=path, client_configuration=cfg)
-        return cls(cfg)
-
-    @classmethod
-    def in_cluster(cls) -> KubeApi:
-        cfg = k8s_client.Configuration()
-        k8s_config.load_incluster_config(client_configuration=cfg)
-        return cls(cfg)
-
-    @classmethod
-    def auto(cls) -> KubeApi:
-        try:
-            return cls.in_cluster()
-        except k8s_config.ConfigException:
-            return cls.from_kubeconfig()
 
     def close(self) -> None:
         self._http.close()
@@ -96,14 +112,7 @@ class KubeApi:
     # -- transport -------------------------------------------------------
 
     def _headers(self, content_type: str | None = None) -> dict[str, str]:
-        if self._cfg.refresh_api_key_hook is not None:
-            self._cfg.refresh_api_key_hook(self._cfg)  # rotated service-account tokens
-        headers = {"Accept": "application/json"}
-        auth = self._cfg.get_api_key_with_prefix(
-            "authorization"
-        ) or self._cfg.get_api_key_with_prefix("BearerToken")
-        if auth:
-            headers["Authorization"] = auth
+        headers = {"Accept": "application/json", **self._auth}
         if content_type:
             headers["Content-Type"] = content_type
         return headers
@@ -117,15 +126,20 @@ class KubeApi:
         content_type: str = "application/json",
         params: dict[str, str] | None = None,
     ) -> dict[str, Any] | None:
+        content = None if body is None else json.dumps(body).encode()
         try:
-            resp = self._http.request(
-                method,
-                path,
-                params=params,
-                content=None if body is None else json.dumps(body).encode(),
-                headers=self._headers(content_type if body is not None else None),
-            )
-        except httpx.HTTPError as err:
+            for attempt in (1, 2):
+                resp = self._http.request(
+                    method,
+                    path,
+                    params=params,
+                    content=content,
+                    headers=self._headers(content_type if body is not None else None),
+                )
+                if resp.status_code != 401 or attempt == 2:
+                    break
+                self._auth = self._login().as_http_headers()
+        except (httpx.HTTPError, kopf.LoginError) as err:
             raise KubeError(0, f"{method} {path}: {err}") from err
         if resp.status_code == 404 and method == "GET":
             return None

@@ -5,10 +5,12 @@ listing claims, and errors classified temporary/permanent."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
+import kopf
 import pytest
 
-from memory_operator.adapters.kube import KubeApi, KubeError
+from memory_operator.adapters.kube import KubeApi, KubeError, kubeconfig_login
 from memory_operator.manifests import FIELD_MANAGER
 from tests.e2e.harness import delete, kube_api, memory_namespace
 from tests.servers._process import free_port
@@ -85,14 +87,51 @@ def test_errors_are_classified(api: KubeApi, kube_namespace: str, kube: KubeClus
         api.apply(bad)
     assert err.value.status == 422
     assert not err.value.temporary
-    from kubernetes import client as k8s_client
-
-    cfg = k8s_client.Configuration()
-    cfg.host = f"https://127.0.0.1:{free_port()}"
-    cfg.verify_ssl = False
-    down = KubeApi(cfg, timeout=2)
+    unreachable = kopf.ConnectionInfo(server=f"https://127.0.0.1:{free_port()}", insecure=True)
+    down = KubeApi(lambda **_: unreachable, timeout=2)
     with pytest.raises(KubeError) as err:
         down.get("ConfigMap", kube_namespace, "cm")
     assert err.value.status == 0
     assert err.value.temporary
     down.close()
+
+
+def test_kubeconfig_login_through_kopf(kube: KubeCluster, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Kopf's kubeconfig reader (what `--kubeconfig` and a bare $KUBECONFIG use)
+    gives KubeApi the cluster's address, CA file and token."""
+    monkeypatch.setenv("KUBECONFIG", kube.kubeconfig)
+    info = kubeconfig_login()
+    assert (info.server, info.token) == (kube.server, kube.token)
+    api = KubeApi(kubeconfig_login)
+    assert api.get("ConfigMap", "default", "absent") is None  # authenticated: a 404, not a 401
+    assert isinstance(api.list_memory_namespaces(), list)
+    api.close()
+
+
+def test_a_rejected_token_logs_in_again_once(kube: KubeCluster, kube_namespace: str) -> None:
+    """A 401 (a rotated service-account token) calls the login again and retries once;
+    a login that stays wrong is a permanent 401, not a loop."""
+    tokens = iter(["expired", kube.token])
+    calls: list[str] = []
+
+    def rotating(**_: Any) -> kopf.ConnectionInfo:
+        calls.append("login")
+        return kopf.ConnectionInfo(server=kube.server, token=next(tokens), ca_path=kube.ca_file)
+
+    api = KubeApi(rotating)
+    assert api.get("ConfigMap", kube_namespace, "absent") is None
+    assert calls == ["login", "login"]
+    api.close()
+
+    def wrong(**_: Any) -> kopf.ConnectionInfo:
+        calls.append("wrong")
+        return kopf.ConnectionInfo(server=kube.server, token="wrong", ca_path=kube.ca_file)
+
+    calls.clear()
+    api = KubeApi(wrong)
+    with pytest.raises(KubeError) as err:
+        api.get("ConfigMap", kube_namespace, "absent")
+    assert err.value.status == 401
+    assert not err.value.temporary
+    assert calls == ["wrong", "wrong"]
+    api.close()

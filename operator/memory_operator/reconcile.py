@@ -9,16 +9,25 @@ role (SchemaReady) -> vectors (CollectionReady) -> Kafka topics (TopicsReady)
 Zero-write rule: every backend call is an idempotent `ensure_*` that returns
 UNCHANGED when nothing was needed; every Kubernetes object is compared with
 the live one before it is applied; status is patched only when it changed.
+
+Shared reads (snapshot.py): a pass over a tenant that is Ready for its
+generation first runs on bulk reads shared by the passes of a resync (the
+tenant's Kubernetes objects from one labelled list per kind and namespace, each
+backend's state read once for all tenants). It only ever concludes "nothing to
+do"; anything else raises NeedsExact and the pass runs on exact reads.
 """
 
 from __future__ import annotations
 
+import copy
 import dataclasses
+import json
 import logging
 import threading
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, TypeVar
 
 from memory_operator import conditions as c
 from memory_operator import manifests as m
@@ -59,11 +68,16 @@ from memory_operator.ports import (
     EventsAdmin,
     VectorAdmin,
 )
+from memory_operator.snapshot import WINDOW_SECONDS, NeedsExact, SharedByKey
 from memory_operator.spec import InvalidSpecError, MemoryNamespaceSpec, parse_spec
 
 log = logging.getLogger("memory_operator.reconcile")
 
 ErrorKind = Literal["temporary", "permanent"]
+T = TypeVar("T")
+# What a shared read of a namespace's objects keeps (the operator's own, by label).
+MANAGED_SELECTOR = f"app.kubernetes.io/managed-by={m.MANAGED_BY}"
+SHARED_KINDS = ("Secret", "ConfigMap", "NetworkPolicy", "Deployment", "Service")
 # While the Deployment rolls out we look again soon, not at the next resync.
 API_POLL_SECONDS = 5.0
 
@@ -76,6 +90,9 @@ class KubePort(Protocol):
     def create(self, obj: dict[str, Any]) -> dict[str, Any] | None: ...
     def patch_status(self, namespace: str, name: str, status: dict[str, Any]) -> dict[str, Any]: ...
     def list_memory_namespaces(self) -> list[dict[str, Any]]: ...
+    def list_objects(
+        self, kind: str, namespace: str, label_selector: str
+    ) -> list[dict[str, Any]]: ...
     def emit_event(self, cr: dict[str, Any], type_: str, reason: str, message: str) -> None: ...
 
 
@@ -113,11 +130,21 @@ class Reconciler:
         kube: KubePort,
         backends: Backends,
         clock: Callable[[], str] = c.now_rfc3339,
+        read_window: float = WINDOW_SECONDS,
     ) -> None:
+        """read_window: seconds a shared bulk read serves passes (0: exact reads only)."""
         self.config = config
         self.kube = kube
         self.backends = backends
         self.clock = clock
+        # None: this pass reads exactly; else the pass runs on shared reads loaded
+        # no earlier than this (monotonic) time: see _shared_pass.
+        self._not_before: float | None = None
+        self._shared_objects: SharedByKey[dict[str, str]] | None = (
+            SharedByKey(self._list_managed, read_window) if read_window > 0 else None
+        )
+        self._passed_guard = threading.Lock()
+        self._passed: dict[str, float] = {}  # CR uid -> when its last pass ended
         # A burst of CRs must not open a connection per worker on every backend at
         # once: each backend gets at most `backend_concurrency` calls in flight.
         self._limits = {
@@ -136,13 +163,80 @@ class Reconciler:
         skipped when all of them are True for the CR's current generation, so a
         rollout's status updates cost the Kubernetes step only; create, update,
         resume and the timer still check every backend."""
-        return self._measured(
-            lambda cr_, claims_: self._reconcile(cr_, claims_, backends=backends), cr, claims
-        )
+
+        def run(cr_: dict[str, Any], claims_: Claims | None) -> Result:
+            uid = str(cr_["metadata"].get("uid", ""))
+            try:
+                shared = self._shared_pass(cr_, claims_, backends=backends)
+                return shared or self._reconcile(cr_, claims_, backends=backends)
+            finally:
+                with self._passed_guard:
+                    self._passed[uid] = time.monotonic()
+
+        return self._measured(run, cr, claims)
 
     def finalize(self, cr: dict[str, Any], claims: Claims | None = None) -> Result:
         """Run on deletion (behind the finalizer). Result.error set: keep the finalizer."""
+        with self._passed_guard:
+            self._passed.pop(str(cr["metadata"].get("uid", "")), None)
         return self._measured(self._finalize, cr, claims)
+
+    # -- shared reads ------------------------------------------------------
+
+    def _shared_pass(
+        self, cr: dict[str, Any], claims: Claims | None, *, backends: bool
+    ) -> Result | None:
+        """The pass on shared bulk reads, when the tenant is Ready for its current
+        generation; None when those reads can't vouch for "nothing to do" (the
+        caller then runs the exact pass). Never writes to Kubernetes or a backend
+        that has a shared read; a backend without one (Qdrant) is read exactly.
+        Not for a pass started by a change of the Deployment (backends=False): it
+        must see that change, which a shared read may predate."""
+        if self._shared_objects is None or not backends:
+            return None
+        gen = int(cr["metadata"].get("generation") or 1)
+        status = cr.get("status") or {}
+        if status.get("observedGeneration") != gen or not c.all_true(
+            status.get("conditions") or [], (*c.STEP_TYPES, c.READY), gen
+        ):
+            return None  # a first pass, a spec change, a tenant not Ready: exact reads
+        with self._passed_guard:
+            not_before = self._passed.get(str(cr["metadata"].get("uid", "")), float("-inf"))
+        view = copy.copy(self)
+        view._not_before = not_before
+        view.kube = _SharedKube(self.kube, self._shared_objects, not_before)
+        try:
+            result = view._reconcile(cr, claims, backends=backends)
+        except NeedsExact as why:
+            log.debug("exact pass for %s: %s", cr["metadata"].get("name"), why)
+            return None
+        return result if result.ready and not result.error else None
+
+    def _list_managed(self, key: Hashable) -> dict[str, str]:
+        kind, namespace = key  # type: ignore[misc]
+        items = self.kube.list_objects(kind, namespace, MANAGED_SELECTOR)
+        return {item["metadata"]["name"]: _comparable(item) for item in items}
+
+    def _ensure(
+        self,
+        backend: str,
+        operation: str,
+        exact: Callable[[T], Outcome],
+        unchanged: Callable[[T, float], bool] | None,
+        target: T,
+    ) -> Outcome:
+        """`exact(target)` (an observe, then writes only on drift); in a pass on shared
+        reads, the backend's shared read instead, which may only say UNCHANGED."""
+        not_before = self._not_before
+        if not_before is None or unchanged is None:
+            return self._backend(backend, operation, lambda: exact(target))
+        try:
+            same = timed_backend(backend, "shared_read", lambda: unchanged(target, not_before))
+        except BackendError as err:
+            raise NeedsExact(f"{backend}: {err.message}") from err
+        if not same:
+            raise NeedsExact(f"{backend}: the shared read differs from the target")
+        return Outcome.UNCHANGED
 
     def _measured(
         self,
@@ -391,8 +485,13 @@ class Reconciler:
         writes: list[str],
     ) -> tuple[str, str]:
         target = self._database_target(cr, spec, names, passwords[m.PG_PASSWORD_KEY])
-        outcome = self._backend(
-            "postgres", "ensure_tenant", lambda: self.backends.database.ensure_tenant(target)
+        database = self.backends.database
+        outcome = self._ensure(
+            "postgres",
+            "ensure_tenant",
+            database.ensure_tenant,
+            getattr(database, "tenant_unchanged", None),
+            target,
         )
         self._record(
             cr, outcome, "Schema", f"PostgreSQL schema {names.schema} and role {names.role}", writes
@@ -466,7 +565,13 @@ class Reconciler:
         target = self._topics_target(spec, names, passwords)
         if f"Secret/{names.credentials_secret}" in writes:  # new passwords in this pass
             target = dataclasses.replace(target, verify_password=True)
-        outcome = self._backend("kafka", "ensure_topics", lambda: events.ensure_topics(target))
+        outcome = self._ensure(
+            "kafka",
+            "ensure_topics",
+            events.ensure_topics,
+            getattr(events, "topics_unchanged", None),
+            target,
+        )
         what = f"Kafka topics {', '.join(names.topics)}"
         if target.principal:
             what += f" with SCRAM user {names.kafka_user} and ACLs"
@@ -484,7 +589,8 @@ class Reconciler:
             password=passwords[m.REDIS_PASSWORD_KEY],
             key_prefix=names.key_prefix,
         )
-        outcome = self._backend("redis", "ensure_user", lambda: cache.ensure_user(target))
+        unchanged = getattr(cache, "user_unchanged", None)
+        outcome = self._ensure("redis", "ensure_user", cache.ensure_user, unchanged, target)
         self._record(cr, outcome, "CacheUser", f"Redis ACL user {names.cache_user}", writes)
         return "CacheReady", f"user {names.cache_user} limited to {names.key_prefix}:*"
 
@@ -749,6 +855,8 @@ class Reconciler:
             raise StepError("temporary", f"{_title(backend)}Error", err.message) from err
 
     def _kube(self, operation: str, fn: Callable[[], Any]) -> Any:
+        if self._not_before is not None:  # shared reads: in memory, nothing to time
+            return fn()
         try:
             return timed_backend("kubernetes", operation, fn)
         except KubeError as err:
@@ -761,3 +869,57 @@ def _title(backend: str) -> str:
     return {"postgres": "Postgres", "qdrant": "Qdrant", "kafka": "Kafka", "redis": "Redis"}.get(
         backend, backend.title()
     )
+
+
+def _comparable(obj: dict[str, Any]) -> str:
+    """What a shared read keeps of a live object: all but managedFields (the
+    largest part of most objects, never compared), as compact JSON (several times
+    smaller than the dict it is parsed back into for one pass)."""
+    meta = {k: v for k, v in (obj.get("metadata") or {}).items() if k != "managedFields"}
+    return json.dumps({**obj, "metadata": meta}, separators=(",", ":"))
+
+
+class _SharedKube:
+    """The KubePort of a pass on shared reads: GETs of the operator's own objects
+    are served from one labelled list per kind and namespace; anything it can't
+    serve, and every write, raises NeedsExact. Events pass through (they follow a
+    write that a backend without a shared read made on an exact read)."""
+
+    def __init__(
+        self,
+        kube: KubePort,
+        objects: SharedByKey[dict[str, str]],
+        not_before: float,
+    ) -> None:
+        self._kube = kube
+        self._objects = objects
+        self._not_before = not_before
+
+    def get(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
+        if kind not in SHARED_KINDS:
+            raise NeedsExact(f"{kind} is not read in bulk")
+        try:
+            live = self._objects.get((kind, namespace), self._not_before).get(name)
+        except KubeError as err:
+            raise NeedsExact(f"list {kind}: {err.message}") from err
+        if live is None:  # missing, or not labelled ours (a tokenSecretRef Secret)
+            raise NeedsExact(f"{kind}/{name} not in the shared read")
+        return json.loads(live)
+
+    def emit_event(self, cr: dict[str, Any], type_: str, reason: str, message: str) -> None:
+        self._kube.emit_event(cr, type_, reason, message)
+
+    def list_memory_namespaces(self) -> list[dict[str, Any]]:
+        return self._kube.list_memory_namespaces()
+
+    def list_objects(self, kind: str, namespace: str, label_selector: str) -> list[dict[str, Any]]:
+        raise NeedsExact("no lists on a shared pass")
+
+    def apply(self, obj: dict[str, Any]) -> dict[str, Any]:
+        raise NeedsExact(f"{obj['kind']}/{obj['metadata']['name']} differs")
+
+    def create(self, obj: dict[str, Any]) -> dict[str, Any] | None:
+        raise NeedsExact(f"{obj['kind']}/{obj['metadata']['name']} missing")
+
+    def patch_status(self, namespace: str, name: str, status: dict[str, Any]) -> dict[str, Any]:
+        raise NeedsExact("status differs")

@@ -9,8 +9,10 @@ No I/O here: psycopg.sql only composes and quotes identifiers.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import hashlib
 import hmac
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from psycopg import sql
@@ -59,6 +61,54 @@ class TenantState:
     role_ext_usage: bool = False  # explicit USAGE grant to the role on the extensions schema
     role_record: str | None = None  # COMMENT ON ROLE: the owner record (ownership.py)
     schema_record: str | None = None  # COMMENT ON SCHEMA
+
+
+@dataclass(frozen=True)
+class Catalog:
+    """The catalog facts of every tenant at once (one bulk read, shared by a resync):
+    the same facts `TenantState` holds for one tenant."""
+
+    database: str
+    roles: Mapping[str, tuple[int, RoleState, str | None, str | None]]
+    # role name -> (oid, its state with password_matches unset, rolpassword, owner record)
+    schemas: Mapping[str, tuple[str, str | None]]  # schema -> (owner, owner record)
+    db_grants: frozenset[tuple[int, str]]  # (grantee oid, privilege) on the database; 0 = PUBLIC
+    public_grants: frozenset[tuple[int, str]] | None  # on schema public; None: no such schema
+    ext_grants: frozenset[tuple[int, str]] | None  # on the extensions schema; None: none
+    vector_schema: str | None
+    vector_available: bool
+
+
+def tenant_state(
+    catalog: Catalog, target: DatabaseTarget, password_ok: Callable[[str | None], bool]
+) -> TenantState:
+    """One tenant's TenantState out of the bulk Catalog; `password_ok(rolpassword)`
+    says whether the stored secret is the target's password."""
+    role = catalog.roles.get(target.role)
+    oid = role[0] if role is not None else -1
+    schema = catalog.schemas.get(target.schema)
+    public, ext = catalog.public_grants, catalog.ext_grants
+    return TenantState(
+        database=catalog.database,
+        role=(
+            dataclasses.replace(role[1], password_matches=password_ok(role[2]))
+            if role is not None
+            else None
+        ),
+        schema_owner=schema[0] if schema is not None else None,
+        role_connect=(oid, "CONNECT") in catalog.db_grants,
+        role_db_create=(oid, "CREATE") in catalog.db_grants,
+        public_db_create=(0, "CREATE") in catalog.db_grants,
+        public_schema_exists=public is not None,
+        role_public_create=public is not None and (oid, "CREATE") in public,
+        public_public_create=public is not None and (0, "CREATE") in public,
+        ext_schema_exists=ext is not None,
+        vector_schema=catalog.vector_schema,
+        vector_available=catalog.vector_available,
+        role_ext_usage=ext is not None and (oid, "USAGE") in ext,
+        role_record=role[3] if role is not None else None,
+        schema_record=schema[1] if schema is not None else None,
+    )
 
 
 def validate_identifier(kind: str, name: str) -> None:

@@ -51,13 +51,20 @@ class CountingKube:
         self.api = api
         self.log = log
         self.lists = 0  # list_memory_namespaces calls (the claims index should make none)
+        self.gets = 0
+        self.object_lists = 0  # labelled lists of the shared reads (reconcile.py)
 
     def get(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
+        self.gets += 1
         return self.api.get(kind, namespace, name)
 
     def list_memory_namespaces(self) -> list[dict[str, Any]]:
         self.lists += 1
         return self.api.list_memory_namespaces()
+
+    def list_objects(self, kind: str, namespace: str, label_selector: str) -> list[dict[str, Any]]:
+        self.object_lists += 1
+        return self.api.list_objects(kind, namespace, label_selector)
 
     def apply(self, obj: dict[str, Any]) -> dict[str, Any]:
         self.log.add("kubernetes", f"apply {obj['kind']}/{obj['metadata']['name']}")

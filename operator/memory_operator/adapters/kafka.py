@@ -57,6 +57,7 @@ from confluent_kafka.admin import (
 from memory_operator.acl import AclError, KafkaAcl, diff_acls, kafka_acls, validate_topic
 from memory_operator.domain import Outcome, TopicsTarget
 from memory_operator.ports import BackendRejected, BackendUnavailable
+from memory_operator.snapshot import WINDOW_SECONDS, Shared
 
 Observe = Callable[[str, str, float], None]
 BACKEND = "kafka"
@@ -200,6 +201,7 @@ class KafkaAdmin:
         timeout: float = 10.0,
         client_class: type[AdminClient] = AdminClient,
         login_check_seconds: float = 3600.0,
+        read_window: float = WINDOW_SECONDS,
     ) -> None:
         self._config = dict(config)
         self._timeout = timeout
@@ -218,6 +220,11 @@ class KafkaAdmin:
         )
         protocol = str(self._config.get("security.protocol", "PLAINTEXT")).upper()
         self._can_login = protocol.startswith("SASL") and mechanism.startswith("SCRAM")
+        # A resync's shared reads: every topic; every ACL and SCRAM user.
+        self._topics: Shared[dict[str, TopicState]] = Shared(self._read_topics, read_window)
+        self._principals: Shared[tuple[dict[str, list[KafkaAcl]], frozenset[str]]] = Shared(
+            self._read_principals, read_window
+        )
 
     # -- plumbing -----------------------------------------------------------------
     @contextmanager
@@ -282,6 +289,86 @@ class KafkaAdmin:
                 retention_ms=retention.get(name),
             )
         return out
+
+    def _read_topics(self) -> dict[str, TopicState]:
+        """Every topic with its partitions and retention: one metadata request and
+        one DescribeConfigs for all of them."""
+        with self._call("read_all"):
+            return self._topic_states()
+
+    def _topic_states(self) -> dict[str, TopicState]:
+        metadata = self._admin.list_topics(timeout=self._timeout)
+        topics = {
+            name: topic
+            for name, topic in metadata.topics.items()
+            if topic.error is None and not name.startswith("__")
+        }
+        retention: dict[str, str | None] = {}
+        if topics:
+            configs = self._results(
+                self._admin.describe_configs(
+                    [ConfigResource(ResourceType.TOPIC, n) for n in topics],
+                    request_timeout=self._timeout,
+                ),
+                ignore=(KafkaError.UNKNOWN_TOPIC_OR_PART,),
+            )
+            for resource, entries in configs.items():
+                entry = (entries or {}).get(RETENTION)
+                retention[resource.name] = entry.value if entry is not None else None
+        return {
+            name: TopicState(
+                partitions=len(topic.partitions),
+                replication_factor=len(next(iter(topic.partitions.values())).replicas)
+                if topic.partitions
+                else 0,
+                retention_ms=retention.get(name),
+            )
+            for name, topic in topics.items()
+            if name in retention
+        }
+
+    def _read_principals(self) -> tuple[dict[str, list[KafkaAcl]], frozenset[str]]:
+        """Every ACL by principal and every user with a credential of our mechanism."""
+        with self._call("read_all"):
+            return self._principal_states()
+
+    def _principal_states(self) -> tuple[dict[str, list[KafkaAcl]], frozenset[str]]:
+        everything = AclBindingFilter(
+            ResourceType.ANY, None, ResourcePatternType.ANY, None, None,
+            AclOperation.ANY, AclPermissionType.ANY,
+        )  # fmt: skip
+        acls: dict[str, list[KafkaAcl]] = {}
+        for binding in self._admin.describe_acls(
+            everything, request_timeout=self._timeout
+        ).result():
+            acl = _from_binding(binding)
+            acls.setdefault(acl.principal, []).append(acl)
+        users = self._admin.describe_user_scram_credentials(request_timeout=self._timeout).result()
+        scram = frozenset(
+            user
+            for user, description in users.items()
+            if any(i.mechanism == self._mechanism for i in description.scram_credential_infos)
+        )
+        return acls, scram
+
+    def topics_unchanged(self, target: TopicsTarget, not_before: float) -> bool:
+        """True when the shared reads (all topics, all ACLs and SCRAM users, loaded no
+        earlier than `not_before`) show nothing to do for `target` and no login check
+        of its password is due; False is no verdict: ensure_topics decides."""
+        topics = self._topics.get(not_before)
+        try:
+            if not plan_topics({n: topics.get(n) for n in target.names}, target).empty:
+                return False
+            if target.principal is None or target.password is None:
+                return True
+            want = kafka_acls(target.principal, target.names, group_prefix(target.principal))
+        except (PlanError, AclError):
+            return False  # ensure_topics reports it
+        acls, scram = self._principals.get(not_before)
+        create, delete = diff_acls(acls.get(f"User:{target.principal}", []), want)
+        if create or delete or target.principal not in scram:
+            return False
+        return not self._can_login or self._recently_good(target)
 
     def _scram_exists(self, principal: str) -> bool:
         result = self._results(

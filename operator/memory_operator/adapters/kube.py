@@ -1,5 +1,6 @@
 """Kubernetes I/O for the reconciler: get, server-side apply, create, status
-patch, Events, listing MemoryNamespaces. Nothing else in the operator talks to
+patch, Events, listing MemoryNamespaces and (for a resync's shared reads) the
+objects rendered per tenant. Nothing else in the operator talks to
 the API server (Kopf's own watch aside).
 
 A small REST client over httpx: server-side apply needs
@@ -192,6 +193,24 @@ class KubeApi:
             content_type="application/merge-patch+json",
         )
         return out or {}
+
+    def list_objects(
+        self, kind: str, namespace: str, label_selector: str, page: int = 500
+    ) -> list[dict[str, Any]]:
+        """Every object of `kind` in `namespace` with the labels, in pages; each with
+        its apiVersion and kind, as a GET returns it (list items come without)."""
+        items: list[dict[str, Any]] = []
+        params = {"labelSelector": label_selector, "limit": str(page)}
+        while True:
+            out = self._request("GET", _path(kind, namespace), params=params) or {}
+            api_version = out.get("apiVersion")
+            items.extend(
+                {"apiVersion": api_version, "kind": kind, **item} for item in out.get("items") or []
+            )
+            cont = (out.get("metadata") or {}).get("continue")
+            if not cont:
+                return items
+            params["continue"] = cont
 
     def list_memory_namespaces(self) -> list[dict[str, Any]]:
         out = self._request("GET", f"/apis/{API_VERSION}/memorynamespaces") or {}

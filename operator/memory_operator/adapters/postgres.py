@@ -31,7 +31,9 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 from memory_operator.domain import DatabaseTarget, Outcome
 from memory_operator.ownership import NotOwner
 from memory_operator.ports import BackendNotOwner, BackendRejected, BackendUnavailable
+from memory_operator.snapshot import WINDOW_SECONDS, SharedByKey
 from memory_operator.sql import (
+    Catalog,
     PlanError,
     RoleState,
     TenantState,
@@ -39,6 +41,7 @@ from memory_operator.sql import (
     plan_delete,
     plan_tenant,
     scram_verifier,
+    tenant_state,
 )
 
 Observe = Callable[[str, str, float], None]
@@ -112,6 +115,40 @@ SELECT current_database(),
 """
 
 
+# The bulk read of a resync (tenant_unchanged): every role with its secret (so a
+# superuser admin only: pg_authid), every schema, and the shared ACLs, in one
+# session. Role attributes in _ROLE_QUERY's order.
+_CATALOG_ROLES = """
+SELECT r.oid, r.rolname, r.rolcanlogin, r.rolsuper, r.rolcreatedb, r.rolcreaterole,
+       r.rolinherit, r.rolreplication, r.rolbypassrls,
+       ARRAY(SELECT m.roleid::regrole::text FROM pg_auth_members m WHERE m.member = r.oid),
+       r.rolconnlimit, shobj_description(r.oid, 'pg_authid'), r.rolpassword
+FROM pg_authid r WHERE r.rolname !~ '^pg_'
+"""
+_CATALOG_SCHEMAS = """
+SELECT nspname, pg_get_userbyid(nspowner), obj_description(oid, 'pg_namespace')
+FROM pg_namespace WHERE nspname !~ '^pg_'
+"""
+_CATALOG_GRANTS = """
+SELECT 'db', a.grantee::bigint, a.privilege_type FROM pg_database d,
+       aclexplode(coalesce(d.datacl, acldefault('d', d.datdba))) a
+WHERE d.datname = current_database()
+UNION ALL
+SELECT n.nspname, a.grantee::bigint, a.privilege_type FROM pg_namespace n,
+       aclexplode(coalesce(n.nspacl, acldefault('n', n.nspowner))) a
+WHERE n.nspname IN ('public', %(ext)s)
+"""
+_CATALOG_REST = """
+SELECT current_database(),
+  EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = 'public'),
+  EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = %(ext)s),
+  (SELECT n.nspname FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace
+    WHERE e.extname = 'vector'),
+  EXISTS (SELECT 1 FROM pg_available_extensions WHERE name = 'vector'),
+  (SELECT rolsuper FROM pg_roles WHERE rolname = current_user)
+"""
+
+
 class PostgresAdmin:
     """DatabaseAdmin over an admin DSN (superuser, or CREATEROLE + database owner)."""
 
@@ -122,8 +159,11 @@ class PostgresAdmin:
         observe: Observe | None = None,
         connect_timeout: int = 5,
         max_connections: int = 4,
+        read_window: float = WINDOW_SECONDS,
     ) -> None:
         self._dsn = dsn
+        # extensions schema -> the catalog of every tenant (None: admin can't read it)
+        self._catalog: SharedByKey[Catalog | None] = SharedByKey(self._read_catalog, read_window)
         self._observe = observe
         self._connect_timeout = connect_timeout
         self._apply_lock = threading.Lock()  # one plan at a time: see the module docstring
@@ -242,6 +282,65 @@ class PostgresAdmin:
             role_record=role_row[10] if role_row is not None else None,
             schema_record=row[12],
         )
+
+    def _read_catalog(self, ext: object) -> Catalog | None:
+        with self._connect() as conn, self._timed("catalog"):
+            rest = conn.execute(_CATALOG_REST, {"ext": ext}).fetchone()
+            assert rest is not None
+            if not rest[5]:
+                return None  # no pg_authid without superuser: every tenant reads exactly
+            roles = {
+                row[1]: (
+                    row[0],
+                    RoleState(
+                        login=row[2],
+                        superuser=row[3],
+                        createdb=row[4],
+                        createrole=row[5],
+                        inherit=row[6],
+                        replication=row[7],
+                        bypassrls=row[8],
+                        password_matches=False,
+                        member_of=tuple(row[9]),
+                        connection_limit=row[10],
+                    ),
+                    row[12],
+                    row[11],
+                )
+                for row in conn.execute(_CATALOG_ROLES)
+            }
+            schemas = {row[0]: (row[1], row[2]) for row in conn.execute(_CATALOG_SCHEMAS)}
+            grants: dict[str, set[tuple[int, str]]] = {}
+            for where, grantee, privilege in conn.execute(_CATALOG_GRANTS, {"ext": ext}):
+                grants.setdefault(where, set()).add((int(grantee), privilege))
+        return Catalog(
+            database=rest[0],
+            roles=roles,
+            schemas=schemas,
+            db_grants=frozenset(grants.get("db", ())),
+            public_grants=frozenset(grants.get("public", ())) if rest[1] else None,
+            ext_grants=frozenset(grants.get(str(ext), ())) if rest[2] else None,
+            vector_schema=rest[3],
+            vector_available=rest[4],
+        )
+
+    def tenant_unchanged(self, target: DatabaseTarget, not_before: float) -> bool:
+        """True when the shared catalog read (one for all tenants, loaded no earlier
+        than `not_before`) shows nothing to do for `target`. False is no verdict:
+        ensure_tenant decides on an exact read."""
+        try:
+            catalog = self._catalog.get(target.extensions_schema, not_before)
+        except _Race:
+            return False
+        if catalog is None:
+            return False
+        state = tenant_state(
+            catalog, target, lambda stored: password_matches(stored, target.password, target.role)
+        )
+        try:
+            return not plan_tenant(state, target, verifier="")
+        except (PlanError, NotOwner):
+            return False
 
     def _apply(self, conn: psycopg.Connection[Any], statements: list[sql.Composed]) -> None:
         with self._timed("apply"), self._apply_lock, conn.transaction():

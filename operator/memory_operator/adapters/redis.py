@@ -22,6 +22,7 @@ from memory_operator.acl import (
 )
 from memory_operator.domain import CacheUserTarget, Outcome
 from memory_operator.ports import BackendRejected, BackendUnavailable
+from memory_operator.snapshot import WINDOW_SECONDS, Shared
 from memory_runtime.redis_functions import LIBRARY, LIBRARY_CODE
 
 Observe = Callable[[str, str, float], None]
@@ -43,6 +44,7 @@ class RedisAdmin:
         timeout: float = 5.0,
         scan_count: int = 500,
         client_class: type[redis.Redis] = redis.Redis,
+        read_window: float = WINDOW_SECONDS,
     ) -> None:
         # client_class lets tests see every command sent (a recording subclass).
         self._client = client_class.from_url(
@@ -54,6 +56,8 @@ class RedisAdmin:
         self._observe = observe
         self._scan_count = scan_count
         self._categories: dict[str, frozenset[str]] | None = None
+        # A resync's shared read: (library code, username -> ACL GETUSER reply).
+        self._users: Shared[tuple[str | None, dict[str, Any]]] = Shared(self._read_all, read_window)
 
     def close(self) -> None:
         self._client.close()
@@ -118,6 +122,35 @@ class RedisAdmin:
         if isinstance(user, Exception):
             raise user
         return self._library_code(functions), user
+
+    def _read_all(self) -> tuple[str | None, dict[str, Any]]:
+        """Every ACL user and the library, in two round trips (ACL USERS, then one
+        pipeline of FUNCTION LIST and a GETUSER per user)."""
+        with self._call("read_all"):
+            self._command_categories()  # once per adapter, before the passes need it
+            names = [str(n) for n in self._client.execute_command("ACL", "USERS")]
+            pipe = self._client.pipeline(transaction=False)
+            pipe.execute_command("FUNCTION", "LIST", "LIBRARYNAME", LIBRARY, "WITHCODE")
+            for name in names:
+                pipe.execute_command("ACL", "GETUSER", name)
+            replies = pipe.execute(raise_on_error=False)
+            for reply in replies:
+                if isinstance(reply, Exception):
+                    raise reply
+            return self._library_code(replies[0]), dict(zip(names, replies[1:], strict=True))
+
+    def user_unchanged(self, target: CacheUserTarget, not_before: float) -> bool:
+        """True when the shared read (every user at once, loaded no earlier than
+        `not_before`) shows nothing to do for `target`; False is no verdict."""
+        try:
+            validate_cache_target(target)
+        except AclError:
+            return False  # ensure_user reports it
+        code, users = self._users.get(not_before)
+        if code != LIBRARY_CODE or target.username not in users:
+            return False
+        state = parse_getuser(users[target.username])
+        return redis_user_matches(state, target, self._command_categories())
 
     @staticmethod
     def _library_code(reply: Any) -> str | None:

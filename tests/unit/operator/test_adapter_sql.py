@@ -9,6 +9,7 @@ import pytest
 
 from memory_operator.domain import DatabaseTarget
 from memory_operator.sql import (
+    Catalog,
     PlanError,
     RoleState,
     TenantState,
@@ -16,6 +17,7 @@ from memory_operator.sql import (
     plan_delete,
     plan_tenant,
     scram_verifier,
+    tenant_state,
 )
 
 TARGET = DatabaseTarget(
@@ -178,4 +180,36 @@ def test_delete_plan() -> None:
         'REASSIGN OWNED BY "mem_acme" TO CURRENT_USER',
         'DROP OWNED BY "mem_acme"',
         'DROP ROLE "mem_acme"',
+    ]
+
+
+def _catalog(**changes: object) -> Catalog:
+    base = Catalog(
+        database="tenants",
+        roles={"mem_acme": (42, dataclasses.replace(GOOD_ROLE, password_matches=False), "S", None)},
+        schemas={"mem_acme": ("mem_acme", None)},
+        db_grants=frozenset({(42, "CONNECT"), (10, "CREATE")}),
+        public_grants=frozenset({(10, "CREATE")}),
+        ext_grants=frozenset({(42, "USAGE")}),
+        vector_schema="extensions",
+        vector_available=True,
+    )
+    return dataclasses.replace(base, **changes)  # type: ignore[arg-type]
+
+
+def test_tenant_state_from_the_bulk_catalog_is_the_one_tenants_state() -> None:
+    state = tenant_state(_catalog(), TARGET, lambda stored: stored == "S")
+    assert state == CONVERGED
+    assert plan_tenant(state, TARGET, VERIFIER) == []
+
+
+def test_tenant_state_from_the_bulk_catalog_shows_drift() -> None:
+    gone = tenant_state(_catalog(schemas={}, roles={}), TARGET, lambda _: True)
+    assert (gone.role, gone.schema_owner, gone.role_connect) == (None, None, False)
+    wrong_password = tenant_state(_catalog(), TARGET, lambda _: False)
+    assert "PASSWORD" in " ".join(render(plan_tenant(wrong_password, TARGET, VERIFIER)))
+    public_create = tenant_state(_catalog(db_grants=frozenset({(0, "CREATE")})), TARGET, bool)
+    assert render(plan_tenant(public_create, TARGET, VERIFIER)) == [
+        'GRANT CONNECT ON DATABASE "tenants" TO "mem_acme"',
+        'REVOKE CREATE ON DATABASE "tenants" FROM PUBLIC',
     ]

@@ -10,7 +10,8 @@ sentence embeddings) and reports memories/s:
                each: the index's own write rate
   http_batch   POST /memories/batch with client vectors, --batch per request
   http_import  POST /import of the same memories as one NDJSON stream (into an
-               empty index: the bulk path, HNSW graph built once at the end),
+               empty index: the bulk path, each chunk's vectors in the chunk's
+               own transaction, HNSW graph built once at the end),
                timed until the answer, when every memory is searchable by
                vector and keyword (checked)
   chroma       the same vectors into a Chroma collection (HNSW, cosine), --batch
@@ -18,7 +19,8 @@ sentence embeddings) and reports memories/s:
 
 Text ingest, on --texts sentences (the server embeds them):
   raw_embed    the local embedder on the same texts, batches of 100
-  http_text    POST /memories/batch with texts only, 100 per request
+  http_text    POST /memories/batch with texts only, 100 per request (the server
+               embeds them in slices, the index writes one while the next embeds)
 
     .venv/bin/python bench/ingest.py                  # 10k vectors, 1000 texts
     .venv/bin/python bench/ingest.py --n 2000 --texts 300   # quick
@@ -338,6 +340,8 @@ def main() -> int:
             results["http_text"]["memories_per_second"] / slower, 2
         ),
     }
+    # the host is shared: the load around the run says how much the rates mean
+    results["machine"]["load_average_end"] = list(os.getloadavg())
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2) + "\n")
     print(json.dumps(results["ratios"], indent=2))

@@ -76,6 +76,11 @@ class GuardedIndex:
             return AfterCommit(self)
         return GuardedStage(self.inner.stage(), self)
 
+    def write_in_transaction(self, conn: Any, items: Sequence[VectorItem]) -> bool:
+        if not self.breaker.allow():  # the rows stay pending for catch-up
+            return False
+        return self.inner.write_in_transaction(conn, items)
+
     def search(self, vector: Sequence[float], top_k: int, flt: VectorFilter) -> list[VectorHit]:
         return self._call(lambda: self.inner.search(vector, top_k, flt))
 
@@ -96,9 +101,9 @@ class GuardedStage:
     def write(self, items: Sequence[VectorItem]) -> None:
         self.inner.write(items)
 
-    def commit(self) -> None:
+    def commit(self, last: Callable[[Any], None] | None = None) -> bool:
         try:
-            self.index._call(self.inner.commit)
+            return self.index._call(lambda: self.inner.commit(last))
         except BaseException:
             self.inner.abort()  # an open circuit skipped the commit: roll back
             raise

@@ -6,7 +6,7 @@ tests only see these types.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
@@ -81,7 +81,11 @@ class StagedWrite(Protocol):
 
     def write(self, items: Sequence[VectorItem]) -> None: ...
 
-    def commit(self) -> None: ...
+    def commit(self, last: Callable[[Any], None] | None = None) -> bool:
+        """Apply the writes. `last(conn)` runs inside their transaction just
+        before it commits, when the engine has one in the memories' database
+        (pgvector): True if it ran, False if the caller must do it itself."""
+        ...
 
     def abort(self) -> None: ...
 
@@ -99,6 +103,13 @@ class VectorIndex(Protocol):
 
     def stage(self) -> StagedWrite:
         """A write to prepare alongside the memories' transaction (see StagedWrite)."""
+        ...
+
+    def write_in_transaction(self, conn: Any, items: Sequence[VectorItem]) -> bool:
+        """Write `items` inside the memories' own open transaction `conn` (a
+        psycopg connection), committed or rolled back with the memories, if the
+        engine lives in that database (pgvector); False, writing nothing, if it
+        cannot (Qdrant). A failure raises (the caller's transaction fails)."""
         ...
 
     def begin_bulk_load(self, expected_rows: int = 0) -> bool:

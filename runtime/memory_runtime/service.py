@@ -16,7 +16,7 @@ import uuid
 from collections import OrderedDict
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -263,6 +263,32 @@ class QueryVectorCache:
             return len(self._items)
 
 
+EMBED_SLICE = 32  # texts per embedding call of a store: the index writes one slice
+# while the next is embedded
+
+
+class PlanChanged(Exception):
+    """What a store's vectors written ahead assumed (holders, ids) changed: retry."""
+
+
+@dataclass
+class StorePlan:
+    """A store request, checked: texts and vectors per item (embedded ones
+    filled in as they come, so a retry does not embed again)."""
+
+    items: Sequence[MemoryIn]
+    coords: list[Coordinate | None]
+    texts: list[str]
+    vectors: list[list[float] | None]
+    need: list[int]  # items still to embed
+    embed_failed: bool = False
+    fresh_ids: list[uuid.UUID] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        # the id a new memory gets, fixed before any vector is written ahead
+        self.fresh_ids = [uuid.uuid4() for _ in self.items]
+
+
 class MemoryService:
     def __init__(
         self,
@@ -376,19 +402,23 @@ class MemoryService:
         items = self._vector_items(rows) if staged is None else []
         if staged is None and not items:
             return
+        done = [r for r in rows if r.embedding is not None and r.index_pending]
+        flags = [(r.id, r.version) for r in done]
         try:
             if staged is not None:
-                staged.commit()
+                # pgvector: the flags clear in the vectors' own transaction
+                cleared = staged.commit(lambda conn: Tx(conn).set_index_done(flags))
             else:
                 self.index.upsert(items)
+                cleared = False
         except Exception as exc:  # any index failure: PostgreSQL stays the truth
             log.warning("vector index write failed, %d record(s) pending: %s", len(rows), exc)
             return
-        done = [r for r in rows if r.embedding is not None and r.index_pending]
         if not done:
             return
-        with self.db.tx() as tx:
-            tx.set_index_done([(r.id, r.version) for r in done])
+        if not cleared:
+            with self.db.tx() as tx:
+                tx.set_index_done(flags)
         for r in done:
             r.index_pending = False
 
@@ -425,50 +455,126 @@ class MemoryService:
         vectors: list[list[float] | None] = [
             self._client_vector(i.vector) if i.vector is not None else None for i in items
         ]
-        need = [n for n, v in enumerate(vectors) if v is None]
-        embedded = self._embed([texts[n] for n in need])
-        embed_failed = self.embeds and bool(need) and embedded is None
-        if embedded is not None:
-            for n, vec in zip(need, embedded, strict=True):
-                vectors[n] = vec
+        need = [n for n, v in enumerate(vectors) if v is None] if self.embeds else []
+        plan = StorePlan(items, coords, texts, vectors, need)
         for attempt in range(3):
             try:
-                return self._store_tx(items, coords, texts, vectors, embed_failed)
-            except psycopg.errors.UniqueViolation:
-                # a concurrent writer took the same coordinate (or id): retry sees it
+                return self._store_tx(plan)
+            except (psycopg.errors.UniqueViolation, PlanChanged):
+                # a concurrent writer took the same coordinate (or id), or changed
+                # what the vectors written ahead assumed: the retry sees it
                 if attempt == 2:
                     raise ConflictError("the coordinate was taken concurrently; retry") from None
         raise AssertionError("unreachable")
 
-    def _store_tx(
-        self,
-        items: Sequence[MemoryIn],
-        coords: Sequence[Coordinate | None],
-        texts: Sequence[str],
-        vectors: Sequence[list[float] | None],
-        embed_failed: bool,
-    ) -> list[tuple[Memory, bool]]:
+    def _store_tx(self, plan: StorePlan) -> list[tuple[Memory, bool]]:
         now = now_utc()
         # the vectors go into the index while the memories are written (pgvector:
         # in a transaction of their own, committed right after the memories')
         staged = self.index.stage()
         try:
-            results = self._write_stored(items, coords, texts, vectors, embed_failed, now, staged)
+            ahead = self._embed_ahead(plan, now, staged) if plan.need else None
+            results = self._write_stored(plan, now, staged, ahead)
         except BaseException:
             staged.abort()
             raise
         self._index_after_commit([r for r, _ in results], staged)
         return [(to_memory(r), created) for r, created in results]
 
+    def _embed_ahead(
+        self, plan: StorePlan, now: datetime, staged: StagedWrite
+    ) -> dict[uuid.UUID, VectorItem]:
+        """Texts to embed: embed them in slices and stage each slice's vectors
+        while the next one is embedded (the index write overlaps the embedding).
+        The memory ids come from an unlocked read of the coordinates' holders;
+        the memories' transaction checks them and retries if they changed.
+        Returns what was staged, by memory id."""
+        with self.db.tx() as tx:
+            holders = tx.coordinate_holders([c for c in plan.coords if c is not None])
+            held = {r.id: r for r in tx.get_many([h for h in holders if h], live_only=False)}
+        holder_of = dict(zip([c for c in plan.coords if c is not None], holders, strict=True))
+        ids = plan.fresh_ids
+
+        def rows(numbers: Iterable[int]) -> list[MemoryRow]:
+            out = []
+            for n in numbers:
+                holder = holder_of.get(plan.coords[n]) if plan.coords[n] else None
+                existing = held.get(holder) if holder is not None else None
+                out.append(self._stored_row(plan, n, now, existing, ids[n]))
+            return out
+
+        written: dict[uuid.UUID, VectorItem] = {}
+
+        def stage(numbers: Iterable[int]) -> None:
+            items = self._vector_items(rows(numbers))
+            staged.write(items)
+            written.update((i.memory_id, i) for i in items)
+
+        needed = set(plan.need)
+        stage(n for n in range(len(plan.items)) if n not in needed)  # client vectors
+        for start in range(0, len(plan.need), EMBED_SLICE):
+            part = plan.need[start : start + EMBED_SLICE]
+            vectors = self._embed([plan.texts[n] for n in part])
+            if vectors is None:  # the rest stay pending, embedded by catch-up
+                plan.embed_failed = True
+                break
+            for n, vec in zip(part, vectors, strict=True):
+                plan.vectors[n] = vec
+            stage(part)
+        plan.need = [n for n in plan.need if plan.vectors[n] is None and not plan.embed_failed]
+        return written
+
+    def _stored_row(
+        self,
+        plan: StorePlan,
+        n: int,
+        now: datetime,
+        existing: MemoryRow | None,
+        memory_id: uuid.UUID,
+    ) -> MemoryRow:
+        """What item `n` of a store writes: a replaced `existing` row or a new one."""
+        item, vector = plan.items[n], plan.vectors[n]
+        # What the client sent, the same for a new record and a replaced one.
+        content: dict[str, Any] = {
+            "memory_type": item.memory_type,
+            "payload": item.payload,
+            "text": plan.texts[n],
+            "importance": item.importance,
+            "metadata": item.metadata,
+            "tags": list(item.tags),
+            "agent_id": item.agent_id,
+            "user_id": item.user_id,
+            "session_id": item.session_id,
+            "expires_at": item.expires_at,
+            "embedding": vector,
+            "index_pending": vector is not None or plan.embed_failed,
+        }
+        if existing is not None:
+            return replace(
+                existing,
+                **content,
+                occurred_at=item.occurred_at or existing.occurred_at,
+                updated_at=now,
+                version=existing.version + 1,
+            )
+        return MemoryRow(
+            **content,
+            id=memory_id,
+            coordinate=plan.coords[n] or coordinate_for_id(memory_id),
+            created_at=now,
+            updated_at=now,
+            last_accessed_at=now,
+            access_count=0,
+            version=1,
+            occurred_at=item.occurred_at or now,
+        )
+
     def _write_stored(
         self,
-        items: Sequence[MemoryIn],
-        coords: Sequence[Coordinate | None],
-        texts: Sequence[str],
-        vectors: Sequence[list[float] | None],
-        embed_failed: bool,
+        plan: StorePlan,
         now: datetime,
         staged: StagedWrite,
+        ahead: Mapping[uuid.UUID, VectorItem] | None,
     ) -> list[tuple[MemoryRow, bool]]:
         """The memories' transaction of a store: rows, events, and the staged vectors."""
         results: list[tuple[MemoryRow, bool]] = []
@@ -480,59 +586,33 @@ class MemoryService:
             else:
                 room = math.inf
             # one query (and row lock) for every given coordinate, not one per item
-            given = [c for c in coords if c is not None]
+            given = [c for c in plan.coords if c is not None]
             holders = dict(zip(given, tx.coordinate_holders(given, lock=True), strict=True))
-            for item, coord, text, vector in zip(items, coords, texts, vectors, strict=True):
+            for n, coord in enumerate(plan.coords):
                 holder = holders.get(coord) if coord else None
                 existing = tx.get(holder, for_update=True) if holder is not None else None
-                # What the client sent, the same for a new record and a replaced one.
-                content: dict[str, Any] = {
-                    "memory_type": item.memory_type,
-                    "payload": item.payload,
-                    "text": text,
-                    "importance": item.importance,
-                    "metadata": item.metadata,
-                    "tags": list(item.tags),
-                    "agent_id": item.agent_id,
-                    "user_id": item.user_id,
-                    "session_id": item.session_id,
-                    "expires_at": item.expires_at,
-                    "embedding": vector,
-                    "index_pending": vector is not None or embed_failed,
-                }
+                if existing is None:
+                    if room <= 0:
+                        raise QuotaExceededError(
+                            f"this namespace holds at most {self.config.max_memories} "
+                            "memories; delete some or raise spec.storage.maxMemories"
+                        )
+                    room -= 1
+                row = self._stored_row(plan, n, now, existing, plan.fresh_ids[n])
                 if existing is not None:
-                    row = replace(
-                        existing,
-                        **content,
-                        occurred_at=item.occurred_at or existing.occurred_at,
-                        updated_at=now,
-                        version=existing.version + 1,
-                    )
                     saved = tx.update(row)
                     tx.outbox("memory.updated", saved.id, saved.version, memory_record(saved))
                     results.append((saved, False))
-                    continue
-                if room <= 0:
-                    raise QuotaExceededError(
-                        f"this namespace holds at most {self.config.max_memories} memories; "
-                        "delete some or raise spec.storage.maxMemories"
-                    )
-                room -= 1
-                memory_id = uuid.uuid4()
-                row = MemoryRow(
-                    **content,
-                    id=memory_id,
-                    coordinate=coord or coordinate_for_id(memory_id),
-                    created_at=now,
-                    updated_at=now,
-                    last_accessed_at=now,
-                    access_count=0,
-                    version=1,
-                    occurred_at=item.occurred_at or now,
-                )
-                fresh.append(row)
-                results.append((row, True))
-            staged.write(self._vector_items(r for r, _ in results))
+                else:
+                    fresh.append(row)
+                    results.append((row, True))
+            items = {i.memory_id: i for i in self._vector_items(r for r, _ in results)}
+            if ahead is not None:
+                if any(items.get(key) != item for key, item in ahead.items()):
+                    raise PlanChanged  # e.g. a concurrent writer replaced a holder
+                staged.write([i for key, i in items.items() if key not in ahead])
+            else:
+                staged.write(list(items.values()))
             # new memories in one COPY (and one statement for its triggers)
             tx.insert_many(fresh)
             tx.outbox_many(
@@ -957,13 +1037,19 @@ class MemoryService:
         tx.save_import_progress(import_id, lines, counts, finished=finished)
 
     def import_chunk(
-        self, lines: Sequence[tuple[int, MemoryLine | LinkLine]], out: ImportOut
+        self,
+        lines: Sequence[tuple[int, MemoryLine | LinkLine]],
+        out: ImportOut,
+        *,
+        bulk: bool = False,
     ) -> None:
         """Apply a chunk of validated lines in one transaction (counts into `out`).
 
         A record replaces the local one only if its version is newer, so any
         chunk may be sent again. Set-based: versions, coordinate holders and
         link ends are read for the whole chunk, new rows go in with COPY.
+        `bulk` (the index's graph is dropped for this load): the vectors go
+        into the chunk's own transaction where the index can take them there.
         """
         memories: dict[uuid.UUID, tuple[int, MemoryRecordIn]] = {}
         links: dict[tuple[uuid.UUID, uuid.UUID, str], tuple[int, LinkRecordIn]] = {}
@@ -1000,7 +1086,7 @@ class MemoryService:
         for attempt in range(3):
             try:
                 counts, touched = self._apply_chunk(
-                    out.import_id, last, memories, links, texts, embedded
+                    out.import_id, last, memories, links, texts, embedded, bulk
                 )
                 break
             except psycopg.errors.UniqueViolation:
@@ -1025,9 +1111,12 @@ class MemoryService:
         links: Mapping[tuple[uuid.UUID, uuid.UUID, str], tuple[int, LinkRecordIn]],
         texts: Mapping[uuid.UUID, str],
         embedded: Mapping[uuid.UUID, list[float]],
+        bulk: bool,
     ) -> tuple[ImportOut, list[MemoryRow]]:
         chunk = ImportOut()
         touched: list[MemoryRow] = []
+        updated: list[tuple[int, MemoryRow]] = []
+        fresh: list[tuple[int, MemoryRow]] = []
         with self.db.tx() as tx:
             if import_id is not None:
                 # one chunk of a named import at a time, even from two requests
@@ -1035,7 +1124,6 @@ class MemoryService:
             if self.config.max_memories:
                 tx.lock_quota()
             current = tx.versions(list(memories))
-            fresh: list[tuple[int, MemoryRow]] = []
             for memory_id, (number, rec) in memories.items():
                 if memory_id in current and current[memory_id] >= rec.version:
                     chunk.memories.unchanged += 1
@@ -1069,14 +1157,19 @@ class MemoryService:
                         raise line_error(
                             ConflictError, number, f"coordinate is held by memory {holder.id}"
                         )
-                    saved = tx.update(row)
-                    tx.outbox(
-                        "memory.updated", saved.id, saved.version, memory_record(saved), "import"
-                    )
-                    chunk.memories.updated += 1
-                    touched.append(saved)
+                    updated.append((number, row))
                 else:
                     fresh.append((number, row))
+            rows = [row for _, row in updated + fresh]
+            if bulk and self.index.write_in_transaction(tx.connection, self._vector_items(rows)):
+                for row in rows:  # indexed when this transaction commits
+                    if row.embedding is not None:
+                        row.index_pending = False
+            for _, row in updated:
+                saved = tx.update(row)
+                tx.outbox("memory.updated", saved.id, saved.version, memory_record(saved), "import")
+                chunk.memories.updated += 1
+                touched.append(saved)
             self._insert_imported(tx, fresh)
             chunk.memories.created += len(fresh)
             touched.extend(row for _, row in fresh)

@@ -466,10 +466,10 @@ async def import_(
             chunk.append((number, line))
             size += len(line)
             if len(chunk) >= IMPORT_CHUNK_LINES or size >= IMPORT_CHUNK_BYTES:
-                await run_in_threadpool(import_chunk, svc, chunk, out)
+                await run_in_threadpool(import_chunk, svc, chunk, out, bulk)
                 chunk, size = [], 0
         if chunk:
-            await run_in_threadpool(import_chunk, svc, chunk, out)
+            await run_in_threadpool(import_chunk, svc, chunk, out, bulk)
         await run_in_threadpool(svc.import_finish, out)
     except ServiceError as exc:
         exc.extra["committed_lines"] = out.lines
@@ -484,8 +484,10 @@ async def import_(
     return out
 
 
-def import_chunk(svc: MemoryService, chunk: list[tuple[int, bytes]], out: ImportOut) -> None:
-    svc.import_chunk(parse_import_lines(chunk), out)
+def import_chunk(
+    svc: MemoryService, chunk: list[tuple[int, bytes]], out: ImportOut, bulk: bool
+) -> None:
+    svc.import_chunk(parse_import_lines(chunk), out, bulk=bulk)
 
 
 @router.get("/import/{import_id}", response_model=ImportStatus, responses=ERRORS, tags=["admin"])

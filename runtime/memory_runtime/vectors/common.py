@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -37,9 +37,10 @@ class AfterCommit:
     def write(self, items: Sequence[VectorItem]) -> None:
         self._items.extend(items)
 
-    def commit(self) -> None:
+    def commit(self, last: Callable[[Any], None] | None = None) -> bool:
         items, self._items = self._items, []
         self._index.upsert(items)
+        return False  # no transaction of ours for `last` to run in
 
     def abort(self) -> None:
         self._items = []

@@ -10,7 +10,7 @@ from __future__ import annotations
 import queue
 import threading
 import weakref
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 from uuid import UUID
 
@@ -276,6 +276,19 @@ class PgVectorIndex:
     def stage(self) -> StagedUpsert:
         return StagedUpsert(self)
 
+    def write_in_transaction(self, conn: Connection[Any], items: Sequence[VectorItem]) -> bool:
+        """The rows in the caller's transaction (same database): no second
+        transaction, no pending flag to clear after it. For bulk loads, where
+        the graph is dropped and a row costs a heap insert, not a graph insert
+        worth overlapping (stage)."""
+        if items:
+            rows = self._rows(items)
+            self._prepare(conn)
+            # no savepoint: an id a concurrent writer added fails the caller's
+            # transaction, whose retry reads it as present
+            self._write(conn, rows, copy_new=True)
+        return True
+
     def _write_rows(self, conn: Connection[Any], rows: list[tuple[Any, ...]]) -> None:
         """Write rows inside the connection's open transaction (in a savepoint)."""
         for attempt in range(2):
@@ -433,6 +446,7 @@ class StagedUpsert:
         self._queue: queue.Queue[object] = queue.Queue()
         self._thread: threading.Thread | None = None
         self._error: BaseException | None = None
+        self._last: Callable[[Connection[Any]], None] | None = None
 
     def write(self, items: Sequence[VectorItem]) -> None:
         if not items or self._error is not None:
@@ -447,11 +461,14 @@ class StagedUpsert:
             self._thread.start()
         self._queue.put(rows)
 
-    def commit(self) -> None:
+    def commit(self, last: Callable[[Connection[Any]], None] | None = None) -> bool:
         # a write refused here (bad input) rolls the others back: all or nothing
+        self._last = last
+        ran = self._thread is not None
         self._finish(_COMMIT if self._error is None else _ABORT)
         if self._error is not None:
             raise self._error
+        return ran
 
     def abort(self) -> None:
         self._finish(_ABORT)
@@ -474,6 +491,8 @@ class StagedUpsert:
                         if message is _ABORT:
                             raise psycopg.Rollback()
                         if message is _COMMIT:
+                            if self._last is not None:  # e.g. the memories' pending flags
+                                self._last(conn)
                             break
                         assert isinstance(message, list)
                         self._index._write_rows(conn, message)

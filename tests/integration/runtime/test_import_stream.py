@@ -20,7 +20,7 @@ import pytest
 import uvicorn
 from fastapi.testclient import TestClient
 
-from memory_runtime.api import create_app
+from memory_runtime.api import create_app, routes
 from tests.integration.runtime.conftest import (
     ADMIN_TOKEN,
     DIMENSIONS,
@@ -408,3 +408,35 @@ def test_a_load_as_large_as_the_index_rebuilds_its_graph_once(
         "/memories/search", json={"query": "number 129", "mode": "keyword", "top_k": 3}
     ).json()["hits"]
     assert last["id"] in {h["memory"]["id"] for h in words}
+
+
+def test_a_bulk_import_commits_each_chunks_vectors_with_its_memories(
+    client: TestClient, tenant: Tenant, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With the graph dropped for a bulk load, a chunk's vectors are written in
+    the chunk's own transaction: memory and vector rows share their xmin (no
+    second transaction for the vectors, no UPDATE clearing a pending flag),
+    and a chunk refused by a later line leaves none of its vectors behind."""
+    monkeypatch.setattr(routes, "IMPORT_CHUNK_LINES", 30)
+    lines = stream_lines(100, 0)
+    # line 75 (third chunk) takes line 1's coordinate: 409 after two chunks committed
+    bad = json.loads(lines[74])
+    bad["record"]["coordinate"] = json.loads(lines[0])["record"]["coordinate"]
+    lines[74] = json.dumps(bad).encode()
+    answer = client.post("/import", content=b"\n".join(lines))
+    assert answer.status_code == 409, answer.text
+    assert answer.json()["committed_lines"] == 60
+    committed = {json.loads(line)["record"]["id"] for line in lines[:60]}
+    assert vector_ids(tenant) == committed
+    split = admin_rows(
+        tenant,
+        "SELECT count(*) AS n FROM memories m JOIN memory_vectors v ON v.memory_id = m.id"
+        " WHERE m.xmin <> v.xmin OR m.index_pending",
+    )
+    assert split[0]["n"] == 0
+    assert hnsw_oid(tenant) is not None  # rebuilt after the refused chunk
+    first = json.loads(lines[0])["record"]
+    hit = client.post(
+        "/memories/search", json={"vector": first["vector"], "mode": "vector", "top_k": 1}
+    ).json()["hits"][0]
+    assert hit["memory"]["id"] == first["id"]

@@ -75,6 +75,29 @@ def test_vectors_stay_out_of_the_memories_heap(pg_store: PostgresStore, migrated
     assert by_id == {saved[0].id: [], plain.id: None}  # "has one, not loaded" / "has none"
 
 
+def test_insert_many_stores_each_vector_as_the_float4_the_server_would_parse(
+    pg_store: PostgresStore, migrated: Tenant
+) -> None:
+    """insert_many sends the vectors in binary: the server holds exactly the
+    float4 its own text input gives (nearest float32; edge values included)."""
+    rng = random.Random(5)
+    given = [[rng.uniform(-2, 2) for _ in range(DIMS)] for _ in range(3)]
+    given[0][:4] = [0.1, -1e-30, 3.4e38, 1e-45]  # rounding, subnormal, near the max
+    rows = [memory(float(n), v) for n, v in enumerate(given)]
+    with pg_store.tx() as tx:
+        tx.insert_many(rows)
+    for row, values in zip(rows, given, strict=True):
+        literal = "{" + ",".join(map(repr, values)) + "}"
+        same = admin_rows(
+            migrated,
+            "SELECT embedding = %s::float4[] AS same, array_length(embedding, 1) AS n"
+            " FROM memory_embeddings WHERE memory_id = %s",
+            literal,
+            row.id,
+        )
+        assert same == [{"same": True, "n": DIMS}]
+
+
 def test_update_replaces_removes_and_keeps_the_vector(
     pg_store: PostgresStore, migrated: Tenant
 ) -> None:

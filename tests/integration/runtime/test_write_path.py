@@ -7,10 +7,12 @@ import time
 import uuid
 from typing import Any
 
+import psycopg
 import pytest
 from fastapi.testclient import TestClient
 from qdrant_client import QdrantClient
 
+from memory_runtime import service
 from memory_runtime.api import create_app
 from memory_runtime.vectors import build_vector_index
 from tests.integration.runtime.conftest import (
@@ -199,3 +201,93 @@ def test_staged_vectors_of_a_store_that_did_not_commit_are_rolled_back(
     live = {r["id"] for r in admin_rows(tenant, "SELECT id::text FROM memories")}
     assert live == {str(taken), stored[1]["id"]}
     assert vector_ids(tenant) == live  # the first attempt's two fresh ids left nothing
+
+
+def test_a_stores_vectors_and_its_cleared_pending_flags_commit_together(
+    client: TestClient, tenant: Tenant, monkeypatch: pytest.MonkeyPatch
+):
+    """pgvector clears the memories' pending flags inside the vectors' own
+    transaction: if clearing fails (here: a lock timeout), the vectors roll back
+    with it and the memories stay pending for catch-up (never vectors in the
+    index with their memories still pending, never a 5xx for the store)."""
+    from memory_runtime.storage.postgres import Tx
+
+    clear = Tx.set_index_done
+
+    def refused(self: Tx, done: Any) -> None:
+        raise psycopg.errors.LockNotAvailable("lock timeout (test)")
+
+    monkeypatch.setattr(Tx, "set_index_done", refused)
+    body = {"memories": [{"coordinate": [5, n], "payload": {"text": f"m{n}"}} for n in range(3)]}
+    response = client.post("/memories/batch", json=body)
+    assert response.status_code == 200, response.text
+    assert all(m["index_pending"] for m in response.json()["memories"])
+    assert vector_ids(tenant) == set()
+    pending = admin_rows(tenant, "SELECT count(*) AS n FROM memories WHERE index_pending")
+    assert pending[0]["n"] == 3
+    monkeypatch.setattr(Tx, "set_index_done", clear)
+    client.app.state.service.index_pending()  # catch-up
+    assert len(vector_ids(tenant)) == 3
+    pending = admin_rows(tenant, "SELECT count(*) AS n FROM memories WHERE index_pending")
+    assert pending[0]["n"] == 0
+    # and a plain store clears its flags with its vectors
+    response = client.post("/memories/batch", json={"memories": [{"payload": {"text": "x"}}]})
+    assert not response.json()["memories"][0]["index_pending"]
+    assert len(vector_ids(tenant)) == 4
+
+
+def test_a_text_store_embeds_in_slices_and_stages_each_while_the_next_embeds(
+    client: TestClient, tenant: Tenant, embedder: Any
+):
+    """A store of more texts than one embedding slice: the embedder is called per
+    slice and every vector reaches the index with its memory (none pending)."""
+    count = 3 * service.EMBED_SLICE + 5
+    body = {
+        "memories": [{"coordinate": [7, n], "payload": {"text": f"w{n}"}} for n in range(count)]
+    }
+    before = embedder.calls
+    response = client.post("/memories/batch", json=body)
+    assert response.status_code == 200, response.text
+    stored = response.json()["memories"]
+    assert embedder.calls - before == 4
+    assert not any(m["index_pending"] for m in stored)
+    assert vector_ids(tenant) == {m["id"] for m in stored}
+
+
+def test_a_coordinate_taken_while_a_store_embeds_is_updated_with_no_orphan_vector(
+    client: TestClient, tenant: Tenant, embedder: Any, monkeypatch: pytest.MonkeyPatch
+):
+    """The vectors of a text store are staged before its memories' transaction,
+    under ids read without locks. A writer that takes one of its coordinates
+    meanwhile makes the store retry: it updates that writer's memory, and the
+    index holds exactly the stored memories (no vector under the id first meant
+    for the coordinate)."""
+    taken = uuid.uuid4()
+    embed = embedder.embed
+    calls = {"n": 0}
+
+    def embed_and_race(texts: Any) -> Any:
+        calls["n"] += 1
+        if calls["n"] == 2:  # between two slices: a concurrent writer commits
+            with tenant_connection(tenant) as conn:
+                conn.execute(
+                    "INSERT INTO memories (id, coordinate, memory_type, text)"
+                    " VALUES (%s, '{8,40}', 'semantic', 'taken')",
+                    (taken,),
+                )
+        return embed(texts)
+
+    monkeypatch.setattr(embedder, "embed", embed_and_race)
+    count = 2 * service.EMBED_SLICE
+    body = {
+        "memories": [{"coordinate": [8, n], "payload": {"text": f"w{n}"}} for n in range(count)]
+    }
+    response = client.post("/memories/batch", json=body)
+    assert response.status_code == 200, response.text
+    stored = response.json()["memories"]
+    assert stored[40]["id"] == str(taken)
+    assert stored[40]["version"] == 2
+    live = {r["id"] for r in admin_rows(tenant, "SELECT id::text FROM memories")}
+    assert live == {m["id"] for m in stored}
+    assert vector_ids(tenant) == live
+    assert calls["n"] == 2  # the retry embedded nothing again

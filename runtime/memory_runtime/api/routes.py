@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from collections.abc import AsyncIterator, Sequence
+from contextlib import suppress
 from datetime import datetime
 from typing import Annotated, Any
 
@@ -458,6 +460,7 @@ async def import_(
     # without its graph, built once at the end
     expected = expected_import_rows(request.headers.get("content-length"), svc.config.dimensions)
     bulk = await run_in_threadpool(svc.index.begin_bulk_load, expected)
+    writes = ChunkWrites(svc, out, bulk)
     try:
         async for number, line in ndjson_lines(request.stream(), limit, start_line):
             if number <= committed:
@@ -466,15 +469,23 @@ async def import_(
             chunk.append((number, line))
             size += len(line)
             if len(chunk) >= IMPORT_CHUNK_LINES or size >= IMPORT_CHUNK_BYTES:
-                await run_in_threadpool(import_chunk, svc, chunk, out, bulk)
+                await writes.submit(chunk)
                 chunk, size = [], 0
         if chunk:
-            await run_in_threadpool(import_chunk, svc, chunk, out, bulk)
+            await writes.submit(chunk)
+        await writes.settle()
         await run_in_threadpool(svc.import_finish, out)
     except ServiceError as exc:
-        exc.extra["committed_lines"] = out.lines
-        raise
+        error = exc
+        try:
+            await writes.settle()
+        except ServiceError as earlier:  # an earlier chunk's error comes first
+            error = earlier
+        error.extra["committed_lines"] = out.lines
+        raise error from None
     except ClientDisconnect:
+        with suppress(ServiceError):
+            await writes.settle()
         # nobody reads an answer now; what was committed stays, the rest resumes
         log.info("import %s cut by the client after line %d", import_id or "-", out.lines)
         return Response(status_code=499)
@@ -484,10 +495,32 @@ async def import_(
     return out
 
 
-def import_chunk(
-    svc: MemoryService, chunk: list[tuple[int, bytes]], out: ImportOut, bulk: bool
-) -> None:
-    svc.import_chunk(parse_import_lines(chunk), out, bulk=bulk)
+class ChunkWrites:
+    """An import's chunks, written one after the other in order, each while the
+    next is read and validated (the parsing and the database's work overlap)."""
+
+    def __init__(self, svc: MemoryService, out: ImportOut, bulk: bool) -> None:
+        self.svc = svc
+        self.out = out
+        self.bulk = bulk
+        self.pending: asyncio.Future[None] | None = None
+
+    async def submit(self, chunk: list[tuple[int, bytes]]) -> None:
+        """Validate `chunk` (meanwhile the previous one is written), then start its
+        write once the previous one committed; a bad line raises after that."""
+        try:
+            lines = await run_in_threadpool(parse_import_lines, chunk)
+        finally:
+            await self.settle()
+        self.pending = asyncio.ensure_future(
+            run_in_threadpool(self.svc.import_chunk, lines, self.out, bulk=self.bulk)
+        )
+
+    async def settle(self) -> None:
+        """Wait for the write in flight (its error, if any, raises here)."""
+        pending, self.pending = self.pending, None
+        if pending is not None:
+            await pending
 
 
 @router.get("/import/{import_id}", response_model=ImportStatus, responses=ERRORS, tags=["admin"])

@@ -440,3 +440,27 @@ def test_a_bulk_import_commits_each_chunks_vectors_with_its_memories(
         "/memories/search", json={"vector": first["vector"], "mode": "vector", "top_k": 1}
     ).json()["hits"][0]
     assert hit["memory"]["id"] == first["id"]
+
+
+def test_a_chunk_is_validated_while_the_one_before_is_written_and_errors_keep_their_order(
+    client: TestClient, tenant: Tenant, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Chunk k+1 is parsed while chunk k is written: a conflict found by chunk 2's
+    write is the answer even though chunk 3 holds a malformed line (parsed
+    meanwhile), and only chunk 1 stays committed."""
+    monkeypatch.setattr(routes, "IMPORT_CHUNK_LINES", 30)
+    lines = stream_lines(90, 0)
+    taken = json.loads(lines[35])  # chunk 2 reuses line 1's coordinate
+    taken["record"]["coordinate"] = json.loads(lines[0])["record"]["coordinate"]
+    lines[35] = json.dumps(taken).encode()
+    lines[70] = b'{"kind": "memory", "record": {"id": "not a uuid"}}'  # chunk 3
+    answer = client.post("/import", content=b"\n".join(lines))
+    assert answer.status_code == 409, answer.text
+    assert answer.json()["committed_lines"] == 30
+    assert "line 36" in answer.json()["detail"]
+    assert vector_ids(tenant) == {json.loads(line)["record"]["id"] for line in lines[:30]}
+    # a malformed line after committed chunks: 422 naming it, the chunks before it kept
+    again = client.post("/import", content=b"\n".join([*lines[30:35], *lines[36:70], lines[70]]))
+    assert again.status_code == 422, again.text
+    assert again.json()["committed_lines"] == 30  # its first chunk (30 lines)
+    assert "line 40" in again.json()["detail"]

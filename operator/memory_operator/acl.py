@@ -6,6 +6,7 @@ decide whether anything must change and build the exact rules. No I/O here.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 from collections.abc import Iterable, Mapping, Sequence
@@ -122,6 +123,15 @@ def effective_commands(
     Servers render the same permissions differently (6.2 drops `-@admin` when
     `-@dangerous` covers it, 7.x keeps rules as written), so rules are compared by
     what they allow, not by their text. None when a rule can't be evaluated here."""
+    # Every tenant has the same rules: a resync evaluates them once, not per tenant.
+    return _effective_commands(tuple(rules), tuple(sorted(categories.items())))
+
+
+@functools.lru_cache(maxsize=64)
+def _effective_commands(
+    rules: tuple[str, ...], category_items: tuple[tuple[str, frozenset[str]], ...]
+) -> frozenset[str] | None:
+    categories = dict(category_items)
     universe: frozenset[str] = frozenset().union(*categories.values())
     allowed: set[str] = set()
     for raw in rules:

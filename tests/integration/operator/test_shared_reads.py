@@ -1,8 +1,8 @@
 """A resync of Ready tenants on shared bulk reads (reconcile.py, snapshot.py), with
 real kube-apiserver, PostgreSQL, Kafka (SASL/SCRAM, ACLs) and Redis: the round
 trips of a pass over N tenants don't grow with N, and drift made between two
-passes (a deleted topic, schema, Redis user, Kafka ACL, Secret) is still found and
-repaired by the next pass."""
+passes (a deleted topic, schema, Redis user, Kafka ACL, Secret; a changed
+password) is still found and repaired by the next pass."""
 
 from __future__ import annotations
 
@@ -189,6 +189,8 @@ def test_drift_between_passes_is_repaired_by_the_next(fleet: Fleet) -> None:
     admin.delete_topics([f"{p}.t0.events"])[f"{p}.t0.events"].result()
     with psycopg.connect(fleet.pg_dsn, autocommit=True) as conn:
         conn.execute(f"DROP SCHEMA {p}_t1 CASCADE")
+        # A password the first pass found matching, changed by a DBA.
+        conn.execute(f"ALTER ROLE {p}_t0 PASSWORD 'changed-behind-our-back'")
     r = redis.Redis.from_url(fleet.redis_url)
     r.execute_command("ACL", "DELUSER", f"{p}-t2")
     r.close()
@@ -198,6 +200,7 @@ def test_drift_between_passes_is_repaired_by_the_next(fleet: Fleet) -> None:
 
     second = fleet.resync(reconciler, 6)
     assert "Topics:Created" in second["t0"].writes or "Topics:Updated" in second["t0"].writes
+    assert "Schema:Updated" in second["t0"].writes
     assert "Schema:Updated" in second["t1"].writes
     assert any(w.startswith("CacheUser:") for w in second["t2"].writes)
     assert "Topics:Updated" in second["t3"].writes

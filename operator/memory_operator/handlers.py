@@ -16,9 +16,10 @@ from typing import Any
 import kopf
 
 from memory_operator import metrics
-from memory_operator.claims import Claims, tenant_key
-from memory_operator.conditions import ready_status
+from memory_operator.adapters.kube import KubeError
+from memory_operator.claims import Claims
 from memory_operator.config import OperatorConfig
+from memory_operator.fleet import Fleet
 from memory_operator.manifests import GROUP, KIND, MANAGED_BY
 from memory_operator.reconcile import Reconciler, Result
 
@@ -27,6 +28,10 @@ PLURAL = "memorynamespaces"
 FINALIZER = f"{GROUP}/finalizer"
 MAX_BACKOFF = 300.0
 MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
+# CRs Kopf works on at once per thread of the pool: enough to keep every thread
+# busy while some CRs sleep out a retry's backoff, few enough that a burst does
+# not hold every CR's task in memory.
+WORKER_QUEUE = 4
 
 log = logging.getLogger("memory_operator.handlers")
 
@@ -99,10 +104,10 @@ def setup(
     """Register every handler of the operator into `registry`."""
     locks = _Locks()
     listings = Listings()
+    fleet = Fleet()
 
     @kopf.on.startup(registry=registry)
-    def configure(settings: kopf.OperatorSettings, tenant_readiness: kopf.Index, **_: Any) -> None:
-        metrics.TENANTS.watch(tenant_readiness)
+    def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
         # Our own finalizer name; Kopf's bookkeeping in annotations, not in status.
         settings.persistence.finalizer = FINALIZER
         settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
@@ -113,12 +118,28 @@ def setup(
         # "succeeded" Events would be a write on every timer tick.
         settings.posting.enabled = False
         settings.execution.max_workers = config.workers
-        # No settings.queueing.worker_limit: the tasks it admits wait for every
-        # index to be complete, and that needs a task per object (tried: a restart
-        # with 301 CRs and a limit of 32 reconciled nothing).
+        # Kopf works on at most this many CRs at once (per watched namespace); the
+        # others wait as queued watch events, not as tasks holding a body, a diff
+        # and handler arguments each (memory during a burst: bench/README.md).
+        # Possible because the operator keeps its own index (fleet.py), not Kopf's.
+        # A CR waiting out a retry's backoff keeps its slot, so the limit is
+        # several times the thread pool; an idle CR gives its slot back after a
+        # second, not Kopf's default 5 s (which made slots, not threads, the limit).
+        settings.queueing.worker_limit = config.workers * WORKER_QUEUE
+        settings.queueing.idle_timeout = 1.0
         settings.watching.server_timeout = 300
         settings.peering.lifetime = config.peering_lifetime
         settings.peering.stealth = True  # no log line per keep-alive
+        # The index is complete before Kopf's watch starts: no pass sees a partial one.
+        try:
+            fleet.fill(
+                cr
+                for namespace in config.watch_namespaces or (None,)
+                for cr in reconciler.kube.list_memory_namespaces(namespace)
+            )
+        except KubeError as err:
+            raise kopf.TemporaryError(f"listing MemoryNamespaces: {err}", delay=5) from err
+        metrics.TENANTS.watch(fleet.readiness)
 
     @kopf.on.cleanup(registry=registry)
     def unwatch(**_: Any) -> None:
@@ -127,19 +148,14 @@ def setup(
     if login is not None:
         kopf.on.login(registry=registry)(login)
 
-    @kopf.index(GROUP, VERSION, PLURAL, id="tenant_readiness", registry=registry)
-    def tenant_readiness(body: kopf.Body, **_: Any) -> dict[tuple[str, str], None]:
-        # Re-run on every watch event of the CR (status patches included) and
-        # dropped on its DELETED event: the metric's source (metrics.TENANTS).
-        return {(body.metadata["namespace"], ready_status(body)): None}
-
-    @kopf.index(GROUP, VERSION, PLURAL, id="tenant_claims", registry=registry)
-    def tenant_claims(body: kopf.Body, **_: Any) -> dict[str, Any]:
-        # Kept by Kopf from its watch: tenant -> claims. Kopf fills it from the
-        # initial listing before any handler runs, so no pass sees a partial index.
-        # Handlers get it as the kwarg named by `id` (the qualname would be
-        # "setup.<locals>.tenant_claims").
-        return tenant_key(body)
+    @kopf.on.event(GROUP, VERSION, PLURAL, registry=registry)
+    def index(event: kopf.RawEvent, body: kopf.Body, **_: Any) -> None:
+        # Every watch event of a CR (status patches included) before its other
+        # handlers: the claims and readiness this replica knows.
+        if event.get("type") == "DELETED":
+            fleet.remove(body.metadata["uid"])
+        else:
+            fleet.put(body)
 
     def run(body: kopf.Body, retry: int, claims: Claims) -> None:
         cr = _plain(body)
@@ -160,8 +176,8 @@ def setup(
     @kopf.on.resume(GROUP, VERSION, PLURAL, registry=registry)
     @kopf.on.create(GROUP, VERSION, PLURAL, registry=registry)
     @kopf.on.update(GROUP, VERSION, PLURAL, field="spec", registry=registry)
-    def on_change(body: kopf.Body, retry: int, tenant_claims: kopf.Index, **_: Any) -> None:
-        run(body, retry, tenant_claims)
+    def on_change(body: kopf.Body, retry: int, **_: Any) -> None:
+        run(body, retry, fleet)
 
     @kopf.timer(
         GROUP,
@@ -171,16 +187,14 @@ def setup(
         initial_delay=config.resync_seconds,
         registry=registry,
     )
-    def on_timer(body: kopf.Body, retry: int, tenant_claims: kopf.Index, **_: Any) -> None:
+    def on_timer(body: kopf.Body, retry: int, **_: Any) -> None:
         # Level-based: drift (a dropped schema, topic, Deployment) is repaired here.
-        run(body, retry, tenant_claims)
+        run(body, retry, fleet)
 
     @kopf.on.event(
         "apps", "v1", "deployments", labels={MANAGED_BY_LABEL: MANAGED_BY}, registry=registry
     )
-    def on_deployment(
-        body: kopf.Body, event: kopf.RawEvent, tenant_claims: kopf.Index, **_: Any
-    ) -> None:
+    def on_deployment(body: kopf.Body, event: kopf.RawEvent, **_: Any) -> None:
         # Like controller-runtime's Owns(): a change to a tenant's Deployment
         # (rollout progress, deletion, edits) reconciles its MemoryNamespace.
         if not listings.is_news(event):
@@ -207,7 +221,7 @@ def setup(
             with locks.get(owner["uid"]):
                 # Only the Kubernetes step when the backends are Ready for this
                 # generation: a rollout changes the Deployment's status many times.
-                result = reconciler.reconcile(cr, tenant_claims, backends=False)
+                result = reconciler.reconcile(cr, fleet, backends=False)
         except Exception as err:  # event handlers are not retried: log, the timer covers
             log.warning(
                 "reconcile after Deployment %s/%s changed failed: %s",
@@ -225,11 +239,11 @@ def setup(
             )
 
     @kopf.on.delete(GROUP, VERSION, PLURAL, registry=registry)
-    def on_delete(body: kopf.Body, retry: int, tenant_claims: kopf.Index, **_: Any) -> None:
+    def on_delete(body: kopf.Body, retry: int, **_: Any) -> None:
         cr = _plain(body)
         uid = cr["metadata"]["uid"]
         with locks.get(uid):
-            result = reconciler.finalize(cr, tenant_claims)
+            result = reconciler.finalize(cr, fleet)
         where = f"{cr['metadata']['namespace']}/{cr['metadata']['name']}"
         if result.error:  # the finalizer stays; Kopf retries
             log.warning("deletion of %s blocked: %s: %s", where, result.reason, result.message)

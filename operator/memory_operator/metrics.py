@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator, Mapping, Sized
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import TypeVar
 
@@ -45,29 +45,21 @@ BACKEND_SECONDS = Histogram(
 class TenantReadiness(Collector):
     """`somafractal_memorynamespaces{namespace, ready}`: the MemoryNamespaces this
     replica's watch sees, counted per namespace and Ready status (True, False,
-    Unknown). Read at scrape time from Kopf's index of the watch (the informer
-    cache): a scrape costs no API call, a status change counts with its watch
-    event and a deleted CR drops out with its DELETED event. Labels are bounded
-    by namespaces x 3, never one series per tenant."""
+    Unknown). Read at scrape time from the operator's index of its watch
+    (fleet.Fleet.readiness): a scrape costs no API call, a status change counts
+    with its watch event and a deleted CR drops out with its DELETED event.
+    Labels are bounded by namespaces x 3, never one series per tenant."""
 
     NAME = "somafractal_memorynamespaces"
 
     def __init__(self) -> None:
-        self._index: Mapping[tuple[str, str], Sized] | None = None
+        self._counts: Callable[[], Mapping[tuple[str, str], int]] | None = None
 
-    def watch(self, index: Mapping[tuple[str, str], Sized] | None) -> None:
-        self._index = index
+    def watch(self, counts: Callable[[], Mapping[tuple[str, str], int]] | None) -> None:
+        self._counts = counts
 
     def counts(self) -> dict[tuple[str, str], int]:
-        index = self._index
-        if index is None:
-            return {}
-        for _ in range(5):  # the event loop may change the index while we read it
-            try:
-                return {key: len(index[key]) for key in list(index) if key in index}
-            except (RuntimeError, KeyError):
-                continue
-        return {}
+        return dict(self._counts()) if self._counts is not None else {}
 
     def _family(self) -> GaugeMetricFamily:
         return GaugeMetricFamily(

@@ -50,7 +50,7 @@ class CountingKube:
     def __init__(self, api: KubeApi, log: WriteLog) -> None:
         self.api = api
         self.log = log
-        self.lists = 0  # list_memory_namespaces calls (the claims index should make none)
+        self.lists = 0  # list_memory_namespaces calls (one per watched namespace at start)
         self.gets = 0
         self.object_lists = 0  # labelled lists of the shared reads (reconcile.py)
 
@@ -58,9 +58,9 @@ class CountingKube:
         self.gets += 1
         return self.api.get(kind, namespace, name)
 
-    def list_memory_namespaces(self) -> list[dict[str, Any]]:
+    def list_memory_namespaces(self, namespace: str | None = None) -> list[dict[str, Any]]:
         self.lists += 1
-        return self.api.list_memory_namespaces()
+        return self.api.list_memory_namespaces(namespace)
 
     def list_objects(self, kind: str, namespace: str, label_selector: str) -> list[dict[str, Any]]:
         self.object_lists += 1

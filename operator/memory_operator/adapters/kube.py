@@ -212,8 +212,9 @@ class KubeApi:
                 return items
             params["continue"] = cont
 
-    def list_memory_namespaces(self) -> list[dict[str, Any]]:
-        out = self._request("GET", f"/apis/{API_VERSION}/memorynamespaces") or {}
+    def list_memory_namespaces(self, namespace: str | None = None) -> list[dict[str, Any]]:
+        """Every MemoryNamespace (of `namespace` only when given)."""
+        out = self._request("GET", _path(KIND, namespace)) or {}
         return list(out.get("items") or [])
 
     def emit_event(self, cr: dict[str, Any], type_: str, reason: str, message: str) -> None:

@@ -161,11 +161,14 @@ def store(body: MemoryIn, svc: Svc, request: Request, _: Any = Depends(auth.writ
 @router.post("/memories/batch", response_model=MemoryList, responses=ERRORS, tags=["memories"])
 def store_batch(
     body: MemoryBatchIn, svc: Svc, request: Request, _: Any = Depends(auth.write)
-) -> MemoryList:
+) -> Response:
     results = svc.store(body.memories)
     for _memory, created in results:
         request.app.state.metrics.memories_written.labels("created" if created else "updated").inc()
-    return MemoryList(memories=[m for m, _ in results])
+    # serialised once by pydantic-core (the response_model path validated the
+    # models again and encoded them with json.dumps: ~4x the time for 500)
+    answer = MemoryList(memories=[m for m, _ in results])
+    return Response(answer.model_dump_json(by_alias=True), media_type="application/json")
 
 
 @router.get("/memories/search", response_model=SearchOut, responses=ERRORS, tags=["recall"])

@@ -83,7 +83,14 @@ class Tenant:
         self.app = create_app(self.settings, embedder=embedder)
         self.port = free_port()
         config = uvicorn.Config(
-            self.app, host="127.0.0.1", port=self.port, log_level="warning", access_log=False
+            self.app,
+            host="127.0.0.1",
+            port=self.port,
+            log_level="warning",
+            access_log=False,
+            # the client's one connection stays open while a raw batch runs (>5 s
+            # under load: uvicorn's default would close it, a broken pipe)
+            timeout_keep_alive=3600,
         )
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)

@@ -5,7 +5,7 @@ Two CRs claiming the same tenant anywhere the operator watches: the oldest wins
 because the tenant's data is recorded to another owner (`NOT_OWNER`) claims
 nothing: otherwise a CR of another namespace, created while the owner's CR was
 gone, would keep the owner from ever taking its retained data back. The operator
-keeps the claims in an index fed by its watch (handlers.py), so a reconcile
+keeps the claims in an index fed by its watch (fleet.py), so a reconcile
 looks up one tenant instead of listing every CR.
 """
 

@@ -25,7 +25,7 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, TypeVar
 
@@ -92,7 +92,7 @@ class KubePort(Protocol):
     def list_memory_namespaces(self, namespace: str | None = None) -> list[dict[str, Any]]: ...
     def list_objects(
         self, kind: str, namespace: str, label_selector: str
-    ) -> list[dict[str, Any]]: ...
+    ) -> Iterable[dict[str, Any]]: ...
     def emit_event(self, cr: dict[str, Any], type_: str, reason: str, message: str) -> None: ...
 
 

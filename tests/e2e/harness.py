@@ -10,7 +10,7 @@ import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -62,7 +62,9 @@ class CountingKube:
         self.lists += 1
         return self.api.list_memory_namespaces(namespace)
 
-    def list_objects(self, kind: str, namespace: str, label_selector: str) -> list[dict[str, Any]]:
+    def list_objects(
+        self, kind: str, namespace: str, label_selector: str
+    ) -> Iterable[dict[str, Any]]:
         self.object_lists += 1
         return self.api.list_objects(kind, namespace, label_selector)
 

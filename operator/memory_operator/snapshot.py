@@ -13,7 +13,9 @@ start within a short window. The rules that keep this correct:
 - a pass never uses a snapshot whose load began before that tenant's previous
   pass ended (`not_before`), so drift made by someone else after a pass is seen
   by the next pass, and so are the operator's own writes; and no snapshot is
-  used once `window` seconds have passed since its load began.
+  used once `window` seconds have passed since its load ended (counted from the
+  end: a load of a large fleet's objects takes seconds on a busy host, and a
+  window counted from its start left the passes reloading most of the time).
 """
 
 from __future__ import annotations
@@ -25,9 +27,10 @@ from typing import Generic, TypeVar
 
 T = TypeVar("T")
 
-# Seconds a bulk read is shared: long enough to serve a resync of a large fleet
-# with a few reads, far below any resync interval (SOMAFRACTAL_RESYNC_SECONDS >= 5).
-WINDOW_SECONDS = 5.0
+# Seconds a bulk read is shared: long enough to serve a resync of 1,000 tenants
+# with one read. The next pass over a tenant never uses a read older than its
+# previous pass, whatever the interval (SOMAFRACTAL_RESYNC_SECONDS >= 5).
+WINDOW_SECONDS = 30.0
 
 
 class NeedsExact(Exception):
@@ -49,24 +52,25 @@ class Shared(Generic[T]):
         self._lock = threading.Lock()  # one load at a time; the others wait and share it
         self._value: T | None = None
         self._started = float("-inf")  # when the held value's load began
+        self._loaded = float("-inf")  # and when it ended
         self.loads = 0  # bulk reads made (tests count round trips with it)
 
     def get(self, not_before: float) -> T:
         """The shared value, loaded again unless its load began at or after
-        `not_before` and less than `window` seconds ago. Load errors propagate."""
+        `not_before` and ended less than `window` seconds ago. Load errors propagate."""
         with self._lock:
-            now = self._clock()
+            started = self._clock()
             if self._value is None or not (
-                self._started >= not_before and now - self._started < self._window
+                self._started >= not_before and started - self._loaded < self._window
             ):
                 self._value = None  # never serve a value older than the caller allows
                 value = self._load()
-                self._value, self._started = value, now
+                self._value, self._started, self._loaded = value, started, self._clock()
                 self.loads += 1
             return self._value
 
     def expired(self) -> bool:
-        return self._clock() - self._started >= self._window
+        return self._clock() - self._loaded >= self._window
 
 
 class SharedByKey(Generic[T]):

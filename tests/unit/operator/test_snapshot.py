@@ -29,6 +29,21 @@ def test_a_read_is_shared_within_the_window_and_loaded_again_after_it() -> None:
     assert shared.loads == 2
 
 
+def test_the_window_counts_from_the_end_of_the_load() -> None:
+    clock = Clock()
+
+    def slow_load() -> float:
+        clock.now += 4.0  # a large fleet's list on a busy host
+        return clock.now
+
+    shared = Shared(slow_load, window=5.0, clock=clock)
+    assert shared.get(float("-inf")) == 104.0
+    clock.now += 4.9
+    assert shared.get(float("-inf")) == 104.0  # still shared, 8.9 s after the load began
+    assert shared.get(not_before=100.0) == 104.0  # the load began at 100
+    assert shared.get(not_before=100.1) == 112.9  # began before that pass: loaded again
+
+
 def test_a_read_older_than_the_callers_previous_pass_is_never_served() -> None:
     """A tenant's pass never sees a read loaded before its own previous pass ended:
     drift made after that pass (and the operator's own writes) are seen."""

@@ -128,6 +128,10 @@ def setup(
         settings.queueing.worker_limit = config.workers * WORKER_QUEUE
         settings.queueing.idle_timeout = 1.0
         settings.watching.server_timeout = 300
+        # A CR deleted while its timer pass runs in a thread: Kopf keeps the
+        # finalizer until the timer exits and, by default, looks again only
+        # after 60 s (the deletion then took a minute longer).
+        settings.background.cancellation_polling = 1.0
         settings.peering.lifetime = config.peering_lifetime
         settings.peering.stealth = True  # no log line per keep-alive
         # The index is complete before Kopf's watch starts: no pass sees a partial one.

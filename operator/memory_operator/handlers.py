@@ -123,10 +123,11 @@ def setup(
         # and handler arguments each (memory during a burst: bench/README.md).
         # Possible because the operator keeps its own index (fleet.py), not Kopf's.
         # A CR waiting out a retry's backoff keeps its slot, so the limit is
-        # several times the thread pool; an idle CR gives its slot back after a
-        # second, not Kopf's default 5 s (which made slots, not threads, the limit).
+        # several times the thread pool; an idle CR gives its slot back after
+        # 0.1 s, not Kopf's default 5 s: a slot held while idle made slots, not
+        # threads, the limit (a resync of 1,000 CRs took 1,000 x 1 s / 32 slots).
         settings.queueing.worker_limit = config.workers * WORKER_QUEUE
-        settings.queueing.idle_timeout = 1.0
+        settings.queueing.idle_timeout = 0.1
         settings.watching.server_timeout = 300
         # A CR deleted while its timer pass runs in a thread: Kopf keeps the
         # finalizer until the timer exits and, by default, looks again only

@@ -125,7 +125,7 @@ def setup(
         # A CR waiting out a retry's backoff keeps its slot, so the limit is
         # several times the thread pool; an idle CR gives its slot back after
         # 0.1 s, not Kopf's default 5 s: a slot held while idle made slots, not
-        # threads, the limit (a resync of 1,000 CRs took 1,000 x 1 s / 32 slots).
+        # threads, the limit of a resync (measured: bench/README.md).
         settings.queueing.worker_limit = config.workers * WORKER_QUEUE
         settings.queueing.idle_timeout = 0.1
         settings.watching.server_timeout = 300

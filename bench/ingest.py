@@ -21,6 +21,11 @@ Text ingest, on --texts sentences (the server embeds them):
   raw_embed    the local embedder on the same texts, batches of 100
   http_text    POST /memories/batch with texts only, 100 per request (the server
                embeds them in slices, the index writes one while the next embeds)
+  Both also report the CPU seconds they used (this process, which holds the
+  client, the server and the embedder, plus the PostgreSQL server's processes)
+  and the ceiling they give http_text / raw_embed: with every core busy,
+  http_text can't take less wall time than its CPU seconds over the cores.
+  --embed-threads sets the embedder's intra-op threads (0: the runtime's default).
 
     .venv/bin/python bench/ingest.py                  # 10k vectors, 1000 texts
     .venv/bin/python bench/ingest.py --n 2000 --texts 300   # quick
@@ -49,6 +54,7 @@ sys.path.insert(0, str(REPO / "runtime"))
 sys.path.insert(0, str(REPO / "bench"))
 
 import numpy as np  # noqa: E402
+import psutil  # noqa: E402
 import psycopg  # noqa: E402
 import uvicorn  # noqa: E402
 from pgvector import Vector  # noqa: E402
@@ -131,6 +137,20 @@ def memories(vectors: np.ndarray, texts: list[str], prefix: float) -> list[dict[
         }
         for i, vec in enumerate(vectors)
     ]
+
+
+def cpu_seconds(postmaster_pid: int) -> float:
+    """CPU time used so far by this process and the PostgreSQL server's processes
+    (the postmaster, its live children and the ones it reaped)."""
+    total = sum(os.times()[:2])
+    postmaster = psutil.Process(postmaster_pid)
+    for proc in [postmaster, *postmaster.children()]:
+        try:
+            times = proc.cpu_times()
+        except psutil.NoSuchProcess:
+            continue
+        total += times.user + times.system + times.children_user + times.children_system
+    return total
 
 
 def rate(n: int, seconds: float) -> float:
@@ -217,10 +237,11 @@ def main() -> int:
     parser.add_argument("--batch", type=int, default=500)
     parser.add_argument("--texts", type=int, default=1000, help="memories for text ingest")
     parser.add_argument("--base-sentences", type=int, default=1000)
+    parser.add_argument("--embed-threads", type=int, default=0, help="0: the runtime's default")
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "ingest.json")
     args = parser.parse_args()
 
-    embedder = build_embedder("local", "all-MiniLM-L6-v2", "", 384)
+    embedder = build_embedder("local", "all-MiniLM-L6-v2", "", 384, threads=args.embed_threads)
     embedder.embed(["warm up"])
     rng = np.random.default_rng(42)
     base_texts = sentences(args.base_sentences, random.Random(42))
@@ -228,7 +249,12 @@ def main() -> int:
     picks = base[np.arange(args.n) % len(base)]
     vectors = picks + rng.normal(scale=0.023, size=picks.shape).astype(np.float32)
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
-    results: dict[str, Any] = {"machine": machine_info(), "n": args.n, "batch": args.batch}
+    results: dict[str, Any] = {
+        "machine": machine_info(),
+        "n": args.n,
+        "batch": args.batch,
+        "embed_threads": embedder.threads,  # type: ignore[attr-defined]
+    }
 
     with tempfile.TemporaryDirectory(prefix="bench-ingest-") as tmp:
         data_dir = Path(tmp) / "pg"
@@ -317,16 +343,27 @@ def main() -> int:
                 ).encode()
                 for i in range(0, len(texts), 100)
             ]
-            embed_seconds = text_seconds = 0.0
+            postmaster = int((data_dir / "postmaster.pid").read_text().split()[0])
+            embed_seconds = text_seconds = embed_cpu = text_cpu = 0.0
             for i, body in zip(range(0, len(texts), 100), text_bodies, strict=True):
-                start = time.perf_counter()
+                cpu, start = cpu_seconds(postmaster), time.perf_counter()
                 embedder.embed(texts[i : i + 100])
                 embed_seconds += time.perf_counter() - start
-                start = time.perf_counter()
+                embed_cpu += cpu_seconds(postmaster) - cpu
+                cpu, start = cpu_seconds(postmaster), time.perf_counter()
                 text_tenant.request("POST", "/memories/batch", body)
                 text_seconds += time.perf_counter() - start
-            results["raw_embed"] = {"texts_per_second": rate(len(texts), embed_seconds)}
-            results["http_text"] = {"memories_per_second": rate(len(texts), text_seconds)}
+                text_cpu += cpu_seconds(postmaster) - cpu
+            cores = len(os.sched_getaffinity(0))
+            results["raw_embed"] = {
+                "texts_per_second": rate(len(texts), embed_seconds),
+                "cpu_seconds": round(embed_cpu, 2),
+            }
+            results["http_text"] = {
+                "memories_per_second": rate(len(texts), text_seconds),
+                "cpu_seconds": round(text_cpu, 2),
+                "ceiling_vs_raw_embed": round(min(1.0, cores * embed_seconds / text_cpu), 2),
+            }
             print(f"text: {results['raw_embed']} {results['http_text']}", file=sys.stderr)
 
             results["chroma"] = chroma(vectors, base_texts, args.batch, Path(tmp) / "chroma")
@@ -346,6 +383,7 @@ def main() -> int:
         "http_text / min(raw_embed, raw_insert)": round(
             results["http_text"]["memories_per_second"] / slower, 2
         ),
+        "http_text / raw_embed, CPU ceiling": results["http_text"]["ceiling_vs_raw_embed"],
     }
     # the host is shared: the load around the run says how much the rates mean
     results["machine"]["load_average_end"] = list(os.getloadavg())

@@ -674,9 +674,16 @@ class Tx:
         return [r["memory_id"] for r in rows]
 
     def clear_tombstones(self, ids: Sequence[uuid.UUID]) -> None:
+        """The index confirmed these deletes. A memory that lives again under one
+        of these ids (a restore from an export) may have lost its new vector to
+        that delete: it is marked pending, so that catch-up writes it again."""
         if ids:
             self.conn.execute(
-                "DELETE FROM vector_tombstones WHERE memory_id = ANY(%s)", (list(ids),)
+                """WITH gone AS (DELETE FROM vector_tombstones WHERE memory_id = ANY(%s))
+                   UPDATE memories AS m SET index_pending = true
+                   WHERE m.id = ANY(%s) AND NOT m.index_pending
+                     AND EXISTS (SELECT FROM memory_embeddings e WHERE e.memory_id = m.id)""",
+                (list(ids), sorted(ids)),
             )
 
     def prunable(

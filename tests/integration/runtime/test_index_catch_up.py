@@ -183,3 +183,41 @@ def test_a_late_index_write_of_a_deleted_memory_is_removed_again(
     stale_catch_up(client, lambda: client.delete(f"/memories/{mid}").raise_for_status())
     client.app.state.service.index_pending(500)  # type: ignore[attr-defined]
     assert mid not in vector_ids(tenant)
+
+
+class DeletesFail:
+    """The tenant's real index, with deletes failing: the index is down when a
+    memory is deleted, so its tombstone stays for catch-up."""
+
+    def __init__(self, index: Any) -> None:
+        self._index = index
+
+    def delete(self, ids: Any) -> None:
+        raise ConnectionError("index unreachable")
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._index, name)
+
+
+def test_a_memory_restored_under_its_deleted_id_keeps_its_vector(
+    client: TestClient, tenant: Tenant
+):
+    memory = {"coordinate": [3], "payload": {"text": "restored"}, "vector": unit(3)}
+    mid = client.post("/memories", json=memory).json()["id"]
+    backup = client.get("/export").text
+    service = client.app.state.service  # type: ignore[attr-defined]
+    service.index = DeletesFail(service.index)
+    try:
+        client.delete(f"/memories/{mid}").raise_for_status()
+    finally:
+        service.index = service.index._index
+    assert admin_rows(tenant, "SELECT count(*) AS n FROM vector_tombstones")[0]["n"] == 1
+    # a restore from the export brings the memory back under the same id ...
+    client.post("/import", content=backup.encode()).raise_for_status()
+    assert indexed_axis(tenant, mid) == 3
+    # ... and catch-up's work on the old tombstone leaves the restored vector
+    while service.index_pending(500):
+        pass
+    assert indexed_axis(tenant, mid) == 3
+    assert client.get(f"/memories/{mid}").json()["index_pending"] is False
+    assert admin_rows(tenant, "SELECT count(*) AS n FROM vector_tombstones")[0]["n"] == 0

@@ -12,8 +12,10 @@ import asyncio
 import logging
 import os
 import random
+import socket
 import sys
 import threading
+import uuid
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -56,9 +58,10 @@ def build_registry(
     kube: KubePort,
     backends: Backends,
     login: Callable[..., Any] = kube_login.login,
+    peer: tuple[str, int] | None = None,
 ) -> kopf.OperatorRegistry:
     registry = kopf.OperatorRegistry()
-    handlers.setup(registry, Reconciler(config, kube, backends), config, login=login)
+    handlers.setup(registry, Reconciler(config, kube, backends), config, login=login, peer=peer)
     return registry
 
 
@@ -73,21 +76,29 @@ def run_operator(
     login: Callable[..., Any] = kube_login.login,
 ) -> None:
     """Run Kopf until stopped; also used by tests and the benchmark in a thread."""
-    registry = build_registry(config, kube, backends, login)
+    peer: tuple[str, int] | None = None
+    if config.peering_name:
+        # Several replicas: the live one with the highest priority reconciles, the
+        # others pause until its peering record expires (config.peering_lifetime).
+        # The identity is chosen here, not by Kopf: the resync loop reads this
+        # process's record in the peering object by it (resync.PeeringGate).
+        for obj in render_peerings(config.peering_name, config.watch_namespaces):
+            kube.create(obj)  # None when it exists already
+        priority = config.peering_priority or random.randint(1, 2**31 - 1)
+        identity = f"{os.environ.get('POD_ID') or socket.gethostname()}/{uuid.uuid4().hex[:8]}"
+        logging.getLogger("memory_operator").info(
+            "peering as %s with priority %d", identity, priority
+        )
+        peer = (identity, priority)
+    registry = build_registry(config, kube, backends, login, peer)
     scope: dict[str, object] = (
         {"namespaces": config.watch_namespaces}
         if config.watch_namespaces
         else {"clusterwide": True}
     )
     peering: dict[str, object] = {"standalone": True}  # one replica: no peering objects
-    if config.peering_name:
-        # Several replicas: the live one with the highest priority reconciles, the
-        # others pause until its peering record expires (config.peering_lifetime).
-        for obj in render_peerings(config.peering_name, config.watch_namespaces):
-            kube.create(obj)  # None when it exists already
-        priority = config.peering_priority or random.randint(1, 2**31 - 1)
-        logging.getLogger("memory_operator").info("peering with priority %d", priority)
-        peering = {"peering_name": config.peering_name, "priority": priority}
+    if peer is not None:
+        peering = {"peering_name": config.peering_name, "identity": peer[0], "priority": peer[1]}
     asyncio.run(
         kopf.operator(
             registry=registry,

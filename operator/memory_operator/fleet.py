@@ -33,6 +33,7 @@ class Fleet(Mapping[str, tuple[Claim, ...]]):
         # uid -> (claimed tenant or None, (namespace, Ready status))
         self._crs: dict[str, tuple[str | None, tuple[str, str]]] = {}
         self._claims: dict[str, dict[str, Claim]] = {}  # tenant -> uid -> claim
+        self._deleting: set[str] = set()  # uids with a deletionTimestamp
 
     def fill(self, crs: Iterable[Mapping[str, Any]]) -> None:
         for cr in crs:
@@ -46,6 +47,8 @@ class Fleet(Mapping[str, tuple[Claim, ...]]):
         with self._guard:
             self._drop(uid)
             self._crs[uid] = (tenant, readiness)
+            if cr["metadata"].get("deletionTimestamp"):
+                self._deleting.add(uid)
             if tenant is not None and claim is not None:
                 self._claims.setdefault(tenant, {})[uid] = claim
 
@@ -53,7 +56,14 @@ class Fleet(Mapping[str, tuple[Claim, ...]]):
         with self._guard:
             self._drop(uid)
 
+    def live(self, uid: str) -> bool:
+        """The CR exists and is not being deleted, as far as the watch has told:
+        a resync pass on a body listed earlier runs only then (resync.py)."""
+        with self._guard:
+            return uid in self._crs and uid not in self._deleting
+
     def _drop(self, uid: str) -> None:
+        self._deleting.discard(uid)
         tenant, _ = self._crs.pop(uid, (None, None))
         if tenant is not None:
             claims = self._claims.get(tenant, {})

@@ -1,9 +1,11 @@
 """Kopf wiring only: events in, Reconciler out, Result -> Kopf errors.
 
-Create, update (spec changes), resume and a periodic timer all run the same
-`Reconciler.reconcile`; deletion runs `Reconciler.finalize` behind our own
-finalizer. Handlers are registered into an explicit registry so tests and
-`python -m memory_operator` build the operator the same way.
+Create and update (spec changes) run `Reconciler.reconcile` from Kopf's
+handlers; the periodic resync, and the pass over every CR at start, run the
+same pass from one loop (resync.py), not from a Kopf timer and resume handler
+per CR. Deletion runs `Reconciler.finalize` behind our own finalizer. Handlers
+are registered into an explicit registry so tests and `python -m memory_operator`
+build the operator the same way.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from memory_operator.config import OperatorConfig
 from memory_operator.fleet import Fleet
 from memory_operator.manifests import GROUP, KIND, MANAGED_BY
 from memory_operator.reconcile import Reconciler, Result
+from memory_operator.resync import PeeringGate, Resync
 
 VERSION = "v1alpha1"
 PLURAL = "memorynamespaces"
@@ -38,8 +41,8 @@ log = logging.getLogger("memory_operator.handlers")
 
 class Listings:
     """Which watch events of the tenants' Deployments are news. Kopf's listing
-    events (type None) come at start, where the resume handler reconciles every
-    CR anyway, and again after the watch is re-established: then a Deployment
+    events (type None) come at start, where the resync loop's first walk
+    reconciles every CR anyway, and again after the watch is re-established: then a Deployment
     whose resourceVersion moved since this process last saw it changed in the
     gap and is news; one seen at that version, or never seen, is not."""
 
@@ -63,8 +66,8 @@ class Listings:
 
 
 class _Locks:
-    """One lock per object: change handlers, the timer and deletion never run a
-    pass for the same CR at the same time (they run in Kopf's thread pool)."""
+    """One lock per object: change handlers, the resync loop and deletion never
+    run a pass for the same CR at the same time (they run in thread pools)."""
 
     def __init__(self) -> None:
         self._guard = threading.Lock()
@@ -100,11 +103,14 @@ def setup(
     reconciler: Reconciler,
     config: OperatorConfig,
     login: Callable[..., Any] | None = None,
+    peer: tuple[str, int] | None = None,
 ) -> None:
-    """Register every handler of the operator into `registry`."""
+    """Register every handler of the operator into `registry`. `peer`: this
+    process's Kopf peering identity and priority (None: standalone)."""
     locks = _Locks()
     listings = Listings()
     fleet = Fleet()
+    resyncs: list[Resync] = []  # the running loop (one), for cleanup
 
     @kopf.on.startup(registry=registry)
     def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
@@ -129,10 +135,6 @@ def setup(
         settings.queueing.worker_limit = config.workers * WORKER_QUEUE
         settings.queueing.idle_timeout = 0.1
         settings.watching.server_timeout = 300
-        # A CR deleted while its timer pass runs in a thread: Kopf keeps the
-        # finalizer until the timer exits and, by default, looks again only
-        # after 60 s (the deletion then took a minute longer).
-        settings.background.cancellation_polling = 1.0
         settings.peering.lifetime = config.peering_lifetime
         settings.peering.stealth = True  # no log line per keep-alive
         # The index is complete before Kopf's watch starts: no pass sees a partial one.
@@ -145,10 +147,28 @@ def setup(
         except KubeError as err:
             raise kopf.TemporaryError(f"listing MemoryNamespaces: {err}", delay=5) from err
         metrics.TENANTS.watch(fleet.readiness)
+        gate = (
+            PeeringGate(reconciler.kube, config.peering_name, config.watch_namespaces, *peer)
+            if peer is not None and config.peering_name
+            else (lambda: True)
+        )
+        resync = Resync(
+            reconciler.kube,
+            resync_pass,
+            interval=config.resync_seconds,
+            namespaces=config.watch_namespaces,
+            workers=config.workers,
+            backoff=backoff,
+            is_active=gate,
+        )
+        resyncs.append(resync)
+        resync.start()
 
     @kopf.on.cleanup(registry=registry)
     def unwatch(**_: Any) -> None:
         metrics.TENANTS.watch(None)
+        while resyncs:
+            resyncs.pop().stop()
 
     if login is not None:
         kopf.on.login(registry=registry)(login)
@@ -162,11 +182,14 @@ def setup(
         else:
             fleet.put(body)
 
-    def run(body: kopf.Body, retry: int, claims: Claims) -> None:
-        cr = _plain(body)
+    def run(cr: dict[str, Any], claims: Claims, listed: bool = False) -> Result | None:
         if cr["metadata"].get("deletionTimestamp"):
-            return  # deletion owns the object now
-        with locks.get(cr["metadata"]["uid"]):
+            return None  # deletion owns the object now
+        uid = cr["metadata"]["uid"]
+        with locks.get(uid):
+            if listed and not fleet.live(uid):
+                # Listed by the resync before its deletion began (or after it ended).
+                return None
             result = reconciler.reconcile(cr, claims)
         log.info(
             "reconciled %s/%s: ready=%s reason=%s writes=%s",
@@ -176,25 +199,18 @@ def setup(
             result.reason,
             ",".join(result.writes) or "none",
         )
-        raise_for(result, retry)
+        return result
 
-    @kopf.on.resume(GROUP, VERSION, PLURAL, registry=registry)
+    def resync_pass(cr: dict[str, Any], retry: int) -> Result | None:
+        # Level-based: drift (a dropped schema, topic, Deployment) is repaired here.
+        return run(cr, fleet, listed=True)
+
     @kopf.on.create(GROUP, VERSION, PLURAL, registry=registry)
     @kopf.on.update(GROUP, VERSION, PLURAL, field="spec", registry=registry)
     def on_change(body: kopf.Body, retry: int, **_: Any) -> None:
-        run(body, retry, fleet)
-
-    @kopf.timer(
-        GROUP,
-        VERSION,
-        PLURAL,
-        interval=config.resync_seconds,
-        initial_delay=config.resync_seconds,
-        registry=registry,
-    )
-    def on_timer(body: kopf.Body, retry: int, **_: Any) -> None:
-        # Level-based: drift (a dropped schema, topic, Deployment) is repaired here.
-        run(body, retry, fleet)
+        result = run(_plain(body), fleet)
+        if result is not None:
+            raise_for(result, retry)
 
     @kopf.on.event(
         "apps", "v1", "deployments", labels={MANAGED_BY_LABEL: MANAGED_BY}, registry=registry
@@ -203,7 +219,7 @@ def setup(
         # Like controller-runtime's Owns(): a change to a tenant's Deployment
         # (rollout progress, deletion, edits) reconciles its MemoryNamespace.
         if not listings.is_news(event):
-            # At start the resume handler reconciles every CR anyway: a pass per
+            # At start the resync loop's first walk reconciles every CR: a pass per
             # listed Deployment was a second pass per tenant.
             return
         owner = next(

@@ -162,7 +162,7 @@ class Reconciler:
         backends=False (a change of the tenant's Deployment): the backend steps are
         skipped when all of them are True for the CR's current generation, so a
         rollout's status updates cost the Kubernetes step only; create, update,
-        resume and the timer still check every backend."""
+        and the resync loop still check every backend."""
 
         def run(cr_: dict[str, Any], claims_: Claims | None) -> Result:
             uid = str(cr_["metadata"].get("uid", ""))

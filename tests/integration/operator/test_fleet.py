@@ -18,6 +18,7 @@ from typing import Any
 import httpx
 import pytest
 
+import memory_operator
 from memory_operator import conditions as c
 from memory_operator.adapters.kube import KubeApi
 from memory_operator.adapters.postgres import PostgresAdmin
@@ -202,18 +203,21 @@ def _reconciles(port: int) -> float:
 def test_standby_takes_over_after_the_active_is_killed(
     kube: KubeCluster, api: KubeApi, postgres: PostgresServer, tmp_path: Path
 ) -> None:
-    """Two real operator processes with Kopf peering: only the higher priority one
-    reconciles; after a SIGKILL, the standby reconciles new CRs within the peering
-    lifetime."""
+    """Two real operator processes with Kopf peering and a 5 s resync: only the
+    higher priority one reconciles (Kopf's handlers and the resync loop); after a
+    SIGKILL, the standby reconciles new CRs and resyncs the existing ones within
+    the peering lifetime."""
     ns = new_namespace(api, "peer")
     prefix = f"k{uuid.uuid4().hex[:6]}"
     env = {
         "PATH": os.environ["PATH"],
         "HOME": os.environ.get("HOME", "/tmp"),
+        # The operator this test imports (a worktree's), not whichever the venv installed.
+        "PYTHONPATH": str(Path(memory_operator.__file__).resolve().parents[1]),
         "SOMAFRACTAL_POSTGRES_ADMIN_DSN": postgres.admin_dsn,
         "SOMAFRACTAL_NAME_PREFIX": prefix,
         "SOMAFRACTAL_WATCH_NAMESPACES": ns,
-        "SOMAFRACTAL_RESYNC_SECONDS": str(RESYNC_NEVER),
+        "SOMAFRACTAL_RESYNC_SECONDS": "5",
         "SOMAFRACTAL_PEERING_NAME": "somafractal-test",
         "SOMAFRACTAL_PEERING_LIFETIME": "10",
         "SOMAFRACTAL_LOG_FORMAT": "plain",
@@ -242,7 +246,11 @@ def test_standby_takes_over_after_the_active_is_killed(
             timeout=60,
             what="the active operator reconciles a CR created with both running",
         )
+        # Two resync walks of the active (two CRs each) while the standby lives.
+        mark = _reconciles(active_port)
+        wait_for(lambda: _reconciles(active_port) >= mark + 4, timeout=60, what="active resyncs")
         assert _reconciles(standby_port) == 0  # the standby never reconciled anything
+        assert "reconciled" not in (tmp_path / "standby.log").read_text()
 
         active.send_signal(signal.SIGKILL)
         active.wait(10)
@@ -255,7 +263,12 @@ def test_standby_takes_over_after_the_active_is_killed(
             timeout=90,
             what="the standby takes over",
         )
-        assert _reconciles(standby_port) >= 1
+        # Its resync loop runs too: "one" has no change for Kopf, only a resync passes it.
+        wait_for(
+            lambda: f"reconciled {ns}/one:" in (tmp_path / "standby.log").read_text(),
+            timeout=30,
+            what="the standby resyncs",
+        )
     finally:
         delete(api, f"{GROUP_PATH}/namespaces/{ns}/memorynamespaces")
         if standby is not None:

@@ -1,7 +1,7 @@
 """The whole operator (Kopf + handlers + reconciler + real adapters) running
 in-process against a real kube-apiserver, PostgreSQL, Redis and the Qdrant REST
 stand-in: create -> Ready, the finalizer and deletion policies, repair by the
-periodic timer, permanent errors, and no writes while nothing changes."""
+resync loop, permanent errors, and no writes while nothing changes."""
 
 from __future__ import annotations
 
@@ -165,7 +165,7 @@ def test_retain_keeps_data_after_delete(operator: Running) -> None:
     assert operator.qdrant.engine.collection_exists(operator.schema("beta"))
 
 
-def test_timer_repairs_drift_and_idle_ready_object_is_not_written(
+def test_resync_repairs_drift_and_idle_ready_object_is_not_written(
     operator: Running,
 ) -> None:
     ns = operator.ns
@@ -174,7 +174,7 @@ def test_timer_repairs_drift_and_idle_ready_object_is_not_written(
     make_deployment_available(operator.api, ns, "gamma-memory")
     wait_for(_has(operator, ns, "gamma", c.READY, "True"), timeout=90, what="Ready")
 
-    # Idle: let the timer run a few passes, then compare resourceVersions.
+    # Idle: let the resync loop run a few passes, then compare resourceVersions.
     objects = [
         ("MemoryNamespace", "gamma"),
         ("ConfigMap", "gamma-memory"),
@@ -191,15 +191,15 @@ def test_timer_repairs_drift_and_idle_ready_object_is_not_written(
         }
 
     start = _reconciles()
-    wait_for(lambda: _reconciles() >= start + 1, timeout=30, what="a timer pass")
+    wait_for(lambda: _reconciles() >= start + 1, timeout=30, what="a resync pass")
     before = versions()
     operator.log.clear()
     mark = _reconciles()
-    wait_for(lambda: _reconciles() >= mark + 2, timeout=30, what="two more timer passes")
+    wait_for(lambda: _reconciles() >= mark + 2, timeout=30, what="two more resync passes")
     assert versions() == before
     assert not [w for w in operator.log.calls if "gamma" in w[1]]
 
-    # Drift: drop the schema out of band; the timer brings it back.
+    # Drift: drop the schema out of band; the resync loop brings it back.
     with psycopg.connect(operator.pg_dsn, autocommit=True) as conn:
         conn.execute(f"DROP SCHEMA {operator.schema('gamma')} CASCADE")
     wait_for(lambda: operator.schema_exists("gamma"), timeout=30, what="schema restored")

@@ -15,7 +15,7 @@ from memory_operator import metrics
 from memory_operator.adapters.kube import KubeApi
 from memory_operator.adapters.postgres import PostgresAdmin
 from memory_operator.adapters.qdrant import QdrantAdmin
-from memory_operator.reconcile import Backends, Reconciler
+from memory_operator.reconcile import Backends
 from tests.e2e.harness import (
     delete,
     fetch,
@@ -43,7 +43,7 @@ def ns_and_api(kube: KubeCluster, postgres: PostgresServer) -> Iterator[tuple[st
         postgres_dsn=postgres.admin_dsn,
         qdrant_url="http://qdrant.test:6333",
         prefix=f"w{uuid.uuid4().hex[:6]}",
-        resync_seconds=3600,  # the timer can't be what makes this test pass
+        resync_seconds=3600,  # the resync loop can't be what makes this test pass
         namespaces=(ns,),
     )
     backends = Backends(
@@ -99,8 +99,9 @@ def _passes() -> float:
 def test_a_started_operator_reconciles_each_cr_once(
     kube: KubeCluster, postgres: PostgresServer
 ) -> None:
-    """At start the resume (or create) handler reconciles every CR; the initial
-    listing of the Deployments is no change and runs no second pass."""
+    """A restart: the resync loop's first walk reconciles every CR once; the
+    initial listing of the Deployments is no change and runs no second pass (nor
+    does Kopf, which has handled the CR before)."""
     install_crds(kube, "crds/")
     api = kube_api(kube)
     ns = new_namespace(api, "once")
@@ -115,10 +116,10 @@ def test_a_started_operator_reconciles_each_cr_once(
         database=PostgresAdmin(postgres.admin_dsn), vectors=QdrantAdmin(in_process_qdrant().http)
     )
     memory_namespace(api, ns, "zeta", {"vectors": {"backend": "postgres"}})
-    reconciler = Reconciler(config, api, backends)
-    reconciler.reconcile(fetch(api, ns, "zeta"))
-    make_deployment_available(api, ns, "zeta-memory")
-    assert reconciler.reconcile(fetch(api, ns, "zeta")).ready
+    with running_operator(kube, config, api, backends):  # the operator's first life
+        wait_for(lambda: api.get("Deployment", ns, "zeta-memory"), timeout=60, what="Deployment")
+        make_deployment_available(api, ns, "zeta-memory")
+        wait_for(lambda: _ready(api, ns, "zeta") == "True", timeout=60, what="Ready")
     before = _passes()
     with running_operator(kube, config, api, backends):
         wait_for(lambda: _passes() > before, timeout=120, what="the first pass")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from contextlib import suppress
 from datetime import datetime
 from typing import Annotated, Any
@@ -13,6 +13,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.routing import APIRoute
 from pydantic import TypeAdapter, ValidationError
 from starlette.requests import ClientDisconnect
 
@@ -158,7 +159,32 @@ def store(body: MemoryIn, svc: Svc, request: Request, _: Any = Depends(auth.writ
     return JSONResponse(data, status_code=201 if created else 200)
 
 
-@router.post("/memories/batch", response_model=MemoryList, responses=ERRORS, tags=["memories"])
+class BatchBodyRequest(Request):
+    """A batch body parsed and validated by pydantic-core straight from its bytes
+    (a third of the time of json.loads plus validating the decoded objects, which
+    FastAPI does). FastAPI takes the model from `json()` as it is; any body the
+    fast path refuses is decoded as before, so FastAPI answers it as before."""
+
+    async def json(self) -> Any:
+        if not hasattr(self, "_json"):
+            body = await self.body()
+            try:
+                self._json = MemoryBatchIn.model_validate_json(body)
+            except ValidationError:
+                self._json = json.loads(body)  # FastAPI's own problems for a bad body
+        return self._json
+
+
+class BatchBodyRoute(APIRoute):
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def parse_from_bytes(request: Request) -> Response:
+            return await handler(BatchBodyRequest(request.scope, request.receive))
+
+        return parse_from_bytes
+
+
 def store_batch(
     body: MemoryBatchIn, svc: Svc, request: Request, _: Any = Depends(auth.write)
 ) -> Response:
@@ -169,6 +195,17 @@ def store_batch(
     # models again and encoded them with json.dumps: ~4x the time for 500)
     answer = MemoryList(memories=[m for m, _ in results])
     return Response(answer.model_dump_json(by_alias=True), media_type="application/json")
+
+
+router.add_api_route(
+    "/memories/batch",
+    store_batch,
+    methods=["POST"],
+    response_model=MemoryList,
+    responses=ERRORS,
+    tags=["memories"],
+    route_class_override=BatchBodyRoute,
+)
 
 
 @router.get("/memories/search", response_model=SearchOut, responses=ERRORS, tags=["recall"])

@@ -12,9 +12,11 @@ import json
 import uuid
 
 import pytest
+from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from memory_runtime.models import MAX_JSON_DEPTH, MAX_TAGS, MAX_TEXT_CHARS
+from memory_runtime.api import errors
+from memory_runtime.models import MAX_JSON_DEPTH, MAX_TAGS, MAX_TEXT_CHARS, MemoryBatchIn
 from tests.integration.runtime.conftest import DIMENSIONS
 
 pytestmark = pytest.mark.integration
@@ -176,6 +178,48 @@ def test_derived_text_over_the_tsvector_limit_is_stored_not_503(client: TestClie
     # a patch that derives the text again is bounded the same way
     r = client.patch("/memories/7", json={"payload": {"notes": words + " more"}})
     assert r.status_code == 200, r.text
+
+
+# whole-body problems, and the single-store cases again inside a batch
+BAD_BATCHES = [
+    ("not JSON", '{"memories": [{"payload": {}},'),
+    ("empty list", '{"memories": []}'),
+    ("not a list", '{"memories": {"payload": {}}}'),
+    ("unknown field", '{"memories": [{"payload": {}}], "extra": 1}'),
+    ("5000 levels", '{"memories": [{"payload": ' + DEEP_LIST + "}]}"),
+    ("vector element a string", '{"memories": [{"vector": ["x"' + ",1" * 15 + "]}]}"),
+    ("second item bad", '{"memories": [{"payload": {}}, {"importance": 2}]}'),
+] + [
+    (name, '{"memories": [' + raw + "]}")
+    for name, path, raw in REFUSED_BODIES
+    if path == "/memories" and name != "vector wrong dims"  # the model lets that one pass
+]
+
+
+def answer_of(response) -> tuple[int, str, str, list | None]:  # type: ignore[no-untyped-def]
+    body = response.json()
+    return response.status_code, body["type"], body.get("detail", ""), body.get("errors")
+
+
+@pytest.mark.parametrize(("name", "raw"), BAD_BATCHES, ids=[c[0] for c in BAD_BATCHES])
+def test_a_batch_body_is_refused_as_fastapi_refuses_it(
+    client: TestClient, name: str, raw: str
+) -> None:
+    """POST /memories/batch validates its body from the raw bytes (pydantic-core);
+    a bad body gets the very answer FastAPI's own parsing gives for that model,
+    here from a route that parses the body the default way."""
+    reference = FastAPI()
+    errors.install(reference)
+
+    @reference.post("/memories/batch")
+    def _default_parsing(body: MemoryBatchIn) -> None:
+        raise AssertionError("a bad body reached the route")
+
+    expected = post(TestClient(reference), "/memories/batch", raw)
+    got = post(client, "/memories/batch", raw)
+    assert_4xx(got, expected.status_code)
+    assert answer_of(got) == answer_of(expected)
+    assert client.get("/stats").json()["memories"] == 0
 
 
 def test_422_details_never_echo_the_input(client: TestClient):

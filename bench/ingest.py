@@ -9,6 +9,9 @@ sentence embeddings) and reports memories/s:
                the runtime's HNSW index, batches of --batch in one transaction
                each: the index's own write rate
   http_batch   POST /memories/batch with client vectors, --batch per request
+  http_batch_baseline
+               the same requests to the runtime of --baseline COMMIT (an older
+               commit's runtime/ served in a subprocess on the same PostgreSQL)
   http_import  POST /import of the same memories as one NDJSON stream (into an
                empty index: the bulk path, each chunk's vectors in the chunk's
                own transaction, HNSW graph built once at the end),
@@ -35,11 +38,14 @@ from __future__ import annotations
 
 import argparse
 import http.client
+import io
 import json
 import os
 import random
 import secrets
+import subprocess
 import sys
+import tarfile
 import tempfile
 import threading
 import time
@@ -69,22 +75,45 @@ from memory_runtime.settings import Settings  # noqa: E402
 from memory_runtime.vectors.pgvector import PgVectorIndex  # noqa: E402
 
 
-class Tenant:
+def tenant_settings(name: str, data_dir: Path, token: str) -> dict[str, Any]:
+    return {
+        "tenant": name,
+        "data_dir": str(data_dir),
+        "api_tokens": f"admin:{token}",
+        "rate_limit_per_minute": 0,
+        "max_body_bytes": 64 * 1024 * 1024,
+        "embedding_provider": "local",
+        "decay_enabled": False,
+        "probe_timeout_seconds": 10,
+    }
+
+
+class Client:
+    """The bench's one keep-alive HTTP connection to a tenant's API."""
+
+    token: str
+    conn: http.client.HTTPConnection
+
+    def request(self, method: str, path: str, body: bytes | None = None) -> Any:
+        headers = {"Authorization": f"Bearer {self.token}"}
+        if body is not None:
+            headers["Content-Type"] = (
+                "application/x-ndjson" if path.startswith("/import") else "application/json"
+            )
+        self.conn.request(method, path, body=body, headers=headers)
+        response = self.conn.getresponse()
+        data = response.read()
+        if response.status >= 300:
+            raise RuntimeError(f"{method} {path}: HTTP {response.status} {data[:300]!r}")
+        return json.loads(data)
+
+
+class Tenant(Client):
     """A fresh tenant schema with the API served over HTTP (real uvicorn)."""
 
     def __init__(self, name: str, data_dir: Path, embedder: Any) -> None:
         self.token = secrets.token_urlsafe(24)
-        base = Settings(
-            tenant=name,
-            data_dir=str(data_dir),
-            api_tokens=f"admin:{self.token}",
-            rate_limit_per_minute=0,
-            max_body_bytes=64 * 1024 * 1024,
-            embedding_provider="local",
-            decay_enabled=False,
-            probe_timeout_seconds=10,
-        )
-        self.local = embedded.start(base)
+        self.local = embedded.start(Settings(**tenant_settings(name, data_dir, self.token)))
         self.settings = self.local.settings
         self.app = create_app(self.settings, embedder=embedder)
         self.port = free_port()
@@ -108,23 +137,50 @@ class Tenant:
             time.sleep(0.05)
         self.conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=3600)
 
-    def request(self, method: str, path: str, body: bytes | None = None) -> Any:
-        headers = {"Authorization": f"Bearer {self.token}"}
-        if body is not None:
-            headers["Content-Type"] = (
-                "application/x-ndjson" if path.startswith("/import") else "application/json"
-            )
-        self.conn.request(method, path, body=body, headers=headers)
-        response = self.conn.getresponse()
-        data = response.read()
-        if response.status >= 300:
-            raise RuntimeError(f"{method} {path}: HTTP {response.status} {data[:300]!r}")
-        return json.loads(data)
-
     def close(self) -> None:
         self.conn.close()
         self.server.should_exit = True
         self.thread.join(timeout=60)
+
+
+class BaselineTenant(Client):
+    """A fresh tenant served by the runtime of an older commit (`git archive` of
+    its runtime/ into `where`), in a subprocess on the same embedded PostgreSQL."""
+
+    def __init__(self, name: str, data_dir: Path, commit: str, where: Path) -> None:
+        archive = subprocess.run(
+            ["git", "-C", str(REPO), "archive", "--format=tar", commit, "runtime"],
+            check=True,
+            capture_output=True,
+        ).stdout
+        where.mkdir(parents=True)
+        with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+            tar.extractall(where, filter="data")
+        self.token = secrets.token_urlsafe(24)
+        self.port = free_port()
+        env = {**os.environ, "PYTHONPATH": str(where / "runtime")}
+        self.process = subprocess.Popen(
+            [
+                sys.executable,
+                str(REPO / "bench" / "runtime_server.py"),
+                str(self.port),
+                json.dumps(tenant_settings(name, data_dir, self.token)),
+            ],
+            env=env,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert self.process.stdout is not None
+        ready = self.process.stdout.readline()  # blocks until it serves or exits
+        if not ready.startswith(f"ready {where}"):
+            self.process.kill()
+            raise RuntimeError(f"the runtime of {commit} did not start: {ready!r}")
+        self.conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=3600)
+
+    def close(self) -> None:
+        self.conn.close()
+        self.process.terminate()
+        self.process.wait(timeout=60)
 
 
 def memories(vectors: np.ndarray, texts: list[str], prefix: float) -> list[dict[str, Any]]:
@@ -239,6 +295,12 @@ def main() -> int:
     parser.add_argument("--base-sentences", type=int, default=1000)
     parser.add_argument("--embed-threads", type=int, default=0, help="0: the runtime's default")
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "ingest.json")
+    parser.add_argument(
+        "--baseline",
+        metavar="COMMIT",
+        help="also run http_batch against the runtime of this commit, interleaved with the"
+        " others (e.g. cd026d6: main when issue 15 was filed, bench/README.md)",
+    )
     args = parser.parse_args()
 
     embedder = build_embedder("local", "all-MiniLM-L6-v2", "", 384, threads=args.embed_threads)
@@ -270,18 +332,32 @@ def main() -> int:
                 json.dumps({"memories": docs[i : i + args.batch]}).encode()
                 for i in range(0, args.n, args.batch)
             ]
-            # interleaved batch by batch, so machine noise hits both series alike
-            raw_seconds = batch_seconds = 0.0
+            baseline = None
+            if args.baseline:
+                baseline = BaselineTenant("old", data_dir, args.baseline, Path(tmp) / "old")
+                tenants.append(baseline)
+            # interleaved batch by batch, so machine noise hits every series alike
+            raw_seconds = batch_seconds = baseline_seconds = 0.0
             for i, body in zip(range(0, args.n, args.batch), bodies, strict=True):
                 raw_seconds += raw.batch(vectors[i : i + args.batch])
                 start = time.perf_counter()
                 batch_tenant.request("POST", "/memories/batch", body)
                 batch_seconds += time.perf_counter() - start
+                if baseline is not None:
+                    start = time.perf_counter()
+                    baseline.request("POST", "/memories/batch", body)
+                    baseline_seconds += time.perf_counter() - start
             raw.close()
             results["raw_insert"] = {"memories_per_second": rate(args.n, raw_seconds)}
             results["http_batch"] = {"memories_per_second": rate(args.n, batch_seconds)}
             print(f"raw_insert: {results['raw_insert']}", file=sys.stderr)
             print(f"http_batch: {results['http_batch']}", file=sys.stderr)
+            if baseline is not None:
+                results["http_batch_baseline"] = {
+                    "memories_per_second": rate(args.n, baseline_seconds),
+                    "commit": args.baseline,
+                }
+                print(f"http_batch_baseline: {results['http_batch_baseline']}", file=sys.stderr)
 
             import_tenant = Tenant("imp", data_dir, embedder)
             tenants.append(import_tenant)
@@ -385,13 +461,27 @@ def main() -> int:
         ),
         "http_text / raw_embed, CPU ceiling": results["http_text"]["ceiling_vs_raw_embed"],
     }
+    if "http_batch_baseline" in results:
+        old = results["http_batch_baseline"]["memories_per_second"]
+        results["ratios"]["http_import / http_batch_baseline"] = round(
+            results["http_import"]["memories_per_second"] / old, 2
+        )
     # the host is shared: the load around the run says how much the rates mean
     results["machine"]["load_average_end"] = list(os.getloadavg())
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2) + "\n")
     print(json.dumps(results["ratios"], indent=2))
-    for name in ("raw_insert", "http_batch", "http_import", "raw_embed", "http_text", "chroma"):
-        print(f"{name:12} {results[name]}")
+    for name in (
+        "raw_insert",
+        "http_batch",
+        "http_batch_baseline",
+        "http_import",
+        "raw_embed",
+        "http_text",
+        "chroma",
+    ):
+        if name in results:
+            print(f"{name:12} {results[name]}")
     return 0
 
 

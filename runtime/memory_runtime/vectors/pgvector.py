@@ -46,9 +46,22 @@ _OUTAGES = (psycopg.OperationalError, PoolTimeout, PoolClosed, psycopg.errors.Un
 STAGE_WAIT_SECONDS = 600
 
 # Building the HNSW graph after a bulk load (begin_bulk_load / finish_bulk_load):
-# 100k 384-d vectors need ~200 MB to build in memory (slower past it).
-BULK_BUILD_MEMORY = "256MB"
+# in memory while the graph fits in maintenance_work_mem (pgvector: "significantly
+# more time" past it), so the build asks for what its rows need, within these bounds (a
+# shared server's memory is every tenant's).
+BULK_BUILD_MEMORY_MIN = 256 * 2**20
+BULK_BUILD_MEMORY_MAX = 2**30
 BULK_BUILD_SECONDS = 1800
+
+
+def build_memory(rows: int, dimensions: int, m: int) -> str:
+    """maintenance_work_mem for building an HNSW graph of `rows` vectors in memory:
+    per row the vector plus its neighbour lists and element header (384-d, m=16:
+    2,250 bytes measured by pgvector's "no longer fits" notice, bench/README.md),
+    a quarter more for slack."""
+    need = rows * (4 * dimensions + 24 * m + 320) * 5 // 4
+    return f"{max(BULK_BUILD_MEMORY_MIN, min(BULK_BUILD_MEMORY_MAX, need)) // 2**20}MB"
+
 
 # the binary COPY's column types, in the order of upsert's rows
 _COPY_TYPES = [
@@ -161,9 +174,9 @@ class PgVectorIndex:
 
     def finish_bulk_load(self) -> None:
         """Build what `begin_bulk_load` dropped (`ensure` recreates anything missing)."""
-        self.ensure(build_seconds=BULK_BUILD_SECONDS)
+        self.ensure(build_seconds=BULK_BUILD_SECONDS, build_rows=self.count())
 
-    def ensure(self, build_seconds: int | None = None) -> None:
+    def ensure(self, build_seconds: int | None = None, build_rows: int = 0) -> None:
         ext = sql.Identifier(self._ext)
         opclass = sql.SQL("{}.{}").format(ext, sql.Identifier(_OPS[self._distance][1]))
         suffix = self._distance.lower()
@@ -220,7 +233,10 @@ class PgVectorIndex:
                         conn.execute(
                             "SELECT set_config('maintenance_work_mem', %s, true),"
                             " set_config('statement_timeout', %s, true)",
-                            (BULK_BUILD_MEMORY, f"{build_seconds}s"),
+                            (
+                                build_memory(build_rows, self._dimensions, self._m),
+                                f"{build_seconds}s",
+                            ),
                         )
                     for statement in statements:
                         conn.execute(statement)

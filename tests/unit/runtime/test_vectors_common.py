@@ -114,3 +114,16 @@ def test_qdrant_filter_translation() -> None:
     assert conditions["metadata.score"].range == models.Range(gte=0.5, lte=0.5)
     assert isinstance(conditions["created_at"].range, models.DatetimeRange)
     assert conditions["coord_1"].range == models.Range(gte=1.0, lte=3.0)
+
+
+def test_bulk_build_memory_holds_the_graph_within_bounds():
+    from memory_runtime.vectors.pgvector import build_memory
+
+    mb = 2**20
+    assert build_memory(0, 384, 16) == "256MB"  # the floor: small loads as before
+    # 100k 384-d rows at the measured 2,250 bytes each need 215 MB: more than that
+    assert 2250 * 100_000 / mb < int(build_memory(100_000, 384, 16)[:-2]) <= 1024
+    # 120k rows need more than the old fixed 256 MB, 1536-d rows far more
+    assert int(build_memory(120_000, 384, 16)[:-2]) > 256
+    assert int(build_memory(100_000, 1536, 16)[:-2]) > int(build_memory(100_000, 384, 16)[:-2])
+    assert build_memory(10**8, 1536, 16) == "1024MB"  # the ceiling: a shared server's memory

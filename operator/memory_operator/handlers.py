@@ -10,19 +10,22 @@ build the operator the same way.
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import kopf
 
 from memory_operator import metrics
-from memory_operator.adapters.kube import KubeError
+from memory_operator.adapters.kube import KubeApi, KubeError
 from memory_operator.claims import Claims
 from memory_operator.config import OperatorConfig
 from memory_operator.fleet import Fleet
 from memory_operator.manifests import GROUP, KIND, MANAGED_BY
+from memory_operator.owned_watch import OwnedWatch
 from memory_operator.reconcile import Reconciler, Result
 from memory_operator.resync import PeeringGate, Resync
 
@@ -110,7 +113,8 @@ def setup(
     locks = _Locks()
     listings = Listings()
     fleet = Fleet()
-    resyncs: list[Resync] = []  # the running loop (one), for cleanup
+    running: list[Resync | OwnedWatch] = []  # the resync loop and the Deployment watch
+    owners = _Coalesced(config.workers)  # Deployment changes -> one pass per owner at a time
 
     @kopf.on.startup(registry=registry)
     def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
@@ -161,14 +165,27 @@ def setup(
             backoff=backoff,
             is_active=gate,
         )
-        resyncs.append(resync)
+        # Like controller-runtime's Owns(): a change to a tenant's Deployment
+        # (rollout progress, deletion, edits) reconciles its MemoryNamespace. Our
+        # own watch, not Kopf's: it keeps no Deployment bodies (owned_watch.py).
+        deployments = OwnedWatch(
+            KubeApi(login) if login is not None else reconciler.kube,  # type: ignore[arg-type]
+            "Deployment",
+            f"{MANAGED_BY_LABEL}={MANAGED_BY}",
+            config.watch_namespaces,
+            on_deployment,
+            is_active=gate,
+        )
+        running.extend((resync, deployments))
         resync.start()
+        deployments.start()
 
     @kopf.on.cleanup(registry=registry)
     def unwatch(**_: Any) -> None:
         metrics.TENANTS.watch(None)
-        while resyncs:
-            resyncs.pop().stop()
+        while running:
+            running.pop().stop()
+        owners.stop()
 
     if login is not None:
         kopf.on.login(registry=registry)(login)
@@ -212,27 +229,18 @@ def setup(
         if result is not None:
             raise_for(result, retry)
 
-    @kopf.on.event(
-        "apps", "v1", "deployments", labels={MANAGED_BY_LABEL: MANAGED_BY}, registry=registry
-    )
-    def on_deployment(body: kopf.Body, event: kopf.RawEvent, **_: Any) -> None:
-        # Like controller-runtime's Owns(): a change to a tenant's Deployment
-        # (rollout progress, deletion, edits) reconciles its MemoryNamespace.
+    def on_deployment(event: dict[str, Any]) -> None:
+        # A digested watch event (owned_watch.digest) of a tenant's Deployment.
         if not listings.is_news(event):
             # At start the resync loop's first walk reconciles every CR: a pass per
             # listed Deployment was a second pass per tenant.
             return
-        owner = next(
-            (
-                ref
-                for ref in body.metadata.get("ownerReferences") or []
-                if ref.get("kind") == KIND and ref.get("controller")
-            ),
-            None,
-        )
-        if owner is None:
-            return
-        ns = body.metadata["namespace"]
+        meta = event["object"]["metadata"]
+        for owner in meta["ownerReferences"]:
+            owners.submit(owner["uid"], functools.partial(owner_changed, meta, owner))
+
+    def owner_changed(meta: dict[str, Any], owner: dict[str, Any]) -> None:
+        ns = meta["namespace"]
         try:
             cr = reconciler.kube.get(KIND, ns, owner["name"])
             if cr is None or cr["metadata"].get("uid") != owner.get("uid"):
@@ -243,12 +251,9 @@ def setup(
                 # Only the Kubernetes step when the backends are Ready for this
                 # generation: a rollout changes the Deployment's status many times.
                 result = reconciler.reconcile(cr, fleet, backends=False)
-        except Exception as err:  # event handlers are not retried: log, the timer covers
+        except Exception as err:  # not retried: log, the resync covers
             log.warning(
-                "reconcile after Deployment %s/%s changed failed: %s",
-                ns,
-                body.metadata.get("name"),
-                err,
+                "reconcile after Deployment %s/%s changed failed: %s", ns, meta["name"], err
             )
             return
         if result.writes:
@@ -272,6 +277,32 @@ def setup(
             log.info("finalized %s: %s", where, result.message)
         raise_for(result, retry)
         locks.drop(uid)
+
+
+class _Coalesced:
+    """Runs work per key on a pool, at most one queued run per key: a run reads
+    the current state when it starts, so events arriving before it need no run
+    of their own (a rollout's many status updates make a few passes)."""
+
+    def __init__(self, workers: int) -> None:
+        self._guard = threading.Lock()
+        self._queued: set[str] = set()
+        self._pool = ThreadPoolExecutor(workers, thread_name_prefix="owned")
+
+    def submit(self, key: str, work: Callable[[], None]) -> None:
+        with self._guard:
+            if key in self._queued:
+                return
+            self._queued.add(key)
+        self._pool.submit(self._run, key, work)
+
+    def _run(self, key: str, work: Callable[[], None]) -> None:
+        with self._guard:
+            self._queued.discard(key)
+        work()
+
+    def stop(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _plain(body: kopf.Body) -> dict[str, Any]:

@@ -1,7 +1,8 @@
 """Kubernetes I/O for the reconciler: get, server-side apply, create, status
 patch, Events, listing MemoryNamespaces and (for a resync's shared reads) the
-objects rendered per tenant. Nothing else in the operator talks to
-the API server (Kopf's own watch aside).
+objects rendered per tenant, in pages; a watch (the Deployment watch,
+owned_watch.py). Nothing else in the operator talks to the API server (Kopf's
+own watch of the CRs aside).
 
 A small REST client over httpx: server-side apply needs
 `application/apply-patch+yaml` bodies, which is simplest to send directly. Its
@@ -201,16 +202,67 @@ class KubeApi:
         apiVersion and kind, as a GET returns it (list items come without). Yielded
         page by page: a caller that keeps a digest of each object holds one page of
         decoded objects at a time, not a thousand tenants' (memory, bench/README.md)."""
+        for items, _ in self.list_pages(kind, namespace, label_selector, page):
+            yield from items
+
+    def list_pages(
+        self, kind: str, namespace: str, label_selector: str, page: int = 100
+    ) -> Iterator[tuple[list[dict[str, Any]], str]]:
+        """list_objects' pages, each with the list's resourceVersion (to watch from)."""
         params = {"labelSelector": label_selector, "limit": str(page)}
         while True:
             out = self._request("GET", _path(kind, namespace), params=params) or {}
             api_version = out.get("apiVersion")
-            for item in out.pop("items", None) or []:
-                yield {"apiVersion": api_version, "kind": kind, **item}
-            cont = (out.get("metadata") or {}).get("continue")
-            if not cont:
+            meta = out.get("metadata") or {}
+            items = out.pop("items", None) or []
+            yield (
+                [{"apiVersion": api_version, "kind": kind, **item} for item in items],
+                meta.get("resourceVersion", ""),
+            )
+            del items
+            if not meta.get("continue"):
                 return
-            params["continue"] = cont
+            params["continue"] = meta["continue"]
+
+    def watch(
+        self,
+        kind: str,
+        namespace: str,
+        label_selector: str,
+        resource_version: str,
+        timeout: int = 60,
+    ) -> Iterator[dict[str, Any]]:
+        """Watch events from `resource_version` (with bookmarks) until the server
+        ends the request after `timeout` s, decoded one line at a time. A 410 Gone
+        answer is yielded as the watch's own ERROR event with code 410."""
+        params = {
+            "watch": "1",
+            "allowWatchBookmarks": "true",
+            "labelSelector": label_selector,
+            "resourceVersion": resource_version,
+            "timeoutSeconds": str(timeout),
+        }
+        try:
+            with self._http.stream(
+                "GET",
+                _path(kind, namespace),
+                params=params,
+                headers=self._headers(),
+                timeout=httpx.Timeout(30.0, read=timeout + 30.0),
+            ) as resp:
+                if resp.status_code == 401:
+                    self._auth = self._login().as_http_headers()  # the next request uses it
+                if resp.status_code == 410:
+                    yield {"type": "ERROR", "object": {"code": 410, "message": "Gone"}}
+                    return
+                if resp.status_code >= 400:
+                    resp.read()
+                    raise KubeError(resp.status_code, resp.text)
+                for line in resp.iter_lines():
+                    if line:
+                        yield json.loads(line)
+        except (httpx.HTTPError, kopf.LoginError) as err:
+            raise KubeError(0, f"watch {kind}: {err}") from err
 
     def list_memory_namespaces(self, namespace: str | None = None) -> list[dict[str, Any]]:
         """Every MemoryNamespace (of `namespace` only when given)."""

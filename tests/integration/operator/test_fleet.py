@@ -32,6 +32,7 @@ from tests.e2e.harness import (
     WriteLog,
     delete,
     kube_api,
+    make_deployment_available,
     memory_namespace,
     new_namespace,
     operator_config,
@@ -268,6 +269,16 @@ def test_standby_takes_over_after_the_active_is_killed(
             lambda: f"reconciled {ns}/one:" in (tmp_path / "standby.log").read_text(),
             timeout=30,
             what="the standby resyncs",
+        )
+        # And its Deployment watch: a rollout that finishes reconciles its CR at once.
+        make_deployment_available(api, ns, "three-memory")
+        wait_for(
+            lambda: (
+                f"reconciled {ns}/three after its Deployment changed"
+                in (tmp_path / "standby.log").read_text()
+            ),
+            timeout=60,
+            what="the standby's Deployment watch",
         )
     finally:
         delete(api, f"{GROUP_PATH}/namespaces/{ns}/memorynamespaces")

@@ -15,6 +15,7 @@ import httpx
 import pytest
 
 from memory_operator.adapters.kube import KubeApi
+from memory_operator.owned_watch import OwnedWatch
 from memory_operator.reconcile import Result
 from memory_operator.resync import Resync
 from tests.e2e.harness import delete, kube_api, memory_namespace, new_namespace, wait_for
@@ -139,4 +140,64 @@ def test_a_paused_replica_makes_no_pass_and_walks_at_once_when_active(api: KubeA
         wait_for(lambda: passes.names()["one"] == 1, timeout=10, what="a walk at once")
     finally:
         resync.stop()
+        delete(api, f"/api/v1/namespaces/{ns}")
+
+
+def _deployment(api: KubeApi, ns: str, name: str, labels: dict[str, str]) -> dict[str, Any]:
+    body = {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": name, "namespace": ns, "labels": labels},
+        "spec": {
+            "selector": {"matchLabels": {"app": name}},
+            "template": {
+                "metadata": {"labels": {"app": name}},
+                "spec": {"containers": [{"name": "c", "image": "busybox"}]},
+            },
+        },
+    }
+    out = api._request("POST", f"/apis/apps/v1/namespaces/{ns}/deployments", body=body)
+    assert out is not None
+    return out
+
+
+def test_the_deployment_watch_lists_then_watches_and_keeps_digests_only(
+    api: KubeApi,
+) -> None:
+    """The Deployment watch lists the labelled Deployments once, then watches
+    from the list's version: a new one's event arrives as a digest (no spec, no
+    status); unlabelled Deployments are not watched. (410 Gone: the unit test,
+    test_owned_watch.py; this API server could not be made to answer it.)"""
+    ns = new_namespace(api, "dw")
+    labels = {"app.kubernetes.io/managed-by": "somafractal-operator"}
+    first = _deployment(api, ns, "first", labels)
+    seen: list[dict[str, Any]] = []
+    watch = OwnedWatch(
+        kube_api_like(api),
+        "Deployment",
+        "app.kubernetes.io/managed-by=somafractal-operator",
+        (ns,),
+        seen.append,
+    )
+    watch.start()
+    try:
+        wait_for(lambda: any(e["type"] is None for e in seen), timeout=30, what="the listing")
+        listed = [e for e in seen if e["type"] is None]
+        assert [e["object"]["metadata"]["uid"] for e in listed] == [first["metadata"]["uid"]]
+        _deployment(api, ns, "other", {"app": "unrelated"})
+        second = _deployment(api, ns, "second", labels)
+        wait_for(
+            lambda: any(
+                e["type"] == "ADDED" and e["object"]["metadata"]["name"] == "second" for e in seen
+            ),
+            timeout=30,
+            what="the watch's event",
+        )
+        event = next(e for e in seen if e["object"]["metadata"]["name"] == "second")
+        assert set(event["object"]) == {"metadata"}  # a digest: no spec, no status
+        assert event["object"]["metadata"]["uid"] == second["metadata"]["uid"]
+        assert all(e["object"]["metadata"]["name"] != "other" for e in seen)
+        assert watch.lists == 1
+    finally:
+        watch.stop()
         delete(api, f"/api/v1/namespaces/{ns}")

@@ -139,9 +139,12 @@ def setup(
         settings.queueing.worker_limit = config.workers * WORKER_QUEUE
         settings.queueing.idle_timeout = 0.1
         settings.watching.server_timeout = 300
+        # Kopf's initial listing of the CRs in pages, not one response of them all.
+        settings.watching.chunk_size = 100
         settings.peering.lifetime = config.peering_lifetime
         settings.peering.stealth = True  # no log line per keep-alive
         # The index is complete before Kopf's watch starts: no pass sees a partial one.
+        # Listed page by page: each CR is reduced to its claim and readiness at once.
         try:
             fleet.fill(
                 cr

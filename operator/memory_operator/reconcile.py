@@ -89,7 +89,7 @@ class KubePort(Protocol):
     def apply(self, obj: dict[str, Any]) -> dict[str, Any]: ...
     def create(self, obj: dict[str, Any]) -> dict[str, Any] | None: ...
     def patch_status(self, namespace: str, name: str, status: dict[str, Any]) -> dict[str, Any]: ...
-    def list_memory_namespaces(self, namespace: str | None = None) -> list[dict[str, Any]]: ...
+    def list_memory_namespaces(self, namespace: str | None = None) -> Iterable[dict[str, Any]]: ...
     def list_objects(
         self, kind: str, namespace: str, label_selector: str
     ) -> Iterable[dict[str, Any]]: ...
@@ -791,7 +791,9 @@ class Reconciler:
     def _tenant_owner(self, cr: dict[str, Any], tenant: str, claims: Claims | None) -> Claim | None:
         """The claim that owns `tenant` if it isn't `cr` (claims.owner has the rule)."""
         if claims is None:
-            claims = claims_from(self._kube("list", self.kube.list_memory_namespaces))
+            claims = claims_from(
+                self._kube("list", lambda: list(self.kube.list_memory_namespaces()))
+            )
         return claim_owner(claims, tenant, Claim.of(cr))
 
     def _names_status(self, spec: MemoryNamespaceSpec, names: Names) -> dict[str, Any]:
@@ -909,7 +911,7 @@ class _SharedKube:
     def emit_event(self, cr: dict[str, Any], type_: str, reason: str, message: str) -> None:
         self._kube.emit_event(cr, type_, reason, message)
 
-    def list_memory_namespaces(self) -> list[dict[str, Any]]:
+    def list_memory_namespaces(self) -> Iterable[dict[str, Any]]:
         return self._kube.list_memory_namespaces()
 
     def list_objects(self, kind: str, namespace: str, label_selector: str) -> list[dict[str, Any]]:

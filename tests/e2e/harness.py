@@ -58,7 +58,7 @@ class CountingKube:
         self.gets += 1
         return self.api.get(kind, namespace, name)
 
-    def list_memory_namespaces(self, namespace: str | None = None) -> list[dict[str, Any]]:
+    def list_memory_namespaces(self, namespace: str | None = None) -> Iterable[dict[str, Any]]:
         self.lists += 1
         return self.api.list_memory_namespaces(namespace)
 

@@ -264,10 +264,9 @@ class KubeApi:
         except (httpx.HTTPError, kopf.LoginError) as err:
             raise KubeError(0, f"watch {kind}: {err}") from err
 
-    def list_memory_namespaces(self, namespace: str | None = None) -> list[dict[str, Any]]:
-        """Every MemoryNamespace (of `namespace` only when given)."""
-        out = self._request("GET", _path(KIND, namespace)) or {}
-        return list(out.get("items") or [])
+    def list_memory_namespaces(self, namespace: str | None = None) -> Iterator[dict[str, Any]]:
+        """Every MemoryNamespace (of `namespace` only when given), page by page."""
+        return self.list_objects(KIND, namespace or "", "")
 
     def emit_event(self, cr: dict[str, Any], type_: str, reason: str, message: str) -> None:
         """A core/v1 Event on the CR (what `kubectl describe memns` shows)."""

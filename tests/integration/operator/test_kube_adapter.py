@@ -104,7 +104,7 @@ def test_kubeconfig_login_through_kopf(kube: KubeCluster, monkeypatch: pytest.Mo
     assert (info.server, info.token) == (kube.server, kube.token)
     api = KubeApi(kubeconfig_login)
     assert api.get("ConfigMap", "default", "absent") is None  # authenticated: a 404, not a 401
-    assert isinstance(api.list_memory_namespaces(), list)
+    assert isinstance(list(api.list_memory_namespaces()), list)  # authenticated: no 401
     api.close()
 
 

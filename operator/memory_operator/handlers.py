@@ -115,6 +115,7 @@ def setup(
     fleet = Fleet()
     running: list[Resync | OwnedWatch] = []  # the resync loop and the Deployment watch
     owners = _Coalesced(config.workers)  # Deployment changes -> one pass per owner at a time
+    kopf_listed = _Countdown()  # Kopf's initial listing of the CRs, processed
 
     @kopf.on.startup(registry=registry)
     def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
@@ -154,6 +155,7 @@ def setup(
         except KubeError as err:
             raise kopf.TemporaryError(f"listing MemoryNamespaces: {err}", delay=5) from err
         metrics.TENANTS.watch(fleet.readiness)
+        kopf_listed.start(sum(fleet.readiness().values()))
         gate = (
             PeeringGate(reconciler.kube, config.peering_name, config.watch_namespaces, *peer)
             if peer is not None and config.peering_name
@@ -167,6 +169,7 @@ def setup(
             workers=config.workers,
             backoff=backoff,
             is_active=gate,
+            first_after=kopf_listed.done,
         )
         # Like controller-runtime's Owns(): a change to a tenant's Deployment
         # (rollout progress, deletion, edits) reconciles its MemoryNamespace. Our
@@ -201,6 +204,8 @@ def setup(
             fleet.remove(body.metadata["uid"])
         else:
             fleet.put(body)
+        if event.get("type") is None:
+            kopf_listed.tick()
 
     def run(cr: dict[str, Any], claims: Claims, listed: bool = False) -> Result | None:
         if cr["metadata"].get("deletionTimestamp"):
@@ -280,6 +285,27 @@ def setup(
             log.info("finalized %s: %s", where, result.message)
         raise_for(result, retry)
         locks.drop(uid)
+
+
+class _Countdown:
+    """Set `done` once `start`'s count of ticks has come (at once for 0)."""
+
+    def __init__(self) -> None:
+        self._guard = threading.Lock()
+        self._left = 0
+        self.done = threading.Event()
+
+    def start(self, count: int) -> None:
+        with self._guard:
+            self._left = count
+        if count <= 0:
+            self.done.set()
+
+    def tick(self) -> None:
+        with self._guard:
+            self._left -= 1
+            if self._left <= 0:
+                self.done.set()
 
 
 class _Coalesced:

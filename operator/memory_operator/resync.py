@@ -35,6 +35,7 @@ log = logging.getLogger("memory_operator.resync")
 Pass = Callable[[dict[str, Any], int], "Result | None"]
 TICK = 1.0  # seconds between the loop's checks (due retries, the peering state)
 LIST_RETRY = 5.0  # seconds before a walk whose listing failed is tried again
+FIRST_WALK_WAIT = 30.0  # at most this long for `first_after` before the first walk
 
 
 @dataclass
@@ -152,8 +153,10 @@ class Resync:
         workers: int,
         backoff: Callable[[int], float],
         is_active: Callable[[], bool] = lambda: True,
+        first_after: threading.Event | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        self._first_after = first_after
         self._kube = kube
         self._run_pass = run_pass
         self._interval = interval
@@ -176,7 +179,14 @@ class Resync:
         self._pool.shutdown(wait=True, cancel_futures=True)
 
     def _loop(self) -> None:
-        next_walk = self._clock()  # the first walk at once: it replaces Kopf's resume
+        # The first walk replaces Kopf's resume handlers. It waits (a little) for
+        # `first_after`: Kopf's own initial listing of the CRs done, so that the
+        # listed bodies Kopf queues and the walk's reads are not in memory at once.
+        deadline = self._clock() + FIRST_WALK_WAIT
+        while self._first_after is not None and not self._first_after.is_set():
+            if self._stop.wait(0.2) or self._clock() >= deadline:
+                break
+        next_walk = self._clock()
         was_active = False
         while not self._stop.is_set():
             is_active = self._is_active()

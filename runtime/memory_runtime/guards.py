@@ -76,10 +76,10 @@ class GuardedIndex:
             return AfterCommit(self)
         return GuardedStage(self.inner.stage(), self)
 
-    def write_in_transaction(self, conn: Any, items: Sequence[VectorItem]) -> bool:
+    def write_in_transaction(self, conn: Any, source: Any) -> bool:
         if not self.breaker.allow():  # the rows stay pending for catch-up
             return False
-        return self.inner.write_in_transaction(conn, items)
+        return self.inner.write_in_transaction(conn, source)
 
     def search(self, vector: Sequence[float], top_k: int, flt: VectorFilter) -> list[VectorHit]:
         return self._call(lambda: self.inner.search(vector, top_k, flt))

@@ -105,11 +105,13 @@ class VectorIndex(Protocol):
         """A write to prepare alongside the memories' transaction (see StagedWrite)."""
         ...
 
-    def write_in_transaction(self, conn: Any, items: Sequence[VectorItem]) -> bool:
-        """Write `items` inside the memories' own open transaction `conn` (a
-        psycopg connection), committed or rolled back with the memories, if the
-        engine lives in that database (pgvector); False, writing nothing, if it
-        cannot (Qdrant). A failure raises (the caller's transaction fails)."""
+    def write_in_transaction(self, conn: Any, source: Any) -> bool:
+        """Write the vector rows the query `source` selects (Tx.vector_rows: id,
+        float4[] vector, memory_type, tags, scopes, metadata, created_at,
+        coordinate) inside the memories' own open transaction `conn` (a psycopg
+        connection), committed or rolled back with the memories, if the engine
+        lives in that database (pgvector); False, writing nothing, if it cannot
+        (Qdrant). A failure raises (the caller's transaction fails)."""
         ...
 
     def begin_bulk_load(self, expected_rows: int = 0) -> bool:

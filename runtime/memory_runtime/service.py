@@ -1160,11 +1160,10 @@ class MemoryService:
                     updated.append((number, row))
                 else:
                     fresh.append((number, row))
-            rows = [row for _, row in updated + fresh]
-            if bulk and self.index.write_in_transaction(tx.connection, self._vector_items(rows)):
-                for row in rows:  # indexed when this transaction commits
-                    if row.embedding is not None:
-                        row.index_pending = False
+            indexed = [row for _, row in updated + fresh if row.embedding is not None]
+            if bulk:  # their vectors go into the index in this transaction (below)
+                for row in indexed:
+                    row.index_pending = False
             for _, row in updated:
                 saved = tx.update(row)
                 tx.outbox("memory.updated", saved.id, saved.version, memory_record(saved), "import")
@@ -1173,6 +1172,13 @@ class MemoryService:
             self._insert_imported(tx, fresh)
             chunk.memories.created += len(fresh)
             touched.extend(row for _, row in fresh)
+            if bulk and indexed:
+                # the rows just written, copied by the database (no row built here)
+                ids = [row.id for row in indexed]
+                if not self.index.write_in_transaction(tx.connection, tx.vector_rows(ids)):
+                    tx.mark_index_pending(ids)  # refused (e.g. its circuit is open)
+                    for row in touched:
+                        row.index_pending = row.embedding is not None or row.index_pending
             self._apply_imported_links(tx, links, chunk)
             if import_id is not None:
                 self._save_progress(tx, import_id, last, chunk)

@@ -637,6 +637,23 @@ class Tx:
         ).format(sql.SQL(MEMORY_COLUMNS), where, NOT_EXPIRED)
         return [MemoryRow.from_db(r) for r in self.conn.execute(query, [*params, limit, offset])]
 
+    @staticmethod
+    def vector_rows(ids: Sequence[uuid.UUID]) -> sql.Composable:
+        """The query of these memories' vector rows as the index keeps them (its
+        write_in_transaction): id, vector, and the fields its filters read."""
+        return sql.SQL(
+            "SELECT m.id AS memory_id, e.embedding, m.memory_type, m.tags, m.agent_id,"
+            " m.user_id, m.session_id, m.metadata, m.created_at, m.coordinate"
+            " FROM memories m JOIN memory_embeddings e ON e.memory_id = m.id"
+            " WHERE m.id = ANY({})"
+        ).format(sql.Literal(list(ids)))
+
+    def mark_index_pending(self, ids: Sequence[uuid.UUID]) -> None:
+        if ids:
+            self.conn.execute(
+                "UPDATE memories SET index_pending = true WHERE id = ANY(%s)", (sorted(ids),)
+            )
+
     def set_index_done(self, written: Sequence[tuple[uuid.UUID, int]]) -> None:
         """The index took these (id, version)s: clear the pending flag of rows
         still at that version. A write that landed late, after a newer version

@@ -7,6 +7,7 @@ so a selective filter still returns top_k hits (filtering happens in the engine)
 
 from __future__ import annotations
 
+import functools
 import queue
 import threading
 import weakref
@@ -118,15 +119,29 @@ class PgVectorIndex:
         self._copy = sql.SQL("COPY {t} ({c}) FROM STDIN (FORMAT BINARY)").format(
             t=self._table, c=columns
         )
-        self._upsert = sql.SQL(
-            """INSERT INTO {t} ({c}) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
-               ON CONFLICT (memory_id) DO UPDATE SET
+        on_conflict = sql.SQL(
+            """ON CONFLICT (memory_id) DO UPDATE SET
                    embedding = EXCLUDED.embedding, memory_type = EXCLUDED.memory_type,
                    tags = EXCLUDED.tags, agent_id = EXCLUDED.agent_id,
                    user_id = EXCLUDED.user_id, session_id = EXCLUDED.session_id,
                    metadata = EXCLUDED.metadata, created_at = EXCLUDED.created_at,
                    coordinate = EXCLUDED.coordinate"""
-        ).format(t=self._table, c=columns)
+        )
+        self._upsert = sql.SQL(
+            "INSERT INTO {t} ({c}) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s) {o}"
+        ).format(t=self._table, c=columns, o=on_conflict)
+        # rows selected in the same database, their float4[] cast to a vector there
+        self._upsert_selected = functools.partial(
+            sql.SQL(
+                "INSERT INTO {t} ({c}) SELECT memory_id, embedding::{ext}.vector, memory_type,"
+                " tags, agent_id, user_id, session_id, metadata, created_at, coordinate"
+                " FROM ({source}) AS s {o}"
+            ).format,
+            t=self._table,
+            c=columns,
+            ext=sql.Identifier(extensions_schema),
+            o=on_conflict,
+        )
         # Connections whose adapters already know the vector type (one lookup each).
         self._registered: weakref.WeakSet[Connection[Any]] = weakref.WeakSet()
         self._register_lock = threading.Lock()
@@ -292,17 +307,12 @@ class PgVectorIndex:
     def stage(self) -> StagedUpsert:
         return StagedUpsert(self)
 
-    def write_in_transaction(self, conn: Connection[Any], items: Sequence[VectorItem]) -> bool:
-        """The rows in the caller's transaction (same database): no second
-        transaction, no pending flag to clear after it. For bulk loads, where
-        the graph is dropped and a row costs a heap insert, not a graph insert
-        worth overlapping (stage)."""
-        if items:
-            rows = self._rows(items)
-            self._prepare(conn)
-            # no savepoint: an id a concurrent writer added fails the caller's
-            # transaction, whose retry reads it as present
-            self._write(conn, rows, copy_new=True)
+    def write_in_transaction(self, conn: Connection[Any], source: sql.Composable) -> bool:
+        """The rows `source` selects, in the caller's transaction (same database):
+        no second transaction, no pending flag to clear after it, and no row
+        built in Python. For bulk loads, where the graph is dropped and a row
+        costs a heap insert, not a graph insert worth overlapping (stage)."""
+        conn.execute(self._upsert_selected(source=source))
         return True
 
     def _write_rows(self, conn: Connection[Any], rows: list[tuple[Any, ...]]) -> None:

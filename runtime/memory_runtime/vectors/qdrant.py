@@ -76,7 +76,7 @@ class QdrantVectorIndex:
     def stage(self) -> AfterCommit:
         return AfterCommit(self)  # no transactions to write ahead in
 
-    def write_in_transaction(self, conn: Any, items: Sequence[VectorItem]) -> bool:
+    def write_in_transaction(self, conn: Any, source: Any) -> bool:
         return False  # another server: written after the memories commit
 
     def begin_bulk_load(self, expected_rows: int = 0) -> bool:

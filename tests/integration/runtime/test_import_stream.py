@@ -173,11 +173,13 @@ def test_import_of_20k_cut_mid_stream_resumes_to_the_same_end_state(
         stored = admin_rows(tenant, "SELECT count(*) AS n FROM memories")[0]["n"]
         assert stored >= status["memories"]["created"] == status["lines"]
 
-        # a gap is refused, nothing is read
+        # a gap is refused, nothing is read (past every line the cut request
+        # got: the chunk it may still commit after the status above cannot
+        # close this gap)
         gap = c.post(
             "/import",
-            params={"import_id": "move-1", "start_line": status["lines"] + 2},
-            content=b"".join(line + b"\n" for line in lines[status["lines"] + 1 :]),
+            params={"import_id": "move-1", "start_line": 12_502},
+            content=b"".join(line + b"\n" for line in lines[12_501:]),
         )
         assert gap.status_code == 409, gap.text
 
@@ -464,3 +466,33 @@ def test_a_chunk_is_validated_while_the_one_before_is_written_and_errors_keep_th
     assert again.status_code == 422, again.text
     assert again.json()["committed_lines"] == 30  # its first chunk (30 lines)
     assert "line 40" in again.json()["detail"]
+
+
+def test_a_bulk_chunk_the_index_refuses_to_take_in_its_transaction_is_indexed_after_it(
+    client: TestClient, tenant: Tenant, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """If the index answers that it cannot take a bulk chunk's vectors in the
+    chunk's transaction (e.g. its circuit is open), the chunk's memories are
+    committed pending and written to the index after the commit: none is lost."""
+    monkeypatch.setattr(routes, "IMPORT_CHUNK_LINES", 30)
+    index = client.app.state.service.index  # type: ignore[attr-defined]
+    refused: list[int] = []
+
+    def refuse(conn: object, source: object) -> bool:
+        refused.append(1)
+        return False
+
+    monkeypatch.setattr(index, "write_in_transaction", refuse)
+    lines = stream_lines(70, 0)
+    answer = client.post("/import", content=b"\n".join(lines))
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["memories"]["created"] == 70
+    assert len(refused) == 3  # every chunk asked, every chunk refused
+    assert vector_ids(tenant) == {json.loads(line)["record"]["id"] for line in lines}
+    assert client.get("/stats").json()["index_pending"] == 0
+    second_tx = admin_rows(
+        tenant,
+        "SELECT count(*) AS n FROM memories m JOIN memory_vectors v ON v.memory_id = m.id"
+        " WHERE m.xmin <> v.xmin",
+    )
+    assert second_tx[0]["n"] == 70  # written after their chunk committed

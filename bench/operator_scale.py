@@ -463,6 +463,7 @@ def main() -> int:
             # What the image copies: the operator package and the one runtime module
             # it loads (operator/Dockerfile); nothing else of the repository.
             "PYTHONPATH": str(REPO / "operator") + os.pathsep + str(REPO / "runtime"),
+            "MALLOC_ARENA_MAX": "2",  # as operator/Dockerfile sets it
             "KUBECONFIG": kube.kubeconfig,
             "SOMAFRACTAL_POSTGRES_ADMIN_DSN": pg.admin_dsn,
             "SOMAFRACTAL_REDIS_ADMIN_URL": rd.url,

@@ -1177,8 +1177,8 @@ class MemoryService:
                 ids = [row.id for row in indexed]
                 if not self.index.write_in_transaction(tx.connection, tx.vector_rows(ids)):
                     tx.mark_index_pending(ids)  # refused (e.g. its circuit is open)
-                    for row in touched:
-                        row.index_pending = row.embedding is not None or row.index_pending
+                    for row in indexed:
+                        row.index_pending = True
             self._apply_imported_links(tx, links, chunk)
             if import_id is not None:
                 self._save_progress(tx, import_id, last, chunk)

@@ -10,8 +10,11 @@ one request at a time may try again (half-open); its success closes the breaker.
 The `HealthMonitor` probes each dependency on a thread of its own, so a hung
 dependency never delays another's probe, and publishes a snapshot that
 `/readyz`, `/stats` and the metrics read without any I/O of their own. A probe
-that has not answered within its timeout counts as a failure (the dependency
-is reported `hung`) and opens the breaker as any failure does.
+that has not answered within its timeout is reported `hung` and counts as one
+failure: a probe that is merely slow once on a loaded host must not take the
+tenant down, so a hung dependency opens the breaker when the next round finds
+the same probe still unanswered (or a request times out meanwhile). A probe
+that fails outright (refused, reset) opens it at once.
 """
 
 from __future__ import annotations
@@ -167,7 +170,7 @@ class HealthMonitor:
             # still waiting: the dependency accepts connections but does not answer
             probe = Probe("hung", "timeout", None, time.time(), time.monotonic() - started)
             if breaker is not None:
-                breaker.trip("timeout")
+                breaker.failure("timeout")
         except Exception as exc:
             del self._pending[name]
             probe = Probe("error", type(exc).__name__, None, time.time(), None)

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import enum
 import json
 import logging
 import threading
@@ -78,8 +79,6 @@ T = TypeVar("T")
 # What a shared read of a namespace's objects keeps (the operator's own, by label).
 MANAGED_SELECTOR = f"app.kubernetes.io/managed-by={m.MANAGED_BY}"
 SHARED_KINDS = ("Secret", "ConfigMap", "NetworkPolicy", "Deployment", "Service")
-# While the Deployment rolls out we look again soon, not at the next resync.
-API_POLL_SECONDS = 5.0
 
 
 class KubePort(Protocol):
@@ -111,16 +110,84 @@ class Result:
     error: ErrorKind | None = None
     reason: str = ""
     message: str = ""
-    requeue_after: float | None = None
+    # Waiting for the Deployment: no error, no retry; its watch triggers the next pass.
+    waiting: bool = False
     writes: list[str] = field(default_factory=list)  # what this pass changed, for logs/tests
 
 
 class StepError(Exception):
+    """A step (or the I/O under it) can't go on; _run turns it into a failed outcome."""
+
     def __init__(self, kind: ErrorKind, reason: str, message: str) -> None:
         super().__init__(message)
         self.kind = kind
         self.reason = reason
         self.message = message
+
+
+class State(enum.Enum):
+    DONE = "done"  # the condition is True
+    WAITING = "waiting"  # False for now, and that is no error (a rollout in progress)
+    FAILED = "failed"  # False with an error; later steps don't run
+
+
+@dataclass(frozen=True)
+class StepOutcome:
+    """What a step reports; its condition is written from it."""
+
+    state: State
+    reason: str
+    message: str
+    error: ErrorKind | None = None
+
+    @classmethod
+    def done(cls, reason: str, message: str) -> StepOutcome:
+        return cls(State.DONE, reason, message)
+
+    @classmethod
+    def waiting(cls, reason: str, message: str) -> StepOutcome:
+        return cls(State.WAITING, reason, message)
+
+    @classmethod
+    def failed(cls, kind: ErrorKind, reason: str, message: str) -> StepOutcome:
+        return cls(State.FAILED, reason, message, kind)
+
+    @property
+    def condition_status(self) -> str:
+        return c.TRUE if self.state is State.DONE else c.FALSE
+
+
+@dataclass
+class Pass:
+    """One pass's context: the CR, what it asks for, and what the pass did so far.
+    The steps read it and add to it (passwords, writes)."""
+
+    cr: dict[str, Any]
+    spec: MemoryNamespaceSpec
+    names: Names
+    generation: int
+    now: str
+    writes: list[str]  # what this pass changed, for logs/tests (Result.writes)
+    passwords: dict[str, str] = field(default_factory=dict)  # the credentials Secret's
+    new_credentials: bool = False  # the credentials Secret was written in this pass
+
+    @property
+    def name(self) -> str:
+        return str(self.cr["metadata"]["name"])
+
+    @property
+    def namespace(self) -> str:
+        return str(self.cr["metadata"]["namespace"])
+
+    def wrote(self, what: str) -> None:
+        self.writes.append(what)
+
+
+def _run(step: Callable[[Pass], StepOutcome], p: Pass) -> StepOutcome:
+    try:
+        return step(p)
+    except StepError as err:
+        return StepOutcome.failed(err.kind, err.reason, err.message)
 
 
 class Reconciler:
@@ -259,9 +326,7 @@ class Reconciler:
             except Exception:
                 record_result(ERROR)
                 raise
-        record_result(
-            ERROR if result.error else REQUEUE if result.requeue_after is not None else SUCCESS
-        )
+        record_result(ERROR if result.error else REQUEUE if result.waiting else SUCCESS)
         return result
 
     # -- reconcile -------------------------------------------------------
@@ -300,6 +365,7 @@ class Reconciler:
             self._write_status(cr, old, status, writes)
             return Result(status, reason="TenantConflict", message=msg, writes=writes)
 
+        p = Pass(cr, spec, names, gen, now, writes)
         base = {**old, **self._names_status(spec, names), "observedGeneration": gen}
 
         if spec.paused:
@@ -324,7 +390,7 @@ class Reconciler:
         conds = c.remove_condition(conds, c.PAUSED)
 
         try:
-            passwords = self._credentials(cr, spec, names, writes)
+            self._credentials(p)
         except StepError as err:
             # No condition of its own: without credentials no later step can run.
             conds = c.set_condition(
@@ -346,145 +412,87 @@ class Reconciler:
                 writes=writes,
             )
 
-        failure: StepError | None = None
-        skip_backends = not backends and c.all_true(conds, c.BACKEND_STEP_TYPES, gen)
-        try:
-            if not skip_backends:
-                self._backend_steps(cr, spec, names, passwords, conds, gen, now, writes)
-            conds = self._step(
-                conds,
-                c.API_READY,
-                gen,
-                now,
-                lambda: self._objects(cr, spec, names, passwords, writes),
+        steps: list[tuple[str, Callable[[Pass], StepOutcome]]] = []
+        if backends or not c.all_true(conds, c.BACKEND_STEP_TYPES, gen):
+            steps += [
+                (c.SCHEMA_READY, self._schema),
+                (c.COLLECTION_READY, self._collection),
+                (c.TOPICS_READY, self._topics),
+                (c.CACHE_READY, self._cache),
+            ]
+        steps.append((c.API_READY, self._objects))
+        pending: StepOutcome | None = None  # the first step not done: what the pass reports
+        for type_, step in steps:
+            outcome = _run(step, p)
+            conds = c.set_condition(
+                conds, type_, outcome.condition_status, outcome.reason, outcome.message, gen, now
             )
-        except StepError as err:
-            failure = err
+            if pending is None and outcome.state is not State.DONE:
+                pending = outcome
+            if outcome.state is State.FAILED:
+                break  # later steps need this one
 
         conds = c.summarize(conds, gen, now)
         status = {**base, "conditions": conds}
         self._write_status(cr, old, status, writes)
-        if failure is not None:
+        if pending is not None:
             return Result(
                 status,
-                error=failure.kind,
-                reason=failure.reason,
-                message=failure.message,
-                writes=writes,
-            )
-        api = c.get_condition(conds, c.API_READY) or {}
-        if api.get("status") != c.TRUE:
-            return Result(
-                status,
-                reason=str(api.get("reason")),
-                message=str(api.get("message")),
-                requeue_after=API_POLL_SECONDS,
+                error=pending.error,
+                reason=pending.reason,
+                message=pending.message,
+                waiting=pending.state is State.WAITING,
                 writes=writes,
             )
         return Result(
             status, ready=c.is_true(conds, c.READY), reason="Ready", message="ready", writes=writes
         )
 
-    def _backend_steps(
-        self,
-        cr: dict[str, Any],
-        spec: MemoryNamespaceSpec,
-        names: Names,
-        passwords: dict[str, str],
-        conds: list[dict[str, Any]],
-        gen: int,
-        now: str,
-        writes: list[str],
-    ) -> None:
-        """The backend steps in order; `conds` is updated in place (a failing step
-        records its condition there before StepError stops the pass)."""
-        conds[:] = self._step(
-            conds,
-            c.SCHEMA_READY,
-            gen,
-            now,
-            lambda: self._schema(cr, spec, names, passwords, writes),
-        )
-        conds[:] = self._step(
-            conds,
-            c.COLLECTION_READY,
-            gen,
-            now,
-            lambda: self._collection(cr, spec, names, writes),
-        )
-        conds[:] = self._step(
-            conds,
-            c.TOPICS_READY,
-            gen,
-            now,
-            lambda: self._topics(cr, spec, names, passwords, writes),
-        )
-        conds[:] = self._step(
-            conds, c.CACHE_READY, gen, now, lambda: self._cache(cr, names, passwords, writes)
-        )
-
-    def _step(
-        self,
-        conds: list[dict[str, Any]],
-        type_: str,
-        gen: int,
-        now: str,
-        fn: Callable[[], tuple[str, str]],
-    ) -> list[dict[str, Any]]:
-        """Run one step; its condition records the result. Failures stop the pass."""
-        try:
-            reason, message = fn()
-        except StepError as err:
-            conds[:] = c.set_condition(conds, type_, c.FALSE, err.reason, err.message, gen, now)
-            raise
-        ok = reason != "DeploymentNotAvailable"
-        return c.set_condition(conds, type_, c.TRUE if ok else c.FALSE, reason, message, gen, now)
-
     # -- steps -------------------------------------------------------------
 
-    def _credentials(
-        self, cr: dict[str, Any], spec: MemoryNamespaceSpec, names: Names, writes: list[str]
-    ) -> dict[str, str]:
+    def _credentials(self, p: Pass) -> None:
         """Generated passwords live in the credentials Secret before any backend
-        sees them, so a crash between steps never loses a password."""
-        ns = cr["metadata"]["namespace"]
-        live = self._kube("get", lambda: self.kube.get("Secret", ns, names.credentials_secret))
+        sees them, so a crash between steps never loses a password. Sets p.passwords."""
+        names = p.names
+        live = self._kube(
+            "get", lambda: self.kube.get("Secret", p.namespace, names.credentials_secret)
+        )
         existing = m.decode_secret_data(live)
         passwords = {k: existing.get(k) or m.new_secret() for k in m.PASSWORD_KEYS}
         desired = m.render_secret(
-            cr,
+            p.cr,
             names,
             names.credentials_secret,
-            m.credentials_data(spec, names, self.config, passwords),
+            m.credentials_data(p.spec, names, self.config, passwords),
         )
         if live is None:
             created = self._kube("create", lambda: self.kube.create(desired))
             if created is None:  # a concurrent pass created it first: use its passwords
                 live = self._kube(
-                    "get", lambda: self.kube.get("Secret", ns, names.credentials_secret)
+                    "get", lambda: self.kube.get("Secret", p.namespace, names.credentials_secret)
                 )
-                return self._credentials(cr, spec, names, writes) if live else passwords
-            writes.append(f"Secret/{names.credentials_secret}")
+                if live:
+                    self._credentials(p)
+                else:
+                    p.passwords = passwords
+                return
+            p.wrote(f"Secret/{names.credentials_secret}")
+            p.new_credentials = True
             self._event(
-                cr,
+                p.cr,
                 "Normal",
                 "CredentialsCreated",
                 f"generated tenant credentials in Secret {names.credentials_secret}",
             )
         elif m.needs_apply(desired, live):
             self._kube("apply", lambda: self.kube.apply(desired))
-            writes.append(f"Secret/{names.credentials_secret}")
-        return passwords
+            p.wrote(f"Secret/{names.credentials_secret}")
+            p.new_credentials = True
+        p.passwords = passwords
 
-    def _schema(
-        self,
-        cr: dict[str, Any],
-        spec: MemoryNamespaceSpec,
-        names: Names,
-        passwords: dict[str, str],
-        writes: list[str],
-    ) -> tuple[str, str]:
-        target = self._database_target(cr, spec, names, passwords[m.PG_PASSWORD_KEY])
+    def _schema(self, p: Pass) -> StepOutcome:
+        names = p.names
+        target = self._database_target(p)
         database = self.backends.database
         outcome = self._ensure(
             "postgres",
@@ -494,22 +502,24 @@ class Reconciler:
             target,
         )
         self._record(
-            cr, outcome, "Schema", f"PostgreSQL schema {names.schema} and role {names.role}", writes
+            p, outcome, "Schema", f"PostgreSQL schema {names.schema} and role {names.role}"
         )
-        return "SchemaReady", (
+        return StepOutcome.done(
+            "SchemaReady",
             f"schema {names.schema} owned by role {names.role}"
-            f" (connection limit {target.connection_limit})"
+            f" (connection limit {target.connection_limit})",
         )
 
-    def _collection(
-        self, cr: dict[str, Any], spec: MemoryNamespaceSpec, names: Names, writes: list[str]
-    ) -> tuple[str, str]:
+    def _collection(self, p: Pass) -> StepOutcome:
+        spec, names = p.spec, p.names
         if spec.vectors.backend == "postgres":
             # The pgvector table lives in the tenant schema; the runtime creates it.
-            return "PgvectorInSchema", f"vectors are stored with pgvector in schema {names.schema}"
+            return StepOutcome.done(
+                "PgvectorInSchema", f"vectors are stored with pgvector in schema {names.schema}"
+            )
         vectors = self.backends.vectors
         if vectors is None:
-            raise StepError(
+            return StepOutcome.failed(
                 "permanent",
                 "QdrantNotConfigured",
                 "vectors.backend is qdrant but the operator has no Qdrant configured"
@@ -526,15 +536,16 @@ class Reconciler:
         outcome = self._backend(
             "qdrant", "ensure_collection", lambda: vectors.ensure_collection(target)
         )
-        self._record(cr, outcome, "Collection", f"Qdrant collection {names.collection}", writes)
+        self._record(p, outcome, "Collection", f"Qdrant collection {names.collection}")
         ready = f"collection {names.collection} ({spec.vectors.dimensions}d)"
         gap = qdrant_isolation_gap(self.config)
         if gap:  # only reachable with SOMAFRACTAL_QDRANT_TENANT_ISOLATION=off (check_policy)
-            return "QdrantNotIsolated", (
+            return StepOutcome.done(
+                "QdrantNotIsolated",
                 f"{ready}; NOT isolated: {gap}, so every tenant can read every collection"
-                " (SOMAFRACTAL_QDRANT_TENANT_ISOLATION=off)"
+                " (SOMAFRACTAL_QDRANT_TENANT_ISOLATION=off)",
             )
-        return "CollectionReady", ready
+        return StepOutcome.done("CollectionReady", ready)
 
     def _topics_target(
         self, spec: MemoryNamespaceSpec, names: Names, passwords: dict[str, str]
@@ -549,21 +560,17 @@ class Reconciler:
             password=passwords[m.KAFKA_PASSWORD_KEY] if sasl else None,
         )
 
-    def _topics(
-        self,
-        cr: dict[str, Any],
-        spec: MemoryNamespaceSpec,
-        names: Names,
-        passwords: dict[str, str],
-        writes: list[str],
-    ) -> tuple[str, str]:
+    def _topics(self, p: Pass) -> StepOutcome:
+        spec, names = p.spec, p.names
         if not spec.events.enabled:
-            return "EventsDisabled", "spec.events.enabled is false"
+            return StepOutcome.done("EventsDisabled", "spec.events.enabled is false")
         events = self.backends.events
         if events is None or self.config.kafka is None:
-            return "KafkaNotConfigured", "the operator has no Kafka configured; events are off"
-        target = self._topics_target(spec, names, passwords)
-        if f"Secret/{names.credentials_secret}" in writes:  # new passwords in this pass
+            return StepOutcome.done(
+                "KafkaNotConfigured", "the operator has no Kafka configured; events are off"
+            )
+        target = self._topics_target(spec, names, p.passwords)
+        if p.new_credentials:  # new passwords in this pass
             target = dataclasses.replace(target, verify_password=True)
         outcome = self._ensure(
             "kafka",
@@ -575,78 +582,78 @@ class Reconciler:
         what = f"Kafka topics {', '.join(names.topics)}"
         if target.principal:
             what += f" with SCRAM user {names.kafka_user} and ACLs"
-        self._record(cr, outcome, "Topics", what, writes)
-        return "TopicsReady", f"{', '.join(names.topics)} ({spec.events.partitions} partitions)"
+        self._record(p, outcome, "Topics", what)
+        return StepOutcome.done(
+            "TopicsReady", f"{', '.join(names.topics)} ({spec.events.partitions} partitions)"
+        )
 
-    def _cache(
-        self, cr: dict[str, Any], names: Names, passwords: dict[str, str], writes: list[str]
-    ) -> tuple[str, str]:
+    def _cache(self, p: Pass) -> StepOutcome:
+        names = p.names
         cache = self.backends.cache
         if cache is None or self.config.redis is None:
-            return "RedisNotConfigured", "the operator has no Redis configured; limits are per pod"
+            return StepOutcome.done(
+                "RedisNotConfigured", "the operator has no Redis configured; limits are per pod"
+            )
         target = CacheUserTarget(
             username=names.cache_user,
-            password=passwords[m.REDIS_PASSWORD_KEY],
+            password=p.passwords[m.REDIS_PASSWORD_KEY],
             key_prefix=names.key_prefix,
         )
         unchanged = getattr(cache, "user_unchanged", None)
         outcome = self._ensure("redis", "ensure_user", cache.ensure_user, unchanged, target)
-        self._record(cr, outcome, "CacheUser", f"Redis ACL user {names.cache_user}", writes)
-        return "CacheReady", f"user {names.cache_user} limited to {names.key_prefix}:*"
+        self._record(p, outcome, "CacheUser", f"Redis ACL user {names.cache_user}")
+        return StepOutcome.done(
+            "CacheReady", f"user {names.cache_user} limited to {names.key_prefix}:*"
+        )
 
-    def _objects(
-        self,
-        cr: dict[str, Any],
-        spec: MemoryNamespaceSpec,
-        names: Names,
-        passwords: dict[str, str],
-        writes: list[str],
-    ) -> tuple[str, str]:
-        ns = cr["metadata"]["namespace"]
-        token_fingerprint = self._token_secret(cr, spec, names, writes)
+    def _objects(self, p: Pass) -> StepOutcome:
+        """The runtime's Kubernetes objects; done once its Deployment is available."""
+        spec, names = p.spec, p.names
+        token_fingerprint = self._token_secret(p)
         config_data = m.runtime_config(spec, names, self.config)
-        creds = m.credentials_data(spec, names, self.config, passwords)
+        creds = m.credentials_data(spec, names, self.config, p.passwords)
         config_hash = m.content_hash([config_data, creds, token_fingerprint])
-        deployment = m.render_deployment(cr, spec, names, self.config, config_hash)
-        policy = m.render_network_policy(cr, names, self.config)
-        for desired in (
-            m.render_configmap(cr, names, config_data),
-            *([policy] if policy is not None else []),  # before pods exist
-            deployment,
-            m.render_service(cr, names),
-        ):
-            kind, name = desired["kind"], desired["metadata"]["name"]
-            live = self._kube("get", lambda k=kind, n=name: self.kube.get(k, ns, n))
-            if m.needs_apply(desired, live):
-                applied = self._kube("apply", lambda d=desired: self.kube.apply(d))
-                writes.append(f"{kind}/{name}")
-                if desired is deployment:
-                    live = applied
-            if desired is deployment:
-                live_deployment = live
-        available, message = m.deployment_available(live_deployment, spec.api.replicas)
+        policy = m.render_network_policy(p.cr, names, self.config)
+        self._apply(p, m.render_configmap(p.cr, names, config_data))
+        if policy is not None:
+            self._apply(p, policy)  # before pods exist
+        deployment = self._apply(
+            p, m.render_deployment(p.cr, spec, names, self.config, config_hash)
+        )
+        self._apply(p, m.render_service(p.cr, names))
+        available, message = m.deployment_available(deployment, spec.api.replicas)
         if available:
-            return "DeploymentAvailable", f"Deployment {names.objects}: {message}"
-        return "DeploymentNotAvailable", f"Deployment {names.objects}: {message}"
+            return StepOutcome.done("DeploymentAvailable", f"Deployment {names.objects}: {message}")
+        return StepOutcome.waiting(
+            "DeploymentNotAvailable", f"Deployment {names.objects}: {message}"
+        )
 
-    def _token_secret(
-        self, cr: dict[str, Any], spec: MemoryNamespaceSpec, names: Names, writes: list[str]
-    ) -> str:
+    def _apply(self, p: Pass, desired: dict[str, Any]) -> dict[str, Any] | None:
+        """Apply `desired` unless the live object already matches; the object as it is now."""
+        kind, name = desired["kind"], desired["metadata"]["name"]
+        live = self._kube("get", lambda: self.kube.get(kind, p.namespace, name))
+        if not m.needs_apply(desired, live):
+            return live
+        applied: dict[str, Any] = self._kube("apply", lambda: self.kube.apply(desired))
+        p.wrote(f"{kind}/{name}")
+        return applied
+
+    def _token_secret(self, p: Pass) -> str:
         """Ensure the API token Secret; returns a fingerprint (not the token) for the
         pod-template hash so a rotated token rolls the pods."""
-        ns = cr["metadata"]["namespace"]
+        cr, spec, names = p.cr, p.spec, p.names
         secret_name, key = m.token_ref(spec, names)
-        live = self._kube("get", lambda: self.kube.get("Secret", ns, secret_name))
+        live = self._kube("get", lambda: self.kube.get("Secret", p.namespace, secret_name))
         data = m.decode_secret_data(live)
         if spec.api.token_secret_ref is not None:
-            if live is not None and not token_secret_opted_in(live, cr["metadata"]["name"]):
+            if live is not None and not token_secret_opted_in(live, p.name):
                 # The CR author may not be allowed to read Secrets: only a Secret that
                 # names this CR gets into its pods.
                 raise StepError(
                     "permanent",
                     "TokenSecretNotAllowed",
                     f"api.tokenSecretRef: Secret {secret_name} has not opted in; label it"
-                    f" {TOKEN_SECRET_LABEL}={cr['metadata']['name']} to let this"
+                    f" {TOKEN_SECRET_LABEL}={p.name} to let this"
                     " MemoryNamespace use it",
                 )
             if not data.get(key):
@@ -660,14 +667,14 @@ class Reconciler:
         desired = m.render_secret(cr, names, secret_name, {key: token})
         if live is None:
             if self._kube("create", lambda: self.kube.create(desired)) is None:
-                return self._token_secret(cr, spec, names, writes)  # lost a race; reuse theirs
-            writes.append(f"Secret/{secret_name}")
+                return self._token_secret(p)  # lost a race; reuse theirs
+            p.wrote(f"Secret/{secret_name}")
             self._event(
                 cr, "Normal", "TokenCreated", f"generated API token in Secret {secret_name}"
             )
         elif m.needs_apply(desired, live):
             self._kube("apply", lambda: self.kube.apply(desired))
-            writes.append(f"Secret/{secret_name}")
+            p.wrote(f"Secret/{secret_name}")
         return m.content_hash(token)
 
     # -- deletion ----------------------------------------------------------
@@ -675,7 +682,6 @@ class Reconciler:
     def _finalize(self, cr: dict[str, Any], claims: Claims | None) -> Result:
         meta = cr["metadata"]
         status = dict(cr.get("status") or {})
-        writes: list[str] = []
         try:
             spec = parse_spec(cr.get("spec"), meta["name"])
             names = derive_names(
@@ -695,17 +701,18 @@ class Reconciler:
             why = "spec.paused is true" if spec.paused else "deletionPolicy is Retain"
             self._event(cr, "Normal", "DataRetained", f"{why}: kept {kept}")
             return Result(status, message=f"retained {kept}")
+        gen = int(meta.get("generation") or 1)
+        p = Pass(cr, spec, names, gen, self.clock(), [])
         try:
-            self._delete_external(cr, spec, names, writes)
+            self._delete_external(p)
         except StepError as err:
             if err.reason == NOT_OWNER:
                 # Not ours to delete; keeping the finalizer would block the CR forever.
                 self._event(cr, "Warning", "DataNotOwned", f"nothing deleted: {err.message}")
-                return Result(status, reason=NOT_OWNER, message=err.message, writes=writes)
+                return Result(status, reason=NOT_OWNER, message=err.message, writes=p.writes)
             self._event(cr, "Warning", err.reason, f"deletion blocked: {err.message}")
             # The object stays (finalizer) and must not keep saying "all
             # resources are ready": Ready turns False and names the blocker.
-            gen = int(meta.get("generation") or 1)
             conds = c.set_condition(
                 list(status.get("conditions") or []),
                 c.READY,
@@ -714,60 +721,55 @@ class Reconciler:
                 f"deletion blocked by {err.reason}: {err.message}; the finalizer stays"
                 " and deletion is retried",
                 gen,
-                self.clock(),
+                p.now,
             )
-            self._write_status(cr, status, {**status, "conditions": conds}, writes)
+            self._write_status(cr, status, {**status, "conditions": conds}, p.writes)
             return Result(
-                status, error="temporary", reason=err.reason, message=err.message, writes=writes
+                status, error="temporary", reason=err.reason, message=err.message, writes=p.writes
             )
-        return Result(status, message=f"deleted {kept}", writes=writes)
+        return Result(status, message=f"deleted {kept}", writes=p.writes)
 
-    def _delete_external(
-        self, cr: dict[str, Any], spec: MemoryNamespaceSpec, names: Names, writes: list[str]
-    ) -> None:
+    def _delete_external(self, p: Pass) -> None:
+        spec, names = p.spec, p.names
         # Credentials are still needed for the targets; read, never create, them.
-        ns = cr["metadata"]["namespace"]
-        live = self._kube("get", lambda: self.kube.get("Secret", ns, names.credentials_secret))
+        live = self._kube(
+            "get", lambda: self.kube.get("Secret", p.namespace, names.credentials_secret)
+        )
         pw = m.decode_secret_data(live)
-        passwords = {k: pw.get(k, "") for k in m.PASSWORD_KEYS}
+        p.passwords = {k: pw.get(k, "") for k in m.PASSWORD_KEYS}
         # PostgreSQL first: it holds the ownership record, so data recorded to another
         # owner stops the deletion before any backend is touched (BackendNotOwner).
-        db = self._database_target(cr, spec, names, passwords[m.PG_PASSWORD_KEY])
+        db = self._database_target(p)
         out = self._backend(
             "postgres", "delete_tenant", lambda: self.backends.database.delete_tenant(db)
         )
         self._record(
-            cr,
-            out,
-            "Schema",
-            f"PostgreSQL schema {names.schema} (CASCADE) and role {names.role}",
-            writes,
+            p, out, "Schema", f"PostgreSQL schema {names.schema} (CASCADE) and role {names.role}"
         )
         vectors, events, cache = self.backends.vectors, self.backends.events, self.backends.cache
         if spec.vectors.backend == "qdrant" and vectors is not None:
             out = self._backend(
                 "qdrant", "delete_collection", lambda: vectors.delete_collection(names.collection)
             )
-            self._record(cr, out, "Collection", f"Qdrant collection {names.collection}", writes)
+            self._record(p, out, "Collection", f"Qdrant collection {names.collection}")
         if events is not None:
-            target = self._topics_target(spec, names, passwords)
+            target = self._topics_target(spec, names, p.passwords)
             out = self._backend("kafka", "delete_topics", lambda: events.delete_topics(target))
-            self._record(cr, out, "Topics", f"Kafka topics {', '.join(names.topics)}", writes)
+            self._record(p, out, "Topics", f"Kafka topics {', '.join(names.topics)}")
         if cache is not None:
             user = CacheUserTarget(
-                names.cache_user, passwords[m.REDIS_PASSWORD_KEY], names.key_prefix
+                names.cache_user, p.passwords[m.REDIS_PASSWORD_KEY], names.key_prefix
             )
             out = self._backend("redis", "delete_user", lambda: cache.delete_user(user))
-            self._record(cr, out, "CacheUser", f"Redis ACL user {names.cache_user}", writes)
+            self._record(p, out, "CacheUser", f"Redis ACL user {names.cache_user}")
 
     # -- helpers -------------------------------------------------------------
 
-    def _database_target(
-        self, cr: dict[str, Any], spec: MemoryNamespaceSpec, names: Names, password: str
-    ) -> DatabaseTarget:
+    def _database_target(self, p: Pass) -> DatabaseTarget:
         """The tenant's database, with its owner record and what else it may adopt."""
+        cr, names = p.cr, p.names
         status = cr.get("status") or {}
-        if (names.tenant, cr["metadata"]["namespace"]) in self.config.adoptions:
+        if (names.tenant, p.namespace) in self.config.adoptions:
             adoption = Adoption.ANY  # the administrator's explicit hand-over
         elif status.get("schema") == names.schema and c.is_true(
             status.get("conditions") or [], c.SCHEMA_READY
@@ -778,11 +780,11 @@ class Reconciler:
         return DatabaseTarget(
             schema=names.schema,
             role=names.role,
-            password=password,
+            password=p.passwords[m.PG_PASSWORD_KEY],
             extensions_schema=self.config.postgres.extensions_schema,
-            pgvector=spec.vectors.backend == "postgres",
+            pgvector=p.spec.vectors.backend == "postgres",
             connection_limit=m.connection_limit(
-                spec.api.replicas, self.config.runtime_db_pool_size
+                p.spec.api.replicas, self.config.runtime_db_pool_size
             ),
             owner=Owner.of(cr),
             adoption=adoption,
@@ -827,12 +829,12 @@ class Reconciler:
         )
         writes.append("status")
 
-    def _record(
-        self, cr: dict[str, Any], outcome: Outcome, noun: str, what: str, writes: list[str]
-    ) -> None:
+    def _record(self, p: Pass, outcome: Outcome, noun: str, what: str) -> None:
         if outcome.wrote:
-            writes.append(f"{noun}:{outcome.value}")
-            self._event(cr, "Normal", f"{noun}{outcome.value}", f"{what}: {outcome.value.lower()}")
+            p.wrote(f"{noun}:{outcome.value}")
+            self._event(
+                p.cr, "Normal", f"{noun}{outcome.value}", f"{what}: {outcome.value.lower()}"
+            )
 
     def _event(self, cr: dict[str, Any], type_: str, reason: str, message: str) -> None:
         # An Event is a record, not state: failing to post one must not fail the pass.

@@ -39,7 +39,7 @@ def test_reconcile_metrics_and_endpoint(
 
     memory_namespace(api, kube_namespace, "good", {"vectors": {"backend": "postgres"}})
     memory_namespace(api, kube_namespace, "bad", {"embedding": {"model": "nope"}})
-    assert reconciler.reconcile(fetch(api, kube_namespace, "good")).requeue_after is not None
+    assert reconciler.reconcile(fetch(api, kube_namespace, "good")).waiting
     assert reconciler.reconcile(fetch(api, kube_namespace, "bad")).error == "permanent"
 
     assert (

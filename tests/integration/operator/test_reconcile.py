@@ -172,7 +172,7 @@ def test_reconcile_creates_everything_and_becomes_ready(env: Env) -> None:
     env.create("acme")
     first = env.reconcile("acme")
     assert first.error is None
-    assert first.requeue_after is not None  # waiting for the Deployment
+    assert first.waiting  # waiting for the Deployment
     obj = fetch(env.api, env.ns, "acme")
     for type_ in (c.SCHEMA_READY, c.COLLECTION_READY, c.TOPICS_READY, c.CACHE_READY):
         assert _cond(obj, type_)["status"] == "True", type_

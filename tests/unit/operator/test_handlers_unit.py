@@ -29,7 +29,7 @@ def test_temporary_error_backs_off() -> None:
 
 def test_ready_conflict_and_waiting_for_deployment_do_not_raise() -> None:
     # Waiting for a rollout is driven by the Deployment watch, not by retries.
-    raise_for(Result({}, reason="DeploymentNotAvailable", message="0/1", requeue_after=5.0), 9)
+    raise_for(Result({}, reason="DeploymentNotAvailable", message="0/1", waiting=True), 9)
     raise_for(Result({}, ready=True, reason="Ready"), 0)
     raise_for(Result({}, reason="TenantConflict", message="older claim"), 0)
 

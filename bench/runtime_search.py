@@ -450,7 +450,7 @@ class Bench:
             "http_hybrid",
         )
         samples: dict[str, list[float]] = {k: [] for k in (*series, "http_text_repeat")}
-        cache = self.app.state.service.query_vectors
+        cache = self.app.state.runtime.service.query_vectors
         answers: list[tuple[int, bytes]] = []  # checked after each timing, not inside it
 
         def search(body: dict[str, Any]) -> None:

@@ -110,7 +110,8 @@ def from_secret(name: str, namespace: str, context: str | None) -> dict[str, str
         raise UsageError(f"Secret {namespace}/{name} holds no token")
     best = max(tokens, key=lambda t: ROLE_RANK[t.role])  # export/import need admin
     found = {"token": best.token}
-    owners = [o.name for o in secret.metadata.owner_references or [] if o.kind == "MemoryNamespace"]
+    refs = (secret.metadata.owner_references if secret.metadata else None) or []
+    owners = [o.name for o in refs if o.kind == "MemoryNamespace"]
     if owners:
         service = f"{owners[0]}-memory"
         try:

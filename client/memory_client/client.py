@@ -184,10 +184,14 @@ class MemoryClient:
         self, source: Key | LinkIn | Mapping[str, Any], target: Key | None = None, **fields: Any
     ) -> Link:
         """`link(a, b, type="next", strength=0.5)` or `link(LinkIn(...))`."""
-        if target is not None:
-            fields = {"from": key_text(source), "to": key_text(target), **fields}
-            return self._run(Routes.link(None, fields))
-        return self._run(Routes.link(source, fields))  # type: ignore[arg-type]
+        if target is None:
+            if not isinstance(source, LinkIn | Mapping):
+                raise TypeError("link(source) takes a LinkIn or a mapping; or link(source, target)")
+            return self._run(Routes.link(source, fields))
+        if isinstance(source, LinkIn | Mapping):
+            raise TypeError("link(source, target): source is a memory key")
+        fields = {"from": key_text(source), "to": key_text(target), **fields}
+        return self._run(Routes.link(None, fields))
 
     def unlink(self, source: Key, target: Key, type: str = "related") -> Link:
         return self._run(Routes.unlink(key_text(source), key_text(target), type))
@@ -256,11 +260,11 @@ class MemoryClient:
         return self._run(Routes.stats())
 
     def health(self) -> dict[str, Any]:
-        return self._run(Routes.health())  # type: ignore[no-any-return]
+        return self._run(Routes.health())
 
     def ready(self) -> dict[str, Any]:
         """`/readyz` as a dict; a not-ready server raises `Unavailable`."""
-        return self._run(Routes.ready())  # type: ignore[no-any-return]
+        return self._run(Routes.ready())
 
     def request(
         self,
@@ -376,10 +380,14 @@ class AsyncMemoryClient:
     async def link(
         self, source: Key | LinkIn | Mapping[str, Any], target: Key | None = None, **fields: Any
     ) -> Link:
-        if target is not None:
-            fields = {"from": key_text(source), "to": key_text(target), **fields}
-            return await self._run(Routes.link(None, fields))
-        return await self._run(Routes.link(source, fields))  # type: ignore[arg-type]
+        if target is None:
+            if not isinstance(source, LinkIn | Mapping):
+                raise TypeError("link(source) takes a LinkIn or a mapping; or link(source, target)")
+            return await self._run(Routes.link(source, fields))
+        if isinstance(source, LinkIn | Mapping):
+            raise TypeError("link(source, target): source is a memory key")
+        fields = {"from": key_text(source), "to": key_text(target), **fields}
+        return await self._run(Routes.link(None, fields))
 
     async def unlink(self, source: Key, target: Key, type: str = "related") -> Link:
         return await self._run(Routes.unlink(key_text(source), key_text(target), type))
@@ -459,10 +467,10 @@ class AsyncMemoryClient:
         return await self._run(Routes.stats())
 
     async def health(self) -> dict[str, Any]:
-        return await self._run(Routes.health())  # type: ignore[no-any-return]
+        return await self._run(Routes.health())
 
     async def ready(self) -> dict[str, Any]:
-        return await self._run(Routes.ready())  # type: ignore[no-any-return]
+        return await self._run(Routes.ready())
 
     async def request(
         self,

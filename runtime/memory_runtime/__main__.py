@@ -7,11 +7,15 @@ import logging
 import signal
 import sys
 from types import FrameType
+from typing import TYPE_CHECKING
 
 from pydantic import ValidationError
 
+if TYPE_CHECKING:
+    from memory_runtime.settings import Settings
 
-def _settings():  # type: ignore[no-untyped-def]
+
+def _settings() -> Settings:
     from memory_runtime.settings import Settings
 
     try:

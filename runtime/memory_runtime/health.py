@@ -131,7 +131,7 @@ class HealthMonitor:
         interval: float = 1.0,
         timeout: float = 1.0,
         on_change: Callable[[str, Probe, Breaker | None], None] | None = None,
-        on_hung: Mapping[str, Callable[[], None]] | None = None,
+        on_hung: Mapping[str, Callable[[], object]] | None = None,
         hung_action_after: float = 0.0,
     ) -> None:
         self.checks = dict(checks)

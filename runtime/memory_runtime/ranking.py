@@ -136,7 +136,7 @@ def decay_factor(hours: float, half_life_hours: float) -> float:
     """0.5 ** (hours / half-life); 1 for no elapsed time or no half-life."""
     if half_life_hours <= 0 or hours <= 0:
         return 1.0
-    return 0.5 ** (hours / half_life_hours)
+    return float(0.5 ** (hours / half_life_hours))
 
 
 def hours_before(now_seconds: float, moment: datetime) -> float:

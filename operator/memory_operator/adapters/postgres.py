@@ -242,7 +242,9 @@ class PostgresAdmin:
         params = conninfo_to_dict(self._dsn)
         params.update(user=target.role, password=target.password)
         try:
-            with psycopg.connect(make_conninfo(**params), connect_timeout=self._connect_timeout):
+            with psycopg.connect(
+                make_conninfo("", **params), connect_timeout=self._connect_timeout
+            ):
                 return True
         except psycopg.Error:
             return False

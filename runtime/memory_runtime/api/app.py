@@ -13,8 +13,10 @@ from memory_runtime import __version__
 from memory_runtime.api import compat, errors, routes
 from memory_runtime.api.mcp import McpEndpoint, mount
 from memory_runtime.api.middleware import BodyLimitMiddleware, Metrics, ObserveMiddleware
+from memory_runtime.api.state import RuntimeState
 from memory_runtime.guards import GuardedEmbedder, GuardedIndex, GuardedRateLimiter
 from memory_runtime.health import Breaker, HealthMonitor
+from memory_runtime.jobs import PeriodicJob
 from memory_runtime.ports import Embedder, VectorIndex
 from memory_runtime.service import MemoryService, ServiceConfig
 from memory_runtime.settings import Settings
@@ -40,6 +42,18 @@ def build_store(settings: Settings) -> PostgresStore:
         wait_seconds=settings.database_wait_seconds,
         breaker=breaker("postgres", settings),
     )
+
+
+def answers(
+    ping: Callable[[], object], info: Mapping[str, Any] | None = None
+) -> Callable[[], Mapping[str, Any] | None]:
+    """A health check: `ping` answered (it raises if not), reported with `info`."""
+
+    def check() -> Mapping[str, Any] | None:
+        ping()
+        return info
+
+    return check
 
 
 def breaker(name: str, settings: Settings) -> Breaker:
@@ -138,19 +152,19 @@ def create_app(
             server_embeds=settings.embedding_provider != "none",
         ),
     )
-    jobs: list[Any] = []
+    jobs: list[PeriodicJob] = []
     mcp = McpEndpoint(settings.tenant, settings.max_body_bytes) if settings.mcp_enabled else None
     metrics = Metrics()
     metrics.watch_backlog(store.backlog, settings.metrics_backlog_refresh_seconds)
     checks: dict[str, Callable[[], Mapping[str, Any] | None]] = {
         "postgres": store.probe,
-        "vectors": lambda: (index.ping(), {"backend": settings.vector_backend})[1],
+        "vectors": answers(index.ping, {"backend": settings.vector_backend}),
     }
     if redis_client is not None:
-        checks["redis"] = lambda: (redis_client.ping(), None)[1]
+        checks["redis"] = answers(redis_client.ping)
     ping = getattr(getattr(embedder, "inner", embedder), "ping", None)
     if "embedder" in breakers and ping is not None:
-        checks["embedder"] = lambda: (ping(), {"provider": settings.embedding_provider})[1]
+        checks["embedder"] = answers(ping, {"provider": settings.embedding_provider})
     monitor = HealthMonitor(
         checks,
         breakers,
@@ -198,13 +212,15 @@ def create_app(
         description="The memory API of one tenant. See docs/API.md.",
         lifespan=lifespan,
     )
-    app.state.settings = settings
-    app.state.service = service
-    app.state.tokens = settings.tokens
-    app.state.rate_limiter = rate_limiter
-    app.state.metrics = metrics
-    app.state.health = monitor
-    app.state.jobs = jobs
+    app.state.runtime = RuntimeState(
+        settings=settings,
+        service=service,
+        metrics=metrics,
+        health=monitor,
+        rate_limiter=rate_limiter,
+        tokens=settings.tokens,
+        jobs=jobs,
+    )
     errors.install(app)
     app.include_router(routes.router)
     app.include_router(compat.router)
@@ -218,10 +234,12 @@ def create_app(
     return app
 
 
-def _start_jobs(settings: Settings, service: MemoryService, store: PostgresStore) -> list[Any]:
+def _start_jobs(
+    settings: Settings, service: MemoryService, store: PostgresStore
+) -> list[PeriodicJob]:
     """Prune, index catch-up and (events on) the outbox relay, each under its
     PostgreSQL lease: one replica runs each job at a time, Redis or not."""
-    from memory_runtime.jobs import PeriodicJob, PostgresLease
+    from memory_runtime.jobs import PostgresLease
 
     jobs = [
         PeriodicJob(

@@ -12,12 +12,12 @@ import hmac
 import logging
 import math
 from collections.abc import Awaitable, Callable
-from typing import Any
 
 from fastapi import Request
 from fastapi.concurrency import run_in_threadpool
 
 from memory_runtime.api.errors import ProblemError
+from memory_runtime.api.state import RuntimeState, state_of
 from memory_runtime.settings import ROLE_RANK, ApiToken
 
 log = logging.getLogger("memory_runtime.api")
@@ -60,7 +60,7 @@ def authorize(token: ApiToken, role: str, what: str = "this route") -> None:
         raise ProblemError(403, f"{what} needs the {role} role; the token has {token.role}")
 
 
-async def rate_limit(state: Any, token: ApiToken) -> dict[str, str]:
+async def rate_limit(state: RuntimeState, token: ApiToken) -> dict[str, str]:
     """Take one request from the token's bucket: its RateLimit headers, or 429."""
     limiter = state.rate_limiter
     if limiter is None:
@@ -98,7 +98,7 @@ def require(role: str) -> Callable[[Request], Awaitable[ApiToken]]:
     async def dependency(request: Request) -> ApiToken:
         # async: a sync dependency costs a worker-thread hop per request; only a
         # limiter that does I/O (Redis) is sent to the thread pool
-        state: Any = request.app.state
+        state = state_of(request.app)
         token = authenticate(request.headers.get("authorization", ""), state.tokens)
         authorize(token, role)
         try:

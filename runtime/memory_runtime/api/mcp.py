@@ -41,6 +41,7 @@ from memory_runtime.api.errors import (
     problem,
     safe_loc,
 )
+from memory_runtime.api.state import state_of
 from memory_runtime.models import (
     MAX_DEPTH,
     MAX_NEIGHBOURS,
@@ -186,7 +187,7 @@ class ToolSpec:
 
 def _remember(c: Call) -> Memory:
     [(memory, created)] = c.service.store([c.args])
-    metrics = c.request.app.state.metrics
+    metrics = state_of(c.request.app).metrics
     metrics.memories_written.labels("created" if created else "updated").inc()
     return memory
 
@@ -423,7 +424,7 @@ def _from_validation(exc: ValidationError) -> types.CallToolResult:
 async def call_tool(
     spec: ToolSpec, arguments: dict[str, Any], token: ApiToken, request: Request
 ) -> types.CallToolResult:
-    state: Any = request.app.state
+    state = state_of(request.app)
     try:
         auth.authorize(token, spec.role, f"the {spec.name} tool")
         await auth.rate_limit(state, token)
@@ -506,7 +507,9 @@ class McpEndpoint:
             return
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
         try:
-            token = auth.authenticate(headers.get("authorization", ""), scope["app"].state.tokens)
+            token = auth.authenticate(
+                headers.get("authorization", ""), state_of(scope["app"]).tokens
+            )
         except ProblemError as exc:
             response = problem(
                 exc.status, exc.detail, instance=PATH, slug=exc.slug, headers=exc.headers

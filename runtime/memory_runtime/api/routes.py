@@ -19,6 +19,7 @@ from starlette.requests import ClientDisconnect
 
 from memory_runtime.api import auth
 from memory_runtime.api.errors import ProblemError, error_detail, validation_problem
+from memory_runtime.api.state import state_of
 from memory_runtime.models import (
     INT64,
     MAX_DEPTH,
@@ -101,7 +102,7 @@ Key = Annotated[str, Path(description="memory id or coordinate", json_schema_ext
 
 async def service(request: Request) -> MemoryService:
     # async: a sync dependency would cost a worker-thread hop on every request
-    return request.app.state.service  # type: ignore[no-any-return]
+    return state_of(request.app).service
 
 
 Svc = Annotated[MemoryService, Depends(service)]
@@ -148,13 +149,15 @@ def _filters_from_query(
     "/memories",
     response_model=Memory,
     status_code=201,
-    responses={200: {"model": Memory, "description": "replaced the memory at that coordinate"}}
-    | ERRORS,
+    responses={
+        200: {"model": Memory, "description": "replaced the memory at that coordinate"},
+        **ERRORS,
+    },
     tags=["memories"],
 )
 def store(body: MemoryIn, svc: Svc, request: Request, _: Any = Depends(auth.write)) -> Any:
     [(memory, created)] = svc.store([body])
-    request.app.state.metrics.memories_written.labels("created" if created else "updated").inc()
+    state_of(request.app).metrics.memories_written.labels("created" if created else "updated").inc()
     data = memory.model_dump(mode="json", exclude={"vector"})
     return JSONResponse(data, status_code=201 if created else 200)
 
@@ -190,7 +193,9 @@ def store_batch(
 ) -> Response:
     results = svc.store(body.memories)
     for _memory, created in results:
-        request.app.state.metrics.memories_written.labels("created" if created else "updated").inc()
+        state_of(request.app).metrics.memories_written.labels(
+            "created" if created else "updated"
+        ).inc()
     # serialised once by pydantic-core (the response_model path validated the
     # models again and encoded them with json.dumps: ~4x the time for 500)
     answer = MemoryList(memories=[m for m, _ in results])
@@ -266,7 +271,7 @@ def search_post(
 
 def recall(svc: MemoryService, req: SearchIn, request: Request) -> SearchOut:
     """Run a recall and count it (and each degraded part) in the metrics."""
-    metrics = request.app.state.metrics
+    metrics = state_of(request.app).metrics
     metrics.recalls.labels(req.mode).inc()
     out = svc.recall(req)
     for part in out.degraded:
@@ -493,7 +498,7 @@ async def import_(
     """Stream an export in: chunked commits, idempotent, resumable (docs/API.md)."""
     committed = await run_in_threadpool(svc.import_begin, import_id, start_line)
     out = ImportOut(import_id=import_id, lines=max(committed, start_line - 1))
-    limit = request.app.state.settings.max_body_bytes
+    limit = state_of(request.app).settings.max_body_bytes
     chunk: list[tuple[int, bytes]] = []
     size = 0
     # a load into an empty vector index, or one at least as large as the index:
@@ -570,7 +575,7 @@ def import_status(import_id: ImportId, svc: Svc, _: Any = Depends(auth.admin)) -
 
 @router.get("/stats", response_model=Stats, responses=ERRORS, tags=["admin"])
 def stats(svc: Svc, request: Request, _: Any = Depends(auth.read)) -> Any:
-    state = request.app.state
+    state = state_of(request.app)
     jobs = {job.name: job.describe() for job in state.jobs}
     return {
         **svc.stats(),
@@ -594,7 +599,7 @@ async def healthz() -> dict[str, str]:
 async def readyz(request: Request, response: Response) -> dict[str, Any]:
     """503 only when PostgreSQL (the source of truth) does not answer; other
     dependencies are reported (degraded) but keep the pod in its Service."""
-    checks = request.app.state.health.snapshot()
+    checks = state_of(request.app).health.snapshot()
     ready = checks["postgres"]["status"] == "ok"
     degraded = sorted(name for name, c in checks.items() if c["status"] != "ok")
     if not ready:

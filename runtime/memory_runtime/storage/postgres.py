@@ -285,7 +285,7 @@ class Tx:
         spares shipping and parsing 384 floats per row for answers without them."""
         if not ids:
             return []
-        where = sql.SQL("id = ANY(%s)")
+        where: sql.Composable = sql.SQL("id = ANY(%s)")
         if live_only:
             where = sql.SQL(" AND ").join([where, NOT_EXPIRED])
         columns = MEMORY_COLUMNS if vectors else MEMORY_COLUMNS_NO_VECTOR
@@ -812,7 +812,7 @@ class Tx:
         self, frontier: Sequence[uuid.UUID], direction: str, link_type: str | None
     ) -> list[LinkRow]:
         if direction == "out":
-            where = sql.SQL("from_id = ANY(%s)")
+            where: sql.Composable = sql.SQL("from_id = ANY(%s)")
             params: list[Any] = [list(frontier)]
         elif direction == "in":
             where = sql.SQL("to_id = ANY(%s)")

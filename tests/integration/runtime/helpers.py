@@ -85,7 +85,9 @@ def metrics_port(app: Any) -> Iterator[str]:
     """The app's registry on its own HTTP port, as `memory_runtime serve` runs it;
     yields the /metrics URL."""
     port = free_port()
-    server, thread = start_http_server(port, addr="127.0.0.1", registry=app.state.metrics.registry)
+    server, thread = start_http_server(
+        port, addr="127.0.0.1", registry=app.state.runtime.metrics.registry
+    )
     try:
         yield f"http://127.0.0.1:{port}/metrics"
     finally:

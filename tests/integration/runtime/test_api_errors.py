@@ -155,7 +155,7 @@ def test_rate_limit_429_with_headers(tenant: Tenant):
 def test_database_outage_is_503_without_internals(tenant: Tenant):
     app = create_app(tenant_settings(tenant))
     with TestClient(app, raise_server_exceptions=False) as c:
-        app.state.service.db.pool.close()
+        app.state.runtime.service.db.pool.close()
         r = c.get("/memories/1", headers=bearer(READ_TOKEN))
         body = assert_problem(r, 503)
         assert "pool" not in r.text.lower()

@@ -164,7 +164,7 @@ def access(tenant: Tenant, coordinate: float) -> tuple[int, datetime]:
 
 
 def test_recall_counts_access_off_the_request_path(seeded: TestClient, tenant: Tenant):
-    svc: MemoryService = seeded.app.state.service  # type: ignore[attr-defined]
+    svc: MemoryService = seeded.app.state.runtime.service  # type: ignore[attr-defined]
     svc.accesses.close()  # stop the background writer: this test decides when to write
     before, accessed_before = access(tenant, 3.0)
     for _ in range(3):
@@ -189,14 +189,15 @@ def test_clean_shutdown_writes_pending_access_counts(tenant: Tenant):
     with TestClient(app) as c:
         c.headers.update(bearer(ADMIN_TOKEN))
         c.post("/memories", json={"coordinate": [1], "payload": {"text": "tea with milk"}})
-        app.state.service.accesses.close()  # stop the background writer: no write before exit
+        # stop the background writer: no write before exit
+        app.state.runtime.service.accesses.close()
         assert coords(c.post("/memories/search", json={"query": "tea"})) == [1.0]
         assert access(tenant, 1.0)[0] == 0
     assert access(tenant, 1.0)[0] == 1  # written by the lifespan shutdown
 
 
 def test_failed_access_write_keeps_the_counts(seeded: TestClient, tenant: Tenant):
-    svc: MemoryService = seeded.app.state.service  # type: ignore[attr-defined]
+    svc: MemoryService = seeded.app.state.runtime.service  # type: ignore[attr-defined]
     log = AccessLog(svc.db)  # not started: this test decides when to write
     memory_id = seeded.get("/memories/3").json()["id"]
     before = access(tenant, 3.0)[0]
@@ -307,7 +308,7 @@ def test_bad_filters_in_get_and_compat_recall_are_422(seeded: TestClient):
 def test_a_filter_the_index_refuses_is_invalid_input_not_an_outage(seeded: TestClient):
     # Past the request models (a caller of the service): the index refuses the
     # filter; recall must say so, not answer 503 or silently drop the vector side.
-    svc: MemoryService = seeded.app.state.service  # type: ignore[attr-defined]
+    svc: MemoryService = seeded.app.state.runtime.service  # type: ignore[attr-defined]
     for mode in ("hybrid", "vector"):
         req = SearchIn.model_construct(
             query="fox",
@@ -334,7 +335,7 @@ def test_hybrid_with_the_index_down_answers_from_full_text_and_says_so(qdrant_do
     assert r.headers["recall-degraded"] == "vector"
     # vector mode has nothing to fall back to
     assert c.post("/memories/search", json={"query": "fox", "mode": "vector"}).status_code == 503
-    registry = c.app.state.metrics.registry  # type: ignore[attr-defined]
+    registry = c.app.state.runtime.metrics.registry  # type: ignore[attr-defined]
     assert registry.get_sample_value("memory_recall_degraded_total", {"part": "vector"}) == 2
 
 
@@ -365,7 +366,7 @@ def test_hybrid_with_the_embedder_down_says_so(embedder_down: TestClient):
 
 
 def test_repeated_query_texts_are_embedded_once(seeded: TestClient, embedder: HashingTestEmbedder):
-    svc: MemoryService = seeded.app.state.service  # type: ignore[attr-defined]
+    svc: MemoryService = seeded.app.state.runtime.service  # type: ignore[attr-defined]
     svc.query_vectors.maxsize = 1
 
     def search(query: str) -> list[float]:

@@ -84,7 +84,7 @@ def test_outbox_backlog_grows_while_nothing_publishes_and_drains_through_kafka(
             topic
         ].result(30)
         relay = OutboxRelay(
-            app.state.service.db.pool, tenant.schema, tenant.name, kafka.admin_config, topic
+            app.state.runtime.service.db.pool, tenant.schema, tenant.name, kafka.admin_config, topic
         )
         assert relay.publish_pending(500) == 3
         relay.close()
@@ -128,7 +128,7 @@ def test_index_backlog_grows_during_a_vector_index_outage_and_drains_after(
             proxy.restore()
 
             def drained() -> bool:
-                app.state.service.index_pending(100)  # the catch-up job's pass
+                app.state.runtime.service.index_pending(100)  # the catch-up job's pass
                 return gauge(metrics, "memory_index_backlog", op="upsert") == 0 and (
                     gauge(metrics, "memory_index_backlog", op="delete") == 0
                 )

@@ -42,7 +42,7 @@ def cut(proxy: FaultProxy, fault: str) -> None:
 
 
 def metric(app, name: str, dependency: str) -> float:  # type: ignore[no-untyped-def]
-    text = generate_latest(app.state.metrics.registry).decode()
+    text = generate_latest(app.state.runtime.metrics.registry).decode()
     for line in text.splitlines():
         if line.startswith(f'{name}{{dependency="{dependency}"}}'):
             return float(line.rsplit(" ", 1)[1])
@@ -108,7 +108,7 @@ def test_vector_index_outage_keeps_the_pod_ready_and_degrades_at_once(
 
         qdrant_proxy.restore()
         wait_for(lambda: ready(http)["status"] == "ready", what="vectors back")
-        assert app.state.service.index_pending(100) == 10
+        assert app.state.runtime.service.index_pending(100) == 10
         assert http.get("/stats").json()["index_pending"] == 0
 
 

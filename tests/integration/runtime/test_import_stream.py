@@ -98,7 +98,7 @@ def server(tenant: Tenant) -> Iterator[str]:
         probe_timeout_seconds=10,
     )
     app = create_app(settings, embedder=HashingTestEmbedder())
-    SERVICES[tenant.schema] = app.state.service
+    SERVICES[tenant.schema] = app.state.runtime.service
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = int(s.getsockname()[1])
@@ -349,7 +349,7 @@ def test_export_streams_in_constant_memory(patient_client: TestClient) -> None:
     for n in range(0, 6_000, 1_000):
         chunk = stream_lines(6_000, 0)[n : n + 1_000]
         assert client.post("/import", content=b"\n".join(chunk)).status_code == 200
-    service = client.app.state.service  # type: ignore[attr-defined]
+    service = client.app.state.runtime.service  # type: ignore[attr-defined]
 
     def peak_while_exporting(limit: int) -> tuple[int, int]:
         tracemalloc.start()
@@ -475,7 +475,7 @@ def test_a_bulk_chunk_the_index_refuses_to_take_in_its_transaction_is_indexed_af
     chunk's transaction (e.g. its circuit is open), the chunk's memories are
     committed pending and written to the index after the commit: none is lost."""
     monkeypatch.setattr(routes, "IMPORT_CHUNK_LINES", 30)
-    index = client.app.state.service.index  # type: ignore[attr-defined]
+    index = client.app.state.runtime.service.index  # type: ignore[attr-defined]
     refused: list[int] = []
 
     def refuse(conn: object, source: object) -> bool:

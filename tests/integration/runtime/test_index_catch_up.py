@@ -46,7 +46,7 @@ def test_a_nan_vector_in_the_table_does_not_block_the_batch(client: TestClient, 
         tenant,
         f"UPDATE memory_embeddings SET embedding[1] = 'NaN' WHERE memory_id = '{ids[1]}'",
     )
-    service = client.app.state.service  # type: ignore[attr-defined]
+    service = client.app.state.runtime.service  # type: ignore[attr-defined]
     assert service.index_pending(500) == 4
     assert vector_ids(tenant) == set(ids)  # the others, and the bad one re-embedded
     assert client.get("/stats").json()["index_pending"] == 0
@@ -72,7 +72,7 @@ def test_a_bad_vector_without_an_embedder_leaves_the_memory_keyword_only(tenant:
             tenant,
             f"UPDATE memory_embeddings SET embedding[2] = 'Infinity' WHERE memory_id = '{ids[0]}'",
         )
-        c.app.state.service.index_pending(500)  # type: ignore[attr-defined]
+        c.app.state.runtime.service.index_pending(500)  # type: ignore[attr-defined]
         assert vector_ids(tenant) == {ids[1], ids[2]}
         bad = c.get(f"/memories/{ids[0]}").json()
         assert bad["has_vector"] is False
@@ -142,7 +142,7 @@ def indexed_axis(tenant: Tenant, memory_id: str) -> int | None:
 def stale_catch_up(client: TestClient, change: Callable[[], Any]) -> None:
     """Catch-up reads a pending row, then `change` commits (and indexes) a newer
     state before catch-up's own index write lands."""
-    service = client.app.state.service  # type: ignore[attr-defined]
+    service = client.app.state.runtime.service  # type: ignore[attr-defined]
     worker = threading.Thread(target=service.index_pending, args=(500,))
     held = HeldIndex(service.index, worker)
     service.index = held
@@ -168,7 +168,7 @@ def test_a_late_index_write_of_an_older_version_is_written_again(
     if indexed_axis(tenant, mid) != 1:
         assert client.get(f"/memories/{mid}").json()["index_pending"] is True
     # ... and the next catch-up writes the newest one
-    client.app.state.service.index_pending(500)  # type: ignore[attr-defined]
+    client.app.state.runtime.service.index_pending(500)  # type: ignore[attr-defined]
     assert indexed_axis(tenant, mid) == 1
     assert client.get(f"/memories/{mid}").json()["index_pending"] is False
 
@@ -181,7 +181,7 @@ def test_a_late_index_write_of_a_deleted_memory_is_removed_again(
     ).json()["id"]
     admin_exec(tenant, "UPDATE memories SET index_pending = true")
     stale_catch_up(client, lambda: client.delete(f"/memories/{mid}").raise_for_status())
-    client.app.state.service.index_pending(500)  # type: ignore[attr-defined]
+    client.app.state.runtime.service.index_pending(500)  # type: ignore[attr-defined]
     assert mid not in vector_ids(tenant)
 
 
@@ -205,7 +205,7 @@ def test_a_memory_restored_under_its_deleted_id_keeps_its_vector(
     memory = {"coordinate": [3], "payload": {"text": "restored"}, "vector": unit(3)}
     mid = client.post("/memories", json=memory).json()["id"]
     backup = client.get("/export").text
-    service = client.app.state.service  # type: ignore[attr-defined]
+    service = client.app.state.runtime.service  # type: ignore[attr-defined]
     service.index = DeletesFail(service.index)
     try:
         client.delete(f"/memories/{mid}").raise_for_status()

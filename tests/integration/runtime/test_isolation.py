@@ -65,8 +65,8 @@ def workload(client: TestClient) -> None:
     client.delete("/memories/3")
     client.delete("/memories", params={"user_id": "u"})
     client.post("/import", content=client.get("/export").content)
-    client.app.state.service.prune()  # type: ignore[attr-defined]
-    client.app.state.service.index_pending(100)  # type: ignore[attr-defined]
+    client.app.state.runtime.service.prune()  # type: ignore[attr-defined]
+    client.app.state.runtime.service.index_pending(100)  # type: ignore[attr-defined]
     client.get("/stats")
 
 

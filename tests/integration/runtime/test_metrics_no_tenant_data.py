@@ -37,7 +37,9 @@ def test_metrics_show_no_ids_texts_or_client_chosen_labels(client: TestClient) -
     client.request(f"{SECRET.upper().replace('-', '')}", "/memories")  # a made-up method
     client.get("/memories/range", params={"min": "0,0", "max": SECRET})
 
-    text = generate_latest(client.app.state.metrics.registry).decode()  # what port 9596 serves
+    text = generate_latest(
+        client.app.state.runtime.metrics.registry
+    ).decode()  # what port 9596 serves
     assert "memory_http_requests_total" in text
     for leak in (SECRET, SECRET.upper().replace("-", ""), memory_id, "424242", "admin-token"):
         assert leak not in text, leak

@@ -34,12 +34,12 @@ def test_every_runtime_write_becomes_a_valid_event(client: TestClient, tenant: T
     client.delete("/graph/link", params={"from": "1", "to": "2", "type": "related"})
     client.post("/graph/link", json={"from": "2", "to": "1"})
     client.delete("/memories", params={"user_id": "u"})
-    client.app.state.service.prune()  # type: ignore[attr-defined]
+    client.app.state.runtime.service.prune()  # type: ignore[attr-defined]
     client.delete("/memories/1")
     expected = admin_rows(tenant, "SELECT count(*) AS n FROM outbox")[0]["n"]
 
     relay = OutboxRelay(
-        client.app.state.service.db.pool,  # type: ignore[attr-defined]
+        client.app.state.runtime.service.db.pool,  # type: ignore[attr-defined]
         tenant.schema,
         tenant.name,
         kafka.admin_config,

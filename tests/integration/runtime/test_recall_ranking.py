@@ -117,7 +117,7 @@ def test_hybrid_finds_it_too(conversation: TestClient) -> None:
 def test_repeated_searches_give_identical_answers(conversation: TestClient, tenant: Tenant) -> None:
     queries = ["Caroline music", "Caroline said coffee number", "garden weather"]
     first = {q: answer(search(conversation, query=q, top_k=20)) for q in queries}
-    svc = conversation.app.state.service  # type: ignore[attr-defined]
+    svc = conversation.app.state.runtime.service  # type: ignore[attr-defined]
     for round_ in range(3):
         for q in ["Caroline", "books traffic", "Caroline lunch", *queries]:
             search(conversation, query=q, top_k=50)  # counts accesses: rows move on disk

@@ -86,7 +86,7 @@ def test_index_down_marks_pending_and_catch_up_repairs(qdrant_down: TestClient, 
     assert c.get("/stats").json()["index_pending"] == 1
 
     # the index comes back
-    service = c.app.state.service  # type: ignore[attr-defined]
+    service = c.app.state.runtime.service  # type: ignore[attr-defined]
     live = build_vector_index(
         "qdrant",
         pool=None,
@@ -136,7 +136,7 @@ def test_prune_removes_decayed_episodic_and_expired(client: TestClient, tenant: 
         " WHERE id = %s RETURNING id",
         ids["4"],
     )
-    service = client.app.state.service  # type: ignore[attr-defined]
+    service = client.app.state.runtime.service  # type: ignore[attr-defined]
     assert service.prune() == 3
     left = sorted(r["coordinate"][0] for r in admin_rows(tenant, "SELECT coordinate FROM memories"))
     assert left == [2.0, 3.0, 6.0]
@@ -159,7 +159,7 @@ def test_decay_disabled_prunes_only_expired(tenant: Tenant):
             "/memories",
             json={"coordinate": [2], "payload": {}, "expires_at": "2001-01-01T00:00:00Z"},
         )
-        assert app.state.service.prune() == 1
+        assert app.state.runtime.service.prune() == 1
         assert c.get("/memories/1").status_code == 200
 
 
@@ -226,7 +226,7 @@ def test_a_stores_vectors_and_its_cleared_pending_flags_commit_together(
     pending = admin_rows(tenant, "SELECT count(*) AS n FROM memories WHERE index_pending")
     assert pending[0]["n"] == 3
     monkeypatch.setattr(Tx, "set_index_done", clear)
-    client.app.state.service.index_pending()  # catch-up
+    client.app.state.runtime.service.index_pending()  # catch-up
     assert len(vector_ids(tenant)) == 3
     pending = admin_rows(tenant, "SELECT count(*) AS n FROM memories WHERE index_pending")
     assert pending[0]["n"] == 0

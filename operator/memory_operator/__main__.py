@@ -26,7 +26,8 @@ from memory_operator.adapters import kube as kube_login
 from memory_operator.adapters.kube import KubeApi
 from memory_operator.config import ConfigError, OperatorConfig, load_config
 from memory_operator.manifests import render_peerings
-from memory_operator.reconcile import Backends, KubePort, Reconciler
+from memory_operator.ports import KubePort
+from memory_operator.reconcile import Backends, Reconciler
 
 
 def build_backends(config: OperatorConfig) -> Backends:

@@ -20,12 +20,13 @@ from typing import Any
 import kopf
 
 from memory_operator import metrics
-from memory_operator.adapters.kube import KubeApi, KubeError
+from memory_operator.adapters.kube import KubeApi
 from memory_operator.claims import Claims
 from memory_operator.config import OperatorConfig
 from memory_operator.fleet import Fleet
 from memory_operator.manifests import GROUP, KIND, MANAGED_BY
 from memory_operator.owned_watch import OwnedWatch
+from memory_operator.ports import KubeError
 from memory_operator.reconcile import Reconciler, Result
 from memory_operator.resync import PeeringGate, Resync
 

@@ -1,12 +1,20 @@
-"""Interfaces of the backend adapters. Every `ensure_*` is idempotent and
-returns Outcome.UNCHANGED when the backend already matches (no write at all);
-every `delete_*` is idempotent too. Adapters raise BackendUnavailable when the
-server can't be reached (a temporary error) and BackendRejected when the
-request itself can never succeed (a permanent error)."""
+"""Interfaces of the adapters and the errors they raise, by meaning.
+
+Backends: every `ensure_*` is idempotent and returns Outcome.UNCHANGED when the
+backend already matches (no write at all); every `delete_*` is idempotent too.
+Adapters raise BackendUnavailable when the server can't be reached (a temporary
+error) and BackendRejected when the request itself can never succeed (a
+permanent error).
+
+Kubernetes (KubePort, adapters/kube.py): the same split, KubeUnavailable when
+the API server does not answer, KubeRejected when it refuses the request for
+good (invalid object, forbidden), KubeConflict and KubeBusy for answers that
+pass with time; callers catch meanings, not status numbers."""
 
 from __future__ import annotations
 
-from typing import Protocol
+from collections.abc import Iterable
+from typing import Any, Protocol
 
 from memory_operator.domain import (
     CacheUserTarget,
@@ -54,3 +62,46 @@ class EventsAdmin(Protocol):
 class CacheAdmin(Protocol):
     def ensure_user(self, target: CacheUserTarget) -> Outcome: ...
     def delete_user(self, target: CacheUserTarget) -> Outcome: ...  # user and its keys
+
+
+class KubeError(RuntimeError):
+    """A Kubernetes API call failed. `status`: the HTTP status, 0 without an answer."""
+
+    temporary = True  # worth retrying with backoff
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(f"kubernetes API {status}: {message}")
+        self.status = status
+        self.message = message
+
+
+class KubeUnavailable(KubeError):
+    """Temporary: no answer (connection refused, timeout, login failed)."""
+
+
+class KubeConflict(KubeError):
+    """Temporary: 409, someone else wrote first (a create that lost a race)."""
+
+
+class KubeBusy(KubeError):
+    """Temporary: 429 throttling or a 5xx server error."""
+
+
+class KubeRejected(KubeError):
+    """Permanent: any other 4xx (invalid object, unauthorized, forbidden)."""
+
+    temporary = False
+
+
+class KubePort(Protocol):
+    """What the operator needs from Kubernetes (adapters.kube.KubeApi implements it)."""
+
+    def get(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None: ...
+    def apply(self, obj: dict[str, Any]) -> dict[str, Any]: ...
+    def create(self, obj: dict[str, Any]) -> dict[str, Any] | None: ...
+    def patch_status(self, namespace: str, name: str, status: dict[str, Any]) -> dict[str, Any]: ...
+    def list_memory_namespaces(self, namespace: str | None = None) -> Iterable[dict[str, Any]]: ...
+    def list_objects(
+        self, kind: str, namespace: str, label_selector: str
+    ) -> Iterable[dict[str, Any]]: ...
+    def emit_event(self, cr: dict[str, Any], type_: str, reason: str, message: str) -> None: ...

@@ -28,11 +28,10 @@ import threading
 import time
 from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol, TypeVar
+from typing import Any, Literal, TypeVar
 
 from memory_operator import conditions as c
 from memory_operator import manifests as m
-from memory_operator.adapters.kube import KubeError
 from memory_operator.claims import NOT_OWNER, Claim, Claims, claims_from
 from memory_operator.claims import owner as claim_owner
 from memory_operator.config import OperatorConfig
@@ -67,6 +66,10 @@ from memory_operator.ports import (
     CacheAdmin,
     DatabaseAdmin,
     EventsAdmin,
+    KubeError,
+    KubePort,
+    KubeRejected,
+    KubeUnavailable,
     VectorAdmin,
 )
 from memory_operator.snapshot import WINDOW_SECONDS, NeedsExact, SharedByKey
@@ -79,20 +82,6 @@ T = TypeVar("T")
 # What a shared read of a namespace's objects keeps (the operator's own, by label).
 MANAGED_SELECTOR = f"app.kubernetes.io/managed-by={m.MANAGED_BY}"
 SHARED_KINDS = ("Secret", "ConfigMap", "NetworkPolicy", "Deployment", "Service")
-
-
-class KubePort(Protocol):
-    """What the reconciler needs from Kubernetes (adapters.kube.KubeApi implements it)."""
-
-    def get(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None: ...
-    def apply(self, obj: dict[str, Any]) -> dict[str, Any]: ...
-    def create(self, obj: dict[str, Any]) -> dict[str, Any] | None: ...
-    def patch_status(self, namespace: str, name: str, status: dict[str, Any]) -> dict[str, Any]: ...
-    def list_memory_namespaces(self, namespace: str | None = None) -> Iterable[dict[str, Any]]: ...
-    def list_objects(
-        self, kind: str, namespace: str, label_selector: str
-    ) -> Iterable[dict[str, Any]]: ...
-    def emit_event(self, cr: dict[str, Any], type_: str, reason: str, message: str) -> None: ...
 
 
 @dataclass
@@ -863,10 +852,12 @@ class Reconciler:
             return fn()
         try:
             return timed_backend("kubernetes", operation, fn)
+        except KubeUnavailable as err:
+            raise StepError("temporary", "KubernetesUnavailable", err.message) from err
+        except KubeRejected as err:
+            raise StepError("permanent", "KubernetesError", err.message) from err
         except KubeError as err:
-            kind: ErrorKind = "temporary" if err.temporary else "permanent"
-            reason = "KubernetesUnavailable" if err.status == 0 else "KubernetesError"
-            raise StepError(kind, reason, err.message) from err
+            raise StepError("temporary", "KubernetesError", err.message) from err
 
 
 def _title(backend: str) -> str:

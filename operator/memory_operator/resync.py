@@ -27,7 +27,8 @@ from typing import Any
 
 from memory_operator.manifests import KIND
 from memory_operator.peering import active, others
-from memory_operator.reconcile import KubePort, Result
+from memory_operator.ports import KubePort
+from memory_operator.reconcile import Result
 
 log = logging.getLogger("memory_operator.resync")
 

@@ -17,9 +17,10 @@ from typing import Any
 
 import kopf
 
-from memory_operator.adapters.kube import KubeApi, KubeError
+from memory_operator.adapters.kube import KubeApi
 from memory_operator.config import OperatorConfig, load_config
 from memory_operator.domain import Outcome
+from memory_operator.ports import KubeError
 from tests.servers.kube import KubeCluster
 
 GROUP_PATH = "/apis/memory.somafractal.io/v1alpha1"

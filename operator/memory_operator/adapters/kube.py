@@ -26,6 +26,13 @@ import httpx
 import kopf
 
 from memory_operator.manifests import API_VERSION, FIELD_MANAGER, KIND
+from memory_operator.ports import (
+    KubeBusy,
+    KubeConflict,
+    KubeError,
+    KubeRejected,
+    KubeUnavailable,
+)
 
 # kind -> (API prefix, plural)
 _RESOURCES: dict[str, tuple[str, str]] = {
@@ -42,16 +49,13 @@ _RESOURCES: dict[str, tuple[str, str]] = {
 }
 
 
-class KubeError(RuntimeError):
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(f"kubernetes API {status}: {message}")
-        self.status = status
-        self.message = message
-
-    @property
-    def temporary(self) -> bool:
-        # 0: unreachable; 409 conflicts, 429 throttling and 5xx pass with time.
-        return self.status in (0, 409, 429) or self.status >= 500
+def _error(status: int, message: str) -> KubeError:
+    """The typed error for an HTTP answer (ports.py has the meanings)."""
+    if status == 409:
+        return KubeConflict(status, message)
+    if status == 429 or status >= 500:
+        return KubeBusy(status, message)
+    return KubeRejected(status, message)
 
 
 def _path(kind: str, namespace: str | None, name: str | None = None) -> str:
@@ -142,7 +146,7 @@ class KubeApi:
                     break
                 self._auth = self._login().as_http_headers()
         except (httpx.HTTPError, kopf.LoginError) as err:
-            raise KubeError(0, f"{method} {path}: {err}") from err
+            raise KubeUnavailable(0, f"{method} {path}: {err}") from err
         if resp.status_code == 404 and method == "GET":
             return None
         if resp.status_code >= 400:
@@ -150,7 +154,7 @@ class KubeApi:
                 message = resp.json().get("message", resp.text)
             except ValueError:
                 message = resp.text
-            raise KubeError(resp.status_code, message)
+            raise _error(resp.status_code, message)
         return resp.json() if resp.content else {}
 
     # -- operations the reconciler uses ---------------------------------
@@ -181,10 +185,8 @@ class KubeApi:
                 body=obj,
                 params={"fieldManager": FIELD_MANAGER},
             )
-        except KubeError as err:
-            if err.status == 409:
-                return None
-            raise
+        except KubeConflict:
+            return None
 
     def patch_status(self, namespace: str, name: str, status: dict[str, Any]) -> dict[str, Any]:
         out = self._request(
@@ -257,12 +259,12 @@ class KubeApi:
                     return
                 if resp.status_code >= 400:
                     resp.read()
-                    raise KubeError(resp.status_code, resp.text)
+                    raise _error(resp.status_code, resp.text)
                 for line in resp.iter_lines():
                     if line:
                         yield json.loads(line)
         except (httpx.HTTPError, kopf.LoginError) as err:
-            raise KubeError(0, f"watch {kind}: {err}") from err
+            raise KubeUnavailable(0, f"watch {kind}: {err}") from err
 
     def list_memory_namespaces(self, namespace: str | None = None) -> Iterator[dict[str, Any]]:
         """Every MemoryNamespace (of `namespace` only when given), page by page."""

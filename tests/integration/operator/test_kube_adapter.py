@@ -10,8 +10,9 @@ from typing import Any
 import kopf
 import pytest
 
-from memory_operator.adapters.kube import KubeApi, KubeError, kubeconfig_login
+from memory_operator.adapters.kube import KubeApi, kubeconfig_login
 from memory_operator.manifests import FIELD_MANAGER
+from memory_operator.ports import KubeError, KubeRejected, KubeUnavailable
 from tests.e2e.harness import delete, kube_api, memory_namespace
 from tests.servers._process import free_port
 from tests.servers.kube import KubeCluster, install_crds
@@ -86,12 +87,14 @@ def test_errors_are_classified(api: KubeApi, kube_namespace: str, kube: KubeClus
     with pytest.raises(KubeError) as err:
         api.apply(bad)
     assert err.value.status == 422
+    assert isinstance(err.value, KubeRejected)
     assert not err.value.temporary
     unreachable = kopf.ConnectionInfo(server=f"https://127.0.0.1:{free_port()}", insecure=True)
     down = KubeApi(lambda **_: unreachable, timeout=2)
     with pytest.raises(KubeError) as err:
         down.get("ConfigMap", kube_namespace, "cm")
     assert err.value.status == 0
+    assert isinstance(err.value, KubeUnavailable)
     assert err.value.temporary
     down.close()
 
@@ -132,6 +135,7 @@ def test_a_rejected_token_logs_in_again_once(kube: KubeCluster, kube_namespace: 
     with pytest.raises(KubeError) as err:
         api.get("ConfigMap", kube_namespace, "absent")
     assert err.value.status == 401
+    assert isinstance(err.value, KubeRejected)
     assert not err.value.temporary
     assert calls == ["wrong", "wrong"]
     api.close()

@@ -13,13 +13,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from memory_operator.domain import CacheUserTarget
+from memory_operator.domain import CacheUserTarget, PlanError
 from memory_runtime.redis_functions import TENANT_COMMANDS
-
-
-class AclError(ValueError):
-    """Input no ACL can express safely (permanent)."""
-
 
 # ---------------------------------------------------------------------------------------
 # Redis
@@ -37,15 +32,15 @@ _GLOB_SPECIALS = re.compile(r"[*?\[\]\\\s]")
 
 def validate_cache_target(target: CacheUserTarget) -> None:
     if not target.username or re.search(r"\s", target.username):
-        raise AclError("redis username must be non-empty and contain no whitespace")
+        raise PlanError("redis username must be non-empty and contain no whitespace")
     if target.username == "default":
-        raise AclError("redis user 'default' is the server's admin user, not a tenant")
+        raise PlanError("redis user 'default' is the server's admin user, not a tenant")
     if not target.password or re.search(r"[\s\x00]", target.password):
-        raise AclError("redis password must be non-empty and contain no whitespace")
+        raise PlanError("redis password must be non-empty and contain no whitespace")
     # The prefix ends up in ACL key patterns and SCAN MATCH globs: a glob
     # character would widen the tenant's reach or the keys a delete removes.
     if not target.key_prefix or _GLOB_SPECIALS.search(target.key_prefix):
-        raise AclError(
+        raise PlanError(
             f"redis key prefix {target.key_prefix!r} must be non-empty and free of glob "
             "characters (* ? [ ] \\) and whitespace"
         )
@@ -207,16 +202,16 @@ _TOPIC_NAME = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
 
 def validate_topic(name: str) -> None:
     if not _TOPIC_NAME.match(name) or name in (".", ".."):
-        raise AclError(f"invalid Kafka topic name {name!r} (1-249 of [A-Za-z0-9._-])")
+        raise PlanError(f"invalid Kafka topic name {name!r} (1-249 of [A-Za-z0-9._-])")
 
 
 def kafka_acls(principal: str, topics: Sequence[str], group_prefix: str) -> frozenset[KafkaAcl]:
     """What the tenant principal needs: produce/consume its topics, consumer groups
     under its prefix, and idempotent produce (needed by brokers before 3.0)."""
     if not principal or ":" in principal or re.search(r"\s", principal):
-        raise AclError(f"invalid Kafka principal name {principal!r}")
+        raise PlanError(f"invalid Kafka principal name {principal!r}")
     if not group_prefix:
-        raise AclError("consumer group prefix must not be empty")
+        raise PlanError("consumer group prefix must not be empty")
     user = f"User:{principal}"
     out = {
         KafkaAcl("TOPIC", topic, "LITERAL", op, user)

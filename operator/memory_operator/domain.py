@@ -8,6 +8,12 @@ from dataclasses import dataclass
 from memory_operator.ownership import Adoption, Owner
 
 
+class PlanError(ValueError):
+    """A plan (sql.py, acl.py, topics.py, collection.py) can never reach the desired
+    state from the observed one, or the desired state is invalid: permanent, and
+    found before any write. The adapters report it as BackendRejected."""
+
+
 class Outcome(enum.Enum):
     """What an adapter call did. UNCHANGED means it wrote nothing at all."""
 

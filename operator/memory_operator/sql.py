@@ -17,15 +17,11 @@ from dataclasses import dataclass
 
 from psycopg import sql
 
-from memory_operator.domain import DatabaseTarget
+from memory_operator.domain import DatabaseTarget, PlanError
 from memory_operator.ownership import Owner, check_delete, check_take
 
 SCRAM_ITERATIONS = 4096  # PostgreSQL's default scram_iterations
 _PG_IDENT_MAX = 63  # NAMEDATALEN - 1
-
-
-class PlanError(ValueError):
-    """The desired state can never be reached from the observed one (permanent)."""
 
 
 @dataclass(frozen=True)

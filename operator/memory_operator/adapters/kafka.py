@@ -1,7 +1,7 @@
 """Kafka adapter (confluent-kafka AdminClient): a tenant's topics, SCRAM user and ACLs.
 
 Observe (describe_topics, describe_configs, describe_user_scram_credentials,
-describe_acls), plan purely (`plan_topics`, acl.diff_acls), then write only the
+describe_acls), plan purely (topics.plan_topics, acl.diff_acls), then write only the
 difference. Permanent refusals (partition shrink, replication-factor change)
 are found before any write, so a refused target changes nothing.
 
@@ -31,7 +31,6 @@ import random
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, TopicCollection
@@ -54,10 +53,11 @@ from confluent_kafka.admin import (
     UserScramCredentialUpsertion,
 )
 
-from memory_operator.acl import AclError, KafkaAcl, diff_acls, kafka_acls, validate_topic
-from memory_operator.domain import Outcome, TopicsTarget
+from memory_operator.acl import KafkaAcl, diff_acls, kafka_acls
+from memory_operator.domain import Outcome, PlanError, TopicsTarget
 from memory_operator.ports import BackendRejected, BackendUnavailable
 from memory_operator.snapshot import WINDOW_SECONDS, Shared
+from memory_operator.topics import TopicsPlan, TopicState, plan_topics, validate_target
 
 Observe = Callable[[str, str, float], None]
 BACKEND = "kafka"
@@ -80,74 +80,6 @@ _TEMPORARY = {
     KafkaError.NOT_ENOUGH_REPLICAS,
     KafkaError.THROTTLING_QUOTA_EXCEEDED,
 }
-
-
-class PlanError(ValueError):
-    """The desired topics can't be reached from the existing ones (permanent)."""
-
-
-@dataclass(frozen=True)
-class TopicState:
-    partitions: int
-    replication_factor: int
-    retention_ms: str | None
-
-
-@dataclass(frozen=True)
-class TopicsPlan:
-    create: tuple[str, ...] = ()
-    grow: Mapping[str, int] = field(default_factory=dict)  # topic -> new partition count
-    retention: tuple[str, ...] = ()  # topics whose retention.ms must be set
-
-    @property
-    def empty(self) -> bool:
-        return not (self.create or self.grow or self.retention)
-
-
-def validate_target(target: TopicsTarget) -> None:
-    if not target.names:
-        raise PlanError("at least one topic name is required")
-    try:
-        for name in target.names:
-            validate_topic(name)
-    except AclError as exc:
-        raise PlanError(str(exc)) from exc
-    if target.partitions < 1:
-        raise PlanError(f"partitions must be >= 1, not {target.partitions}")
-    if target.replication_factor < 1:
-        raise PlanError(f"replication factor must be >= 1, not {target.replication_factor}")
-    if target.retention_ms < -1:
-        raise PlanError(f"retention.ms must be >= -1 (-1 = forever), not {target.retention_ms}")
-    if (target.principal is None) != (target.password is None) or target.password == "":
-        raise PlanError("principal and password are given together, and the password is not empty")
-
-
-def plan_topics(observed: Mapping[str, TopicState | None], target: TopicsTarget) -> TopicsPlan:
-    """What to create/grow/reconfigure; raises PlanError for what Kafka can't do."""
-    validate_target(target)
-    create: list[str] = []
-    grow: dict[str, int] = {}
-    retention: list[str] = []
-    for name in target.names:
-        state = observed.get(name)
-        if state is None:
-            create.append(name)
-            continue
-        if state.partitions > target.partitions:
-            raise PlanError(
-                f"topic {name!r} has {state.partitions} partitions; Kafka can't shrink it "
-                f"to {target.partitions}"
-            )
-        if state.replication_factor != target.replication_factor:
-            raise PlanError(
-                f"topic {name!r} has replication factor {state.replication_factor}, the spec "
-                f"asks {target.replication_factor}; it can't change in place"
-            )
-        if state.partitions < target.partitions:
-            grow[name] = target.partitions
-        if state.retention_ms != str(target.retention_ms):
-            retention.append(name)
-    return TopicsPlan(tuple(create), grow, tuple(retention))
 
 
 def _acl_fields(acl: KafkaAcl) -> tuple[Any, ...]:
@@ -232,7 +164,7 @@ class KafkaAdmin:
         start = time.perf_counter()
         try:
             yield
-        except (PlanError, AclError) as exc:
+        except PlanError as exc:
             raise BackendRejected(BACKEND, str(exc)) from exc
         except KafkaException as exc:
             error = exc.args[0] if exc.args and isinstance(exc.args[0], KafkaError) else None
@@ -362,7 +294,7 @@ class KafkaAdmin:
             if target.principal is None or target.password is None:
                 return True
             want = kafka_acls(target.principal, target.names, group_prefix(target.principal))
-        except (PlanError, AclError):
+        except PlanError:
             return False  # ensure_topics reports it
         acls, scram = self._principals.get(not_before)
         create, delete = diff_acls(acls.get(f"User:{target.principal}", []), want)

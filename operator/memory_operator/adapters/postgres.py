@@ -29,13 +29,12 @@ from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg_pool import ConnectionPool, PoolTimeout
 
-from memory_operator.domain import DatabaseTarget, Outcome
+from memory_operator.domain import DatabaseTarget, Outcome, PlanError
 from memory_operator.ownership import NotOwner
 from memory_operator.ports import BackendNotOwner, BackendRejected, BackendUnavailable
 from memory_operator.snapshot import WINDOW_SECONDS, SharedByKey
 from memory_operator.sql import (
     Catalog,
-    PlanError,
     RoleState,
     TenantState,
     password_matches,

@@ -1,8 +1,9 @@
 """Qdrant adapter: one collection per tenant (single unnamed dense vector).
 
-`plan_collection` is pure (observed config in, the change to make out); the
-class does the I/O. Dimensions and distance are fixed at creation: a change is
-a permanent error, never a silent recreate that would drop the tenant's vectors.
+The plan is pure (collection.py: observed config in, the change to make out);
+this class does the I/O. Dimensions and distance are fixed at creation: a
+change is a permanent error, never a silent recreate that would drop the
+tenant's vectors.
 
 Why hand-written REST and not qdrant-client: the operator makes five kinds of
 requests (get, exists, create, update, delete a collection), and importing
@@ -15,101 +16,26 @@ REST API (`/collections/{name}`); tests run them against the REST stand-in
 
 from __future__ import annotations
 
-import re
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
 from typing import Any
 
 import httpx
 
-from memory_operator.domain import CollectionTarget, Outcome
+from memory_operator.collection import (
+    NAME,
+    CollectionState,
+    plan_collection,
+    state_from_info,
+    validate_target,
+)
+from memory_operator.domain import CollectionTarget, Outcome, PlanError
 from memory_operator.ports import BackendRejected, BackendUnavailable
 
 Observe = Callable[[str, str, float], None]
 BACKEND = "qdrant"
-DISTANCES = ("Cosine", "Dot", "Euclid")
 TIMEOUT = 10.0
-_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,255}$")
-
-
-class PlanError(ValueError):
-    """The desired collection can't be reached from the existing one (permanent)."""
-
-
-@dataclass(frozen=True)
-class CollectionState:
-    dimensions: int | None  # None: not a single unnamed vector (named vectors layout)
-    distance: str | None
-    hnsw_m: int | None
-    hnsw_ef_construct: int | None
-    on_disk: bool
-
-
-@dataclass(frozen=True)
-class CollectionPlan:
-    create: bool = False
-    hnsw: tuple[int, int] | None = None  # (m, ef_construct) to set
-    on_disk: bool | None = None  # new on_disk value to set
-
-    @property
-    def empty(self) -> bool:
-        return not self.create and self.hnsw is None and self.on_disk is None
-
-
-def validate_target(target: CollectionTarget) -> None:
-    if not _NAME.match(target.name):
-        raise PlanError(f"invalid collection name {target.name!r} (1-255 of [A-Za-z0-9_.-])")
-    if not 1 <= target.dimensions <= 65536:
-        raise PlanError(f"dimensions must be within 1..65536, not {target.dimensions}")
-    if target.distance not in DISTANCES:
-        raise PlanError(f"distance must be one of {sorted(DISTANCES)}, not {target.distance!r}")
-    if target.hnsw_m < 0 or target.hnsw_ef_construct < 4:
-        raise PlanError("hnsw m must be >= 0 and ef_construct >= 4")
-
-
-def plan_collection(state: CollectionState | None, target: CollectionTarget) -> CollectionPlan:
-    validate_target(target)
-    if state is None:
-        return CollectionPlan(create=True)
-    if state.dimensions is None:
-        raise PlanError(f"collection {target.name!r} exists with named vectors; expected one")
-    if state.dimensions != target.dimensions:
-        raise PlanError(
-            f"collection {target.name!r} has {state.dimensions} dimensions, the spec asks "
-            f"{target.dimensions}; dimensions can't change (delete the collection to rebuild)"
-        )
-    if state.distance != target.distance:
-        raise PlanError(
-            f"collection {target.name!r} uses distance {state.distance}, the spec asks "
-            f"{target.distance}; distance can't change"
-        )
-    hnsw = None
-    if (state.hnsw_m, state.hnsw_ef_construct) != (target.hnsw_m, target.hnsw_ef_construct):
-        hnsw = (target.hnsw_m, target.hnsw_ef_construct)
-    on_disk = target.on_disk if state.on_disk != target.on_disk else None
-    return CollectionPlan(hnsw=hnsw, on_disk=on_disk)
-
-
-def state_from_info(info: Mapping[str, Any]) -> CollectionState:
-    """Effective settings from GET /collections/{name}'s `result`: a vector-level
-    HNSW override wins over the collection's."""
-    config = info.get("config") or {}
-    hnsw = config.get("hnsw_config") or {}
-    vectors = (config.get("params") or {}).get("vectors")
-    if not isinstance(vectors, Mapping) or "size" not in vectors:  # named vectors
-        return CollectionState(None, None, hnsw.get("m"), hnsw.get("ef_construct"), False)
-    override = vectors.get("hnsw_config") or {}
-    m = override["m"] if override.get("m") is not None else hnsw.get("m")
-    ef = (
-        override["ef_construct"]
-        if override.get("ef_construct") is not None
-        else hnsw.get("ef_construct")
-    )
-    return CollectionState(
-        vectors["size"], vectors.get("distance"), m, ef, bool(vectors.get("on_disk"))
-    )
 
 
 class QdrantAdmin:
@@ -196,7 +122,7 @@ class QdrantAdmin:
 
     def delete_collection(self, name: str) -> Outcome:
         with self._call("delete"):
-            if not _NAME.match(name):
+            if not NAME.match(name):
                 raise PlanError(f"invalid collection name {name!r}")
             if not self._request("GET", f"/collections/{name}/exists")["exists"]:
                 return Outcome.UNCHANGED

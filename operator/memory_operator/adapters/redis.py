@@ -14,13 +14,12 @@ from typing import Any
 import redis
 
 from memory_operator.acl import (
-    AclError,
     parse_getuser,
     redis_setuser_args,
     redis_user_matches,
     validate_cache_target,
 )
-from memory_operator.domain import CacheUserTarget, Outcome
+from memory_operator.domain import CacheUserTarget, Outcome, PlanError
 from memory_operator.ports import BackendRejected, BackendUnavailable
 from memory_operator.snapshot import WINDOW_SECONDS, Shared
 from memory_runtime.redis_functions import LIBRARY, LIBRARY_CODE
@@ -67,7 +66,7 @@ class RedisAdmin:
         start = time.perf_counter()
         try:
             yield
-        except AclError as exc:
+        except PlanError as exc:
             raise BackendRejected(BACKEND, str(exc)) from exc
         except redis.AuthenticationError as exc:  # a subclass of ConnectionError
             raise BackendRejected(BACKEND, f"admin authentication failed: {exc}") from exc
@@ -144,7 +143,7 @@ class RedisAdmin:
         `not_before`) shows nothing to do for `target`; False is no verdict."""
         try:
             validate_cache_target(target)
-        except AclError:
+        except PlanError:
             return False  # ensure_user reports it
         code, users = self._users.get(not_before)
         if code != LIBRARY_CODE or target.username not in users:

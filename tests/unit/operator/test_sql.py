@@ -7,10 +7,9 @@ import hashlib
 
 import pytest
 
-from memory_operator.domain import DatabaseTarget
+from memory_operator.domain import DatabaseTarget, PlanError
 from memory_operator.sql import (
     Catalog,
-    PlanError,
     RoleState,
     TenantState,
     password_matches,

@@ -6,14 +6,9 @@ import dataclasses
 
 import pytest
 
-from memory_operator.adapters.kafka import (
-    PlanError,
-    TopicsPlan,
-    TopicState,
-    group_prefix,
-    plan_topics,
-)
-from memory_operator.domain import TopicsTarget
+from memory_operator.adapters.kafka import group_prefix
+from memory_operator.domain import PlanError, TopicsTarget
+from memory_operator.topics import TopicsPlan, TopicState, plan_topics
 
 TARGET = TopicsTarget(
     names=("mem.acme.events",), partitions=3, replication_factor=1, retention_ms=604800000

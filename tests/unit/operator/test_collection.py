@@ -6,13 +6,8 @@ import dataclasses
 
 import pytest
 
-from memory_operator.adapters.qdrant import (
-    CollectionPlan,
-    CollectionState,
-    PlanError,
-    plan_collection,
-)
-from memory_operator.domain import CollectionTarget
+from memory_operator.collection import CollectionPlan, CollectionState, plan_collection
+from memory_operator.domain import CollectionTarget, PlanError
 
 TARGET = CollectionTarget(
     name="mem_acme", dimensions=384, distance="Cosine", hnsw_m=16, hnsw_ef_construct=100,

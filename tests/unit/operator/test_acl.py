@@ -7,7 +7,6 @@ import hashlib
 import pytest
 
 from memory_operator.acl import (
-    AclError,
     KafkaAcl,
     diff_acls,
     effective_commands,
@@ -16,7 +15,7 @@ from memory_operator.acl import (
     redis_setuser_args,
     redis_user_matches,
 )
-from memory_operator.domain import CacheUserTarget
+from memory_operator.domain import CacheUserTarget, PlanError
 
 TARGET = CacheUserTarget(username="mem-acme", password="tok", key_prefix="mem:acme")
 PW_HASH = hashlib.sha256(b"tok").hexdigest()
@@ -127,7 +126,7 @@ def test_effective_commands_semantics() -> None:
     ],
 )
 def test_bad_redis_targets_are_refused(target: CacheUserTarget) -> None:
-    with pytest.raises(AclError):
+    with pytest.raises(PlanError):
         redis_setuser_args(target)
 
 
@@ -155,5 +154,5 @@ def test_kafka_acl_diff_creates_missing_and_removes_unrequested() -> None:
 
 @pytest.mark.parametrize("principal", ["", "a b", "User:x"])
 def test_bad_kafka_principal(principal: str) -> None:
-    with pytest.raises(AclError):
+    with pytest.raises(PlanError):
         kafka_acls(principal, ["t"], "g")

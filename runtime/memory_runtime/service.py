@@ -22,7 +22,7 @@ from typing import Any
 
 import psycopg
 
-from memory_runtime import ranking
+from memory_runtime import graph, ranking
 from memory_runtime.coordinates import (
     Coordinate,
     CoordinateError,
@@ -34,6 +34,7 @@ from memory_runtime.models import (
     MAX_DEPTH,
     MAX_TEXT_CHARS,
     Degradation,
+    Direction,
     Filters,
     ImportCounts,
     ImportOut,
@@ -164,7 +165,7 @@ def to_memory(row: MemoryRow, include_vector: bool = False) -> Memory:
     return Memory(
         id=row.id,
         coordinate=list(row.coordinate),
-        memory_type=row.memory_type,  # type: ignore[arg-type]
+        memory_type=row.memory_type,
         payload=row.payload,
         text=row.text,
         importance=row.importance,
@@ -862,39 +863,20 @@ class MemoryService:
         return to_link(row)
 
     def neighbors(
-        self, key: str, depth: int, direction: str, link_type: str | None, limit: int
+        self, key: str, depth: int, direction: Direction, link_type: str | None, limit: int
     ) -> NeighborsOut:
-        """Breadth-first k-hop neighbourhood, one SQL round trip per hop.
-
-        Why BFS in Python over SQL instead of a recursive CTE: with cycles a
-        recursive CTE enumerates paths, not nodes, and grows exponentially with
-        depth; a visited set keeps this linear in the edges it touches, and the
-        depth (<= 6) and result limit bound the work.
-        """
+        """Breadth-first k-hop neighbourhood (graph.py), one SQL round trip per hop."""
         if not 1 <= depth <= MAX_DEPTH:
             raise InvalidInputError(f"depth must be within 1..{MAX_DEPTH}")
         with self.db.tx() as tx:
             start = self.resolve(tx, key)
-            seen: dict[uuid.UUID, tuple[int, LinkRow]] = {}
-            visited = {start.id}
-            frontier = [start.id]
-            for level in range(1, depth + 1):
-                if not frontier or len(seen) >= limit:
-                    break
-                nxt: list[uuid.UUID] = []
-                front = set(frontier)
-                for link in tx.links_from_frontier(frontier, direction, link_type):
-                    candidates = []
-                    if direction in ("out", "both") and link.from_id in front:
-                        candidates.append(link.to_id)
-                    if direction in ("in", "both") and link.to_id in front:
-                        candidates.append(link.from_id)
-                    for other in candidates:
-                        if other not in visited and len(seen) < limit:
-                            visited.add(other)
-                            seen[other] = (level, link)
-                            nxt.append(other)
-                frontier = nxt
+            seen = graph.neighbourhood(
+                start.id,
+                depth,
+                direction,
+                limit,
+                lambda frontier: tx.links_from_frontier(frontier, direction, link_type),
+            )
             rows = {r.id: r for r in tx.get_many(list(seen), vectors=False)}
         neighbours = [
             Neighbor(depth=d, memory=to_memory(rows[i]), via=to_link(link))
@@ -908,69 +890,31 @@ class MemoryService:
         source_key: str,
         target_key: str,
         max_depth: int,
-        direction: str,
+        direction: Direction,
         link_type: str | None,
     ) -> PathOut:
-        """Fewest hops first; among those, the largest product of link strengths.
-
-        Layered BFS: every shortest path to a node at depth d passes through
-        depth d-1, so a max-product DP over the BFS layers is exact.
-        """
+        """Fewest hops first; among those, the largest product of link strengths (graph.py)."""
         if not 1 <= max_depth <= MAX_DEPTH:
             raise InvalidInputError(f"max_depth must be within 1..{MAX_DEPTH}")
         with self.db.tx() as tx:
             source = self.resolve(tx, source_key)
             target = self.resolve(tx, target_key)
-            if source.id == target.id:
-                return PathOut(
-                    found=True, hops=0, strength=1.0, memories=[to_memory(source)], links=[]
-                )
-            best: dict[uuid.UUID, tuple[float, uuid.UUID | None, LinkRow | None]] = {
-                source.id: (1.0, None, None)
-            }
-            frontier = [source.id]
-            found = False
-            for _ in range(max_depth):
-                layer: dict[uuid.UUID, tuple[float, uuid.UUID, LinkRow]] = {}
-                front = set(frontier)
-                for link in tx.links_from_frontier(frontier, direction, link_type):
-                    steps = []
-                    if direction in ("out", "both") and link.from_id in front:
-                        steps.append((link.from_id, link.to_id))
-                    if direction in ("in", "both") and link.to_id in front:
-                        steps.append((link.to_id, link.from_id))
-                    for here, there in steps:
-                        if there in best:
-                            continue
-                        strength = best[here][0] * link.strength
-                        current = layer.get(there)
-                        if current is None or strength > current[0]:
-                            layer[there] = (strength, here, link)
-                if not layer:
-                    break
-                best.update(layer)
-                if target.id in layer:
-                    found = True
-                    break
-                frontier = sorted(layer)
-            if not found:
+            found = graph.strongest_shortest_path(
+                source.id,
+                target.id,
+                max_depth,
+                direction,
+                lambda frontier: tx.links_from_frontier(frontier, direction, link_type),
+            )
+            if found is None:
                 return PathOut(found=False, hops=None, strength=None, memories=[], links=[])
-            chain: list[uuid.UUID] = [target.id]
-            links: list[LinkRow] = []
-            while (step := best[chain[-1]])[1] is not None:
-                assert step[1] is not None
-                assert step[2] is not None
-                links.append(step[2])
-                chain.append(step[1])
-            chain.reverse()
-            links.reverse()
-            rows = {r.id: r for r in tx.get_many(chain, live_only=False, vectors=False)}
+            rows = {r.id: r for r in tx.get_many(found.nodes, live_only=False, vectors=False)}
         return PathOut(
             found=True,
-            hops=len(links),
-            strength=best[target.id][0],
-            memories=[to_memory(rows[i]) for i in chain],
-            links=[to_link(link) for link in links],
+            hops=len(found.links),
+            strength=found.strength,
+            memories=[to_memory(rows[i]) for i in found.nodes],
+            links=[to_link(link) for link in found.links],
         )
 
     # --- export / import -----------------------------------------------
@@ -1261,9 +1205,9 @@ class MemoryService:
         chunk.links.updated += len(newer)
 
     # --- background jobs -----------------------------------------------
-    def prune(self, now: datetime | None = None) -> int:
-        """Delete expired memories and decayed episodic ones (memory.deleted + reason)."""
-        del now  # the database clock decides, so every replica agrees
+    def prune(self) -> int:
+        """Delete expired memories and decayed episodic ones (memory.deleted + reason);
+        the database clock decides, so every replica agrees."""
         # recent recalls reset decay: write their pending access times first
         self.accesses.flush()
         total = 0

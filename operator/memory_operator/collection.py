@@ -13,9 +13,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from memory_contract.limits import DISTANCES, MAX_DIMENSIONS_BY_BACKEND
 from memory_operator.domain import CollectionTarget, PlanError
 
-DISTANCES = ("Cosine", "Dot", "Euclid")
 NAME = re.compile(r"^[A-Za-z0-9_.-]{1,255}$")
 
 
@@ -42,8 +42,9 @@ class CollectionPlan:
 def validate_target(target: CollectionTarget) -> None:
     if not NAME.match(target.name):
         raise PlanError(f"invalid collection name {target.name!r} (1-255 of [A-Za-z0-9_.-])")
-    if not 1 <= target.dimensions <= 65536:
-        raise PlanError(f"dimensions must be within 1..65536, not {target.dimensions}")
+    most = MAX_DIMENSIONS_BY_BACKEND["qdrant"]
+    if not 1 <= target.dimensions <= most:
+        raise PlanError(f"dimensions must be within 1..{most}, not {target.dimensions}")
     if target.distance not in DISTANCES:
         raise PlanError(f"distance must be one of {sorted(DISTANCES)}, not {target.distance!r}")
     if target.hnsw_m < 0 or target.hnsw_ef_construct < 4:

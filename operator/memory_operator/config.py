@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from memory_contract.naming import DEFAULT_PREFIX
 from memory_operator.naming import validate_prefix
 
 ENV_PREFIX = "SOMAFRACTAL_"
@@ -95,7 +96,7 @@ class OperatorConfig:
     qdrant: QdrantConfig | None = None
     runtime_image: str = DEFAULT_RUNTIME_IMAGE
     image_pull_policy: str = "IfNotPresent"
-    name_prefix: str = "mem"
+    name_prefix: str = DEFAULT_PREFIX
     resync_seconds: float = 300.0
     watch_namespaces: tuple[str, ...] = ()  # empty: all namespaces
     metrics_port: int = 8080
@@ -309,7 +310,7 @@ def _adoptions(env: Mapping[str, str]) -> frozenset[tuple[str, str]]:
 def load_config(env: Mapping[str, str] | None = None) -> OperatorConfig:
     """Build and validate the configuration; raises ConfigError naming the bad variable."""
     env = os.environ if env is None else env
-    prefix = _read(env, "NAME_PREFIX") or "mem"
+    prefix = _read(env, "NAME_PREFIX") or DEFAULT_PREFIX
     try:
         validate_prefix(prefix)
     except ValueError as err:

@@ -16,8 +16,9 @@ import secrets
 from typing import Any
 from urllib.parse import quote
 
+from memory_contract.naming import METRICS_PORT, RUNTIME_PORT
 from memory_operator.config import OperatorConfig
-from memory_operator.naming import METRICS_PORT, RUNTIME_PORT, Names
+from memory_operator.naming import Names
 from memory_operator.spec import MemoryNamespaceSpec
 
 GROUP = "memory.somafractal.io"

@@ -11,7 +11,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from memory_operator.spec import TENANT_PATTERN, InvalidSpecError
+from memory_contract.naming import RUNTIME_PORT, TENANT_PATTERN, key_prefix, sql_name
+from memory_operator.spec import InvalidSpecError
 
 # Lower-case alphanumerics only: valid unquoted in SQL, in topic names, in Redis
 # ACL user names and in Kubernetes label values.
@@ -19,8 +20,6 @@ PREFIX_PATTERN = re.compile(r"^[a-z][a-z0-9]{0,19}$")
 PG_IDENTIFIER_MAX_BYTES = 63
 KAFKA_TOPIC_MAX = 249
 DNS_LABEL_MAX = 63
-RUNTIME_PORT = 9595
-METRICS_PORT = 9596
 
 
 @dataclass(frozen=True)
@@ -54,7 +53,7 @@ def derive_names(prefix: str, tenant: str, name: str, namespace: str) -> Names:
         raise InvalidSpecError(
             "InvalidTenant", f"tenant {tenant!r} must match {TENANT_PATTERN.pattern}"
         )
-    sql = f"{prefix}_{tenant.replace('-', '_')}"
+    sql = sql_name(prefix, tenant)
     topic = f"{prefix}.{tenant}.events"
     objects = f"{name}-memory"
     if len(sql.encode()) > PG_IDENTIFIER_MAX_BYTES:
@@ -72,7 +71,7 @@ def derive_names(prefix: str, tenant: str, name: str, namespace: str) -> Names:
         topics=(topic,),
         events_topic=topic,
         cache_user=user,
-        key_prefix=f"{prefix}:{tenant}",
+        key_prefix=key_prefix(prefix, tenant),
         kafka_user=user,
         kafka_principal=f"User:{user}",
         objects=objects,

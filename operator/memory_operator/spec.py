@@ -7,18 +7,14 @@ can't express is checked here and reported as InvalidSpecError, a permanent erro
 
 from __future__ import annotations
 
-import re
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic.alias_generators import to_camel
 
-# Not ending with a dash: derived Kubernetes names must be DNS labels (same as the CRD).
-TENANT_PATTERN = re.compile(r"^[a-z]([a-z0-9-]{0,38}[a-z0-9])?$")
-# pgvector's HNSW index takes at most this many dimensions (the postgres backend).
-PGVECTOR_MAX_DIMENSIONS = 2000
-# Dimensions of the bundled local models; a mismatch would fail every write at run time.
-LOCAL_MODEL_DIMENSIONS: dict[str, int] = {"all-MiniLM-L6-v2": 384}
+from memory_contract import limits as lim
+from memory_contract.naming import TENANT_PATTERN
+
 # A Service name is a DNS-1035 label (63 chars) and we name it "<name>-memory".
 MAX_RESOURCE_NAME = 63 - len("-memory")
 
@@ -45,13 +41,15 @@ class Storage(_Model):
 
 
 class Hnsw(_Model):
-    m: int = Field(16, ge=4, le=128)
-    ef_construct: int = Field(100, ge=4, le=1000)
+    m: int = Field(lim.HNSW_M_DEFAULT, ge=lim.HNSW_M_MIN, le=lim.HNSW_M_MAX)
+    ef_construct: int = Field(
+        lim.HNSW_EF_CONSTRUCT_DEFAULT, ge=lim.HNSW_EF_CONSTRUCT_MIN, le=lim.HNSW_EF_CONSTRUCT_MAX
+    )
 
 
 class Vectors(_Model):
     backend: Literal["qdrant", "postgres"] = "qdrant"
-    dimensions: int = Field(384, ge=1, le=4096)
+    dimensions: int = Field(lim.DEFAULT_DIMENSIONS, ge=1, le=lim.MAX_DIMENSIONS)
     distance: Literal["Cosine", "Dot", "Euclid"] = "Cosine"
     hnsw: Hnsw = Hnsw()
     on_disk: bool = False
@@ -66,19 +64,19 @@ class Events(_Model):
 
 class Embedding(_Model):
     provider: Literal["local", "http", "none"] = "local"
-    model: str = Field("all-MiniLM-L6-v2", max_length=200)
+    model: str = Field(lim.DEFAULT_EMBEDDING_MODEL, max_length=200)
     url: str = Field("", max_length=2048)
 
 
 class Decay(_Model):
     enabled: bool = True
-    half_life_hours: float = Field(720.0, gt=0, le=876000)
-    prune_below: float = Field(0.05, ge=0, le=1)
+    half_life_hours: float = Field(lim.DEFAULT_DECAY_HALF_LIFE_HOURS, gt=0, le=876000)
+    prune_below: float = Field(lim.DEFAULT_DECAY_PRUNE_BELOW, ge=0, le=1)
 
 
 class RateLimit(_Model):
-    requests_per_minute: int = Field(600, ge=1, le=1_000_000)
-    burst: int = Field(100, ge=1, le=1_000_000)
+    requests_per_minute: int = Field(lim.DEFAULT_RATE_LIMIT_PER_MINUTE, ge=1, le=1_000_000)
+    burst: int = Field(lim.DEFAULT_RATE_LIMIT_BURST, ge=1, le=1_000_000)
 
 
 class SecretKeyRef(_Model):
@@ -100,7 +98,9 @@ class Api(_Model):
     image: str = Field("", max_length=512)
     resources: Resources = Resources()
     rate_limit: RateLimit = RateLimit()
-    max_body_bytes: int = Field(5_242_880, ge=1024, le=1_073_741_824)
+    max_body_bytes: int = Field(
+        lim.DEFAULT_MAX_BODY_BYTES, ge=lim.MIN_MAX_BODY_BYTES, le=lim.MAX_MAX_BODY_BYTES
+    )
     mcp: Mcp = Mcp()
     token_secret_ref: SecretKeyRef | None = None
 
@@ -120,17 +120,15 @@ class MemoryNamespaceSpec(_Model):
     def _cross_field(self) -> MemoryNamespaceSpec:
         if not TENANT_PATTERN.match(self.tenant):
             raise ValueError(f"tenant {self.tenant!r} must match {TENANT_PATTERN.pattern}")
-        if self.vectors.backend == "postgres" and self.vectors.dimensions > PGVECTOR_MAX_DIMENSIONS:
-            raise ValueError(
-                f"vectors.dimensions must be at most {PGVECTOR_MAX_DIMENSIONS} with vectors.backend"
-                " postgres (the pgvector HNSW index limit); use vectors.backend qdrant for more"
-            )
+        problem = lim.dimensions_problem(self.vectors.backend, self.vectors.dimensions)
+        if problem:
+            raise ValueError(problem)
         if self.embedding.provider == "http" and not self.embedding.url:
             raise ValueError("embedding.url is required when embedding.provider is http")
         if self.embedding.provider == "local":
-            want = LOCAL_MODEL_DIMENSIONS.get(self.embedding.model)
+            want = lim.LOCAL_MODEL_DIMENSIONS.get(self.embedding.model)
             if want is None:
-                known = ", ".join(sorted(LOCAL_MODEL_DIMENSIONS))
+                known = ", ".join(sorted(lim.LOCAL_MODEL_DIMENSIONS))
                 raise ValueError(
                     f"embedding.model {self.embedding.model!r} is not a bundled local model"
                     f" (available: {known})"

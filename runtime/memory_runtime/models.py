@@ -23,6 +23,7 @@ from pydantic import (
     model_validator,
 )
 
+from memory_contract.limits import MAX_DIMENSIONS
 from memory_runtime.coordinates import CoordinateError, parse_coordinate
 
 # A text of this many characters keeps PostgreSQL's tsvector (1 MB) far from its
@@ -33,7 +34,7 @@ MAX_TAGS = 64
 MAX_TAG_CHARS = 128
 MAX_SCOPE_CHARS = 256
 MAX_JSON_DEPTH = 32  # nesting of payload and metadata objects/lists
-MAX_VECTOR_DIMENSIONS = 8192
+MAX_VECTOR_DIMENSIONS = MAX_DIMENSIONS  # every backend's bound (memory_contract.limits)
 # Vectors are stored as float32; squares of elements this size summed over
 # MAX_VECTOR_DIMENSIONS stay finite in float32 distance arithmetic.
 MAX_VECTOR_ELEMENT = 1e9

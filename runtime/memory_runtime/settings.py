@@ -8,23 +8,32 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from memory_contract import limits as lim
+from memory_contract.env import ENV_PREFIX
+from memory_contract.naming import (
+    DEFAULT_PREFIX,
+    METRICS_PORT,
+    RUNTIME_PORT,
+    TENANT_PATTERN,
+    key_prefix,
+    sql_name,
+)
 from memory_runtime.tokens import ROLE_RANK, ApiToken, Role, parse_tokens
 
 __all__ = ["ROLE_RANK", "ApiToken", "Role", "Settings", "parse_tokens"]
 
 _IDENT = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
-_TENANT = re.compile(r"^[a-z]([a-z0-9-]{0,38}[a-z0-9])?$")
 _PG_MEMORY = re.compile(r"^[1-9][0-9]{0,8}(kB|MB|GB)$")  # a PostgreSQL memory size, unit required
 
 
 class Settings(BaseSettings):
     """Everything the runtime reads at start; invalid values stop the process."""
 
-    model_config = SettingsConfigDict(env_prefix="MEMORY_", extra="ignore", frozen=True)
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", frozen=True)
 
     tenant: str = "default"
     database_url: str = Field(default="", repr=False)
-    database_schema: str = ""  # default: mem_<tenant with - as _>
+    database_schema: str = ""  # default: mem_<tenant with - as _> (the operator's naming)
     database_extensions_schema: str = "extensions"
     database_pool_size: int = Field(default=8, ge=1, le=64)
     # set on every runtime connection: nothing waits unbounded on a lock or a query
@@ -40,7 +49,8 @@ class Settings(BaseSettings):
     breaker_open_seconds: float = Field(default=5.0, gt=0)  # before one trial call
 
     vector_backend: Literal["postgres", "qdrant"] = "postgres"
-    vector_dimensions: int = Field(default=384, ge=1, le=8192)
+    # at most lim.MAX_DIMENSIONS_BY_BACKEND[vector_backend] (checked below)
+    vector_dimensions: int = Field(default=lim.DEFAULT_DIMENSIONS, ge=1, le=lim.MAX_DIMENSIONS)
     vector_distance: Literal["Cosine", "Dot", "Euclid"] = "Cosine"
     qdrant_url: str = ""
     qdrant_collection: str = ""
@@ -61,27 +71,29 @@ class Settings(BaseSettings):
     kafka_password: str = Field(default="", repr=False)
 
     embedding_provider: Literal["local", "http", "none"] = "local"
-    embedding_model: str = "all-MiniLM-L6-v2"
+    embedding_model: str = lim.DEFAULT_EMBEDDING_MODEL
     embedding_url: str = ""
     # local model: intra-op threads per embedding call; 0 = the CPU limit, at most 2
     embedding_threads: int = Field(default=0, ge=0, le=64)
 
     decay_enabled: bool = True
-    decay_half_life_hours: float = Field(default=720.0, gt=0)
-    decay_prune_below: float = Field(default=0.05, ge=0, le=1)
+    decay_half_life_hours: float = Field(default=lim.DEFAULT_DECAY_HALF_LIFE_HOURS, gt=0)
+    decay_prune_below: float = Field(default=lim.DEFAULT_DECAY_PRUNE_BELOW, ge=0, le=1)
 
     max_memories: int = Field(default=0, ge=0)
-    rate_limit_per_minute: int = Field(default=600, ge=0)
-    rate_limit_burst: int = Field(default=100, ge=0)
-    max_body_bytes: int = Field(default=5_242_880, ge=1024)
+    rate_limit_per_minute: int = Field(default=lim.DEFAULT_RATE_LIMIT_PER_MINUTE, ge=0)
+    rate_limit_burst: int = Field(default=lim.DEFAULT_RATE_LIMIT_BURST, ge=0)
+    max_body_bytes: int = Field(
+        default=lim.DEFAULT_MAX_BODY_BYTES, ge=lim.MIN_MAX_BODY_BYTES, le=lim.MAX_MAX_BODY_BYTES
+    )
     mcp_enabled: bool = True  # the Model Context Protocol endpoint at /mcp
 
     api_tokens: str = Field(default="", repr=False)
     migrate_on_start: bool = False
 
     host: str = "0.0.0.0"
-    port: int = Field(default=9595, ge=1, le=65535)
-    metrics_port: int = Field(default=9596, ge=0, le=65535)  # 0 = no metrics server
+    port: int = Field(default=RUNTIME_PORT, ge=1, le=65535)
+    metrics_port: int = Field(default=METRICS_PORT, ge=0, le=65535)  # 0 = no metrics server
     # the backlog gauges read PostgreSQL at most this often, however often scraped
     metrics_backlog_refresh_seconds: float = Field(default=5.0, ge=0)
 
@@ -100,8 +112,8 @@ class Settings(BaseSettings):
     @field_validator("tenant")
     @classmethod
     def _tenant(cls, value: str) -> str:
-        if not _TENANT.match(value):
-            raise ValueError(f"tenant must match {_TENANT.pattern}")
+        if not TENANT_PATTERN.match(value):
+            raise ValueError(f"tenant must match {TENANT_PATTERN.pattern}")
         return value
 
     @field_validator("database_schema", "database_extensions_schema")
@@ -126,6 +138,9 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _consistent(self) -> Settings:
+        problem = lim.dimensions_problem(self.vector_backend, self.vector_dimensions)
+        if problem:
+            raise ValueError(problem)
         if self.vector_backend == "qdrant" and not self.qdrant_url:
             raise ValueError("MEMORY_QDRANT_URL is required with MEMORY_VECTOR_BACKEND=qdrant")
         if self.events_enabled and not (self.kafka_bootstrap and self.kafka_topic):
@@ -138,7 +153,7 @@ class Settings(BaseSettings):
 
     @property
     def schema_name(self) -> str:
-        return self.database_schema or "mem_" + self.tenant.replace("-", "_")
+        return self.database_schema or sql_name(DEFAULT_PREFIX, self.tenant)
 
     @property
     def collection_name(self) -> str:
@@ -146,7 +161,7 @@ class Settings(BaseSettings):
 
     @property
     def redis_key_prefix(self) -> str:
-        return self.redis_prefix or f"mem:{self.tenant}"
+        return self.redis_prefix or key_prefix(DEFAULT_PREFIX, self.tenant)
 
     @property
     def tokens(self) -> tuple[ApiToken, ...]:

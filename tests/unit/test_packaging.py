@@ -98,7 +98,7 @@ def test_the_operator_image_copies_every_runtime_module_the_operator_imports() -
 def _third_party_imports(package: Path) -> set[str]:
     """Top-level modules the package's sources import, less the standard library
     and the project's own packages."""
-    own = {"memory_operator", "memory_runtime", "memory_client"}
+    own = {"memory_operator", "memory_runtime", "memory_client", "memory_contract"}
     modules: set[str] = set()
     for source in package.rglob("*.py"):
         for node in ast.walk(ast.parse(source.read_text())):

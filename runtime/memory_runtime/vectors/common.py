@@ -9,9 +9,9 @@ from typing import Any
 
 import numpy as np
 
+from memory_contract.limits import DISTANCES
 from memory_runtime.ports import VectorFilter, VectorIndex, VectorItem
 
-DISTANCES = ("Cosine", "Dot", "Euclid")
 MAX_COORDINATE_DIMS = 16
 
 

@@ -24,6 +24,7 @@ from psycopg.types import TypeInfo
 from psycopg.types.json import Jsonb
 from psycopg_pool import PoolClosed, PoolTimeout
 
+from memory_contract.limits import MAX_DIMENSIONS_BY_BACKEND
 from memory_runtime.ports import VectorFilter, VectorHit, VectorItem
 from memory_runtime.vectors.common import (
     VectorIndexError,
@@ -98,8 +99,9 @@ class PgVectorIndex:
         hnsw_m: int = 16,
         hnsw_ef_construct: int = 100,
     ) -> None:
-        if not 1 <= dimensions <= 2000:
-            raise VectorIndexError(f"pgvector HNSW supports 1..2000 dimensions, got {dimensions}")
+        most = MAX_DIMENSIONS_BY_BACKEND["postgres"]
+        if not 1 <= dimensions <= most:
+            raise VectorIndexError(f"pgvector HNSW supports 1..{most} dimensions, got {dimensions}")
         self._pool = pool
         self._schema = schema
         self._ext = extensions_schema

@@ -15,6 +15,7 @@ import httpx
 from qdrant_client import QdrantClient, models
 from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
 
+from memory_contract.limits import DISTANCES
 from memory_runtime.ports import VectorFilter, VectorHit, VectorItem
 from memory_runtime.vectors.common import (
     MAX_COORDINATE_DIMS,
@@ -29,11 +30,8 @@ from memory_runtime.vectors.common import (
     similarity,
 )
 
-_DISTANCES = {
-    "Cosine": models.Distance.COSINE,
-    "Dot": models.Distance.DOT,
-    "Euclid": models.Distance.EUCLID,
-}
+# Qdrant spells the distances as the contract does (memory_contract.limits.DISTANCES).
+_DISTANCES = {name: models.Distance(name) for name in DISTANCES}
 
 _KEYWORD_FIELDS = ("memory_type", "tags", "agent_id", "user_id", "session_id")
 

@@ -144,6 +144,8 @@ def runtime_config(
         "MEMORY_VECTOR_BACKEND": spec.vectors.backend,
         "MEMORY_VECTOR_DIMENSIONS": str(spec.vectors.dimensions),
         "MEMORY_VECTOR_DISTANCE": spec.vectors.distance,
+        "MEMORY_VECTOR_HNSW_M": str(spec.vectors.hnsw.m),
+        "MEMORY_VECTOR_HNSW_EF_CONSTRUCT": str(spec.vectors.hnsw.ef_construct),
         "MEMORY_QDRANT_URL": config.qdrant.runtime_url if qdrant and config.qdrant else "",
         "MEMORY_QDRANT_COLLECTION": names.collection if qdrant else "",
         "MEMORY_REDIS_PREFIX": names.key_prefix,

@@ -52,6 +52,14 @@ class Settings(BaseSettings):
     # at most lim.MAX_DIMENSIONS_BY_BACKEND[vector_backend] (checked below)
     vector_dimensions: int = Field(default=lim.DEFAULT_DIMENSIONS, ge=1, le=lim.MAX_DIMENSIONS)
     vector_distance: Literal["Cosine", "Dot", "Euclid"] = "Cosine"
+    # the HNSW graph's parameters (spec.vectors.hnsw): pgvector's index is rebuilt
+    # when they change; a Qdrant collection takes them when the runtime creates it
+    vector_hnsw_m: int = Field(default=lim.HNSW_M_DEFAULT, ge=lim.HNSW_M_MIN, le=lim.HNSW_M_MAX)
+    vector_hnsw_ef_construct: int = Field(
+        default=lim.HNSW_EF_CONSTRUCT_DEFAULT,
+        ge=lim.HNSW_EF_CONSTRUCT_MIN,
+        le=lim.HNSW_EF_CONSTRUCT_MAX,
+    )
     qdrant_url: str = ""
     qdrant_collection: str = ""
     qdrant_api_key: str = Field(default="", repr=False)

@@ -93,7 +93,11 @@ CASES = {
     "postgres, no events": (
         BASE_ENV,
         {
-            "vectors": {"backend": "postgres", "dimensions": 1536, "hnsw": {"m": 32}},
+            "vectors": {
+                "backend": "postgres",
+                "dimensions": 1536,
+                "hnsw": {"m": 32, "efConstruct": 64},
+            },
             "embedding": {"provider": "http", "url": "http://embed:8080"},
             "decay": {"halfLifeHours": 12.5, "pruneBelow": 0.2},
             "api": {"rateLimit": {"requestsPerMinute": 5, "burst": 2}, "maxBodyBytes": 2048},
@@ -138,6 +142,8 @@ def test_the_rendered_environment_is_what_the_runtime_settings_read(
     if spec.vectors.backend == "qdrant":
         assert settings.collection_name == names.collection
     assert settings.vector_dimensions == spec.vectors.dimensions
+    assert settings.vector_hnsw_m == spec.vectors.hnsw.m
+    assert settings.vector_hnsw_ef_construct == spec.vectors.hnsw.ef_construct
     assert settings.rate_limit_burst == spec.api.rate_limit.burst
     assert settings.max_body_bytes == spec.api.max_body_bytes
 

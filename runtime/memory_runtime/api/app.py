@@ -76,6 +76,8 @@ def build_index(settings: Settings, store: PostgresStore, qdrant_client: Any = N
         qdrant_api_key=settings.qdrant_api_key or None,
         collection=settings.collection_name,
         qdrant_client=qdrant_client,
+        hnsw_m=settings.vector_hnsw_m,
+        hnsw_ef_construct=settings.vector_hnsw_ef_construct,
         qdrant_timeout_seconds=settings.qdrant_timeout_seconds,
     )
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from memory_contract import limits as lim
 from memory_runtime.ports import VectorIndex
 from memory_runtime.vectors.common import VectorIndexError, VectorIndexUnavailable
 
@@ -24,8 +25,8 @@ def build_vector_index(
     qdrant_api_key: str | None,
     collection: str,
     qdrant_client: Any = None,
-    hnsw_m: int = 16,
-    hnsw_ef_construct: int = 100,
+    hnsw_m: int = lim.HNSW_M_DEFAULT,
+    hnsw_ef_construct: int = lim.HNSW_EF_CONSTRUCT_DEFAULT,
     qdrant_timeout_seconds: int = 5,
 ) -> VectorIndex:
     """The index for `vectors.backend`; `qdrant_client` lets tests inject a local engine."""

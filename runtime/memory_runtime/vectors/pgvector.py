@@ -24,7 +24,11 @@ from psycopg.types import TypeInfo
 from psycopg.types.json import Jsonb
 from psycopg_pool import PoolClosed, PoolTimeout
 
-from memory_contract.limits import MAX_DIMENSIONS_BY_BACKEND
+from memory_contract.limits import (
+    HNSW_EF_CONSTRUCT_DEFAULT,
+    HNSW_M_DEFAULT,
+    MAX_DIMENSIONS_BY_BACKEND,
+)
 from memory_runtime.ports import VectorFilter, VectorHit, VectorItem
 from memory_runtime.vectors.common import (
     VectorIndexError,
@@ -96,8 +100,8 @@ class PgVectorIndex:
         extensions_schema: str,
         dimensions: int,
         distance: str,
-        hnsw_m: int = 16,
-        hnsw_ef_construct: int = 100,
+        hnsw_m: int = HNSW_M_DEFAULT,
+        hnsw_ef_construct: int = HNSW_EF_CONSTRUCT_DEFAULT,
     ) -> None:
         most = MAX_DIMENSIONS_BY_BACKEND["postgres"]
         if not 1 <= dimensions <= most:
@@ -166,8 +170,12 @@ class PgVectorIndex:
         with self._register_lock:
             self._registered.add(conn)
 
+    @property
+    def _hnsw_index(self) -> str:
+        return f"{TABLE}_embedding_{self._distance.lower()}_hnsw"
+
     def _hnsw_name(self) -> sql.Identifier:
-        return sql.Identifier(self._schema, f"{TABLE}_embedding_{self._distance.lower()}_hnsw")
+        return sql.Identifier(self._schema, self._hnsw_index)
 
     def begin_bulk_load(self, expected_rows: int = 0) -> bool:
         """Before a large load: drop the HNSW graph, so rows go in at heap speed (a
@@ -194,9 +202,9 @@ class PgVectorIndex:
         self.ensure(build_seconds=BULK_BUILD_SECONDS, build_rows=self.count())
 
     def ensure(self, build_seconds: int | None = None, build_rows: int = 0) -> None:
+        """Create the table and its indexes if missing; rebuild the HNSW graph when
+        it was built with other parameters (spec.vectors.hnsw changed)."""
         ext = sql.Identifier(self._ext)
-        opclass = sql.SQL("{}.{}").format(ext, sql.Identifier(_OPS[self._distance][1]))
-        suffix = self._distance.lower()
         statements = [
             sql.SQL(
                 """CREATE TABLE IF NOT EXISTS {t} (
@@ -212,16 +220,7 @@ class PgVectorIndex:
                     coordinate float8[] NOT NULL
                 )"""
             ).format(t=self._table, ext=ext, dim=sql.Literal(self._dimensions)),
-            sql.SQL(
-                "CREATE INDEX IF NOT EXISTS {name} ON {t} USING hnsw (embedding {opclass}) "
-                "WITH (m = {m}, ef_construction = {ef})"
-            ).format(
-                name=sql.Identifier(f"{TABLE}_embedding_{suffix}_hnsw"),
-                t=self._table,
-                opclass=opclass,
-                m=sql.Literal(self._m),
-                ef=sql.Literal(self._ef_construct),
-            ),
+            self._create_hnsw(self._hnsw_index, if_not_exists=True),
         ]
         for column in ("memory_type", "agent_id", "user_id", "session_id", "created_at"):
             statements.append(
@@ -241,28 +240,87 @@ class PgVectorIndex:
                 "CREATE INDEX IF NOT EXISTS {name} ON {t} USING gin (metadata jsonb_path_ops)"
             ).format(name=sql.Identifier(f"{TABLE}_metadata_gin"), t=self._table)
         )
+        built_as_wanted = False
         for attempt in range(2):
             try:
                 with self._pool.connection() as conn, conn.transaction():
                     if build_seconds is not None:
-                        # an HNSW build is fast while its graph fits in memory and
-                        # may outlast the per-statement timeout of API requests
-                        conn.execute(
-                            "SELECT set_config('maintenance_work_mem', %s, true),"
-                            " set_config('statement_timeout', %s, true)",
-                            (
-                                build_memory(build_rows, self._dimensions, self._m),
-                                f"{build_seconds}s",
-                            ),
-                        )
+                        self._build_settings(conn, build_seconds, build_rows)
                     for statement in statements:
                         conn.execute(statement)
                     self._check_dimension(conn)
-                return
+                    built_as_wanted = self._hnsw_options(conn) == self._hnsw_wanted
+                break
             except (errors.UniqueViolation, errors.DuplicateTable, errors.DuplicateObject):
                 # Two replicas starting together raced on CREATE ... IF NOT EXISTS
                 # (not atomic); the second pass finds everything there. (No
                 # advisory lock: its key would be computable by other tenants.)
+                if attempt:
+                    raise
+        if not built_as_wanted:
+            self._rebuild_hnsw()
+
+    def _build_settings(self, conn: Connection[Any], build_seconds: int, rows: int) -> None:
+        # an HNSW build is fast while its graph fits in memory and may outlast the
+        # per-statement timeout of API requests
+        conn.execute(
+            "SELECT set_config('maintenance_work_mem', %s, true),"
+            " set_config('statement_timeout', %s, true)",
+            (build_memory(rows, self._dimensions, self._m), f"{build_seconds}s"),
+        )
+
+    def _create_hnsw(self, name: str, if_not_exists: bool = False) -> sql.Composed:
+        opclass = sql.SQL("{}.{}").format(
+            sql.Identifier(self._ext), sql.Identifier(_OPS[self._distance][1])
+        )
+        return sql.SQL(
+            "CREATE INDEX {ine} {name} ON {t} USING hnsw (embedding {opclass}) "
+            "WITH (m = {m}, ef_construction = {ef})"
+        ).format(
+            ine=sql.SQL("IF NOT EXISTS" if if_not_exists else ""),
+            name=sql.Identifier(name),
+            t=self._table,
+            opclass=opclass,
+            m=sql.Literal(self._m),
+            ef=sql.Literal(self._ef_construct),
+        )
+
+    @property
+    def _hnsw_wanted(self) -> set[str]:
+        return {f"m={self._m}", f"ef_construction={self._ef_construct}"}
+
+    def _hnsw_options(self, conn: Connection[Any]) -> set[str] | None:
+        """The live HNSW index's parameters as PostgreSQL stores them ("m=16"), None if missing."""
+        row = conn.execute(
+            "SELECT reloptions FROM pg_class WHERE oid = to_regclass(%s)",
+            (f"{_quote(self._schema)}.{_quote(self._hnsw_index)}",),
+        ).fetchone()
+        return None if row is None else set(row[0] or ())
+
+    def _rebuild_hnsw(self) -> None:
+        """Build the graph again with this index's m / ef_construction. The new graph
+        is built beside the old one, which keeps answering searches meanwhile, and
+        replaces it in the same transaction: a crash or a timeout leaves the old
+        graph in place (the next start tries again). Writes to the table wait for
+        the build (CREATE INDEX takes a SHARE lock), like a bulk load's build."""
+        new = f"{self._hnsw_index}_new"
+        for attempt in range(2):
+            try:
+                rows = self.count()
+                with self._pool.connection() as conn, conn.transaction():
+                    if self._hnsw_options(conn) == self._hnsw_wanted:
+                        return  # another replica rebuilt it meanwhile
+                    self._build_settings(conn, BULK_BUILD_SECONDS, rows)
+                    conn.execute(self._create_hnsw(new))
+                    conn.execute(sql.SQL("DROP INDEX IF EXISTS {}").format(self._hnsw_name()))
+                    conn.execute(
+                        sql.SQL("ALTER INDEX {} RENAME TO {}").format(
+                            sql.Identifier(self._schema, new), sql.Identifier(self._hnsw_index)
+                        )
+                    )
+                return
+            except (errors.DeadlockDetected, errors.UniqueViolation, errors.DuplicateTable):
+                # two replicas rebuilding at once: the second looks again
                 if attempt:
                     raise
 

@@ -15,7 +15,7 @@ import httpx
 from qdrant_client import QdrantClient, models
 from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
 
-from memory_contract.limits import DISTANCES
+from memory_contract.limits import DISTANCES, HNSW_EF_CONSTRUCT_DEFAULT, HNSW_M_DEFAULT
 from memory_runtime.ports import VectorFilter, VectorHit, VectorItem
 from memory_runtime.vectors.common import (
     MAX_COORDINATE_DIMS,
@@ -49,8 +49,8 @@ class QdrantVectorIndex:
         collection: str,
         dimensions: int,
         distance: str,
-        hnsw_m: int = 16,
-        hnsw_ef_construct: int = 100,
+        hnsw_m: int = HNSW_M_DEFAULT,
+        hnsw_ef_construct: int = HNSW_EF_CONSTRUCT_DEFAULT,
         on_disk: bool = False,
     ) -> None:
         if dimensions <= 0:

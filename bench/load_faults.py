@@ -47,7 +47,7 @@ import redis  # noqa: E402
 from confluent_kafka import Consumer  # noqa: E402
 from confluent_kafka.admin import AdminClient, NewTopic  # noqa: E402
 
-from memory_runtime.redis_functions import LIBRARY_CODE  # noqa: E402
+from memory_contract.redis_functions import LIBRARY_CODE  # noqa: E402
 from tests.integration.runtime.conftest import make_tenant  # noqa: E402
 from tests.servers._process import free_port, log_dir, stop_popen  # noqa: E402
 from tests.servers.faultproxy import FaultProxy  # noqa: E402

@@ -63,8 +63,7 @@ PYCODE
 runtime_key=$( { echo "$base_key"; cat runtime/Dockerfile requirements/runtime.txt requirements/model.txt;
   files_hash runtime/memory_runtime memory_contract; } | hash_of)
 operator_key=$( { echo "$base_key"; cat operator/Dockerfile requirements/operator.txt;
-  files_hash operator/memory_operator memory_contract runtime/memory_runtime/__init__.py \
-    runtime/memory_runtime/redis_functions.py; } | hash_of)
+  files_hash operator/memory_operator memory_contract; } | hash_of)
 BUSYBOX=/bin/busybox
 [ -x "$BUSYBOX" ] && "$BUSYBOX" --help 2>&1 | grep -q static || BUSYBOX=$(dpkg -L busybox-static | grep '/bin/busybox$')
 pause_key=$(sha256sum "$BUSYBOX" | hash_of)

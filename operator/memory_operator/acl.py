@@ -13,14 +13,14 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from memory_contract.redis_functions import TENANT_COMMANDS
 from memory_operator.domain import CacheUserTarget, PlanError
-from memory_runtime.redis_functions import TENANT_COMMANDS
 
 # ---------------------------------------------------------------------------------------
 # Redis
 # ---------------------------------------------------------------------------------------
 
-# Only the commands the runtime sends (memory_runtime.redis_functions), nothing
+# Only the commands the runtime sends (memory_contract.redis_functions), nothing
 # else: no EVAL/SCRIPT/FUNCTION (a spinning script blocks every tenant), no
 # DBSIZE/MEMORY/INFO (facts about other tenants), no SCAN/KEYS/RANDOMKEY (key
 # patterns do not filter their replies). `-@all` first, so a command a newer

@@ -2,7 +2,7 @@
 
 A bucket holds up to `burst` tokens and refills at `per_minute / 60` tokens per
 second; each request takes one. The Redis variant is one call of the Redis
-function redis_functions.TOKEN_BUCKET (loaded by the operator; tenants may not
+function memory_contract.redis_functions.TOKEN_BUCKET (loaded by the operator; tenants may not
 run scripts), so read-refill-take-write is atomic across replicas, and uses the
 server clock so replicas with skewed clocks still agree.
 """
@@ -18,7 +18,7 @@ from typing import Protocol
 
 import redis
 
-from memory_runtime.redis_functions import TOKEN_BUCKET
+from memory_contract.redis_functions import TOKEN_BUCKET
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import redis
 
-from memory_runtime.redis_functions import LIBRARY_CODE
+from memory_contract.redis_functions import LIBRARY_CODE
 from tests.servers._process import ServerStartError, free_port, log_dir, spawn, wait_until
 
 

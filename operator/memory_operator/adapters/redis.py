@@ -13,6 +13,7 @@ from typing import Any
 
 import redis
 
+from memory_contract.redis_functions import LIBRARY, LIBRARY_CODE
 from memory_operator.acl import (
     parse_getuser,
     redis_setuser_args,
@@ -22,7 +23,6 @@ from memory_operator.acl import (
 from memory_operator.domain import CacheUserTarget, Outcome, PlanError
 from memory_operator.ports import BackendRejected, BackendUnavailable
 from memory_operator.snapshot import WINDOW_SECONDS, Shared
-from memory_runtime.redis_functions import LIBRARY, LIBRARY_CODE
 
 Observe = Callable[[str, str, float], None]
 BACKEND = "redis"

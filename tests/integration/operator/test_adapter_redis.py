@@ -11,10 +11,10 @@ from collections.abc import Iterator
 import pytest
 import redis
 
+from memory_contract.redis_functions import LIBRARY, LIBRARY_CODE, TOKEN_BUCKET
 from memory_operator.adapters.redis import RedisAdmin
 from memory_operator.domain import CacheUserTarget, Outcome
 from memory_operator.ports import BackendRejected, BackendUnavailable
-from memory_runtime.redis_functions import LIBRARY, LIBRARY_CODE, TOKEN_BUCKET
 from tests.servers._process import free_port
 from tests.servers.redis import RedisServer
 

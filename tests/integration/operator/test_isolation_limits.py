@@ -14,13 +14,13 @@ import psycopg
 import pytest
 import redis
 
+from memory_contract.redis_functions import TOKEN_BUCKET
 from memory_operator.adapters.kube import KubeApi
 from memory_operator.adapters.postgres import PostgresAdmin
 from memory_operator.adapters.redis import RedisAdmin
 from memory_operator.manifests import connection_limit
 from memory_operator.reconcile import Backends, Reconciler
 from memory_runtime.limits import RedisRateLimiter
-from memory_runtime.redis_functions import TOKEN_BUCKET
 from memory_runtime.settings import Settings
 from tests.e2e.harness import delete, fetch, kube_api, memory_namespace, operator_config, patch_spec
 from tests.servers.kube import KubeCluster, install_crds

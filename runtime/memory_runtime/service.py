@@ -86,40 +86,38 @@ PRUNE_BATCH = 500
 
 
 class ServiceError(Exception):
-    """An error the API turns into problem+json; `detail` is safe to show."""
-
-    status = 400
-    slug = "bad-request"
-    title = "Bad request"
+    """A use case refused or could not finish; `detail` is safe to show. What
+    each kind means over HTTP (status, problem type) is the API's business
+    (api/errors.py)."""
 
     def __init__(self, detail: str) -> None:
         super().__init__(detail)
         self.detail = detail
-        self.extra: dict[str, Any] = {}  # more problem members, e.g. an import's `line`
+        self.extra: dict[str, Any] = {}  # more facts for the answer, e.g. an import's `line`
 
 
 class NotFoundError(ServiceError):
-    status, slug, title = 404, "not-found", "Not found"
+    """The memory, link or import named does not exist."""
 
 
 class ConflictError(ServiceError):
-    status, slug, title = 409, "conflict", "Conflict"
+    """A concurrent writer got there first, or the request contradicts the state."""
 
 
 class QuotaExceededError(ServiceError):
-    status, slug, title = 409, "quota-exceeded", "Memory quota exceeded"
+    """The namespace holds its maximum number of memories."""
 
 
 class InvalidInputError(ServiceError):
-    status, slug, title = 422, "invalid-input", "Invalid input"
+    """The input is well-formed but cannot be applied (e.g. wrong dimensions)."""
 
 
 class TooLargeError(ServiceError):
-    status, slug, title = 413, "payload-too-large", "Request body too large"
+    """A part of the request is over its size limit."""
 
 
 class UnavailableError(ServiceError):
-    status, slug, title = 503, "dependency-unavailable", "A dependency is unavailable"
+    """A dependency the use case needs is down."""
 
 
 def line_error(kind: type[ServiceError], number: int, detail: str) -> ServiceError:

@@ -16,7 +16,15 @@ from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from memory_runtime.service import ServiceError
+from memory_runtime.service import (
+    ConflictError,
+    InvalidInputError,
+    NotFoundError,
+    QuotaExceededError,
+    ServiceError,
+    TooLargeError,
+    UnavailableError,
+)
 
 log = logging.getLogger("memory_runtime.api")
 
@@ -156,6 +164,22 @@ def database_refusal(exc: Exception) -> ProblemError:
 
 DATABASE_DOWN = (psycopg.OperationalError, PoolTimeout, PoolClosed)
 
+# What each service error answers: status, problem type (slug) and title.
+SERVICE_PROBLEMS: dict[type[ServiceError], tuple[int, str, str]] = {
+    NotFoundError: (404, "not-found", "Not found"),
+    ConflictError: (409, "conflict", "Conflict"),
+    QuotaExceededError: (409, "quota-exceeded", "Memory quota exceeded"),
+    InvalidInputError: (422, "invalid-input", "Invalid input"),
+    TooLargeError: (413, "payload-too-large", "Request body too large"),
+    UnavailableError: (503, "dependency-unavailable", "A dependency is unavailable"),
+}
+
+
+def service_problem(exc: ServiceError) -> ProblemError:
+    kind = next((k for k in type(exc).__mro__ if k in SERVICE_PROBLEMS), None)
+    status, slug, title = SERVICE_PROBLEMS[kind] if kind else (400, "bad-request", "Bad request")
+    return ProblemError(status, exc.detail, slug=slug, title=title, extra=exc.extra)
+
 
 def known_problem(exc: Exception) -> ProblemError | None:
     """The problem an expected exception answers with (the HTTP handlers and the MCP
@@ -163,7 +187,7 @@ def known_problem(exc: Exception) -> ProblemError | None:
     if isinstance(exc, ProblemError):
         return exc
     if isinstance(exc, ServiceError):
-        return ProblemError(exc.status, exc.detail, slug=exc.slug, title=exc.title, extra=exc.extra)
+        return service_problem(exc)
     if isinstance(exc, DATABASE_REFUSALS):  # before DATABASE_DOWN: one is an OperationalError
         return database_refusal(exc)
     if isinstance(exc, DATABASE_DOWN):
@@ -198,7 +222,7 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(ServiceError)
     async def _service(request: Request, exc: ServiceError) -> JSONResponse:
-        return _answer(request, known_problem(exc))  # type: ignore[arg-type]
+        return _answer(request, service_problem(exc))
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:

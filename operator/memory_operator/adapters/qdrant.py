@@ -7,8 +7,8 @@ tenant's vectors.
 
 Why hand-written REST and not qdrant-client: the operator makes five kinds of
 requests (get, exists, create, update, delete a collection), and importing
-qdrant-client costs the operator process ~70 MB of its memory (numpy, grpc, its
-pydantic models; bench/README.md, "Peak RSS"). The runtime, which reads and
+qdrant-client (numpy, grpc, its pydantic models) is a large part of the
+operator's memory (bench/README.md, "Peak RSS"). The runtime, which reads and
 writes points, keeps qdrant-client. Request and response shapes follow Qdrant's
 REST API (`/collections/{name}`); tests run them against the REST stand-in
 (tests/servers/qdrant_rest.py).

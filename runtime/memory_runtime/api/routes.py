@@ -196,8 +196,8 @@ def store_batch(
         state_of(request.app).metrics.memories_written.labels(
             "created" if created else "updated"
         ).inc()
-    # serialised once by pydantic-core (the response_model path validated the
-    # models again and encoded them with json.dumps: ~4x the time for 500)
+    # serialised once by pydantic-core: the response_model path would validate
+    # the models again and encode them with json.dumps (bench/README.md, ingest)
     answer = MemoryList(memories=[m for m, _ in results])
     return Response(answer.model_dump_json(by_alias=True), media_type="application/json")
 

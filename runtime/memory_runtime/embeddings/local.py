@@ -23,8 +23,8 @@ from memory_runtime.ports import EmbeddingError
 MODEL_NAME = "all-MiniLM-L6-v2"
 MAX_TOKENS = 256  # sentence-transformers' max_seq_length for this model
 BATCH_SIZE = 32
-# A short query is bound by streaming ~90 MB of weights through the caches, which
-# two cores do ~1.6x faster than one (bench/README.md); concurrent requests then
+# A short query is bound by streaming the model's weights through the caches,
+# which two cores do faster than one (bench/README.md); concurrent requests then
 # share the pool, so more threads mostly cost throughput.
 MAX_AUTO_THREADS = 2
 CGROUP_CPU_MAX = Path("/sys/fs/cgroup/cpu.max")
@@ -92,8 +92,8 @@ def _open_session(model_dir: Path, threads: int) -> Any:
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
     # No busy-waiting between and after parallel sections: a spinning worker takes
-    # the core the database and the other requests need (bench at 100k: vector
-    # search p95 3.0-3.5 ms without spinning, 5.6-6.4 ms with; embedding no slower).
+    # the core the database and the other requests need (bench/README.md: vector
+    # search p95 at 100k with and without spinning; embedding no slower).
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
     return onnxruntime.InferenceSession(model, options, providers=["CPUExecutionProvider"])

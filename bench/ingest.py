@@ -56,6 +56,7 @@ from typing import Any
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))  # memory_contract
 sys.path.insert(0, str(REPO / "runtime"))
 sys.path.insert(0, str(REPO / "bench"))
 
@@ -148,8 +149,14 @@ class BaselineTenant(Client):
     its runtime/ into `where`), in a subprocess on the same embedded PostgreSQL."""
 
     def __init__(self, name: str, data_dir: Path, commit: str, where: Path) -> None:
+        # the runtime and, since it exists, the contract it imports
+        shared = subprocess.run(
+            ["git", "-C", str(REPO), "cat-file", "-e", f"{commit}:memory_contract"],
+            check=False,
+        )
+        paths = ["runtime", "memory_contract"] if shared.returncode == 0 else ["runtime"]
         archive = subprocess.run(
-            ["git", "-C", str(REPO), "archive", "--format=tar", commit, "runtime"],
+            ["git", "-C", str(REPO), "archive", "--format=tar", commit, *paths],
             check=True,
             capture_output=True,
         ).stdout
@@ -158,7 +165,7 @@ class BaselineTenant(Client):
             tar.extractall(where, filter="data")
         self.token = secrets.token_urlsafe(24)
         self.port = free_port()
-        env = {**os.environ, "PYTHONPATH": str(where / "runtime")}
+        env = {**os.environ, "PYTHONPATH": f"{where / 'runtime'}{os.pathsep}{where}"}
         self.process = subprocess.Popen(
             [
                 sys.executable,

@@ -460,9 +460,9 @@ def main() -> int:
         env = {
             "PATH": os.environ["PATH"],
             "HOME": os.environ.get("HOME", "/tmp"),
-            # What the image copies: the operator package and the one runtime module
-            # it loads (operator/Dockerfile); nothing else of the repository.
-            "PYTHONPATH": str(REPO / "operator") + os.pathsep + str(REPO / "runtime"),
+            # What the image copies: the operator package and memory_contract
+            # (operator/Dockerfile; the repository root holds the latter).
+            "PYTHONPATH": str(REPO / "operator") + os.pathsep + str(REPO),
             "MALLOC_ARENA_MAX": "2",  # as operator/Dockerfile sets it
             "KUBECONFIG": kube.kubeconfig,
             "SOMAFRACTAL_POSTGRES_ADMIN_DSN": pg.admin_dsn,

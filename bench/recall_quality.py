@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))  # memory_contract
 sys.path.insert(0, str(REPO / "runtime"))
 sys.path.insert(0, str(REPO / "bench"))
 

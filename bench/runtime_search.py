@@ -53,6 +53,7 @@ from typing import Any
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))  # memory_contract
 sys.path.insert(0, str(REPO / "runtime"))  # also works without `pip install -e .`
 sys.path.insert(0, str(REPO / "bench"))
 

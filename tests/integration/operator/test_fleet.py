@@ -18,6 +18,7 @@ from typing import Any
 import httpx
 import pytest
 
+import memory_contract
 import memory_operator
 from memory_operator import conditions as c
 from memory_operator.adapters.kube import KubeApi
@@ -213,8 +214,12 @@ def test_standby_takes_over_after_the_active_is_killed(
     env = {
         "PATH": os.environ["PATH"],
         "HOME": os.environ.get("HOME", "/tmp"),
-        # The operator this test imports (a worktree's), not whichever the venv installed.
-        "PYTHONPATH": str(Path(memory_operator.__file__).resolve().parents[1]),
+        # The operator this test imports (a worktree's), not whichever the venv
+        # installed, and the contract beside it (what operator/Dockerfile copies).
+        "PYTHONPATH": os.pathsep.join(
+            str(Path(module.__file__).resolve().parents[1])  # operator/, the repository
+            for module in (memory_operator, memory_contract)
+        ),
         "SOMAFRACTAL_POSTGRES_ADMIN_DSN": postgres.admin_dsn,
         "SOMAFRACTAL_NAME_PREFIX": prefix,
         "SOMAFRACTAL_WATCH_NAMESPACES": ns,

@@ -179,7 +179,7 @@ def to_memory(row: MemoryRow, include_vector: bool = False) -> Memory:
         version=row.version,
         expires_at=row.expires_at,
         occurred_at=row.occurred_at,
-        has_vector=row.embedding is not None,
+        has_vector=row.has_vector,
         index_pending=row.index_pending,
         vector=row.embedding if include_vector else None,
     )

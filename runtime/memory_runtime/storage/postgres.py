@@ -82,8 +82,8 @@ MEMORY_COLUMNS = (
     " WHERE e.memory_id = memories.id) AS embedding"
 )
 MEMORY_COLUMNS_NO_VECTOR = (
-    ROW_COLUMNS + ", CASE WHEN EXISTS (SELECT FROM memory_embeddings e"
-    " WHERE e.memory_id = memories.id) THEN '{}'::float4[] END AS embedding"
+    ROW_COLUMNS + ", NULL::float4[] AS embedding, EXISTS (SELECT FROM memory_embeddings e"
+    " WHERE e.memory_id = memories.id) AS stored_vector"
 )
 LINK_COLUMNS = "from_id, to_id, type, strength, metadata, created_at, updated_at, version"
 
@@ -107,9 +107,16 @@ class MemoryRow:
     access_count: int
     version: int
     expires_at: datetime | None
-    embedding: list[float] | None
+    embedding: list[float] | None  # the vector, when read (or written) with it
     index_pending: bool
     occurred_at: datetime  # event time (default: created_at)
+    # Read without its vector (get_many(vectors=False)): whether the database
+    # holds one. None when the row came with its vector, or was built here.
+    stored_vector: bool | None = None
+
+    @property
+    def has_vector(self) -> bool:
+        return self.embedding is not None or bool(self.stored_vector)
 
     @classmethod
     def from_db(cls, row: dict[str, Any]) -> MemoryRow:
@@ -280,9 +287,9 @@ class Tx:
     def get_many(
         self, ids: Sequence[uuid.UUID], *, live_only: bool = True, vectors: bool = True
     ) -> list[MemoryRow]:
-        """Rows by id. `vectors=False` leaves the embeddings in the database: a
-        row with one gets `embedding == []` (has a vector, not loaded), which
-        spares shipping and parsing 384 floats per row for answers without them."""
+        """Rows by id. `vectors=False` leaves the embeddings in the database (the
+        rows say only whether they have one: `stored_vector`), which spares
+        shipping and parsing 384 floats per row for answers without them."""
         if not ids:
             return []
         where: sql.Composable = sql.SQL("id = ANY(%s)")
@@ -414,9 +421,8 @@ class Tx:
 
     @staticmethod
     def _params(row: MemoryRow) -> dict[str, Any]:
-        if row.embedding == []:
-            # get_many(vectors=False)'s "has a vector, not loaded": writing it
-            # back would erase the vector
+        if row.stored_vector:
+            # writing back a row read without its vector would erase the vector
             raise ValueError("this row was read without its vector; read it whole to write it")
         return {
             "id": row.id,

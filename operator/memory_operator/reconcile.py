@@ -28,7 +28,7 @@ import threading
 import time
 from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, TypeVar, cast
 
 from memory_operator import conditions as c
 from memory_operator import manifests as m
@@ -269,7 +269,7 @@ class Reconciler:
         return result if result.ready and not result.error else None
 
     def _list_managed(self, key: Hashable) -> dict[str, str]:
-        kind, namespace = key  # type: ignore[misc]
+        kind, namespace = cast(tuple[str, str], key)
         items = self.kube.list_objects(kind, namespace, MANAGED_SELECTOR)
         return {item["metadata"]["name"]: _comparable(item) for item in items}
 
@@ -904,8 +904,8 @@ class _SharedKube:
     def emit_event(self, cr: dict[str, Any], type_: str, reason: str, message: str) -> None:
         self._kube.emit_event(cr, type_, reason, message)
 
-    def list_memory_namespaces(self) -> Iterable[dict[str, Any]]:
-        return self._kube.list_memory_namespaces()
+    def list_memory_namespaces(self, namespace: str | None = None) -> Iterable[dict[str, Any]]:
+        return self._kube.list_memory_namespaces(namespace)
 
     def list_objects(self, kind: str, namespace: str, label_selector: str) -> list[dict[str, Any]]:
         raise NeedsExact("no lists on a shared pass")

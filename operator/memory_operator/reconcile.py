@@ -15,32 +15,34 @@ generation first runs on bulk reads shared by the passes of a resync (the
 tenant's Kubernetes objects from one labelled list per kind and namespace, each
 backend's state read once for all tenants). It only ever concludes "nothing to
 do"; anything else raises NeedsExact and the pass runs on exact reads.
+
+Split by concern: steps.py (a pass's context, Pass, and what a step reports,
+StepOutcome), backend_steps.py and kube_steps.py (the steps), shared_kube.py
+(the KubePort of a pass on shared reads). What stays here, and why it is longer
+than ~400 lines: the order of the steps and where a pass stops, the deletion,
+and the one wrapper every Kubernetes and backend call goes through (limits,
+metrics, shared reads, typed errors -> StepError), each in one place.
 """
 
 from __future__ import annotations
 
 import copy
-import dataclasses
-import enum
-import json
+import functools
 import logging
 import threading
 import time
-from collections.abc import Callable, Hashable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Literal, TypeVar, cast
+from typing import Any, TypeVar
 
+from memory_operator import backend_steps, kube_steps
 from memory_operator import conditions as c
 from memory_operator import manifests as m
 from memory_operator.claims import NOT_OWNER, Claim, Claims, claims_from
 from memory_operator.claims import owner as claim_owner
 from memory_operator.config import OperatorConfig
 from memory_operator.domain import (
-    CacheUserTarget,
-    CollectionTarget,
-    DatabaseTarget,
     Outcome,
-    TopicsTarget,
 )
 from memory_operator.metrics import (
     ERROR,
@@ -51,12 +53,8 @@ from memory_operator.metrics import (
     timed_backend,
 )
 from memory_operator.naming import Names, derive_names
-from memory_operator.ownership import Adoption, Owner
 from memory_operator.policy import (
-    TOKEN_SECRET_LABEL,
     check_policy,
-    qdrant_isolation_gap,
-    token_secret_opted_in,
 )
 from memory_operator.ports import (
     BackendError,
@@ -72,16 +70,14 @@ from memory_operator.ports import (
     KubeUnavailable,
     VectorAdmin,
 )
+from memory_operator.shared_kube import SharedKube, list_managed
 from memory_operator.snapshot import WINDOW_SECONDS, NeedsExact, SharedByKey
 from memory_operator.spec import InvalidSpecError, MemoryNamespaceSpec, parse_spec
+from memory_operator.steps import ErrorKind, Pass, State, StepError, StepOutcome, run_step
 
 log = logging.getLogger("memory_operator.reconcile")
 
-ErrorKind = Literal["temporary", "permanent"]
 T = TypeVar("T")
-# What a shared read of a namespace's objects keeps (the operator's own, by label).
-MANAGED_SELECTOR = f"app.kubernetes.io/managed-by={m.MANAGED_BY}"
-SHARED_KINDS = ("Secret", "ConfigMap", "NetworkPolicy", "Deployment", "Service")
 
 
 @dataclass
@@ -104,81 +100,6 @@ class Result:
     writes: list[str] = field(default_factory=list)  # what this pass changed, for logs/tests
 
 
-class StepError(Exception):
-    """A step (or the I/O under it) can't go on; _run turns it into a failed outcome."""
-
-    def __init__(self, kind: ErrorKind, reason: str, message: str) -> None:
-        super().__init__(message)
-        self.kind = kind
-        self.reason = reason
-        self.message = message
-
-
-class State(enum.Enum):
-    DONE = "done"  # the condition is True
-    WAITING = "waiting"  # False for now, and that is no error (a rollout in progress)
-    FAILED = "failed"  # False with an error; later steps don't run
-
-
-@dataclass(frozen=True)
-class StepOutcome:
-    """What a step reports; its condition is written from it."""
-
-    state: State
-    reason: str
-    message: str
-    error: ErrorKind | None = None
-
-    @classmethod
-    def done(cls, reason: str, message: str) -> StepOutcome:
-        return cls(State.DONE, reason, message)
-
-    @classmethod
-    def waiting(cls, reason: str, message: str) -> StepOutcome:
-        return cls(State.WAITING, reason, message)
-
-    @classmethod
-    def failed(cls, kind: ErrorKind, reason: str, message: str) -> StepOutcome:
-        return cls(State.FAILED, reason, message, kind)
-
-    @property
-    def condition_status(self) -> str:
-        return c.TRUE if self.state is State.DONE else c.FALSE
-
-
-@dataclass
-class Pass:
-    """One pass's context: the CR, what it asks for, and what the pass did so far.
-    The steps read it and add to it (passwords, writes)."""
-
-    cr: dict[str, Any]
-    spec: MemoryNamespaceSpec
-    names: Names
-    generation: int
-    now: str
-    writes: list[str]  # what this pass changed, for logs/tests (Result.writes)
-    passwords: dict[str, str] = field(default_factory=dict)  # the credentials Secret's
-    new_credentials: bool = False  # the credentials Secret was written in this pass
-
-    @property
-    def name(self) -> str:
-        return str(self.cr["metadata"]["name"])
-
-    @property
-    def namespace(self) -> str:
-        return str(self.cr["metadata"]["namespace"])
-
-    def wrote(self, what: str) -> None:
-        self.writes.append(what)
-
-
-def _run(step: Callable[[Pass], StepOutcome], p: Pass) -> StepOutcome:
-    try:
-        return step(p)
-    except StepError as err:
-        return StepOutcome.failed(err.kind, err.reason, err.message)
-
-
 class Reconciler:
     def __init__(
         self,
@@ -197,7 +118,9 @@ class Reconciler:
         # no earlier than this (monotonic) time: see _shared_pass.
         self._not_before: float | None = None
         self._shared_objects: SharedByKey[dict[str, str]] | None = (
-            SharedByKey(self._list_managed, read_window) if read_window > 0 else None
+            SharedByKey(lambda key: list_managed(self.kube, key), read_window)
+            if read_window > 0
+            else None
         )
         self._passed_guard = threading.Lock()
         self._passed: dict[str, float] = {}  # CR uid -> when its last pass ended
@@ -260,7 +183,7 @@ class Reconciler:
             not_before = self._passed.get(str(cr["metadata"].get("uid", "")), float("-inf"))
         view = copy.copy(self)
         view._not_before = not_before
-        view.kube = _SharedKube(self.kube, self._shared_objects, not_before)
+        view.kube = SharedKube(self.kube, self._shared_objects, not_before)
         try:
             result = view._reconcile(cr, claims, backends=backends)
         except NeedsExact as why:
@@ -268,12 +191,7 @@ class Reconciler:
             return None
         return result if result.ready and not result.error else None
 
-    def _list_managed(self, key: Hashable) -> dict[str, str]:
-        kind, namespace = cast(tuple[str, str], key)
-        items = self.kube.list_objects(kind, namespace, MANAGED_SELECTOR)
-        return {item["metadata"]["name"]: _comparable(item) for item in items}
-
-    def _ensure(
+    def ensure(
         self,
         backend: str,
         operation: str,
@@ -285,7 +203,7 @@ class Reconciler:
         reads, the backend's shared read instead, which may only say UNCHANGED."""
         not_before = self._not_before
         if not_before is None or unchanged is None:
-            return self._backend(backend, operation, lambda: exact(target))
+            return self.backend_call(backend, operation, lambda: exact(target))
         try:
             same = timed_backend(backend, "shared_read", lambda: unchanged(target, not_before))
         except BackendError as err:
@@ -379,7 +297,7 @@ class Reconciler:
         conds = c.remove_condition(conds, c.PAUSED)
 
         try:
-            self._credentials(p)
+            kube_steps.credentials(self, p)
         except StepError as err:
             # No condition of its own: without credentials no later step can run.
             conds = c.set_condition(
@@ -401,18 +319,18 @@ class Reconciler:
                 writes=writes,
             )
 
-        steps: list[tuple[str, Callable[[Pass], StepOutcome]]] = []
+        steps: list[tuple[str, Callable[[Reconciler, Pass], StepOutcome]]] = []
         if backends or not c.all_true(conds, c.BACKEND_STEP_TYPES, gen):
             steps += [
-                (c.SCHEMA_READY, self._schema),
-                (c.COLLECTION_READY, self._collection),
-                (c.TOPICS_READY, self._topics),
-                (c.CACHE_READY, self._cache),
+                (c.SCHEMA_READY, backend_steps.schema),
+                (c.COLLECTION_READY, backend_steps.collection),
+                (c.TOPICS_READY, backend_steps.topics),
+                (c.CACHE_READY, backend_steps.cache),
             ]
-        steps.append((c.API_READY, self._objects))
+        steps.append((c.API_READY, kube_steps.runtime_objects))
         pending: StepOutcome | None = None  # the first step not done: what the pass reports
         for type_, step in steps:
-            outcome = _run(step, p)
+            outcome = run_step(functools.partial(step, self, p))
             conds = c.set_condition(
                 conds, type_, outcome.condition_status, outcome.reason, outcome.message, gen, now
             )
@@ -439,233 +357,6 @@ class Reconciler:
 
     # -- steps -------------------------------------------------------------
 
-    def _credentials(self, p: Pass) -> None:
-        """Generated passwords live in the credentials Secret before any backend
-        sees them, so a crash between steps never loses a password. Sets p.passwords."""
-        names = p.names
-        live = self._kube(
-            "get", lambda: self.kube.get("Secret", p.namespace, names.credentials_secret)
-        )
-        existing = m.decode_secret_data(live)
-        passwords = {k: existing.get(k) or m.new_secret() for k in m.PASSWORD_KEYS}
-        desired = m.render_secret(
-            p.cr,
-            names,
-            names.credentials_secret,
-            m.credentials_data(p.spec, names, self.config, passwords),
-        )
-        if live is None:
-            created = self._kube("create", lambda: self.kube.create(desired))
-            if created is None:  # a concurrent pass created it first: use its passwords
-                live = self._kube(
-                    "get", lambda: self.kube.get("Secret", p.namespace, names.credentials_secret)
-                )
-                if live:
-                    self._credentials(p)
-                else:
-                    p.passwords = passwords
-                return
-            p.wrote(f"Secret/{names.credentials_secret}")
-            p.new_credentials = True
-            self._event(
-                p.cr,
-                "Normal",
-                "CredentialsCreated",
-                f"generated tenant credentials in Secret {names.credentials_secret}",
-            )
-        elif m.needs_apply(desired, live):
-            self._kube("apply", lambda: self.kube.apply(desired))
-            p.wrote(f"Secret/{names.credentials_secret}")
-            p.new_credentials = True
-        p.passwords = passwords
-
-    def _schema(self, p: Pass) -> StepOutcome:
-        names = p.names
-        target = self._database_target(p)
-        database = self.backends.database
-        outcome = self._ensure(
-            "postgres",
-            "ensure_tenant",
-            database.ensure_tenant,
-            getattr(database, "tenant_unchanged", None),
-            target,
-        )
-        self._record(
-            p, outcome, "Schema", f"PostgreSQL schema {names.schema} and role {names.role}"
-        )
-        return StepOutcome.done(
-            "SchemaReady",
-            f"schema {names.schema} owned by role {names.role}"
-            f" (connection limit {target.connection_limit})",
-        )
-
-    def _collection(self, p: Pass) -> StepOutcome:
-        spec, names = p.spec, p.names
-        if spec.vectors.backend == "postgres":
-            # The pgvector table lives in the tenant schema; the runtime creates it.
-            return StepOutcome.done(
-                "PgvectorInSchema", f"vectors are stored with pgvector in schema {names.schema}"
-            )
-        vectors = self.backends.vectors
-        if vectors is None:
-            return StepOutcome.failed(
-                "permanent",
-                "QdrantNotConfigured",
-                "vectors.backend is qdrant but the operator has no Qdrant configured"
-                " (SOMAFRACTAL_QDRANT_URL); use vectors.backend: postgres",
-            )
-        target = CollectionTarget(
-            name=names.collection,
-            dimensions=spec.vectors.dimensions,
-            distance=spec.vectors.distance,
-            hnsw_m=spec.vectors.hnsw.m,
-            hnsw_ef_construct=spec.vectors.hnsw.ef_construct,
-            on_disk=spec.vectors.on_disk,
-        )
-        outcome = self._backend(
-            "qdrant", "ensure_collection", lambda: vectors.ensure_collection(target)
-        )
-        self._record(p, outcome, "Collection", f"Qdrant collection {names.collection}")
-        ready = f"collection {names.collection} ({spec.vectors.dimensions}d)"
-        gap = qdrant_isolation_gap(self.config)
-        if gap:  # only reachable with SOMAFRACTAL_QDRANT_TENANT_ISOLATION=off (check_policy)
-            return StepOutcome.done(
-                "QdrantNotIsolated",
-                f"{ready}; NOT isolated: {gap}, so every tenant can read every collection"
-                " (SOMAFRACTAL_QDRANT_TENANT_ISOLATION=off)",
-            )
-        return StepOutcome.done("CollectionReady", ready)
-
-    def _topics_target(
-        self, spec: MemoryNamespaceSpec, names: Names, passwords: dict[str, str]
-    ) -> TopicsTarget:
-        sasl = self.config.kafka is not None and self.config.kafka.sasl
-        return TopicsTarget(
-            names=names.topics,
-            partitions=spec.events.partitions,
-            replication_factor=spec.events.replication_factor,
-            retention_ms=spec.events.retention_hours * 3_600_000,
-            principal=names.kafka_user if sasl else None,
-            password=passwords[m.KAFKA_PASSWORD_KEY] if sasl else None,
-        )
-
-    def _topics(self, p: Pass) -> StepOutcome:
-        spec, names = p.spec, p.names
-        if not spec.events.enabled:
-            return StepOutcome.done("EventsDisabled", "spec.events.enabled is false")
-        events = self.backends.events
-        if events is None or self.config.kafka is None:
-            return StepOutcome.done(
-                "KafkaNotConfigured", "the operator has no Kafka configured; events are off"
-            )
-        target = self._topics_target(spec, names, p.passwords)
-        if p.new_credentials:  # new passwords in this pass
-            target = dataclasses.replace(target, verify_password=True)
-        outcome = self._ensure(
-            "kafka",
-            "ensure_topics",
-            events.ensure_topics,
-            getattr(events, "topics_unchanged", None),
-            target,
-        )
-        what = f"Kafka topics {', '.join(names.topics)}"
-        if target.principal:
-            what += f" with SCRAM user {names.kafka_user} and ACLs"
-        self._record(p, outcome, "Topics", what)
-        return StepOutcome.done(
-            "TopicsReady", f"{', '.join(names.topics)} ({spec.events.partitions} partitions)"
-        )
-
-    def _cache(self, p: Pass) -> StepOutcome:
-        names = p.names
-        cache = self.backends.cache
-        if cache is None or self.config.redis is None:
-            return StepOutcome.done(
-                "RedisNotConfigured", "the operator has no Redis configured; limits are per pod"
-            )
-        target = CacheUserTarget(
-            username=names.cache_user,
-            password=p.passwords[m.REDIS_PASSWORD_KEY],
-            key_prefix=names.key_prefix,
-        )
-        unchanged = getattr(cache, "user_unchanged", None)
-        outcome = self._ensure("redis", "ensure_user", cache.ensure_user, unchanged, target)
-        self._record(p, outcome, "CacheUser", f"Redis ACL user {names.cache_user}")
-        return StepOutcome.done(
-            "CacheReady", f"user {names.cache_user} limited to {names.key_prefix}:*"
-        )
-
-    def _objects(self, p: Pass) -> StepOutcome:
-        """The runtime's Kubernetes objects; done once its Deployment is available."""
-        spec, names = p.spec, p.names
-        token_fingerprint = self._token_secret(p)
-        config_data = m.runtime_config(spec, names, self.config)
-        creds = m.credentials_data(spec, names, self.config, p.passwords)
-        config_hash = m.content_hash([config_data, creds, token_fingerprint])
-        policy = m.render_network_policy(p.cr, names, self.config)
-        self._apply(p, m.render_configmap(p.cr, names, config_data))
-        if policy is not None:
-            self._apply(p, policy)  # before pods exist
-        deployment = self._apply(
-            p, m.render_deployment(p.cr, spec, names, self.config, config_hash)
-        )
-        self._apply(p, m.render_service(p.cr, names))
-        available, message = m.deployment_available(deployment, spec.api.replicas)
-        if available:
-            return StepOutcome.done("DeploymentAvailable", f"Deployment {names.objects}: {message}")
-        return StepOutcome.waiting(
-            "DeploymentNotAvailable", f"Deployment {names.objects}: {message}"
-        )
-
-    def _apply(self, p: Pass, desired: dict[str, Any]) -> dict[str, Any] | None:
-        """Apply `desired` unless the live object already matches; the object as it is now."""
-        kind, name = desired["kind"], desired["metadata"]["name"]
-        live = self._kube("get", lambda: self.kube.get(kind, p.namespace, name))
-        if not m.needs_apply(desired, live):
-            return live
-        applied: dict[str, Any] = self._kube("apply", lambda: self.kube.apply(desired))
-        p.wrote(f"{kind}/{name}")
-        return applied
-
-    def _token_secret(self, p: Pass) -> str:
-        """Ensure the API token Secret; returns a fingerprint (not the token) for the
-        pod-template hash so a rotated token rolls the pods."""
-        cr, spec, names = p.cr, p.spec, p.names
-        secret_name, key = m.token_ref(spec, names)
-        live = self._kube("get", lambda: self.kube.get("Secret", p.namespace, secret_name))
-        data = m.decode_secret_data(live)
-        if spec.api.token_secret_ref is not None:
-            if live is not None and not token_secret_opted_in(live, p.name):
-                # The CR author may not be allowed to read Secrets: only a Secret that
-                # names this CR gets into its pods.
-                raise StepError(
-                    "permanent",
-                    "TokenSecretNotAllowed",
-                    f"api.tokenSecretRef: Secret {secret_name} has not opted in; label it"
-                    f" {TOKEN_SECRET_LABEL}={p.name} to let this"
-                    " MemoryNamespace use it",
-                )
-            if not data.get(key):
-                raise StepError(
-                    "temporary",
-                    "TokenSecretNotFound",
-                    f"api.tokenSecretRef: Secret {secret_name} with key {key!r} not found",
-                )
-            return m.content_hash(data[key])
-        token = data.get(key) or m.new_secret()
-        desired = m.render_secret(cr, names, secret_name, {key: token})
-        if live is None:
-            if self._kube("create", lambda: self.kube.create(desired)) is None:
-                return self._token_secret(p)  # lost a race; reuse theirs
-            p.wrote(f"Secret/{secret_name}")
-            self._event(
-                cr, "Normal", "TokenCreated", f"generated API token in Secret {secret_name}"
-            )
-        elif m.needs_apply(desired, live):
-            self._kube("apply", lambda: self.kube.apply(desired))
-            p.wrote(f"Secret/{secret_name}")
-        return m.content_hash(token)
-
     # -- deletion ----------------------------------------------------------
 
     def _finalize(self, cr: dict[str, Any], claims: Claims | None) -> Result:
@@ -688,18 +379,18 @@ class Reconciler:
         )
         if spec.paused or spec.deletion_policy == "Retain":
             why = "spec.paused is true" if spec.paused else "deletionPolicy is Retain"
-            self._event(cr, "Normal", "DataRetained", f"{why}: kept {kept}")
+            self.event(cr, "Normal", "DataRetained", f"{why}: kept {kept}")
             return Result(status, message=f"retained {kept}")
         gen = int(meta.get("generation") or 1)
         p = Pass(cr, spec, names, gen, self.clock(), [])
         try:
-            self._delete_external(p)
+            backend_steps.delete_backends(self, p)
         except StepError as err:
             if err.reason == NOT_OWNER:
                 # Not ours to delete; keeping the finalizer would block the CR forever.
-                self._event(cr, "Warning", "DataNotOwned", f"nothing deleted: {err.message}")
+                self.event(cr, "Warning", "DataNotOwned", f"nothing deleted: {err.message}")
                 return Result(status, reason=NOT_OWNER, message=err.message, writes=p.writes)
-            self._event(cr, "Warning", err.reason, f"deletion blocked: {err.message}")
+            self.event(cr, "Warning", err.reason, f"deletion blocked: {err.message}")
             # The object stays (finalizer) and must not keep saying "all
             # resources are ready": Ready turns False and names the blocker.
             conds = c.set_condition(
@@ -718,72 +409,13 @@ class Reconciler:
             )
         return Result(status, message=f"deleted {kept}", writes=p.writes)
 
-    def _delete_external(self, p: Pass) -> None:
-        spec, names = p.spec, p.names
-        # Credentials are still needed for the targets; read, never create, them.
-        live = self._kube(
-            "get", lambda: self.kube.get("Secret", p.namespace, names.credentials_secret)
-        )
-        pw = m.decode_secret_data(live)
-        p.passwords = {k: pw.get(k, "") for k in m.PASSWORD_KEYS}
-        # PostgreSQL first: it holds the ownership record, so data recorded to another
-        # owner stops the deletion before any backend is touched (BackendNotOwner).
-        db = self._database_target(p)
-        out = self._backend(
-            "postgres", "delete_tenant", lambda: self.backends.database.delete_tenant(db)
-        )
-        self._record(
-            p, out, "Schema", f"PostgreSQL schema {names.schema} (CASCADE) and role {names.role}"
-        )
-        vectors, events, cache = self.backends.vectors, self.backends.events, self.backends.cache
-        if spec.vectors.backend == "qdrant" and vectors is not None:
-            out = self._backend(
-                "qdrant", "delete_collection", lambda: vectors.delete_collection(names.collection)
-            )
-            self._record(p, out, "Collection", f"Qdrant collection {names.collection}")
-        if events is not None:
-            target = self._topics_target(spec, names, p.passwords)
-            out = self._backend("kafka", "delete_topics", lambda: events.delete_topics(target))
-            self._record(p, out, "Topics", f"Kafka topics {', '.join(names.topics)}")
-        if cache is not None:
-            user = CacheUserTarget(
-                names.cache_user, p.passwords[m.REDIS_PASSWORD_KEY], names.key_prefix
-            )
-            out = self._backend("redis", "delete_user", lambda: cache.delete_user(user))
-            self._record(p, out, "CacheUser", f"Redis ACL user {names.cache_user}")
-
     # -- helpers -------------------------------------------------------------
-
-    def _database_target(self, p: Pass) -> DatabaseTarget:
-        """The tenant's database, with its owner record and what else it may adopt."""
-        cr, names = p.cr, p.names
-        status = cr.get("status") or {}
-        if (names.tenant, p.namespace) in self.config.adoptions:
-            adoption = Adoption.ANY  # the administrator's explicit hand-over
-        elif status.get("schema") == names.schema and c.is_true(
-            status.get("conditions") or [], c.SCHEMA_READY
-        ):
-            adoption = Adoption.UNRECORDED  # the operator made it for this CR (no record then)
-        else:
-            adoption = Adoption.NONE
-        return DatabaseTarget(
-            schema=names.schema,
-            role=names.role,
-            password=p.passwords[m.PG_PASSWORD_KEY],
-            extensions_schema=self.config.postgres.extensions_schema,
-            pgvector=p.spec.vectors.backend == "postgres",
-            connection_limit=m.connection_limit(
-                p.spec.api.replicas, self.config.runtime_db_pool_size
-            ),
-            owner=Owner.of(cr),
-            adoption=adoption,
-        )
 
     def _tenant_owner(self, cr: dict[str, Any], tenant: str, claims: Claims | None) -> Claim | None:
         """The claim that owns `tenant` if it isn't `cr` (claims.owner has the rule)."""
         if claims is None:
             claims = claims_from(
-                self._kube("list", lambda: list(self.kube.list_memory_namespaces()))
+                self.kube_call("list", lambda: list(self.kube.list_memory_namespaces()))
             )
         return claim_owner(claims, tenant, Claim.of(cr))
 
@@ -813,19 +445,17 @@ class Reconciler:
         if new == old:
             return
         meta = cr["metadata"]
-        self._kube(
+        self.kube_call(
             "patch_status", lambda: self.kube.patch_status(meta["namespace"], meta["name"], new)
         )
         writes.append("status")
 
-    def _record(self, p: Pass, outcome: Outcome, noun: str, what: str) -> None:
+    def record(self, p: Pass, outcome: Outcome, noun: str, what: str) -> None:
         if outcome.wrote:
             p.wrote(f"{noun}:{outcome.value}")
-            self._event(
-                p.cr, "Normal", f"{noun}{outcome.value}", f"{what}: {outcome.value.lower()}"
-            )
+            self.event(p.cr, "Normal", f"{noun}{outcome.value}", f"{what}: {outcome.value.lower()}")
 
-    def _event(self, cr: dict[str, Any], type_: str, reason: str, message: str) -> None:
+    def event(self, cr: dict[str, Any], type_: str, reason: str, message: str) -> None:
         # An Event is a record, not state: failing to post one must not fail the pass.
         try:
             timed_backend(
@@ -834,7 +464,7 @@ class Reconciler:
         except Exception as err:
             log.warning("could not post Event %s: %s", reason, err)
 
-    def _backend(self, backend: str, operation: str, fn: Callable[[], Outcome]) -> Outcome:
+    def backend_call(self, backend: str, operation: str, fn: Callable[[], Outcome]) -> Outcome:
         try:
             with self._limits[backend]:
                 return timed_backend(backend, operation, fn)
@@ -847,7 +477,7 @@ class Reconciler:
         except BackendError as err:
             raise StepError("temporary", f"{_title(backend)}Error", err.message) from err
 
-    def _kube(self, operation: str, fn: Callable[[], Any]) -> Any:
+    def kube_call(self, operation: str, fn: Callable[[], Any]) -> Any:
         if self._not_before is not None:  # shared reads: in memory, nothing to time
             return fn()
         try:
@@ -864,57 +494,3 @@ def _title(backend: str) -> str:
     return {"postgres": "Postgres", "qdrant": "Qdrant", "kafka": "Kafka", "redis": "Redis"}.get(
         backend, backend.title()
     )
-
-
-def _comparable(obj: dict[str, Any]) -> str:
-    """What a shared read keeps of a live object: all but managedFields (the
-    largest part of most objects, never compared), as compact JSON (several times
-    smaller than the dict it is parsed back into for one pass)."""
-    meta = {k: v for k, v in (obj.get("metadata") or {}).items() if k != "managedFields"}
-    return json.dumps({**obj, "metadata": meta}, separators=(",", ":"))
-
-
-class _SharedKube:
-    """The KubePort of a pass on shared reads: GETs of the operator's own objects
-    are served from one labelled list per kind and namespace; anything it can't
-    serve, and every write, raises NeedsExact. Events pass through (they follow a
-    write that a backend without a shared read made on an exact read)."""
-
-    def __init__(
-        self,
-        kube: KubePort,
-        objects: SharedByKey[dict[str, str]],
-        not_before: float,
-    ) -> None:
-        self._kube = kube
-        self._objects = objects
-        self._not_before = not_before
-
-    def get(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
-        if kind not in SHARED_KINDS:
-            raise NeedsExact(f"{kind} is not read in bulk")
-        try:
-            live = self._objects.get((kind, namespace), self._not_before).get(name)
-        except KubeError as err:
-            raise NeedsExact(f"list {kind}: {err.message}") from err
-        if live is None:  # missing, or not labelled ours (a tokenSecretRef Secret)
-            raise NeedsExact(f"{kind}/{name} not in the shared read")
-        return json.loads(live)
-
-    def emit_event(self, cr: dict[str, Any], type_: str, reason: str, message: str) -> None:
-        self._kube.emit_event(cr, type_, reason, message)
-
-    def list_memory_namespaces(self, namespace: str | None = None) -> Iterable[dict[str, Any]]:
-        return self._kube.list_memory_namespaces(namespace)
-
-    def list_objects(self, kind: str, namespace: str, label_selector: str) -> list[dict[str, Any]]:
-        raise NeedsExact("no lists on a shared pass")
-
-    def apply(self, obj: dict[str, Any]) -> dict[str, Any]:
-        raise NeedsExact(f"{obj['kind']}/{obj['metadata']['name']} differs")
-
-    def create(self, obj: dict[str, Any]) -> dict[str, Any] | None:
-        raise NeedsExact(f"{obj['kind']}/{obj['metadata']['name']} missing")
-
-    def patch_status(self, namespace: str, name: str, status: dict[str, Any]) -> dict[str, Any]:
-        raise NeedsExact("status differs")

@@ -28,7 +28,8 @@ from memory_operator.adapters.kafka import KafkaAdmin
 from memory_operator.adapters.kube import KubeApi
 from memory_operator.adapters.postgres import PostgresAdmin
 from memory_operator.adapters.redis import RedisAdmin
-from memory_operator.reconcile import SHARED_KINDS, Backends, Reconciler, Result
+from memory_operator.reconcile import Backends, Reconciler, Result
+from memory_operator.shared_kube import SHARED_KINDS
 from tests.e2e.harness import (
     CountingKube,
     WriteLog,

@@ -203,6 +203,13 @@ def test_the_crd_says_what_the_contract_says() -> None:
     assert decay["halfLifeHours"]["default"] == lim.DEFAULT_DECAY_HALF_LIFE_HOURS
     assert decay["pruneBelow"]["default"] == lim.DEFAULT_DECAY_PRUNE_BELOW
     assert SPEC_SCHEMA["embedding"]["properties"]["model"]["default"] == lim.DEFAULT_EMBEDDING_MODEL
+    spec_rules = " ".join(
+        rule["rule"] for rule in SCHEMA["properties"]["spec"]["x-kubernetes-validations"]
+    )
+    assert len(lim.LOCAL_MODEL_DIMENSIONS) == 1  # the rule names the one bundled model
+    for model, dimensions in lim.LOCAL_MODEL_DIMENSIONS.items():
+        assert f"self.embedding.model : '{model}') == '{model}'" in spec_rules
+        assert f"self.vectors.dimensions : {dimensions}) == {dimensions}" in spec_rules
     tenant = SPEC_SCHEMA["tenant"]
     assert tenant["pattern"] == TENANT_PATTERN.pattern
     assert tenant["maxLength"] == TENANT_MAX_CHARS

@@ -84,6 +84,9 @@ def test_defaults_are_applied(crd: KubeCluster, kube_namespace: str) -> None:
             {"vectors": {"backend": "postgres", "dimensions": 2001}},
             "at most 2000 with vectors.backend postgres",
         ),
+        # issue 19: the bundled local model's output size is fixed
+        ({"vectors": {"dimensions": 768}}, "produces 384-dimensional vectors"),
+        ({"embedding": {"model": "bge-large-en"}}, "produces 384-dimensional vectors"),
     ],
 )
 def test_bad_values_rejected(
@@ -101,6 +104,8 @@ def test_pgvector_at_its_limit_and_qdrant_above_it_are_admitted(
     assert _apply(crd, kube_namespace, "pg", pg).returncode == 0
     big = {"vectors": {"backend": "qdrant", "dimensions": 4096}, "embedding": {"provider": "none"}}
     assert _apply(crd, kube_namespace, "big", big).returncode == 0
+    http = {"vectors": {"dimensions": 1536}, "embedding": {"provider": "http", "url": "http://e"}}
+    assert _apply(crd, kube_namespace, "http", http).returncode == 0
 
 
 def test_name_that_is_no_tenant_needs_spec_tenant(crd: KubeCluster, kube_namespace: str) -> None:

@@ -211,8 +211,10 @@ def test_resync_repairs_drift_and_idle_ready_object_is_not_written(
 
 def test_invalid_spec_reports_permanent_error(operator: Running) -> None:
     ns = operator.ns
-    memory_namespace(operator.api, ns, "delta", {"embedding": {"model": "nope"}})
-    wait_for(_has(operator, ns, "delta", c.READY, "False", "InvalidSpec"), what="InvalidSpec")
+    # what the CRD can't know: the operator's image allow-list (bad specs are refused
+    # at admission, tests/integration/operator/test_crd.py)
+    memory_namespace(operator.api, ns, "delta", {"api": {"image": "registry.test/other:1"}})
+    wait_for(_has(operator, ns, "delta", c.READY, "False", "ImageNotAllowed"), what="refused")
     assert not operator.schema_exists("delta")
     delete(
         operator.api, f"/apis/memory.somafractal.io/v1alpha1/namespaces/{ns}/memorynamespaces/delta"
@@ -230,8 +232,8 @@ def _tenants(ns: str, ready: str) -> float:
 def test_tenant_readiness_gauge_follows_the_crs(operator: Running) -> None:
     ns = operator.ns
     memory_namespace(operator.api, ns, "eps", {"deletionPolicy": "Delete"})
-    memory_namespace(operator.api, ns, "zeta", {"embedding": {"model": "nope"}})
-    wait_for(_has(operator, ns, "zeta", c.READY, "False", "InvalidSpec"), what="InvalidSpec")
+    memory_namespace(operator.api, ns, "zeta", {"api": {"image": "registry.test/other:1"}})
+    wait_for(_has(operator, ns, "zeta", c.READY, "False", "ImageNotAllowed"), what="refused")
     wait_for(_has(operator, ns, "eps", c.API_READY, "False"), what="eps waits for its Deployment")
     wait_for(lambda: _tenants(ns, "False") == 2, what="two CRs counted not Ready")
     assert _tenants(ns, "True") == 0

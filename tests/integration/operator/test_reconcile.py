@@ -409,8 +409,12 @@ def test_paused_touches_no_backend(env: Env) -> None:
 
 
 def test_invalid_spec_is_permanent_and_touches_nothing(env: Env) -> None:
-    env.create("acme", {"embedding": {"model": "bge-large"}})
-    result = env.reconcile("acme")
+    # The CRD refuses this spec now (test_crd.py); a CR stored before that rule
+    # existed still reaches the operator, which must refuse it too.
+    env.create("acme")
+    cr = fetch(env.api, env.ns, "acme")
+    cr["spec"]["embedding"]["model"] = "bge-large"
+    result = env.reconciler.reconcile(cr)
     assert result.error == "permanent"
     ready = _cond(fetch(env.api, env.ns, "acme"), c.READY)
     assert (ready["status"], ready["reason"]) == ("False", "InvalidSpec")

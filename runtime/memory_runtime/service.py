@@ -65,12 +65,12 @@ from memory_runtime.ports import (
     VectorIndex,
     VectorItem,
 )
+from memory_runtime.record import RECORD_FIELDS, MemoryRow
 from memory_runtime.storage.postgres import (
     AccessLog,
     Candidate,
     KeywordQuery,
     LinkRow,
-    MemoryRow,
     PostgresStore,
     Tx,
 )
@@ -159,28 +159,19 @@ def derive_text(payload: dict[str, Any]) -> str:
     return text[:MAX_TEXT_CHARS]
 
 
+# the record fields an imported line gives as they are (the rest: below, in import_chunk)
+IMPORTED_AS_IS = tuple(
+    name
+    for name in RECORD_FIELDS
+    if name in MemoryRecordIn.model_fields
+    and name not in ("coordinate", "text", "tags", "occurred_at")
+)
+
+
 def to_memory(row: MemoryRow, include_vector: bool = False) -> Memory:
     return Memory(
-        id=row.id,
-        coordinate=list(row.coordinate),
-        memory_type=row.memory_type,
-        payload=row.payload,
-        text=row.text,
-        importance=row.importance,
-        metadata=row.metadata,
-        tags=row.tags,
-        agent_id=row.agent_id,
-        user_id=row.user_id,
-        session_id=row.session_id,
-        created_at=row.created_at,
-        updated_at=row.updated_at,
-        last_accessed_at=row.last_accessed_at,
-        access_count=row.access_count,
-        version=row.version,
-        expires_at=row.expires_at,
-        occurred_at=row.occurred_at,
+        **row.record(),
         has_vector=row.has_vector,
-        index_pending=row.index_pending,
         vector=row.embedding if include_vector else None,
     )
 
@@ -1072,23 +1063,10 @@ class MemoryService:
                     continue
                 vector = rec.vector if rec.vector is not None else embedded.get(memory_id)
                 row = MemoryRow(
-                    id=rec.id,
+                    **{name: getattr(rec, name) for name in IMPORTED_AS_IS},
                     coordinate=tuple(rec.coordinate or ()),
-                    memory_type=rec.memory_type,
-                    payload=rec.payload,
                     text=texts[memory_id],
-                    importance=rec.importance,
-                    metadata=rec.metadata,
                     tags=list(rec.tags),
-                    agent_id=rec.agent_id,
-                    user_id=rec.user_id,
-                    session_id=rec.session_id,
-                    created_at=rec.created_at,
-                    updated_at=rec.updated_at,
-                    last_accessed_at=rec.last_accessed_at,
-                    access_count=rec.access_count,
-                    version=rec.version,
-                    expires_at=rec.expires_at,
                     embedding=vector,
                     index_pending=vector is not None or self.embeds,
                     occurred_at=rec.occurred_at or rec.created_at,

@@ -37,6 +37,7 @@ from memory_runtime.ranking import (
     bm25_idf,
     keyword_terms_needed,
 )
+from memory_runtime.record import RECORD_FIELDS, MemoryRow
 from memory_runtime.storage.migrate import search_path
 from memory_runtime.vectors.common import similarities
 
@@ -72,11 +73,7 @@ def session_settings(path: str, statement_timeout_ms: int, lock_timeout_ms: int)
 
 # The memories table's own columns. The vector lives in memory_embeddings
 # (migration 0004), read per row by primary key only where it is wanted.
-ROW_COLUMNS = (
-    "id, coordinate, memory_type, payload, text, importance, metadata, tags, agent_id, user_id,"
-    " session_id, created_at, updated_at, last_accessed_at, access_count, version, expires_at,"
-    " index_pending, occurred_at"
-)
+ROW_COLUMNS = ", ".join(RECORD_FIELDS)
 MEMORY_COLUMNS = (
     ROW_COLUMNS + ", (SELECT e.embedding FROM memory_embeddings e"
     " WHERE e.memory_id = memories.id) AS embedding"
@@ -86,47 +83,13 @@ MEMORY_COLUMNS_NO_VECTOR = (
     " WHERE e.memory_id = memories.id) AS stored_vector"
 )
 LINK_COLUMNS = "from_id, to_id, type, strength, metadata, created_at, updated_at, version"
-
-
-@dataclass
-class MemoryRow:
-    id: uuid.UUID
-    coordinate: tuple[float, ...]
-    memory_type: str
-    payload: dict[str, Any]
-    text: str
-    importance: float
-    metadata: dict[str, Any]
-    tags: list[str]
-    agent_id: str | None
-    user_id: str | None
-    session_id: str | None
-    created_at: datetime
-    updated_at: datetime
-    last_accessed_at: datetime
-    access_count: int
-    version: int
-    expires_at: datetime | None
-    embedding: list[float] | None  # the vector, when read (or written) with it
-    index_pending: bool
-    occurred_at: datetime  # event time (default: created_at)
-    # Read without its vector (get_many(vectors=False)): whether the database
-    # holds one. None when the row came with its vector, or was built here.
-    stored_vector: bool | None = None
-
-    @property
-    def has_vector(self) -> bool:
-        return self.embedding is not None or bool(self.stored_vector)
-
-    @classmethod
-    def from_db(cls, row: dict[str, Any]) -> MemoryRow:
-        data = dict(row)
-        data["coordinate"] = tuple(float(c) for c in data["coordinate"])
-        data["tags"] = list(data["tags"] or [])
-        data["embedding"] = (
-            [float(v) for v in data["embedding"]] if data["embedding"] is not None else None
-        )
-        return cls(**data)
+# a record field's value as a statement parameter, where it is not the value itself
+COLUMN_ADAPTERS: dict[str, Any] = {
+    "coordinate": list,
+    "payload": Jsonb,
+    "metadata": Jsonb,
+    "tags": list,
+}
 
 
 @dataclass
@@ -424,28 +387,11 @@ class Tx:
         if row.stored_vector:
             # writing back a row read without its vector would erase the vector
             raise ValueError("this row was read without its vector; read it whole to write it")
-        return {
-            "id": row.id,
-            "coordinate": list(row.coordinate),
-            "memory_type": row.memory_type,
-            "payload": Jsonb(row.payload),
-            "text": row.text,
-            "importance": row.importance,
-            "metadata": Jsonb(row.metadata),
-            "tags": list(row.tags),
-            "agent_id": row.agent_id,
-            "user_id": row.user_id,
-            "session_id": row.session_id,
-            "created_at": row.created_at,
-            "updated_at": row.updated_at,
-            "last_accessed_at": row.last_accessed_at,
-            "access_count": row.access_count,
-            "version": row.version,
-            "expires_at": row.expires_at,
-            "embedding": row.embedding,
-            "index_pending": row.index_pending,
-            "occurred_at": row.occurred_at,
-        }
+        params = row.record()
+        for name, adapt in COLUMN_ADAPTERS.items():
+            params[name] = adapt(params[name])
+        params["embedding"] = row.embedding
+        return params
 
     def touch(self, ids: Sequence[uuid.UUID]) -> None:
         """Count an access now (GET): feeds decay and access statistics."""

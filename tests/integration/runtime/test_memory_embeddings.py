@@ -10,9 +10,10 @@ from datetime import UTC, datetime
 
 import pytest
 
+from memory_runtime.record import MemoryRow
 from memory_runtime.storage import migrate as migrations
 from memory_runtime.storage.migrate import load_migrations, migrate
-from memory_runtime.storage.postgres import MemoryRow, PostgresStore
+from memory_runtime.storage.postgres import PostgresStore
 from tests.integration.runtime.conftest import Tenant
 from tests.integration.runtime.helpers import admin_rows, tenant_connection
 

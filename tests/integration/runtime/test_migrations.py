@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from memory_runtime.record import RECORD_FIELDS
 from memory_runtime.storage import migrate as migrations
 from memory_runtime.storage.migrate import MigrationError, load_migrations, migrate
 from tests.integration.runtime.conftest import Tenant
@@ -72,3 +73,14 @@ def test_failed_migration_leaves_nothing_behind(tenant: Tenant, monkeypatch: pyt
 def test_missing_schema_is_a_clear_error(tenant: Tenant):
     with pytest.raises(MigrationError, match="does not exist"):
         migrate(tenant.dsn, "mem_nobody", "extensions")
+
+
+def test_the_memories_table_holds_the_record_and_its_search_column(tenant: Tenant) -> None:
+    migrate(tenant.dsn, tenant.schema, "extensions")
+    columns = admin_rows(
+        tenant,
+        "SELECT column_name FROM information_schema.columns"
+        " WHERE table_schema = current_schema() AND table_name = 'memories'",
+    )
+    # the record (record.py) plus the full-text column PostgreSQL computes
+    assert {c["column_name"] for c in columns} == {*RECORD_FIELDS, "tsv"}

@@ -7,9 +7,15 @@ YAML, so tests/unit/test_contract.py checks its numbers against these.
 
 from __future__ import annotations
 
-BACKENDS = ("qdrant", "postgres")
-DISTANCES = ("Cosine", "Dot", "Euclid")  # also Qdrant's own spelling of them
-DEFAULT_DISTANCE = "Cosine"
+from typing import Literal, get_args
+
+Backend = Literal["qdrant", "postgres"]
+Distance = Literal["Cosine", "Dot", "Euclid"]  # also Qdrant's own spelling of them
+EmbeddingProvider = Literal["local", "http", "none"]
+BACKENDS: tuple[Backend, ...] = get_args(Backend)
+DISTANCES: tuple[Distance, ...] = get_args(Distance)
+EMBEDDING_PROVIDERS: tuple[EmbeddingProvider, ...] = get_args(EmbeddingProvider)
+DEFAULT_DISTANCE: Distance = "Cosine"
 
 # Vector dimensions. pgvector's HNSW index refuses more than 2,000 (its page
 # layout); Qdrant takes up to 65,536, but the API caps every backend at 4,096,

@@ -48,9 +48,9 @@ class Hnsw(_Model):
 
 
 class Vectors(_Model):
-    backend: Literal["qdrant", "postgres"] = "qdrant"
+    backend: lim.Backend = "qdrant"
     dimensions: int = Field(lim.DEFAULT_DIMENSIONS, ge=1, le=lim.MAX_DIMENSIONS)
-    distance: Literal["Cosine", "Dot", "Euclid"] = "Cosine"
+    distance: lim.Distance = lim.DEFAULT_DISTANCE
     hnsw: Hnsw = Hnsw()
     on_disk: bool = False
 
@@ -63,7 +63,7 @@ class Events(_Model):
 
 
 class Embedding(_Model):
-    provider: Literal["local", "http", "none"] = "local"
+    provider: lim.EmbeddingProvider = "local"
     model: str = Field(lim.DEFAULT_EMBEDDING_MODEL, max_length=200)
     url: str = Field("", max_length=2048)
 

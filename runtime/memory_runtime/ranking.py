@@ -33,8 +33,9 @@ from datetime import datetime
 from typing import Literal
 from uuid import UUID
 
+from memory_contract.limits import Distance
+
 Mode = Literal["hybrid", "vector", "keyword"]
-Distance = Literal["Cosine", "Dot", "Euclid"]
 Fusion = Literal["rrf", "relative"]
 
 # Okapi BM25 parameters (the usual defaults: Lucene, Robertson & Zaragoza)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -48,10 +47,10 @@ class Settings(BaseSettings):
     breaker_threshold: int = Field(default=2, ge=1)  # failures in a row that open a circuit
     breaker_open_seconds: float = Field(default=5.0, gt=0)  # before one trial call
 
-    vector_backend: Literal["postgres", "qdrant"] = "postgres"
+    vector_backend: lim.Backend = "postgres"
     # at most lim.MAX_DIMENSIONS_BY_BACKEND[vector_backend] (checked below)
     vector_dimensions: int = Field(default=lim.DEFAULT_DIMENSIONS, ge=1, le=lim.MAX_DIMENSIONS)
-    vector_distance: Literal["Cosine", "Dot", "Euclid"] = "Cosine"
+    vector_distance: lim.Distance = lim.DEFAULT_DISTANCE
     # the HNSW graph's parameters (spec.vectors.hnsw): pgvector's index is rebuilt
     # when they change; a Qdrant collection takes them when the runtime creates it
     vector_hnsw_m: int = Field(default=lim.HNSW_M_DEFAULT, ge=lim.HNSW_M_MIN, le=lim.HNSW_M_MAX)
@@ -78,7 +77,7 @@ class Settings(BaseSettings):
     kafka_username: str = ""
     kafka_password: str = Field(default="", repr=False)
 
-    embedding_provider: Literal["local", "http", "none"] = "local"
+    embedding_provider: lim.EmbeddingProvider = "local"
     embedding_model: str = lim.DEFAULT_EMBEDDING_MODEL
     embedding_url: str = ""
     # local model: intra-op threads per embedding call; 0 = the CPU limit, at most 2

@@ -175,6 +175,8 @@ def test_the_crd_says_what_the_contract_says() -> None:
     assert props["distance"]["enum"] == list(lim.DISTANCES)
     assert props["distance"]["default"] == lim.DEFAULT_DISTANCE
     assert set(props["backend"]["enum"]) == set(lim.BACKENDS)
+    provider = SPEC_SCHEMA["embedding"]["properties"]["provider"]["enum"]
+    assert set(provider) == set(lim.EMBEDDING_PROVIDERS)
     rules = " ".join(rule["rule"] for rule in vectors["x-kubernetes-validations"])
     assert f"self.dimensions <= {lim.MAX_DIMENSIONS_BY_BACKEND['postgres']}" in rules
     hnsw = props["hnsw"]["properties"]

@@ -31,7 +31,7 @@ from memory_runtime.vectors.common import (
 )
 
 # Qdrant spells the distances as the contract does (memory_contract.limits.DISTANCES).
-_DISTANCES = {name: models.Distance(name) for name in DISTANCES}
+_DISTANCES: dict[str, models.Distance] = {name: models.Distance(name) for name in DISTANCES}
 
 _KEYWORD_FIELDS = ("memory_type", "tags", "agent_id", "user_id", "session_id")
 

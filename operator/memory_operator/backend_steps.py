@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 
 from memory_operator import conditions as c
 from memory_operator import manifests as m
+from memory_operator.conditions import Reason
 from memory_operator.domain import CacheUserTarget, CollectionTarget, DatabaseTarget, TopicsTarget
 from memory_operator.naming import Names
 from memory_operator.ownership import Adoption, Owner
@@ -35,7 +36,7 @@ def schema(r: Reconciler, p: Pass) -> StepOutcome:
     )
     r.record(p, outcome, "Schema", f"PostgreSQL schema {names.schema} and role {names.role}")
     return StepOutcome.done(
-        "SchemaReady",
+        Reason.SCHEMA_READY,
         f"schema {names.schema} owned by role {names.role}"
         f" (connection limit {target.connection_limit})",
     )
@@ -46,13 +47,13 @@ def collection(r: Reconciler, p: Pass) -> StepOutcome:
     if spec.vectors.backend == "postgres":
         # The pgvector table lives in the tenant schema; the runtime creates it.
         return StepOutcome.done(
-            "PgvectorInSchema", f"vectors are stored with pgvector in schema {names.schema}"
+            Reason.PGVECTOR_IN_SCHEMA, f"vectors are stored with pgvector in schema {names.schema}"
         )
     vectors = r.backends.vectors
     if vectors is None:
         return StepOutcome.failed(
             "permanent",
-            "QdrantNotConfigured",
+            Reason.QDRANT_NOT_CONFIGURED,
             "vectors.backend is qdrant but the operator has no Qdrant configured"
             " (SOMAFRACTAL_QDRANT_URL); use vectors.backend: postgres",
         )
@@ -72,11 +73,11 @@ def collection(r: Reconciler, p: Pass) -> StepOutcome:
     gap = qdrant_isolation_gap(r.config)
     if gap:  # only reachable with SOMAFRACTAL_QDRANT_TENANT_ISOLATION=off (check_policy)
         return StepOutcome.done(
-            "QdrantNotIsolated",
+            Reason.QDRANT_NOT_ISOLATED,
             f"{ready}; NOT isolated: {gap}, so every tenant can read every collection"
             " (SOMAFRACTAL_QDRANT_TENANT_ISOLATION=off)",
         )
-    return StepOutcome.done("CollectionReady", ready)
+    return StepOutcome.done(Reason.COLLECTION_READY, ready)
 
 
 def topics_target(
@@ -96,11 +97,11 @@ def topics_target(
 def topics(r: Reconciler, p: Pass) -> StepOutcome:
     spec, names = p.spec, p.names
     if not spec.events.enabled:
-        return StepOutcome.done("EventsDisabled", "spec.events.enabled is false")
+        return StepOutcome.done(Reason.EVENTS_DISABLED, "spec.events.enabled is false")
     events = r.backends.events
     if events is None or r.config.kafka is None:
         return StepOutcome.done(
-            "KafkaNotConfigured", "the operator has no Kafka configured; events are off"
+            Reason.KAFKA_NOT_CONFIGURED, "the operator has no Kafka configured; events are off"
         )
     target = topics_target(r, spec, names, p.passwords)
     if p.new_credentials:  # new passwords in this pass
@@ -117,7 +118,7 @@ def topics(r: Reconciler, p: Pass) -> StepOutcome:
         what += f" with SCRAM user {names.kafka_user} and ACLs"
     r.record(p, outcome, "Topics", what)
     return StepOutcome.done(
-        "TopicsReady", f"{', '.join(names.topics)} ({spec.events.partitions} partitions)"
+        Reason.TOPICS_READY, f"{', '.join(names.topics)} ({spec.events.partitions} partitions)"
     )
 
 
@@ -126,7 +127,7 @@ def cache(r: Reconciler, p: Pass) -> StepOutcome:
     cache = r.backends.cache
     if cache is None or r.config.redis is None:
         return StepOutcome.done(
-            "RedisNotConfigured", "the operator has no Redis configured; limits are per pod"
+            Reason.REDIS_NOT_CONFIGURED, "the operator has no Redis configured; limits are per pod"
         )
     target = CacheUserTarget(
         username=names.cache_user,
@@ -137,7 +138,7 @@ def cache(r: Reconciler, p: Pass) -> StepOutcome:
     outcome = r.ensure("redis", "ensure_user", cache.ensure_user, unchanged, target)
     r.record(p, outcome, "CacheUser", f"Redis ACL user {names.cache_user}")
     return StepOutcome.done(
-        "CacheReady", f"user {names.cache_user} limited to {names.key_prefix}:*"
+        Reason.CACHE_READY, f"user {names.cache_user} limited to {names.key_prefix}:*"
     )
 
 

@@ -15,6 +15,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from memory_operator.conditions import Reason
 from memory_operator.spec import effective_tenant
 
 
@@ -37,7 +38,7 @@ class Claim:
         )
 
 
-NOT_OWNER = "TenantOwnedElsewhere"  # condition reason: the tenant's data has another owner
+NOT_OWNER = Reason.TENANT_OWNED_ELSEWHERE  # the tenant's data has another owner
 
 # tenant -> the claims on it (a Kopf index has this shape: key -> iterable of values).
 Claims = Mapping[str, Iterable[Claim]]

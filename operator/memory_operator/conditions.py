@@ -7,7 +7,7 @@ lastTransitionTime that changes only when status flips, observedGeneration.
 
 from __future__ import annotations
 
-import re
+import enum
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
@@ -23,7 +23,103 @@ BACKEND_STEP_TYPES: tuple[str, ...] = (SCHEMA_READY, COLLECTION_READY, TOPICS_RE
 STEP_TYPES: tuple[str, ...] = (*BACKEND_STEP_TYPES, API_READY)
 
 TRUE, FALSE, UNKNOWN = "True", "False", "Unknown"
-_REASON = re.compile(r"^[A-Z][A-Za-z0-9]*$")
+
+
+class Reason(enum.StrEnum):
+    """Every reason a condition can carry: one place, so a typo fails at once
+    instead of reaching a user. docs/OPERATOR.md ("Conditions and reasons") lists
+    the same set (tests/unit/operator/test_reasons_documented.py keeps them equal)."""
+
+    # True
+    READY = "Ready"
+    SCHEMA_READY = "SchemaReady"
+    COLLECTION_READY = "CollectionReady"
+    PGVECTOR_IN_SCHEMA = "PgvectorInSchema"
+    QDRANT_NOT_ISOLATED = "QdrantNotIsolated"  # True with isolation off; else a policy refusal
+    TOPICS_READY = "TopicsReady"
+    EVENTS_DISABLED = "EventsDisabled"
+    KAFKA_NOT_CONFIGURED = "KafkaNotConfigured"
+    CACHE_READY = "CacheReady"
+    REDIS_NOT_CONFIGURED = "RedisNotConfigured"
+    DEPLOYMENT_AVAILABLE = "DeploymentAvailable"
+    PAUSED_BY_SPEC = "PausedBySpec"
+    # False: a backend (ports.Backend* errors, per backend)
+    POSTGRES_UNAVAILABLE = "PostgresUnavailable"
+    POSTGRES_REJECTED = "PostgresRejected"
+    POSTGRES_ERROR = "PostgresError"
+    QDRANT_UNAVAILABLE = "QdrantUnavailable"
+    QDRANT_REJECTED = "QdrantRejected"
+    QDRANT_ERROR = "QdrantError"
+    KAFKA_UNAVAILABLE = "KafkaUnavailable"
+    KAFKA_REJECTED = "KafkaRejected"
+    KAFKA_ERROR = "KafkaError"
+    REDIS_UNAVAILABLE = "RedisUnavailable"
+    REDIS_REJECTED = "RedisRejected"
+    REDIS_ERROR = "RedisError"
+    QDRANT_NOT_CONFIGURED = "QdrantNotConfigured"
+    TENANT_OWNED_ELSEWHERE = "TenantOwnedElsewhere"  # ownership.py: another owner's data
+    # False: Kubernetes and the runtime's objects
+    KUBERNETES_UNAVAILABLE = "KubernetesUnavailable"
+    KUBERNETES_ERROR = "KubernetesError"
+    DEPLOYMENT_NOT_AVAILABLE = "DeploymentNotAvailable"
+    TOKEN_SECRET_NOT_FOUND = "TokenSecretNotFound"
+    TOKEN_SECRET_NOT_ALLOWED = "TokenSecretNotAllowed"
+    CREDENTIALS_UNAVAILABLE = "CredentialsUnavailable"
+    # False on Ready only: the spec, the operator's policy, the tenant's claim, deletion
+    INVALID_SPEC = "InvalidSpec"
+    INVALID_TENANT = "InvalidTenant"
+    NAME_TOO_LONG = "NameTooLong"
+    IMAGE_NOT_ALLOWED = "ImageNotAllowed"
+    EMBEDDING_URL_NOT_ALLOWED = "EmbeddingUrlNotAllowed"
+    TENANT_CONFLICT = "TenantConflict"
+    DELETION_BLOCKED = "DeletionBlocked"
+    # Unknown
+    RECONCILING = "Reconciling"
+
+    @classmethod
+    def unavailable(cls, backend: str) -> Reason:
+        return cls(f"{_BACKEND_TITLES[backend]}Unavailable")
+
+    @classmethod
+    def rejected(cls, backend: str) -> Reason:
+        return cls(f"{_BACKEND_TITLES[backend]}Rejected")
+
+    @classmethod
+    def error(cls, backend: str) -> Reason:
+        return cls(f"{_BACKEND_TITLES[backend]}Error")
+
+
+_BACKEND_TITLES = {"postgres": "Postgres", "qdrant": "Qdrant", "kafka": "Kafka", "redis": "Redis"}
+
+
+class EventType(enum.StrEnum):
+    NORMAL = "Normal"
+    WARNING = "Warning"
+
+
+class EventReason(enum.StrEnum):
+    """Every reason of an Event the operator posts on a MemoryNamespace (docs/OPERATOR.md,
+    "Events", lists the same set). A Warning that deletion is blocked carries the
+    blocking step's condition Reason instead."""
+
+    CREDENTIALS_CREATED = "CredentialsCreated"
+    TOKEN_CREATED = "TokenCreated"
+    SCHEMA_CREATED = "SchemaCreated"
+    SCHEMA_UPDATED = "SchemaUpdated"
+    SCHEMA_DELETED = "SchemaDeleted"
+    COLLECTION_CREATED = "CollectionCreated"
+    COLLECTION_UPDATED = "CollectionUpdated"
+    COLLECTION_DELETED = "CollectionDeleted"
+    TOPICS_CREATED = "TopicsCreated"
+    TOPICS_UPDATED = "TopicsUpdated"
+    TOPICS_DELETED = "TopicsDeleted"
+    CACHE_USER_CREATED = "CacheUserCreated"
+    CACHE_USER_UPDATED = "CacheUserUpdated"
+    CACHE_USER_DELETED = "CacheUserDeleted"
+    DATA_RETAINED = "DataRetained"
+    DATA_NOT_OWNED = "DataNotOwned"
+
+
 # metav1.Condition caps message at 32768 bytes; backend errors can be long.
 MAX_MESSAGE = 4096
 
@@ -36,16 +132,16 @@ def set_condition(
     conditions: Iterable[dict[str, Any]],
     type_: str,
     status: str,
-    reason: str,
+    reason: Reason | str,
     message: str,
     generation: int,
     now: str,
 ) -> list[dict[str, Any]]:
-    """Return a new list with `type_` set; lastTransitionTime kept unless status flips."""
+    """Return a new list with `type_` set; lastTransitionTime kept unless status flips.
+    `reason` must be a Reason (a plain string is checked against it: ValueError)."""
     if status not in (TRUE, FALSE, UNKNOWN):
         raise ValueError(f"condition status must be True, False or Unknown, not {status!r}")
-    if not _REASON.match(reason):
-        raise ValueError(f"condition reason must be CamelCase, not {reason!r}")
+    reason = Reason(reason)
     out: list[dict[str, Any]] = []
     found = False
     for cond in conditions:
@@ -108,7 +204,13 @@ def summarize(
         cond = get_condition(conds, type_)
         if cond is None:
             return set_condition(
-                conds, READY, UNKNOWN, "Reconciling", f"{type_} not evaluated yet", generation, now
+                conds,
+                READY,
+                UNKNOWN,
+                Reason.RECONCILING,
+                f"{type_} not evaluated yet",
+                generation,
+                now,
             )
         if cond["status"] != TRUE:
             return set_condition(
@@ -120,7 +222,9 @@ def summarize(
                 generation,
                 now,
             )
-    return set_condition(conds, READY, TRUE, "Ready", "all resources are ready", generation, now)
+    return set_condition(
+        conds, READY, TRUE, Reason.READY, "all resources are ready", generation, now
+    )
 
 
 def _make(
@@ -129,7 +233,7 @@ def _make(
     return {
         "type": type_,
         "status": status,
-        "reason": reason,
+        "reason": str(reason),
         "message": message[:MAX_MESSAGE],
         "lastTransitionTime": ltt,
         "observedGeneration": generation,

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from memory_operator import manifests as m
+from memory_operator.conditions import EventReason, EventType, Reason
 from memory_operator.policy import TOKEN_SECRET_LABEL, token_secret_opted_in
 from memory_operator.steps import Pass, StepError, StepOutcome
 
@@ -44,8 +45,8 @@ def credentials(r: Reconciler, p: Pass) -> None:
         p.new_credentials = True
         r.event(
             p.cr,
-            "Normal",
-            "CredentialsCreated",
+            EventType.NORMAL,
+            EventReason.CREDENTIALS_CREATED,
             f"generated tenant credentials in Secret {names.credentials_secret}",
         )
     elif m.needs_apply(desired, live):
@@ -70,8 +71,12 @@ def runtime_objects(r: Reconciler, p: Pass) -> StepOutcome:
     apply_object(r, p, m.render_service(p.cr, names))
     available, message = m.deployment_available(deployment, spec.api.replicas)
     if available:
-        return StepOutcome.done("DeploymentAvailable", f"Deployment {names.objects}: {message}")
-    return StepOutcome.waiting("DeploymentNotAvailable", f"Deployment {names.objects}: {message}")
+        return StepOutcome.done(
+            Reason.DEPLOYMENT_AVAILABLE, f"Deployment {names.objects}: {message}"
+        )
+    return StepOutcome.waiting(
+        Reason.DEPLOYMENT_NOT_AVAILABLE, f"Deployment {names.objects}: {message}"
+    )
 
 
 def apply_object(r: Reconciler, p: Pass, desired: dict[str, Any]) -> dict[str, Any] | None:
@@ -98,7 +103,7 @@ def token_secret(r: Reconciler, p: Pass) -> str:
             # names this CR gets into its pods.
             raise StepError(
                 "permanent",
-                "TokenSecretNotAllowed",
+                Reason.TOKEN_SECRET_NOT_ALLOWED,
                 f"api.tokenSecretRef: Secret {secret_name} has not opted in; label it"
                 f" {TOKEN_SECRET_LABEL}={p.name} to let this"
                 " MemoryNamespace use it",
@@ -106,7 +111,7 @@ def token_secret(r: Reconciler, p: Pass) -> str:
         if not data.get(key):
             raise StepError(
                 "temporary",
-                "TokenSecretNotFound",
+                Reason.TOKEN_SECRET_NOT_FOUND,
                 f"api.tokenSecretRef: Secret {secret_name} with key {key!r} not found",
             )
         return m.content_hash(data[key])
@@ -116,7 +121,12 @@ def token_secret(r: Reconciler, p: Pass) -> str:
         if r.kube_call("create", lambda: r.kube.create(desired)) is None:
             return token_secret(r, p)  # lost a race; reuse theirs
         p.wrote(f"Secret/{secret_name}")
-        r.event(cr, "Normal", "TokenCreated", f"generated API token in Secret {secret_name}")
+        r.event(
+            cr,
+            EventType.NORMAL,
+            EventReason.TOKEN_CREATED,
+            f"generated API token in Secret {secret_name}",
+        )
     elif m.needs_apply(desired, live):
         r.kube_call("apply", lambda: r.kube.apply(desired))
         p.wrote(f"Secret/{secret_name}")

@@ -38,8 +38,9 @@ from typing import Any, TypeVar
 from memory_operator import backend_steps, kube_steps
 from memory_operator import conditions as c
 from memory_operator import manifests as m
-from memory_operator.claims import NOT_OWNER, Claim, Claims, claims_from
+from memory_operator.claims import Claim, Claims, claims_from
 from memory_operator.claims import owner as claim_owner
+from memory_operator.conditions import EventReason, EventType, Reason
 from memory_operator.config import OperatorConfig
 from memory_operator.domain import (
     Outcome,
@@ -267,10 +268,10 @@ class Reconciler:
                 f"tenant {spec.tenant!r} is already claimed by {owner.namespace}/{owner.name}"
                 f" (created {owner.created}); the oldest claim wins"
             )
-            conds = c.set_condition(conds, c.READY, c.FALSE, "TenantConflict", msg, gen, now)
+            conds = c.set_condition(conds, c.READY, c.FALSE, Reason.TENANT_CONFLICT, msg, gen, now)
             status = {**old, "conditions": conds, "observedGeneration": gen}
             self._write_status(cr, old, status, writes)
-            return Result(status, reason="TenantConflict", message=msg, writes=writes)
+            return Result(status, reason=Reason.TENANT_CONFLICT, message=msg, writes=writes)
 
         p = Pass(cr, spec, names, gen, now, writes)
         base = {**old, **self._names_status(spec, names), "observedGeneration": gen}
@@ -280,7 +281,7 @@ class Reconciler:
                 conds,
                 c.PAUSED,
                 c.TRUE,
-                "PausedBySpec",
+                Reason.PAUSED_BY_SPEC,
                 "spec.paused is true: external systems are not touched",
                 gen,
                 now,
@@ -304,7 +305,7 @@ class Reconciler:
                 conds,
                 c.READY,
                 c.FALSE,
-                "CredentialsUnavailable",
+                Reason.CREDENTIALS_UNAVAILABLE,
                 f"credentials Secret: {err.message}",
                 gen,
                 now,
@@ -314,7 +315,7 @@ class Reconciler:
             return Result(
                 status,
                 error=err.kind,
-                reason="CredentialsUnavailable",
+                reason=Reason.CREDENTIALS_UNAVAILABLE,
                 message=err.message,
                 writes=writes,
             )
@@ -352,7 +353,11 @@ class Reconciler:
                 writes=writes,
             )
         return Result(
-            status, ready=c.is_true(conds, c.READY), reason="Ready", message="ready", writes=writes
+            status,
+            ready=c.is_true(conds, c.READY),
+            reason=Reason.READY,
+            message="ready",
+            writes=writes,
         )
 
     # -- steps -------------------------------------------------------------
@@ -379,25 +384,35 @@ class Reconciler:
         )
         if spec.paused or spec.deletion_policy == "Retain":
             why = "spec.paused is true" if spec.paused else "deletionPolicy is Retain"
-            self.event(cr, "Normal", "DataRetained", f"{why}: kept {kept}")
+            self.event(cr, EventType.NORMAL, EventReason.DATA_RETAINED, f"{why}: kept {kept}")
             return Result(status, message=f"retained {kept}")
         gen = int(meta.get("generation") or 1)
         p = Pass(cr, spec, names, gen, self.clock(), [])
         try:
             backend_steps.delete_backends(self, p)
         except StepError as err:
-            if err.reason == NOT_OWNER:
+            if err.reason is Reason.TENANT_OWNED_ELSEWHERE:
                 # Not ours to delete; keeping the finalizer would block the CR forever.
-                self.event(cr, "Warning", "DataNotOwned", f"nothing deleted: {err.message}")
-                return Result(status, reason=NOT_OWNER, message=err.message, writes=p.writes)
-            self.event(cr, "Warning", err.reason, f"deletion blocked: {err.message}")
+                self.event(
+                    cr,
+                    EventType.WARNING,
+                    EventReason.DATA_NOT_OWNED,
+                    f"nothing deleted: {err.message}",
+                )
+                return Result(
+                    status,
+                    reason=Reason.TENANT_OWNED_ELSEWHERE,
+                    message=err.message,
+                    writes=p.writes,
+                )
+            self.event(cr, EventType.WARNING, err.reason, f"deletion blocked: {err.message}")
             # The object stays (finalizer) and must not keep saying "all
             # resources are ready": Ready turns False and names the blocker.
             conds = c.set_condition(
                 list(status.get("conditions") or []),
                 c.READY,
                 c.FALSE,
-                "DeletionBlocked",
+                Reason.DELETION_BLOCKED,
                 f"deletion blocked by {err.reason}: {err.message}; the finalizer stays"
                 " and deletion is retried",
                 gen,
@@ -453,9 +468,12 @@ class Reconciler:
     def record(self, p: Pass, outcome: Outcome, noun: str, what: str) -> None:
         if outcome.wrote:
             p.wrote(f"{noun}:{outcome.value}")
-            self.event(p.cr, "Normal", f"{noun}{outcome.value}", f"{what}: {outcome.value.lower()}")
+            reason = EventReason(f"{noun}{outcome.value}")  # e.g. SchemaCreated
+            self.event(p.cr, EventType.NORMAL, reason, f"{what}: {outcome.value.lower()}")
 
-    def event(self, cr: dict[str, Any], type_: str, reason: str, message: str) -> None:
+    def event(
+        self, cr: dict[str, Any], type_: EventType, reason: EventReason | Reason, message: str
+    ) -> None:
         # An Event is a record, not state: failing to post one must not fail the pass.
         try:
             timed_backend(
@@ -469,13 +487,13 @@ class Reconciler:
             with self._limits[backend]:
                 return timed_backend(backend, operation, fn)
         except BackendNotOwner as err:
-            raise StepError("permanent", NOT_OWNER, err.message) from err
+            raise StepError("permanent", Reason.TENANT_OWNED_ELSEWHERE, err.message) from err
         except BackendUnavailable as err:
-            raise StepError("temporary", f"{_title(backend)}Unavailable", err.message) from err
+            raise StepError("temporary", Reason.unavailable(backend), err.message) from err
         except BackendRejected as err:
-            raise StepError("permanent", f"{_title(backend)}Rejected", err.message) from err
+            raise StepError("permanent", Reason.rejected(backend), err.message) from err
         except BackendError as err:
-            raise StepError("temporary", f"{_title(backend)}Error", err.message) from err
+            raise StepError("temporary", Reason.error(backend), err.message) from err
 
     def kube_call(self, operation: str, fn: Callable[[], Any]) -> Any:
         if self._not_before is not None:  # shared reads: in memory, nothing to time
@@ -483,14 +501,8 @@ class Reconciler:
         try:
             return timed_backend("kubernetes", operation, fn)
         except KubeUnavailable as err:
-            raise StepError("temporary", "KubernetesUnavailable", err.message) from err
+            raise StepError("temporary", Reason.KUBERNETES_UNAVAILABLE, err.message) from err
         except KubeRejected as err:
-            raise StepError("permanent", "KubernetesError", err.message) from err
+            raise StepError("permanent", Reason.KUBERNETES_ERROR, err.message) from err
         except KubeError as err:
-            raise StepError("temporary", "KubernetesError", err.message) from err
-
-
-def _title(backend: str) -> str:
-    return {"postgres": "Postgres", "qdrant": "Qdrant", "kafka": "Kafka", "redis": "Redis"}.get(
-        backend, backend.title()
-    )
+            raise StepError("temporary", Reason.KUBERNETES_ERROR, err.message) from err

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from memory_operator import conditions as c
+from memory_operator.conditions import Reason
 from memory_operator.naming import Names
 from memory_operator.spec import MemoryNamespaceSpec
 
@@ -19,7 +20,7 @@ ErrorKind = Literal["temporary", "permanent"]
 class StepError(Exception):
     """A step (or the I/O under it) can't go on; run_step turns it into a failed outcome."""
 
-    def __init__(self, kind: ErrorKind, reason: str, message: str) -> None:
+    def __init__(self, kind: ErrorKind, reason: Reason, message: str) -> None:
         super().__init__(message)
         self.kind = kind
         self.reason = reason
@@ -37,20 +38,20 @@ class StepOutcome:
     """What a step reports; its condition is written from it."""
 
     state: State
-    reason: str
+    reason: Reason
     message: str
     error: ErrorKind | None = None
 
     @classmethod
-    def done(cls, reason: str, message: str) -> StepOutcome:
+    def done(cls, reason: Reason, message: str) -> StepOutcome:
         return cls(State.DONE, reason, message)
 
     @classmethod
-    def waiting(cls, reason: str, message: str) -> StepOutcome:
+    def waiting(cls, reason: Reason, message: str) -> StepOutcome:
         return cls(State.WAITING, reason, message)
 
     @classmethod
-    def failed(cls, kind: ErrorKind, reason: str, message: str) -> StepOutcome:
+    def failed(cls, kind: ErrorKind, reason: Reason, message: str) -> StepOutcome:
         return cls(State.FAILED, reason, message, kind)
 
     @property

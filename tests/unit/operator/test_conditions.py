@@ -26,25 +26,32 @@ def test_transition_time_kept_unless_status_flips() -> None:
 
 def test_set_condition_does_not_mutate_input() -> None:
     original = [{"type": "X", "status": "True", "reason": "A", "lastTransitionTime": "t0"}]
-    c.set_condition(original, "X", c.FALSE, "B", "m", 1, "t1")
+    c.set_condition(original, "X", c.FALSE, "SchemaReady", "m", 1, "t1")
     assert original[0]["status"] == "True"
 
 
-@pytest.mark.parametrize("reason", ["not camel", "lower", "With-Dash", ""])
-def test_reason_must_be_camel_case(reason: str) -> None:
-    with pytest.raises(ValueError, match="CamelCase"):
+@pytest.mark.parametrize("reason", ["not camel", "lower", "With-Dash", "", "SchemaReadyy"])
+def test_reason_must_be_a_known_reason(reason: str) -> None:
+    with pytest.raises(ValueError, match="is not a valid Reason"):
         c.set_condition([], "X", c.TRUE, reason, "", 1, "t")
+
+
+def test_a_reason_is_stored_as_its_plain_string() -> None:
+    (cond,) = c.set_condition([], "X", c.TRUE, c.Reason.SCHEMA_READY, "", 1, "t")
+    assert type(cond["reason"]) is str
+    assert cond["reason"] == "SchemaReady"
 
 
 def test_bad_status_rejected() -> None:
     with pytest.raises(ValueError, match="True, False or Unknown"):
-        c.set_condition([], "X", "yes", "Reason", "", 1, "t")
+        c.set_condition([], "X", "yes", "Ready", "", 1, "t")
 
 
 def _all_true() -> list[dict]:
     conds: list[dict] = []
     for t in c.STEP_TYPES:
-        conds = c.set_condition(conds, t, c.TRUE, t, "ok", 1, "t0")
+        reason = "DeploymentAvailable" if t == c.API_READY else t
+        conds = c.set_condition(conds, t, c.TRUE, reason, "ok", 1, "t0")
     return conds
 
 
@@ -73,7 +80,7 @@ def test_summary_unknown_when_step_missing() -> None:
 
 
 def test_long_messages_truncated() -> None:
-    conds = c.set_condition([], "X", c.FALSE, "Boom", "m" * 10000, 1, "t")
+    conds = c.set_condition([], "X", c.FALSE, "PostgresError", "m" * 10000, 1, "t")
     assert len(conds[0]["message"]) == c.MAX_MESSAGE
 
 

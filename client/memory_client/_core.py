@@ -35,6 +35,7 @@ from memory_runtime.models import (
 )
 
 T = TypeVar("T")
+Key = str | Iterable[float]  # a memory id, a coordinate "1,2,3", or its numbers
 
 NDJSON = "application/x-ndjson"
 IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS"})
@@ -209,7 +210,7 @@ def body(value: BaseModel | Mapping[str, Any] | None, fields: Mapping[str, Any])
     return data
 
 
-def key_text(key: str | Iterable[float]) -> str:
+def key_text(key: Key) -> str:
     """A memory id or coordinate as the API reads it; a coordinate may be numbers."""
     return key if isinstance(key, str) else ",".join(repr(float(v)) for v in key)
 
@@ -278,8 +279,13 @@ class Routes:
         return Call("DELETE", "/memories", deleted, params=scope)
 
     @staticmethod
-    def search(request: SearchIn | Mapping[str, Any] | None, fields: Any) -> Call[SearchOut]:
-        return Call("POST", "/memories/search", model(SearchOut), json=body(request, fields))
+    def search(
+        query: str | SearchIn | Mapping[str, Any] | None, fields: Mapping[str, Any]
+    ) -> Call[SearchOut]:
+        """`query` is the text itself, or a whole request (SearchIn or a mapping)."""
+        if isinstance(query, str):
+            query, fields = None, {"query": query, **fields}
+        return Call("POST", "/memories/search", model(SearchOut), json=body(query, fields))
 
     @staticmethod
     def range(
@@ -291,8 +297,18 @@ class Routes:
         )
 
     @staticmethod
-    def link(request: LinkIn | Mapping[str, Any] | None, fields: Any) -> Call[Link]:
-        return Call("POST", "/graph/link", model(Link), json=body(request, fields))
+    def link(
+        source: Key | LinkIn | Mapping[str, Any], target: Key | None, fields: Mapping[str, Any]
+    ) -> Call[Link]:
+        """`link(a, b, ...)` between two memory keys, or `link(LinkIn(...))`."""
+        if target is None:
+            if not isinstance(source, LinkIn | Mapping):
+                raise TypeError("link(source) takes a LinkIn or a mapping; or link(source, target)")
+            return Call("POST", "/graph/link", model(Link), json=body(source, fields))
+        if isinstance(source, LinkIn | Mapping):
+            raise TypeError("link(source, target): source is a memory key")
+        ends = {"from": key_text(source), "to": key_text(target), **fields}
+        return Call("POST", "/graph/link", model(Link), json=body(None, ends))
 
     @staticmethod
     def unlink(source: str, target: str, link_type: str) -> Call[Link]:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator, Mapping
-from typing import Any, Literal, TypeVar
+from typing import Any, TypeVar
 
 import anyio
 import httpx
@@ -21,6 +21,7 @@ from memory_client._core import (
     Call,
     ImportResult,
     ImportStatus,
+    Key,
     RetryPolicy,
     Routes,
     error_for,
@@ -32,6 +33,7 @@ from memory_client._core import (
 )
 from memory_client.errors import TransportError
 from memory_runtime.models import (
+    Direction,
     Link,
     LinkIn,
     Memory,
@@ -46,8 +48,6 @@ from memory_runtime.models import (
 )
 
 T = TypeVar("T")
-Key = str | Iterable[float]
-Direction = Literal["out", "in", "both"]
 
 ENV_URL = "MEMORY_URL"
 ENV_TOKEN = "MEMORY_TOKEN"
@@ -164,8 +164,6 @@ class MemoryClient:
         self, query: str | SearchIn | Mapping[str, Any] | None = None, **fields: Any
     ) -> SearchOut:
         """Recall: `search("tea", top_k=5, mode="keyword", tags=["prefs"])`."""
-        if isinstance(query, str):
-            query, fields = None, {"query": query, **fields}
         return self._run(Routes.search(query, fields))
 
     def range(
@@ -184,14 +182,7 @@ class MemoryClient:
         self, source: Key | LinkIn | Mapping[str, Any], target: Key | None = None, **fields: Any
     ) -> Link:
         """`link(a, b, type="next", strength=0.5)` or `link(LinkIn(...))`."""
-        if target is None:
-            if not isinstance(source, LinkIn | Mapping):
-                raise TypeError("link(source) takes a LinkIn or a mapping; or link(source, target)")
-            return self._run(Routes.link(source, fields))
-        if isinstance(source, LinkIn | Mapping):
-            raise TypeError("link(source, target): source is a memory key")
-        fields = {"from": key_text(source), "to": key_text(target), **fields}
-        return self._run(Routes.link(None, fields))
+        return self._run(Routes.link(source, target, fields))
 
     def unlink(self, source: Key, target: Key, type: str = "related") -> Link:
         return self._run(Routes.unlink(key_text(source), key_text(target), type))
@@ -362,8 +353,6 @@ class AsyncMemoryClient:
     async def search(
         self, query: str | SearchIn | Mapping[str, Any] | None = None, **fields: Any
     ) -> SearchOut:
-        if isinstance(query, str):
-            query, fields = None, {"query": query, **fields}
         return await self._run(Routes.search(query, fields))
 
     async def range(
@@ -380,14 +369,7 @@ class AsyncMemoryClient:
     async def link(
         self, source: Key | LinkIn | Mapping[str, Any], target: Key | None = None, **fields: Any
     ) -> Link:
-        if target is None:
-            if not isinstance(source, LinkIn | Mapping):
-                raise TypeError("link(source) takes a LinkIn or a mapping; or link(source, target)")
-            return await self._run(Routes.link(source, fields))
-        if isinstance(source, LinkIn | Mapping):
-            raise TypeError("link(source, target): source is a memory key")
-        fields = {"from": key_text(source), "to": key_text(target), **fields}
-        return await self._run(Routes.link(None, fields))
+        return await self._run(Routes.link(source, target, fields))
 
     async def unlink(self, source: Key, target: Key, type: str = "related") -> Link:
         return await self._run(Routes.unlink(key_text(source), key_text(target), type))

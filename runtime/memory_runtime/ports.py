@@ -7,10 +7,14 @@ tests only see these types.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 from uuid import UUID
+
+from memory_runtime.filters import VectorFilter
+
+__all__ = ["VectorFilter"]  # the engines' filter (one module: memory_runtime.filters)
 
 
 class Embedder(Protocol):
@@ -32,26 +36,6 @@ class EmbeddingError(RuntimeError):
 
 
 @dataclass(frozen=True)
-class VectorFilter:
-    """Filters evaluated inside the vector engine (never after it)."""
-
-    memory_types: tuple[str, ...] = ()
-    tags: tuple[str, ...] = ()  # every tag must be present
-    agent_id: str | None = None
-    user_id: str | None = None
-    session_id: str | None = None
-    metadata: dict[str, Any] = field(default_factory=dict)  # equality on top-level keys
-    created_from: datetime | None = None
-    created_to: datetime | None = None
-    # event time: the vector engines do not hold it; recall applies it in
-    # PostgreSQL to every candidate (storage.postgres.filter_clause)
-    occurred_from: datetime | None = None
-    occurred_to: datetime | None = None
-    coordinate_min: tuple[float, ...] | None = None  # box over the first len() dimensions
-    coordinate_max: tuple[float, ...] | None = None
-
-
-@dataclass(frozen=True)
 class VectorItem:
     """What the index stores for one memory: its vector plus the filterable fields."""
 
@@ -65,6 +49,7 @@ class VectorItem:
     metadata: dict[str, Any]
     created_at: datetime
     coordinate: tuple[float, ...]
+    occurred_at: datetime  # event time (the occurred_from/occurred_to filters)
 
 
 @dataclass(frozen=True)
@@ -108,7 +93,7 @@ class VectorIndex(Protocol):
     def write_in_transaction(self, conn: Any, source: Any) -> bool:
         """Write the vector rows the query `source` selects (Tx.vector_rows: id,
         float4[] vector, memory_type, tags, scopes, metadata, created_at,
-        coordinate) inside the memories' own open transaction `conn` (a psycopg
+        coordinate, occurred_at) inside the memories' own open transaction `conn` (a psycopg
         connection), committed or rolled back with the memories, if the engine
         lives in that database (pgvector); False, writing nothing, if it cannot
         (Qdrant). A failure raises (the caller's transaction fails)."""

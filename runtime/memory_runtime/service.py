@@ -30,6 +30,7 @@ from memory_runtime.coordinates import (
     parse_coordinate,
     parse_key,
 )
+from memory_runtime.filters import FilterError
 from memory_runtime.models import (
     MAX_DEPTH,
     MAX_TEXT_CHARS,
@@ -201,20 +202,12 @@ def link_record(row: LinkRow) -> dict[str, Any]:
 
 
 def to_filter(f: Filters) -> VectorFilter:
-    return VectorFilter(
-        memory_types=(f.memory_type,) if f.memory_type else (),
-        tags=tuple(f.tags),
-        agent_id=f.agent_id,
-        user_id=f.user_id,
-        session_id=f.session_id,
-        metadata=dict(f.metadata),
-        created_from=f.created_from,
-        created_to=f.created_to,
-        occurred_from=f.occurred_from,
-        occurred_to=f.occurred_to,
-        coordinate_min=tuple(f.coordinate_min) if f.coordinate_min is not None else None,
-        coordinate_max=tuple(f.coordinate_max) if f.coordinate_max is not None else None,
-    )
+    """The engines' filter of a request (InvalidInputError if it breaks a rule:
+    a request built without validation)."""
+    try:
+        return f.to_filter()
+    except FilterError as exc:
+        raise InvalidInputError(str(exc)) from None
 
 
 class QueryVectorCache:
@@ -379,6 +372,7 @@ class MemoryService:
                 metadata=r.metadata,
                 created_at=r.created_at,
                 coordinate=r.coordinate,
+                occurred_at=r.occurred_at,
             )
             for r in rows
             if r.embedding is not None and r.index_pending

@@ -27,8 +27,8 @@ from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool, PoolClosed, PoolTimeout
 
+from memory_runtime.filters import LIVE, VectorFilter, sql_where
 from memory_runtime.health import Breaker
-from memory_runtime.ports import VectorFilter
 from memory_runtime.ranking import (
     BM25_B,
     BM25_K1,
@@ -108,47 +108,6 @@ class LinkRow:
         return cls(**row)
 
 
-def filter_clause(flt: VectorFilter) -> tuple[sql.Composable, list[Any]]:
-    """The SQL WHERE fragment (ANDed terms, `TRUE` if none) for a filter."""
-    terms: list[sql.Composable] = []
-    params: list[Any] = []
-    if flt.memory_types:
-        terms.append(sql.SQL("memory_type = ANY(%s)"))
-        params.append(list(flt.memory_types))
-    if flt.tags:
-        terms.append(sql.SQL("tags @> %s::text[]"))
-        params.append(list(flt.tags))
-    for column in ("agent_id", "user_id", "session_id"):
-        value = getattr(flt, column)
-        if value is not None:
-            terms.append(sql.SQL("{} = %s").format(sql.Identifier(column)))
-            params.append(value)
-    if flt.metadata:
-        terms.append(sql.SQL("metadata @> %s::jsonb"))
-        params.append(Jsonb(flt.metadata))
-    if flt.created_from is not None:
-        terms.append(sql.SQL("created_at >= %s"))
-        params.append(flt.created_from)
-    if flt.created_to is not None:
-        terms.append(sql.SQL("created_at <= %s"))
-        params.append(flt.created_to)
-    if flt.occurred_from is not None:
-        terms.append(sql.SQL("occurred_at >= %s"))
-        params.append(flt.occurred_from)
-    if flt.occurred_to is not None:
-        terms.append(sql.SQL("occurred_at <= %s"))
-        params.append(flt.occurred_to)
-    if flt.coordinate_min is not None and flt.coordinate_max is not None:
-        terms.append(sql.SQL("cardinality(coordinate) >= %s"))
-        params.append(len(flt.coordinate_min))
-        for i, (lo, hi) in enumerate(zip(flt.coordinate_min, flt.coordinate_max, strict=True)):
-            terms.append(sql.SQL("coordinate[{}] BETWEEN %s AND %s").format(sql.Literal(i + 1)))
-            params.extend([lo, hi])
-    if not terms:
-        return sql.SQL("TRUE"), params
-    return sql.SQL(" AND ").join(terms), params
-
-
 @dataclass(frozen=True)
 class Candidate:
     """A recall candidate's ranking inputs (see Tx.keyword_search, Tx.candidates)."""
@@ -174,8 +133,6 @@ class Candidate:
 
 
 CANDIDATE_COLUMNS = "id, importance, occurred_at, last_accessed_at"
-
-NOT_EXPIRED = sql.SQL("(expires_at IS NULL OR expires_at > now())")
 
 
 @dataclass(frozen=True)
@@ -257,7 +214,7 @@ class Tx:
             return []
         where: sql.Composable = sql.SQL("id = ANY(%s)")
         if live_only:
-            where = sql.SQL(" AND ").join([where, NOT_EXPIRED])
+            where = sql.SQL(" AND ").join([where, LIVE])
         columns = MEMORY_COLUMNS if vectors else MEMORY_COLUMNS_NO_VECTOR
         query = sql.SQL("SELECT {} FROM memories WHERE {}").format(sql.SQL(columns), where)
         return [MemoryRow.from_db(r) for r in self.conn.execute(query, (list(ids),))]
@@ -429,7 +386,7 @@ class Tx:
         return [MemoryRow.from_db(r) for r in rows]
 
     def ids_matching(self, flt: VectorFilter, *, for_update: bool = True) -> list[uuid.UUID]:
-        where, params = filter_clause(flt)
+        where, params = sql_where(flt)
         query = sql.SQL("SELECT id FROM memories WHERE {} ORDER BY id{}").format(
             where, sql.SQL(" FOR UPDATE" if for_update else "")
         )
@@ -479,7 +436,7 @@ class Tx:
         kq = self.keyword_query(query) if isinstance(query, str) else query
         if kq is None:
             return []
-        where, params = filter_clause(flt)
+        where, params = sql_where(flt)
         bounds = [bm25_bound(i) for i in kq.idf]
         # start with as many of the rarest stems as could fill the answer
         needed, total = 0, 0
@@ -497,7 +454,7 @@ class Tx:
             c=sql.SQL(CANDIDATE_COLUMNS),
             score=bm25_score(kq.average_length),
             where=where,
-            live=NOT_EXPIRED,
+            live=LIVE,
         )
         while True:
             args = [list(kq.terms), list(kq.idf), list(kq.terms[:needed]), *params, limit]
@@ -535,7 +492,7 @@ class Tx:
         """
         if not ids:
             return []
-        where, params = filter_clause(flt)
+        where, params = sql_where(flt)
         kq = keyword or KeywordQuery((), (), (), 1.0)
         known_similarity = known_similarity or {}
         known_keyword = known_keyword or {}
@@ -557,7 +514,7 @@ class Tx:
             score=bm25_score(kq.average_length),
             embedding=embedding,
             where=where,
-            live=NOT_EXPIRED,
+            live=LIVE,
         )
         similarity_arg = [] if vector is None else [list(known_similarity)]
         args = [
@@ -583,10 +540,10 @@ class Tx:
         return [Candidate.from_db(r) for r in rows]
 
     def range(self, flt: VectorFilter, limit: int, offset: int) -> list[MemoryRow]:
-        where, params = filter_clause(flt)
+        where, params = sql_where(flt)
         query = sql.SQL(
             "SELECT {} FROM memories WHERE {} AND {} ORDER BY coordinate LIMIT %s OFFSET %s"
-        ).format(sql.SQL(MEMORY_COLUMNS), where, NOT_EXPIRED)
+        ).format(sql.SQL(MEMORY_COLUMNS), where, LIVE)
         return [MemoryRow.from_db(r) for r in self.conn.execute(query, [*params, limit, offset])]
 
     @staticmethod
@@ -595,7 +552,7 @@ class Tx:
         write_in_transaction): id, vector, and the fields its filters read."""
         return sql.SQL(
             "SELECT m.id AS memory_id, e.embedding, m.memory_type, m.tags, m.agent_id,"
-            " m.user_id, m.session_id, m.metadata, m.created_at, m.coordinate"
+            " m.user_id, m.session_id, m.metadata, m.created_at, m.coordinate, m.occurred_at"
             " FROM memories m JOIN memory_embeddings e ON e.memory_id = m.id"
             " WHERE m.id = ANY({})"
         ).format(sql.Literal(list(ids)))

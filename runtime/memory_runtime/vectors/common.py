@@ -4,15 +4,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
 
 from memory_contract.limits import DISTANCES
-from memory_runtime.ports import VectorFilter, VectorIndex, VectorItem
-
-MAX_COORDINATE_DIMS = 16
+from memory_runtime.ports import VectorIndex, VectorItem
 
 
 class VectorIndexError(ValueError):
@@ -83,41 +80,6 @@ def check_vector(vector: Sequence[float], dimensions: int) -> list[float]:
 def check_top_k(top_k: int) -> None:
     if not 1 <= top_k <= 1000:
         raise VectorIndexError(f"top_k must be between 1 and 1000, got {top_k}")
-
-
-def as_utc(value: datetime) -> datetime:
-    # Naive datetimes are taken as UTC so both engines compare the same instants.
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-
-
-def check_filter(flt: VectorFilter) -> None:
-    """Reject filters the engines would interpret differently (fail loudly, not silently)."""
-    has_min, has_max = flt.coordinate_min is not None, flt.coordinate_max is not None
-    if has_min != has_max:
-        raise VectorIndexError("coordinate_min and coordinate_max must be given together")
-    if flt.coordinate_min is not None and flt.coordinate_max is not None:
-        lo, hi = flt.coordinate_min, flt.coordinate_max
-        if len(lo) != len(hi) or not 1 <= len(lo) <= MAX_COORDINATE_DIMS:
-            raise VectorIndexError(
-                f"coordinate box bounds need the same length, 1..{MAX_COORDINATE_DIMS}"
-            )
-        if any(a > b for a, b in zip(lo, hi, strict=True)):
-            raise VectorIndexError("coordinate_min must be <= coordinate_max in every dimension")
-    for key, value in flt.metadata.items():
-        if not isinstance(key, str) or not key or "." in key:
-            raise VectorIndexError(f"metadata filter keys must be plain names, got {key!r}")
-        if not is_scalar(value):
-            raise VectorIndexError(
-                f"metadata filter on {key!r} must be a string, number or boolean"
-            )
-    if flt.created_from and flt.created_to and as_utc(flt.created_from) > as_utc(flt.created_to):
-        raise VectorIndexError("created_from must not be after created_to")
-
-
-def is_scalar(value: Any) -> bool:
-    if isinstance(value, bool | str | int):
-        return True
-    return isinstance(value, float) and math.isfinite(value)
 
 
 def similarity(distance: str, raw: float) -> float:

@@ -29,13 +29,12 @@ from memory_contract.limits import (
     HNSW_M_DEFAULT,
     MAX_DIMENSIONS_BY_BACKEND,
 )
+from memory_runtime.filters import as_utc, sql_where
 from memory_runtime.ports import VectorFilter, VectorHit, VectorItem
 from memory_runtime.vectors.common import (
     VectorIndexError,
     VectorIndexUnavailable,
-    as_utc,
     check_array,
-    check_filter,
     check_top_k,
     check_vector,
     normalise_distance,
@@ -81,6 +80,7 @@ _COPY_TYPES = [
     "jsonb",
     "timestamptz",
     "float8[]",
+    "timestamptz",
 ]
 
 # distance -> (operator, HNSW operator class); the operator returns a distance.
@@ -120,7 +120,7 @@ class PgVectorIndex:
         )
         columns = sql.SQL(
             "memory_id, embedding, memory_type, tags, agent_id, user_id, session_id,"
-            " metadata, created_at, coordinate"
+            " metadata, created_at, coordinate, occurred_at"
         )
         self._copy = sql.SQL("COPY {t} ({c}) FROM STDIN (FORMAT BINARY)").format(
             t=self._table, c=columns
@@ -131,17 +131,17 @@ class PgVectorIndex:
                    tags = EXCLUDED.tags, agent_id = EXCLUDED.agent_id,
                    user_id = EXCLUDED.user_id, session_id = EXCLUDED.session_id,
                    metadata = EXCLUDED.metadata, created_at = EXCLUDED.created_at,
-                   coordinate = EXCLUDED.coordinate"""
+                   coordinate = EXCLUDED.coordinate, occurred_at = EXCLUDED.occurred_at"""
         )
         self._upsert = sql.SQL(
-            "INSERT INTO {t} ({c}) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s) {o}"
+            "INSERT INTO {t} ({c}) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) {o}"
         ).format(t=self._table, c=columns, o=on_conflict)
         # rows selected in the same database, their float4[] cast to a vector there
         self._upsert_selected = functools.partial(
             sql.SQL(
                 "INSERT INTO {t} ({c}) SELECT memory_id, embedding::{ext}.vector, memory_type,"
-                " tags, agent_id, user_id, session_id, metadata, created_at, coordinate"
-                " FROM ({source}) AS s {o}"
+                " tags, agent_id, user_id, session_id, metadata, created_at, coordinate,"
+                " occurred_at FROM ({source}) AS s {o}"
             ).format,
             t=self._table,
             c=columns,
@@ -217,12 +217,20 @@ class PgVectorIndex:
                     session_id text,
                     metadata jsonb NOT NULL DEFAULT '{{}}',
                     created_at timestamptz NOT NULL,
-                    coordinate float8[] NOT NULL
+                    coordinate float8[] NOT NULL,
+                    occurred_at timestamptz
                 )"""
             ).format(t=self._table, ext=ext, dim=sql.Literal(self._dimensions)),
             self._create_hnsw(self._hnsw_index, if_not_exists=True),
         ]
-        for column in ("memory_type", "agent_id", "user_id", "session_id", "created_at"):
+        for column in (
+            "memory_type",
+            "agent_id",
+            "user_id",
+            "session_id",
+            "created_at",
+            "occurred_at",
+        ):
             statements.append(
                 sql.SQL("CREATE INDEX IF NOT EXISTS {name} ON {t} ({col})").format(
                     name=sql.Identifier(f"{TABLE}_{column}_idx"),
@@ -351,6 +359,7 @@ class PgVectorIndex:
                 Jsonb(item.metadata),
                 as_utc(item.created_at),
                 [float(c) for c in item.coordinate],
+                as_utc(item.occurred_at),
             )
             for item in sorted(items, key=lambda i: i.memory_id)  # one lock order
         ]
@@ -424,14 +433,13 @@ class PgVectorIndex:
 
     def search(self, vector: Sequence[float], top_k: int, flt: VectorFilter) -> list[VectorHit]:
         check_top_k(top_k)
-        check_filter(flt)
         query = Vector(np.asarray(check_vector(vector, self._dimensions), dtype=np.float32))
-        where, params = build_where(flt)
+        where, where_params = sql_where(flt)  # in the ANN scan's own WHERE
         statement = sql.SQL(
-            "SELECT memory_id, embedding {op} %(q)s AS d FROM {t} {where} "
-            "ORDER BY embedding {op} %(q)s LIMIT %(k)s"
+            "SELECT memory_id, embedding {op} %s AS d FROM {t} WHERE {where} "
+            "ORDER BY embedding {op} %s LIMIT %s"
         ).format(op=self._op, t=self._table, where=where)
-        params.update(q=query, k=top_k)
+        params = [query, *where_params, query, top_k]
         try:
             with self._pool.connection() as conn:
                 self._prepare(conn)
@@ -467,48 +475,6 @@ class PgVectorIndex:
     def ping(self) -> None:
         with self._pool.connection() as conn:
             conn.execute("SELECT 1")
-
-
-def build_where(flt: VectorFilter) -> tuple[sql.Composable, dict[str, Any]]:
-    """The WHERE clause for a filter (all conditions ANDed), with named parameters."""
-    conditions: list[sql.Composable] = []
-    params: dict[str, Any] = {}
-    if flt.memory_types:
-        conditions.append(sql.SQL("memory_type = ANY(%(memory_types)s)"))
-        params["memory_types"] = list(flt.memory_types)
-    if flt.tags:
-        conditions.append(sql.SQL("tags @> %(tags)s::text[]"))
-        params["tags"] = list(flt.tags)
-    for column in ("agent_id", "user_id", "session_id"):
-        value = getattr(flt, column)
-        if value is not None:
-            conditions.append(
-                sql.SQL("{} = %({})s").format(sql.Identifier(column), sql.SQL(column))
-            )
-            params[column] = value
-    if flt.metadata:
-        # Containment on scalar values == equality on those top-level keys (GIN-indexed).
-        conditions.append(sql.SQL("metadata @> %(metadata)s"))
-        params["metadata"] = Jsonb(flt.metadata)
-    if flt.created_from is not None:
-        conditions.append(sql.SQL("created_at >= %(created_from)s"))
-        params["created_from"] = as_utc(flt.created_from)
-    if flt.created_to is not None:
-        conditions.append(sql.SQL("created_at <= %(created_to)s"))
-        params["created_to"] = as_utc(flt.created_to)
-    if flt.coordinate_min is not None and flt.coordinate_max is not None:
-        for i, (lo, hi) in enumerate(zip(flt.coordinate_min, flt.coordinate_max, strict=True)):
-            # float8[] is 1-based; a shorter coordinate yields NULL and is excluded.
-            conditions.append(
-                sql.SQL("coordinate[{i}] BETWEEN %(clo{n})s AND %(chi{n})s").format(
-                    i=sql.Literal(i + 1), n=sql.SQL(str(i))
-                )
-            )
-            params[f"clo{i}"] = float(lo)
-            params[f"chi{i}"] = float(hi)
-    if not conditions:
-        return sql.SQL(""), params
-    return sql.SQL("WHERE ") + sql.SQL(" AND ").join(conditions), params
 
 
 def _quote(identifier: str) -> str:

@@ -16,14 +16,12 @@ from qdrant_client import QdrantClient, models
 from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
 
 from memory_contract.limits import DISTANCES, HNSW_EF_CONSTRUCT_DEFAULT, HNSW_M_DEFAULT
+from memory_runtime.filters import MAX_COORDINATE_DIMS, as_utc, coord_key, qdrant_filter
 from memory_runtime.ports import VectorFilter, VectorHit, VectorItem
 from memory_runtime.vectors.common import (
-    MAX_COORDINATE_DIMS,
     AfterCommit,
     VectorIndexError,
     VectorIndexUnavailable,
-    as_utc,
-    check_filter,
     check_top_k,
     check_vector,
     normalise_distance,
@@ -34,11 +32,6 @@ from memory_runtime.vectors.common import (
 _DISTANCES: dict[str, models.Distance] = {name: models.Distance(name) for name in DISTANCES}
 
 _KEYWORD_FIELDS = ("memory_type", "tags", "agent_id", "user_id", "session_id")
-
-
-def coord_key(i: int) -> str:
-    # One numeric payload key per dimension so a box is a set of range conditions.
-    return f"coord_{i}"
 
 
 class QdrantVectorIndex:
@@ -99,7 +92,8 @@ class QdrantVectorIndex:
             self._check_existing()
         for field in _KEYWORD_FIELDS:
             self._index(field, models.PayloadSchemaType.KEYWORD)
-        self._index("created_at", models.PayloadSchemaType.DATETIME)
+        for field in ("created_at", "occurred_at"):
+            self._index(field, models.PayloadSchemaType.DATETIME)
         for i in range(MAX_COORDINATE_DIMS):
             self._index(coord_key(i), models.PayloadSchemaType.FLOAT)
 
@@ -144,13 +138,12 @@ class QdrantVectorIndex:
 
     def search(self, vector: Sequence[float], top_k: int, flt: VectorFilter) -> list[VectorHit]:
         check_top_k(top_k)
-        check_filter(flt)
         query = check_vector(vector, self._dimensions)
         try:
             response = self._client.query_points(
                 self._collection,
                 query=query,
-                query_filter=build_filter(flt),
+                query_filter=qdrant_filter(flt),
                 limit=top_k,
                 with_payload=False,
                 with_vectors=False,
@@ -188,53 +181,8 @@ def _payload(item: VectorItem) -> dict[str, Any]:
         "metadata": item.metadata,
         "created_at": as_utc(item.created_at).isoformat(),
         "coordinate": [float(c) for c in item.coordinate],
+        "occurred_at": as_utc(item.occurred_at).isoformat(),
     }
     for i, c in enumerate(item.coordinate):
         payload[coord_key(i)] = float(c)
     return payload
-
-
-def build_filter(flt: VectorFilter) -> models.Filter | None:
-    """The Qdrant Filter equivalent of the pgvector WHERE clause (all conditions ANDed)."""
-    must: list[models.Condition] = []
-    if flt.memory_types:
-        must.append(
-            models.FieldCondition(
-                key="memory_type", match=models.MatchAny(any=list(flt.memory_types))
-            )
-        )
-    # One condition per tag: each must match some element of the tags array.
-    for tag in flt.tags:
-        must.append(models.FieldCondition(key="tags", match=models.MatchValue(value=tag)))
-    for field in ("agent_id", "user_id", "session_id"):
-        value = getattr(flt, field)
-        if value is not None:
-            must.append(models.FieldCondition(key=field, match=models.MatchValue(value=value)))
-    for key, value in flt.metadata.items():
-        if isinstance(value, float):  # MatchValue takes str/int/bool; floats need a range
-            condition = models.FieldCondition(
-                key=f"metadata.{key}", range=models.Range(gte=value, lte=value)
-            )
-        else:
-            condition = models.FieldCondition(
-                key=f"metadata.{key}", match=models.MatchValue(value=value)
-            )
-        must.append(condition)
-    if flt.created_from is not None or flt.created_to is not None:
-        must.append(
-            models.FieldCondition(
-                key="created_at",
-                range=models.DatetimeRange(
-                    gte=as_utc(flt.created_from) if flt.created_from else None,
-                    lte=as_utc(flt.created_to) if flt.created_to else None,
-                ),
-            )
-        )
-    if flt.coordinate_min is not None and flt.coordinate_max is not None:
-        for i, (lo, hi) in enumerate(zip(flt.coordinate_min, flt.coordinate_max, strict=True)):
-            must.append(
-                models.FieldCondition(
-                    key=coord_key(i), range=models.Range(gte=float(lo), lte=float(hi))
-                )
-            )
-    return models.Filter(must=must) if must else None

@@ -260,3 +260,24 @@ def runtime_url(tenant: Tenant, embedder: HashingTestEmbedder) -> Iterator[str]:
     settings = tenant_settings(tenant, embedding_provider="local")  # the embedder is injected
     with serve(create_app(settings, embedder=embedder)) as url:
         yield url
+
+
+@pytest.fixture(params=["postgres", "qdrant"])
+def backend_api(request: pytest.FixtureRequest, tenant: Tenant) -> Iterator[TestClient]:
+    """The API of tenant `acme` on each vector backend: pgvector, and Qdrant's
+    local engine (with the tenant provisioned as for Qdrant: no pgvector)."""
+    extra: dict[str, Any] = {}
+    overrides: dict[str, Any] = {"embedding_provider": "local"}
+    if request.param == "qdrant":
+        overrides.update(vector_backend="qdrant", qdrant_url="http://unused")
+        extra["qdrant_client"] = QdrantClient(":memory:")
+        with psycopg.connect(tenant.admin_dsn, autocommit=True) as conn:
+            conn.execute(
+                sql.SQL("REVOKE USAGE ON SCHEMA extensions FROM {}").format(
+                    sql.Identifier(tenant.role)
+                )
+            )
+    app = create_app(tenant_settings(tenant, **overrides), embedder=HashingTestEmbedder(), **extra)
+    with TestClient(app, raise_server_exceptions=False) as c:
+        c.headers.update(bearer(ADMIN_TOKEN))
+        yield c

@@ -316,7 +316,7 @@ def test_a_filter_the_index_refuses_is_invalid_input_not_an_outage(seeded: TestC
             created_from=datetime(2030, 1, 1, tzinfo=UTC),
             created_to=datetime(2020, 1, 1, tzinfo=UTC),
         )
-        with pytest.raises(InvalidInputError, match="created_from must not be after"):
+        with pytest.raises(InvalidInputError, match="created_from is after created_to"):
             svc.recall(req)
 
 

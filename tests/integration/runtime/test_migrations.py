@@ -8,7 +8,7 @@ from memory_runtime.record import RECORD_FIELDS
 from memory_runtime.storage import migrate as migrations
 from memory_runtime.storage.migrate import MigrationError, load_migrations, migrate
 from tests.integration.runtime.conftest import Tenant
-from tests.integration.runtime.helpers import admin_rows
+from tests.integration.runtime.helpers import admin_rows, tenant_connection
 
 pytestmark = pytest.mark.integration
 
@@ -84,3 +84,42 @@ def test_the_memories_table_holds_the_record_and_its_search_column(tenant: Tenan
     )
     # the record (record.py) plus the full-text column PostgreSQL computes
     assert {c["column_name"] for c in columns} == {*RECORD_FIELDS, "tsv"}
+
+
+@pytest.mark.parametrize("backend", ["postgres", "qdrant"])
+def test_vectors_get_their_memories_event_time(
+    tenant: Tenant, monkeypatch: pytest.MonkeyPatch, backend: str
+):
+    # 0009: a pgvector table written before it gets occurred_at from the
+    # memories; a tenant without one (Qdrant) has its vectors written again
+    older = [m for m in load_migrations() if m.version < 9]
+    monkeypatch.setattr(migrations, "load_migrations", lambda: older)
+    migrate(tenant.dsn, tenant.schema, "extensions")
+    monkeypatch.undo()
+    with tenant_connection(tenant) as conn:
+        conn.execute(
+            "INSERT INTO memories (id, coordinate, memory_type, occurred_at) VALUES"
+            " ('00000000-0000-0000-0000-000000000001', '{1}', 'episodic', '2020-05-17T08:30Z'),"
+            " ('00000000-0000-0000-0000-000000000002', '{2}', 'episodic', '2021-01-01T00:00Z')"
+        )
+        conn.execute(
+            "INSERT INTO memory_embeddings (memory_id, embedding)"
+            " VALUES ('00000000-0000-0000-0000-000000000001', '{1,0}')"
+        )
+        if backend == "postgres":  # the table as PgVectorIndex.ensure made it before
+            conn.execute("CREATE TABLE memory_vectors (memory_id uuid PRIMARY KEY)")
+            conn.execute(
+                "INSERT INTO memory_vectors VALUES ('00000000-0000-0000-0000-000000000001')"
+            )
+        conn.commit()
+    assert migrate(tenant.dsn, tenant.schema, "extensions") == [
+        m.version for m in load_migrations() if m.version >= 9
+    ]
+    pending = admin_rows(tenant, "SELECT coordinate, index_pending FROM memories ORDER BY 1")
+    if backend == "postgres":
+        rows = admin_rows(tenant, "SELECT occurred_at::text AS t FROM memory_vectors")
+        assert [r["t"] for r in rows] == ["2020-05-17 08:30:00+00"]
+        assert [p["index_pending"] for p in pending] == [False, False]
+    else:
+        # only the memory with a vector: the other has nothing to index
+        assert [p["index_pending"] for p in pending] == [True, False]

@@ -7,22 +7,15 @@ from __future__ import annotations
 
 import math
 import random
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from qdrant_client import QdrantClient
 
-from memory_runtime.api import create_app
 from tests.integration.runtime.conftest import (
-    ADMIN_TOKEN,
     DIMENSIONS,
-    HashingTestEmbedder,
     Tenant,
-    bearer,
-    tenant_settings,
 )
 from tests.integration.runtime.helpers import admin_exec
 
@@ -31,19 +24,9 @@ pytestmark = pytest.mark.integration
 FILLERS = 600  # memories naming the same speaker: more than the candidate pool
 
 
-@pytest.fixture(params=["postgres", "qdrant"])
-def api(request: pytest.FixtureRequest, tenant: Tenant) -> Iterator[TestClient]:
-    extra: dict[str, Any] = {}
-    overrides: dict[str, Any] = {"embedding_provider": "local"}
-    if request.param == "qdrant":
-        overrides.update(vector_backend="qdrant", qdrant_url="http://unused")
-        extra["qdrant_client"] = QdrantClient(":memory:")
-        # as the operator provisions a Qdrant tenant: no use of pgvector's schema
-        admin_exec(tenant, f'REVOKE USAGE ON SCHEMA extensions FROM "{tenant.role}"')
-    app = create_app(tenant_settings(tenant, **overrides), embedder=HashingTestEmbedder(), **extra)
-    with TestClient(app, raise_server_exceptions=False) as c:
-        c.headers.update(bearer(ADMIN_TOKEN))
-        yield c
+@pytest.fixture
+def api(backend_api: TestClient) -> TestClient:
+    return backend_api
 
 
 def store(api: TestClient, memories: list[dict[str, Any]]) -> None:

@@ -1,24 +1,19 @@
-"""Pure checks shared by both vector backends, and the Qdrant filter translation."""
+"""Pure checks shared by both vector backends (the filter: test_filters.py)."""
 
 from __future__ import annotations
 
 import random
-from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 from qdrant_client import QdrantClient, models
 
-from memory_runtime.ports import VectorFilter
 from memory_runtime.vectors.common import (
     VectorIndexError,
-    as_utc,
-    check_filter,
     check_vector,
     normalise_distance,
     similarities,
     similarity,
 )
-from memory_runtime.vectors.qdrant import build_filter
 
 
 def test_distance_names() -> None:
@@ -62,58 +57,6 @@ def test_check_vector() -> None:
         check_vector([1, 2, 3], 4)
     with pytest.raises(VectorIndexError, match="finite"):
         check_vector([1.0, float("inf")], 2)
-
-
-def test_naive_datetimes_are_utc() -> None:
-    naive = datetime(2026, 1, 1, 12)
-    assert as_utc(naive) == datetime(2026, 1, 1, 12, tzinfo=UTC)
-    plus2 = datetime(2026, 1, 1, 14, tzinfo=timezone(timedelta(hours=2)))
-    assert as_utc(plus2) == datetime(2026, 1, 1, 12, tzinfo=UTC)
-
-
-@pytest.mark.parametrize(
-    ("flt", "message"),
-    [
-        (VectorFilter(coordinate_min=(0.0,)), "together"),
-        (VectorFilter(coordinate_min=(0.0,), coordinate_max=(1.0, 2.0)), "same length"),
-        (VectorFilter(coordinate_min=(2.0,), coordinate_max=(1.0,)), "<="),
-        (VectorFilter(metadata={"a": [1]}), "string, number or boolean"),
-        (VectorFilter(metadata={"a.b": 1}), "plain names"),
-        (VectorFilter(metadata={"a": float("nan")}), "string, number or boolean"),
-        (
-            VectorFilter(created_from=datetime(2026, 2, 1), created_to=datetime(2026, 1, 1)),
-            "after",
-        ),
-    ],
-)
-def test_bad_filters_are_refused(flt: VectorFilter, message: str) -> None:
-    with pytest.raises(VectorIndexError, match=message):
-        check_filter(flt)
-
-
-def test_qdrant_filter_translation() -> None:
-    assert build_filter(VectorFilter()) is None
-    flt = build_filter(
-        VectorFilter(
-            memory_types=("episodic",),
-            tags=("a", "b"),
-            user_id="u1",
-            metadata={"topic": "cats", "score": 0.5},
-            created_from=datetime(2026, 1, 1, tzinfo=UTC),
-            coordinate_min=(0.0, 1.0),
-            coordinate_max=(2.0, 3.0),
-        )
-    )
-    assert flt is not None
-    assert isinstance(flt.must, list)
-    conditions = {c.key: c for c in flt.must if isinstance(c, models.FieldCondition)}
-    assert isinstance(conditions["memory_type"].match, models.MatchAny)
-    assert sum(1 for c in flt.must if getattr(c, "key", None) == "tags") == 2  # all tags
-    assert conditions["user_id"].match == models.MatchValue(value="u1")
-    assert conditions["metadata.topic"].match == models.MatchValue(value="cats")
-    assert conditions["metadata.score"].range == models.Range(gte=0.5, lte=0.5)
-    assert isinstance(conditions["created_at"].range, models.DatetimeRange)
-    assert conditions["coord_1"].range == models.Range(gte=1.0, lte=3.0)
 
 
 def test_bulk_build_memory_holds_the_graph_within_bounds():

@@ -140,6 +140,15 @@ def decay_factor(hours: float, half_life_hours: float) -> float:
     return float(0.5 ** (hours / half_life_hours))
 
 
+# decay_factor in SQL, for the statement that selects by it (the prune job's
+# scan): the hours since the timestamptz `{since}` by the database clock, and
+# a half-life `{half_life}` > 0 (settings refuse 0). The same formula, checked
+# against decay_factor by tests/integration/runtime/test_decay_expiry.py.
+DECAY_FACTOR_SQL = (
+    "power(0.5, greatest(0.0, extract(epoch FROM now() - ({since})) / 3600.0) / ({half_life}))"
+)
+
+
 def hours_before(now_seconds: float, moment: datetime) -> float:
     """Hours from `moment` to `now_seconds` (a POSIX timestamp); negative if later."""
     return (now_seconds - moment.timestamp()) / 3600.0

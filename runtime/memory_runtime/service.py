@@ -608,12 +608,13 @@ class MemoryService:
     def get(self, key: str, include_vector: bool = False) -> Memory:
         with self.db.tx() as tx:
             row = self.resolve(tx, key)
-            if row.expires_at is not None and row.expires_at <= now_utc():
-                raise NotFoundError(f"no memory at {key} (expired)")
             tx.touch([row.id])
-            fresh = tx.get(row.id)
-        assert fresh is not None
-        return to_memory(fresh, include_vector)
+            # read back live only: expiry is the one SQL predicate (filters.LIVE);
+            # an expired memory's touch is rolled back with this error
+            fresh = tx.get_many([row.id])
+            if not fresh:
+                raise NotFoundError(f"no memory at {key} (expired)")
+        return to_memory(fresh[0], include_vector)
 
     def patch(self, key: str, change: MemoryPatch) -> Memory:
         fields = change.model_fields_set

@@ -27,11 +27,12 @@ from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool, PoolClosed, PoolTimeout
 
-from memory_runtime.filters import LIVE, VectorFilter, sql_where
+from memory_runtime.filters import EXPIRED, LIVE, VectorFilter, sql_where
 from memory_runtime.health import Breaker
 from memory_runtime.ranking import (
     BM25_B,
     BM25_K1,
+    DECAY_FACTOR_SQL,
     CandidateInfo,
     bm25_bound,
     bm25_idf,
@@ -616,16 +617,15 @@ class Tx:
         self, prune_below: float, half_life_hours: float, decay: bool, limit: int
     ) -> list[tuple[uuid.UUID, str]]:
         """Expired memories, and decayed episodic ones: (id, reason)."""
+        decayed = DECAY_FACTOR_SQL.format(since="last_accessed_at", half_life="%s")
         rows = self.conn.execute(
-            """SELECT id, 'expired' AS reason FROM memories
-                 WHERE expires_at IS NOT NULL AND expires_at <= now()
-               UNION ALL
-               SELECT id, 'decayed' FROM memories
-                 WHERE %s AND memory_type = 'episodic'
-                   AND (expires_at IS NULL OR expires_at > now())
-                   AND importance * power(0.5, extract(epoch FROM now() - last_accessed_at)
-                       / 3600.0 / %s) < %s
-               LIMIT %s""",
+            sql.SQL(
+                "SELECT id, 'expired' AS reason FROM memories WHERE {expired}"
+                " UNION ALL"
+                " SELECT id, 'decayed' FROM memories"
+                "  WHERE %s AND memory_type = 'episodic' AND {live} AND importance * {decayed} < %s"
+                " LIMIT %s"
+            ).format(expired=EXPIRED, live=LIVE, decayed=sql.SQL(decayed)),
             (decay, half_life_hours, prune_below, limit),
         ).fetchall()
         return [(r["id"], r["reason"]) for r in rows]
@@ -1000,6 +1000,7 @@ class PostgresStore:
     def stats(self) -> dict[str, Any]:
         with self.tx() as tx:
             c = tx.conn
+            expired = sql.SQL("SELECT count(*) FROM memories WHERE {}").format(EXPIRED)
             by_type = {
                 r["memory_type"]: int(r["n"])
                 for r in c.execute(
@@ -1007,9 +1008,9 @@ class PostgresStore:
                 )
             }
             one = c.execute(
-                """SELECT (SELECT count(*) FROM links) AS links,
-                          (SELECT count(*) FROM memories
-                             WHERE expires_at IS NOT NULL AND expires_at <= now()) AS expired"""
+                sql.SQL("SELECT (SELECT count(*) FROM links) AS links, ({}) AS expired").format(
+                    expired
+                )
             ).fetchone()
             assert one is not None
             backlog = _backlog(c)

@@ -23,6 +23,7 @@ from memory_runtime.coordinates import MAX_DIMENSIONS as MAX_COORDINATE_DIMS
 if TYPE_CHECKING:  # qdrant-client is the runtime's, not the client package's
     from qdrant_client import models
 SCOPES = ("agent_id", "user_id", "session_id")
+INT64 = 2**63  # PostgreSQL bigint and Qdrant integers are 64-bit
 
 # Live and expired memories, as every statement tells them apart (recall,
 # reads, prune, stats). NOT LIVE is what PostgreSQL plans as
@@ -41,16 +42,31 @@ def as_utc(value: datetime) -> datetime:
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
-def is_scalar(value: Any) -> bool:
-    if isinstance(value, bool | str | int):
-        return True
-    return isinstance(value, float) and math.isfinite(value)
-
-
 def check_metadata_key(key: object) -> None:
     # Dots would be read as a path by Qdrant but as a literal key by PostgreSQL.
     if not isinstance(key, str) or not key or len(key) > 128 or "." in key:
         raise FilterError("metadata filter keys are top-level names: 1-128 characters, no '.'")
+
+
+def check_metadata_value(value: object) -> None:
+    # Equality on a top-level key is the one filter both engines apply alike;
+    # objects, lists and null would be containment/missing-key tests in one
+    # engine and unsupported in the other, so they are refused, never ignored.
+    if isinstance(value, bool | str):
+        return
+    if isinstance(value, int):
+        if not -INT64 <= value < INT64:
+            raise FilterError("metadata filter integers must fit in 64 bits")
+        return
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise FilterError("metadata filter numbers must be finite")
+        return
+    kind = {dict: "an object", list: "a list", type(None): "null"}.get(type(value), "this type")
+    raise FilterError(
+        f"metadata filter values must be a string, number or boolean (equality on a "
+        f"top-level key), not {kind}"
+    )
 
 
 @dataclass(frozen=True)
@@ -85,8 +101,7 @@ class VectorFilter:
                 raise FilterError("coordinate_min is above coordinate_max in some dimension")
         for key, value in self.metadata.items():
             check_metadata_key(key)
-            if not is_scalar(value):
-                raise FilterError(f"metadata filter on {key!r} must be a string, number or boolean")
+            check_metadata_value(value)
         for start, end in (("created_from", "created_to"), ("occurred_from", "occurred_to")):
             a, b = getattr(self, start), getattr(self, end)
             if a is not None and b is not None and as_utc(a) > as_utc(b):

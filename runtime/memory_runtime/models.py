@@ -26,7 +26,13 @@ from pydantic import (
 
 from memory_contract.limits import MAX_DIMENSIONS
 from memory_runtime.coordinates import CoordinateError, parse_coordinate
-from memory_runtime.filters import VectorFilter, as_utc, check_metadata_key
+from memory_runtime.filters import (
+    INT64,
+    VectorFilter,
+    as_utc,
+    check_metadata_key,
+    check_metadata_value,
+)
 
 # A text of this many characters keeps PostgreSQL's tsvector (1 MB) far from its
 # limit and full-text indexing in the milliseconds; a derived text is cut to it.
@@ -41,8 +47,6 @@ MAX_VECTOR_DIMENSIONS = MAX_DIMENSIONS  # every backend's bound (memory_contract
 # MAX_VECTOR_DIMENSIONS stay finite in float32 distance arithmetic.
 MAX_VECTOR_ELEMENT = 1e9
 MAX_BATCH = 1000
-
-INT64 = 2**63  # PostgreSQL bigint and Qdrant integers are 64-bit
 
 
 def clean_text(value: str) -> str:
@@ -123,26 +127,11 @@ def _metadata_key(key: str) -> str:
 
 
 def _metadata_value(value: object) -> str | int | float | bool:
-    # Equality on a top-level key is the one filter both engines apply alike;
-    # objects, lists and null would be containment/missing-key tests in one engine
-    # and unsupported in the other, so they are refused, never ignored.
-    if isinstance(value, bool):
-        return value
+    check_metadata_value(value)  # the filter's rule (memory_runtime.filters)
     if isinstance(value, str):
         return clean_text(value)
-    if isinstance(value, int):
-        if not -INT64 <= value < INT64:
-            raise ValueError("metadata filter integers must fit in 64 bits")
-        return value
-    if isinstance(value, float):
-        if not math.isfinite(value):
-            raise ValueError("metadata filter numbers must be finite")
-        return value
-    kind = {dict: "an object", list: "a list", type(None): "null"}.get(type(value), "this type")
-    raise ValueError(
-        f"metadata filter values must be a string, number or boolean (equality on a "
-        f"top-level key), not {kind}"
-    )
+    assert isinstance(value, bool | int | float)
+    return value
 
 
 MetadataKey = Annotated[str, AfterValidator(_metadata_key)]

@@ -25,9 +25,10 @@ BAD = [
     ({"coordinate_min": (0.0,)}, "go together"),
     ({"coordinate_min": (0.0,), "coordinate_max": (1.0, 2.0)}, "same length"),
     ({"coordinate_min": (2.0,), "coordinate_max": (1.0,)}, "above coordinate_max"),
-    ({"metadata": {"a": [1]}}, "string, number or boolean"),
+    ({"metadata": {"a": [1]}}, "string, number or boolean.*not a list"),
+    ({"metadata": {"a": 2**63}}, "64 bits"),
     ({"metadata": {"a.b": 1}}, "no '.'"),
-    ({"metadata": {"a": float("nan")}}, "string, number or boolean"),
+    ({"metadata": {"a": float("nan")}}, "finite"),
     ({"created_from": datetime(2026, 2, 1), "created_to": datetime(2026, 1, 1)}, "after"),
     (
         {

@@ -24,6 +24,7 @@ if TYPE_CHECKING:  # qdrant-client is the runtime's, not the client package's
     from qdrant_client import models
 SCOPES = ("agent_id", "user_id", "session_id")
 INT64 = 2**63  # PostgreSQL bigint and Qdrant integers are 64-bit
+FLOAT_EXACT = 2**53  # every integer up to this is a float exactly
 
 # Live and expired memories, as every statement tells them apart (recall,
 # reads, prune, stats). NOT LIVE is what PostgreSQL plans as
@@ -189,8 +190,12 @@ def qdrant_filter(flt: VectorFilter) -> models.Filter | None:
         if value is not None:
             match(column, value)
     for key, value in flt.metadata.items():
-        if isinstance(value, float):  # MatchValue takes str/int/bool; a float is a range
-            between(f"metadata.{key}", value, value)
+        # PostgreSQL's jsonb compares numbers as numbers (1 = 1.0), Qdrant's
+        # MatchValue an integer only with integers: a number is a range
+        # (matching both), except an integer beyond a float's exact range
+        number = isinstance(value, int | float) and not isinstance(value, bool)
+        if number and abs(value) <= FLOAT_EXACT:
+            between(f"metadata.{key}", float(value), float(value))
         else:
             match(f"metadata.{key}", value)
     for key, start, end in (

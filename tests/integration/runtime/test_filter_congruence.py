@@ -133,6 +133,8 @@ def filters(stored: list[Stored]) -> dict[str, tuple[dict[str, Any], Keep]]:
         ),
         "metadata_float": ({"metadata": {"weight": 1.0}}, lambda m: m.meta("weight") == 1.0),
         "metadata_int_as_float": ({"metadata": {"level": 2.0}}, lambda m: m.meta("level") == 2),
+        # stored 1.0: a number equals a number, whichever JSON spelling
+        "metadata_float_as_int": ({"metadata": {"weight": 1}}, lambda m: m.meta("weight") == 1),
         "metadata_bool": ({"metadata": {"vip": True}}, lambda m: m.meta("vip") is True),
         "created_range": (
             {"created_from": second.isoformat(), "created_to": third.isoformat()},

@@ -94,7 +94,7 @@ def test_qdrant_filter_translation() -> None:
             memory_types=("episodic",),
             tags=("a", "b"),
             user_id="u1",
-            metadata={"topic": "cats", "score": 0.5},
+            metadata={"topic": "cats", "score": 0.5, "n": 2, "big": 2**60, "on": True},
             created_from=datetime(2026, 1, 1, tzinfo=UTC),
             occurred_from=datetime(2026, 1, 1, tzinfo=UTC),
             coordinate_min=(0.0, 1.0),
@@ -109,6 +109,11 @@ def test_qdrant_filter_translation() -> None:
     assert conditions["user_id"].match == models.MatchValue(value="u1")
     assert conditions["metadata.topic"].match == models.MatchValue(value="cats")
     assert conditions["metadata.score"].range == models.Range(gte=0.5, lte=0.5)
+    # numbers compare as numbers (2 matches a stored 2.0, as in jsonb)...
+    assert conditions["metadata.n"].range == models.Range(gte=2.0, lte=2.0)
+    # ...but an integer no float holds exactly, and a boolean, match exactly
+    assert conditions["metadata.big"].match == models.MatchValue(value=2**60)
+    assert conditions["metadata.on"].match == models.MatchValue(value=True)
     assert isinstance(conditions["created_at"].range, models.DatetimeRange)
     assert conditions["coord_1"].range == models.Range(gte=1.0, lte=3.0)
     assert isinstance(conditions["occurred_at"].range, models.DatetimeRange)

@@ -29,7 +29,6 @@ def schema(r: Reconciler, p: Pass) -> StepOutcome:
     database = r.backends.database
     outcome = r.ensure(
         "postgres",
-        "ensure_tenant",
         database.ensure_tenant,
         getattr(database, "tenant_unchanged", None),
         target,
@@ -65,9 +64,7 @@ def collection(r: Reconciler, p: Pass) -> StepOutcome:
         hnsw_ef_construct=spec.vectors.hnsw.ef_construct,
         on_disk=spec.vectors.on_disk,
     )
-    outcome = r.backend_call(
-        "qdrant", "ensure_collection", lambda: vectors.ensure_collection(target)
-    )
+    outcome = r.backend_call("qdrant", lambda: vectors.ensure_collection(target))
     r.record(p, outcome, "Collection", f"Qdrant collection {names.collection}")
     ready = f"collection {names.collection} ({spec.vectors.dimensions}d)"
     gap = qdrant_isolation_gap(r.config)
@@ -108,7 +105,6 @@ def topics(r: Reconciler, p: Pass) -> StepOutcome:
         target = dataclasses.replace(target, verify_password=True)
     outcome = r.ensure(
         "kafka",
-        "ensure_topics",
         events.ensure_topics,
         getattr(events, "topics_unchanged", None),
         target,
@@ -135,7 +131,7 @@ def cache(r: Reconciler, p: Pass) -> StepOutcome:
         key_prefix=names.key_prefix,
     )
     unchanged = getattr(cache, "user_unchanged", None)
-    outcome = r.ensure("redis", "ensure_user", cache.ensure_user, unchanged, target)
+    outcome = r.ensure("redis", cache.ensure_user, unchanged, target)
     r.record(p, outcome, "CacheUser", f"Redis ACL user {names.cache_user}")
     return StepOutcome.done(
         Reason.CACHE_READY, f"user {names.cache_user} limited to {names.key_prefix}:*"
@@ -151,23 +147,21 @@ def delete_backends(r: Reconciler, p: Pass) -> None:
     # PostgreSQL first: it holds the ownership record, so data recorded to another
     # owner stops the deletion before any backend is touched (BackendNotOwner).
     db = database_target(r, p)
-    out = r.backend_call("postgres", "delete_tenant", lambda: r.backends.database.delete_tenant(db))
+    out = r.backend_call("postgres", lambda: r.backends.database.delete_tenant(db))
     r.record(p, out, "Schema", f"PostgreSQL schema {names.schema} (CASCADE) and role {names.role}")
     vectors, events, cache = r.backends.vectors, r.backends.events, r.backends.cache
     if spec.vectors.backend == "qdrant" and vectors is not None:
-        out = r.backend_call(
-            "qdrant", "delete_collection", lambda: vectors.delete_collection(names.collection)
-        )
+        out = r.backend_call("qdrant", lambda: vectors.delete_collection(names.collection))
         r.record(p, out, "Collection", f"Qdrant collection {names.collection}")
     if events is not None:
         target = topics_target(r, spec, names, p.passwords)
-        out = r.backend_call("kafka", "delete_topics", lambda: events.delete_topics(target))
+        out = r.backend_call("kafka", lambda: events.delete_topics(target))
         r.record(p, out, "Topics", f"Kafka topics {', '.join(names.topics)}")
     if cache is not None:
         user = CacheUserTarget(
             names.cache_user, p.passwords[m.REDIS_PASSWORD_KEY], names.key_prefix
         )
-        out = r.backend_call("redis", "delete_user", lambda: cache.delete_user(user))
+        out = r.backend_call("redis", lambda: cache.delete_user(user))
         r.record(p, out, "CacheUser", f"Redis ACL user {names.cache_user}")
 
 

@@ -89,13 +89,32 @@ SUCCESS, ERROR, REQUEUE = "success", "error", "requeue"
 T = TypeVar("T")
 
 
+def record_backend(backend: str, operation: str, seconds: float) -> None:
+    """One call to a backend took `seconds` (failures too). The backend adapters
+    record their own phases (observe, apply, delete, and the bulk reads catalog /
+    read_all); the reconciler records its Kubernetes calls (timed_backend)."""
+    BACKEND_SECONDS.labels(backend, operation).observe(seconds)
+
+
 def timed_backend(backend: str, operation: str, fn: Callable[[], T]) -> T:
-    """Run one backend call and record its latency (failures too)."""
+    """Run one call and record its latency (failures too)."""
     start = time.perf_counter()
     try:
         return fn()
     finally:
-        BACKEND_SECONDS.labels(backend, operation).observe(time.perf_counter() - start)
+        record_backend(backend, operation, time.perf_counter() - start)
+
+
+def operation_counts() -> dict[tuple[str, str], float]:
+    """Calls recorded so far per (backend, operation): the histogram's counts."""
+    counts: dict[tuple[str, str], float] = {}
+    for metric in REGISTRY.collect():
+        if metric.name == "somafractal_backend_operation_seconds":
+            for sample in metric.samples:
+                if sample.name.endswith("_count"):
+                    key = (sample.labels["backend"], sample.labels["operation"])
+                    counts[key] = sample.value
+    return counts
 
 
 @contextmanager

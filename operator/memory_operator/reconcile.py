@@ -195,7 +195,6 @@ class Reconciler:
     def ensure(
         self,
         backend: str,
-        operation: str,
         exact: Callable[[T], Outcome],
         unchanged: Callable[[T, float], bool] | None,
         target: T,
@@ -204,9 +203,9 @@ class Reconciler:
         reads, the backend's shared read instead, which may only say UNCHANGED."""
         not_before = self._not_before
         if not_before is None or unchanged is None:
-            return self.backend_call(backend, operation, lambda: exact(target))
+            return self.backend_call(backend, lambda: exact(target))
         try:
-            same = timed_backend(backend, "shared_read", lambda: unchanged(target, not_before))
+            same = unchanged(target, not_before)  # the adapter times its bulk reads
         except BackendError as err:
             raise NeedsExact(f"{backend}: {err.message}") from err
         if not same:
@@ -482,10 +481,10 @@ class Reconciler:
         except Exception as err:
             log.warning("could not post Event %s: %s", reason, err)
 
-    def backend_call(self, backend: str, operation: str, fn: Callable[[], Outcome]) -> Outcome:
+    def backend_call(self, backend: str, fn: Callable[[], Outcome]) -> Outcome:
         try:
             with self._limits[backend]:
-                return timed_backend(backend, operation, fn)
+                return fn()  # the adapter records the latency of each of its phases
         except BackendNotOwner as err:
             raise StepError("permanent", Reason.TENANT_OWNED_ELSEWHERE, err.message) from err
         except BackendUnavailable as err:

@@ -29,7 +29,7 @@ from __future__ import annotations
 import hashlib
 import random
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
@@ -55,11 +55,11 @@ from confluent_kafka.admin import (
 
 from memory_operator.acl import KafkaAcl, diff_acls, kafka_acls
 from memory_operator.domain import Outcome, PlanError, TopicsTarget
+from memory_operator.metrics import record_backend
 from memory_operator.ports import BackendRejected, BackendUnavailable
 from memory_operator.snapshot import WINDOW_SECONDS, Shared
 from memory_operator.topics import TopicsPlan, TopicState, plan_topics, validate_target
 
-Observe = Callable[[str, str, float], None]
 BACKEND = "kafka"
 RETENTION = "retention.ms"
 SCRAM_ITERATIONS = 8192
@@ -129,7 +129,6 @@ class KafkaAdmin:
         self,
         config: Mapping[str, Any],
         *,
-        observe: Observe | None = None,
         timeout: float = 10.0,
         client_class: type[AdminClient] = AdminClient,
         login_check_seconds: float = 3600.0,
@@ -140,7 +139,6 @@ class KafkaAdmin:
         self._login_check_seconds = login_check_seconds
         # principal -> (fingerprint of the password known good, when it was last known good)
         self._known_good: dict[str, tuple[str, float]] = {}
-        self._observe = observe
         conf = {"socket.connection.setup.timeout.ms": int(timeout * 1000), **self._config}
         # client_class lets tests record every admin call (a recording subclass).
         self._admin = client_class(conf)
@@ -172,8 +170,7 @@ class KafkaAdmin:
                 raise BackendUnavailable(BACKEND, str(error or exc)) from exc
             raise BackendRejected(BACKEND, error.str()) from exc
         finally:
-            if self._observe is not None:
-                self._observe(BACKEND, operation, time.perf_counter() - start)
+            record_backend(BACKEND, operation, time.perf_counter() - start)
 
     @staticmethod
     def _results(futures: Mapping[Any, Any], *, ignore: tuple[int, ...] = ()) -> dict[Any, Any]:

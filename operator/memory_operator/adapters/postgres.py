@@ -30,6 +30,7 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from memory_operator.domain import DatabaseTarget, Outcome, PlanError
+from memory_operator.metrics import record_backend
 from memory_operator.ownership import NotOwner
 from memory_operator.ports import BackendNotOwner, BackendRejected, BackendUnavailable
 from memory_operator.snapshot import WINDOW_SECONDS, SharedByKey
@@ -44,7 +45,6 @@ from memory_operator.sql import (
     tenant_state,
 )
 
-Observe = Callable[[str, str, float], None]
 BACKEND = "postgres"
 RACE_ATTEMPTS = 5
 
@@ -156,7 +156,6 @@ class PostgresAdmin:
         self,
         dsn: str,
         *,
-        observe: Observe | None = None,
         connect_timeout: int = 5,
         max_connections: int = 4,
         read_window: float = WINDOW_SECONDS,
@@ -167,7 +166,6 @@ class PostgresAdmin:
         # role -> (stored secret, password fingerprint) found to match: a PBKDF2 per
         # tenant and pass is the largest CPU cost of a resync on shared reads.
         self._matched: dict[str, tuple[str, str]] = {}
-        self._observe = observe
         self._connect_timeout = connect_timeout
         self._apply_lock = threading.Lock()  # one plan at a time: see the module docstring
         # A resync observes every tenant: reuse admin sessions instead of paying a
@@ -201,8 +199,7 @@ class PostgresAdmin:
         try:
             yield
         finally:
-            if self._observe is not None:
-                self._observe(BACKEND, operation, time.perf_counter() - start)
+            record_backend(BACKEND, operation, time.perf_counter() - start)
 
     @contextmanager
     def _connect(self) -> Iterator[psycopg.Connection[Any]]:

@@ -17,7 +17,7 @@ REST API (`/collections/{name}`); tests run them against the REST stand-in
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
@@ -31,9 +31,9 @@ from memory_operator.collection import (
     validate_target,
 )
 from memory_operator.domain import CollectionTarget, Outcome, PlanError
+from memory_operator.metrics import record_backend
 from memory_operator.ports import BackendRejected, BackendUnavailable
 
-Observe = Callable[[str, str, float], None]
 BACKEND = "qdrant"
 TIMEOUT = 10.0
 
@@ -41,16 +41,13 @@ TIMEOUT = 10.0
 class QdrantAdmin:
     """VectorAdmin over Qdrant's REST API (one httpx client, shared by all reconciles)."""
 
-    def __init__(self, http: httpx.Client, *, observe: Observe | None = None) -> None:
+    def __init__(self, http: httpx.Client) -> None:
         self._http = http
-        self._observe = observe
 
     @classmethod
-    def connect(
-        cls, url: str, api_key: str | None = None, *, observe: Observe | None = None
-    ) -> QdrantAdmin:
+    def connect(cls, url: str, api_key: str | None = None) -> QdrantAdmin:
         headers = {"api-key": api_key} if api_key else {}
-        return cls(httpx.Client(base_url=url, headers=headers, timeout=TIMEOUT), observe=observe)
+        return cls(httpx.Client(base_url=url, headers=headers, timeout=TIMEOUT))
 
     def close(self) -> None:
         self._http.close()
@@ -69,8 +66,7 @@ class QdrantAdmin:
         except (httpx.TransportError, ValueError) as exc:  # unreachable, or not Qdrant's JSON
             raise BackendUnavailable(BACKEND, f"{type(exc).__name__}: {exc}") from exc
         finally:
-            if self._observe is not None:
-                self._observe(BACKEND, operation, time.perf_counter() - start)
+            record_backend(BACKEND, operation, time.perf_counter() - start)
 
     def _request(self, method: str, path: str, body: Mapping[str, Any] | None = None) -> Any:
         """The response's `result`; raises httpx.HTTPStatusError for 4xx/5xx."""

@@ -7,7 +7,7 @@ single atomic ACL SETUSER only when something differs.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -21,10 +21,10 @@ from memory_operator.acl import (
     validate_cache_target,
 )
 from memory_operator.domain import CacheUserTarget, Outcome, PlanError
+from memory_operator.metrics import record_backend
 from memory_operator.ports import BackendRejected, BackendUnavailable
 from memory_operator.snapshot import WINDOW_SECONDS, Shared
 
-Observe = Callable[[str, str, float], None]
 BACKEND = "redis"
 _NO_ACL_FILE = "not configured to use an ACL file"
 # Error replies that pass with time: a script running, a replica loading or
@@ -39,7 +39,6 @@ class RedisAdmin:
         self,
         url: str,
         *,
-        observe: Observe | None = None,
         timeout: float = 5.0,
         scan_count: int = 500,
         client_class: type[redis.Redis] = redis.Redis,
@@ -52,7 +51,6 @@ class RedisAdmin:
             socket_connect_timeout=timeout,
             decode_responses=True,
         )
-        self._observe = observe
         self._scan_count = scan_count
         self._categories: dict[str, frozenset[str]] | None = None
         # A resync's shared read: (library code, username -> ACL GETUSER reply).
@@ -77,8 +75,7 @@ class RedisAdmin:
                 raise BackendUnavailable(BACKEND, str(exc)) from exc
             raise BackendRejected(BACKEND, str(exc)) from exc
         finally:
-            if self._observe is not None:
-                self._observe(BACKEND, operation, time.perf_counter() - start)
+            record_backend(BACKEND, operation, time.perf_counter() - start)
 
     def _command_categories(self) -> dict[str, frozenset[str]]:
         # Category membership is fixed for a server binary: read it once per adapter.

@@ -12,6 +12,7 @@ import psycopg
 import pytest
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
+from memory_operator import metrics
 from memory_operator.adapters.postgres import PostgresAdmin
 from memory_operator.domain import DatabaseTarget, Outcome
 from memory_operator.ownership import Owner
@@ -21,15 +22,13 @@ from tests.servers._process import free_port
 pytestmark = pytest.mark.integration
 
 
-class Recorder:
-    """The adapter's latency callback, kept to see which phases ran."""
-
-    def __init__(self) -> None:
-        self.calls: list[tuple[str, str]] = []
-
-    def __call__(self, backend: str, operation: str, seconds: float) -> None:
-        assert seconds >= 0
-        self.calls.append((backend, operation))
+def _ran(start: dict[tuple[str, str], float]) -> dict[str, float]:
+    """PostgreSQL phases recorded (metrics) since `start`."""
+    now = metrics.operation_counts()
+    return {
+        op: now.get(("postgres", op), 0) - start.get(("postgres", op), 0)
+        for op in ("observe", "apply")
+    }
 
 
 def as_role(dsn: str, role: str, password: str) -> str:
@@ -105,12 +104,12 @@ def test_tenant_is_confined_to_its_schema(pg_database: str, cleanup: list) -> No
 
 
 def test_second_ensure_writes_nothing(pg_database: str, cleanup: list) -> None:
-    calls = Recorder()
-    admin = PostgresAdmin(pg_database, observe=calls)
+    admin = PostgresAdmin(pg_database)
     target = target_for("idem", pgvector=True)
     cleanup.append(target)
+    start = metrics.operation_counts()
     assert admin.ensure_tenant(target) is Outcome.CREATED
-    assert ("postgres", "apply") in calls.calls
+    assert _ran(start) == {"observe": 1, "apply": 1}
     before = catalog_snapshot(pg_database, target)
     assert [r[0] for r in before] == [
         "db",
@@ -121,9 +120,9 @@ def test_second_ensure_writes_nothing(pg_database: str, cleanup: list) -> None:
         "role",
     ]
 
-    calls.calls.clear()
+    start = metrics.operation_counts()
     assert admin.ensure_tenant(target) is Outcome.UNCHANGED
-    assert calls.calls == [("postgres", "observe")]  # no apply phase at all
+    assert _ran(start) == {"observe": 1, "apply": 0}  # no apply phase at all
     assert catalog_snapshot(pg_database, target) == before  # no catalog row rewritten
 
 

@@ -9,6 +9,7 @@ import httpx
 import pytest
 from qdrant_client import QdrantClient, models
 
+from memory_operator import metrics
 from memory_operator.adapters.qdrant import QdrantAdmin
 from memory_operator.domain import CollectionTarget, Outcome
 from memory_operator.ports import BackendRejected, BackendUnavailable
@@ -115,12 +116,15 @@ def test_delete(qdrant: InProcessQdrant) -> None:
     assert qdrant.engine.collection_exists(other.name)
 
 
-def test_latency_is_observed(qdrant: InProcessQdrant) -> None:
-    seen: list[tuple[str, str]] = []
-    admin = QdrantAdmin(qdrant.http, observe=lambda b, op, s: seen.append((b, op)))
+def test_latency_is_recorded_per_phase(qdrant: InProcessQdrant) -> None:
+    """somafractal_backend_operation_seconds counts each phase the adapter ran."""
+    admin = QdrantAdmin(qdrant.http)
+    before = metrics.operation_counts()
     admin.ensure_collection(TARGET)
     admin.ensure_collection(TARGET)
-    assert seen == [("qdrant", "observe"), ("qdrant", "apply"), ("qdrant", "observe")]
+    after = metrics.operation_counts()
+    ran = {op: after[("qdrant", op)] - before.get(("qdrant", op), 0) for op in ("observe", "apply")}
+    assert ran == {"observe": 2, "apply": 1}
 
 
 def test_unreachable_server_is_temporary() -> None:

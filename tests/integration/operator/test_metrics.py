@@ -33,14 +33,17 @@ def test_reconcile_metrics_and_endpoint(
     error0 = _value("controller_runtime_reconcile_total", {**ctl, "result": "error"})
     pg0 = _value(
         "somafractal_backend_operation_seconds_count",
-        {"backend": "postgres", "operation": "ensure_tenant"},
+        {"backend": "postgres", "operation": "apply"},
     )
     hist0 = _value("controller_runtime_reconcile_time_seconds_count", ctl)
 
     memory_namespace(api, kube_namespace, "good", {"vectors": {"backend": "postgres"}})
-    memory_namespace(api, kube_namespace, "bad", {"embedding": {"model": "nope"}})
+    memory_namespace(api, kube_namespace, "bad")
+    # The CRD refuses this model now; a CR stored before that rule still reaches the operator.
+    bad = fetch(api, kube_namespace, "bad")
+    bad["spec"]["embedding"]["model"] = "nope"
     assert reconciler.reconcile(fetch(api, kube_namespace, "good")).waiting
-    assert reconciler.reconcile(fetch(api, kube_namespace, "bad")).error == "permanent"
+    assert reconciler.reconcile(bad).error == "permanent"
 
     assert (
         _value("controller_runtime_reconcile_total", {**ctl, "result": "requeue"}) == requeue0 + 1
@@ -51,9 +54,9 @@ def test_reconcile_metrics_and_endpoint(
     assert (
         _value(
             "somafractal_backend_operation_seconds_count",
-            {"backend": "postgres", "operation": "ensure_tenant"},
+            {"backend": "postgres", "operation": "apply"},
         )
-        == pg0 + 1
+        == pg0 + 1  # the adapter records its phases: one apply made the new tenant
     )
 
     port = free_port()

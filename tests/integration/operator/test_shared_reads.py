@@ -7,7 +7,6 @@ password) is still found and repaired by the next pass."""
 from __future__ import annotations
 
 import uuid
-from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -24,6 +23,7 @@ from confluent_kafka.admin import (
     ResourceType,
 )
 
+from memory_operator import metrics
 from memory_operator.adapters.kafka import KafkaAdmin
 from memory_operator.adapters.kube import KubeApi
 from memory_operator.adapters.postgres import PostgresAdmin
@@ -51,13 +51,16 @@ WINDOW = 120.0  # longer than any pass here: every pass's reads are shared
 
 
 class Ops:
-    """The adapters' observe hook: which backend operations ran, how often."""
+    """Backend operations the adapters recorded (metrics.operation_counts) since
+    this was made: which ran, how often."""
 
     def __init__(self) -> None:
-        self.ops: Counter[tuple[str, str]] = Counter()
+        self._start = metrics.operation_counts()
 
-    def __call__(self, backend: str, operation: str, _seconds: float) -> None:
-        self.ops[(backend, operation)] += 1
+    @property
+    def ops(self) -> dict[tuple[str, str], float]:
+        now = metrics.operation_counts()
+        return {key: n - self._start.get(key, 0) for key, n in now.items()}
 
 
 @dataclass
@@ -73,13 +76,11 @@ class Fleet:
     def reconciler(self) -> tuple[Reconciler, CountingKube, Ops]:
         """A fresh operator process's reconciler (nothing remembered)."""
         ops = Ops()
-        kafka_admin = KafkaAdmin(
-            self.config.kafka.admin_client_config(), observe=ops, read_window=WINDOW
-        )
+        kafka_admin = KafkaAdmin(self.config.kafka.admin_client_config(), read_window=WINDOW)
         backends = Backends(
-            database=PostgresAdmin(self.pg_dsn, observe=ops, read_window=WINDOW),
+            database=PostgresAdmin(self.pg_dsn, read_window=WINDOW),
             events=kafka_admin,
-            cache=RedisAdmin(self.redis_url, observe=ops, read_window=WINDOW),
+            cache=RedisAdmin(self.redis_url, read_window=WINDOW),
         )
         kube = CountingKube(self.api, WriteLog())
         return Reconciler(self.config, kube, backends, read_window=WINDOW), kube, ops
@@ -136,8 +137,8 @@ def _round_trips(kube: CountingKube, ops: Ops) -> dict[str, int]:
     return {
         "kube_get": kube.gets,
         "kube_list": kube.object_lists,
-        "tenant_observe": sum(n for (_, op), n in ops.ops.items() if op == "observe"),
-        "bulk_read": sum(n for (_, op), n in ops.ops.items() if op in ("catalog", "read_all")),
+        "tenant_observe": int(sum(n for (_, op), n in ops.ops.items() if op == "observe")),
+        "bulk_read": int(sum(n for (_, op), n in ops.ops.items() if op in ("catalog", "read_all"))),
     }
 
 

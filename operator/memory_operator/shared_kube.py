@@ -59,7 +59,8 @@ class SharedKube:
             raise NeedsExact(f"list {kind}: {err.message}") from err
         if live is None:  # missing, or not labelled ours (a tokenSecretRef Secret)
             raise NeedsExact(f"{kind}/{name} not in the shared read")
-        return json.loads(live)
+        obj: dict[str, Any] = json.loads(live)
+        return obj
 
     def emit_event(self, cr: dict[str, Any], type_: str, reason: str, message: str) -> None:
         self._kube.emit_event(cr, type_, reason, message)

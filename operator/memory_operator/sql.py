@@ -284,7 +284,7 @@ def plan_tenant(state: TenantState, target: DatabaseTarget, verifier: str) -> li
         if state.role_public_create:
             out.append(sql.SQL("REVOKE CREATE ON SCHEMA public FROM {}").format(role))
         if state.public_public_create:
-            out.append(sql.SQL("REVOKE CREATE ON SCHEMA public FROM PUBLIC"))
+            out.append(sql.SQL("REVOKE CREATE ON SCHEMA public FROM PUBLIC").format())
 
     if target.pgvector:
         ext = sql.Identifier(target.extensions_schema)

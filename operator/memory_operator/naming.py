@@ -33,7 +33,6 @@ class Names:
     cache_user: str
     key_prefix: str
     kafka_user: str
-    kafka_principal: str
     objects: str  # ConfigMap, Deployment, Service
     token_secret: str
     credentials_secret: str
@@ -73,7 +72,6 @@ def derive_names(prefix: str, tenant: str, name: str, namespace: str) -> Names:
         cache_user=user,
         key_prefix=key_prefix(prefix, tenant),
         kafka_user=user,
-        kafka_principal=f"User:{user}",
         objects=objects,
         token_secret=f"{name}-memory-token",
         credentials_secret=f"{name}-memory-credentials",

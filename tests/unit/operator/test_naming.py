@@ -13,7 +13,7 @@ def test_names_for_acme() -> None:
     assert (n.schema, n.role, n.collection) == ("mem_acme", "mem_acme", "mem_acme")
     assert n.topics == ("mem.acme.events",)
     assert (n.cache_user, n.key_prefix) == ("mem-acme", "mem:acme")
-    assert (n.kafka_user, n.kafka_principal) == ("mem-acme", "User:mem-acme")
+    assert n.kafka_user == "mem-acme"
     assert n.objects == "acme-memory"
     assert n.token_secret == "acme-memory-token"
     assert n.credentials_secret == "acme-memory-credentials"

@@ -51,6 +51,7 @@ def _serve(embedded_flag: bool) -> int:
     from prometheus_client import start_http_server
 
     from memory_runtime.api import create_app
+    from memory_runtime.api.state import state_of
 
     settings = _settings()
     if embedded_flag or not settings.database_url:
@@ -66,7 +67,7 @@ def _serve(embedded_flag: bool) -> int:
     if settings.metrics_port:
         try:
             start_http_server(
-                settings.metrics_port, addr=settings.host, registry=app.state.metrics.registry
+                settings.metrics_port, addr=settings.host, registry=state_of(app).metrics.registry
             )
         except OSError as exc:
             print(f"metrics port {settings.metrics_port} unavailable: {exc}", file=sys.stderr)

@@ -10,7 +10,14 @@ from typing import Any
 from fastapi import FastAPI
 
 from memory_runtime import __version__
-from memory_runtime.api import compat, errors, routes
+from memory_runtime.api import (
+    compat,
+    errors,
+    graph_routes,
+    health_routes,
+    routes,
+    transfer_routes,
+)
 from memory_runtime.api.mcp import McpEndpoint, mount
 from memory_runtime.api.middleware import BodyLimitMiddleware, Metrics, ObserveMiddleware
 from memory_runtime.api.state import RuntimeState
@@ -224,13 +231,14 @@ def create_app(
         jobs=jobs,
     )
     errors.install(app)
-    app.include_router(routes.router)
+    for module in (routes, graph_routes, transfer_routes, health_routes):
+        app.include_router(module.router)
     app.include_router(compat.router)
     if mcp is not None:
         mount(app, mcp)
     # outermost first: metrics see every answer, including 413s
     app.add_middleware(
-        BodyLimitMiddleware, limit=settings.max_body_bytes, streamed=routes.STREAMED_BODIES
+        BodyLimitMiddleware, limit=settings.max_body_bytes, streamed=transfer_routes.STREAMED_BODIES
     )
     app.add_middleware(ObserveMiddleware, metrics=metrics)
     return app

@@ -12,8 +12,8 @@ from fastapi import APIRouter, Depends, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from memory_runtime.api import auth, routes
+from memory_runtime.api.common import ERRORS, Svc, coordinate_query
 from memory_runtime.api.errors import ProblemError, validation_problem
-from memory_runtime.api.routes import ERRORS, Svc
 from memory_runtime.coordinates import CoordinateError, parse_coordinate
 from memory_runtime.models import (
     MAX_BATCH,
@@ -163,7 +163,7 @@ def link(body: LinkReq, svc: Svc, _: Any = Depends(auth.write)) -> dict[str, Any
 @router.get("/neighbors", responses=ERRORS)
 def neighbors(
     svc: Svc,
-    coord: Annotated[str, routes.coordinate_query()],
+    coord: Annotated[str, coordinate_query()],
     link_type: LinkType | None = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     _: Any = Depends(auth.read),
@@ -180,8 +180,8 @@ def neighbors(
 @router.get("/shortest_path", responses=ERRORS)
 def shortest_path(
     svc: Svc,
-    frm: Annotated[str, routes.coordinate_query()],
-    to: Annotated[str, routes.coordinate_query()],
+    frm: Annotated[str, coordinate_query()],
+    to: Annotated[str, coordinate_query()],
     link_type: LinkType | None = None,
     _: Any = Depends(auth.read),
 ) -> dict[str, Any]:

@@ -20,7 +20,7 @@ import pytest
 import uvicorn
 from fastapi.testclient import TestClient
 
-from memory_runtime.api import create_app, routes
+from memory_runtime.api import create_app, transfer_routes
 from tests.integration.runtime.conftest import (
     ADMIN_TOKEN,
     DIMENSIONS,
@@ -419,7 +419,7 @@ def test_a_bulk_import_commits_each_chunks_vectors_with_its_memories(
     the chunk's own transaction: memory and vector rows share their xmin (no
     second transaction for the vectors, no UPDATE clearing a pending flag),
     and a chunk refused by a later line leaves none of its vectors behind."""
-    monkeypatch.setattr(routes, "IMPORT_CHUNK_LINES", 30)
+    monkeypatch.setattr(transfer_routes, "IMPORT_CHUNK_LINES", 30)
     lines = stream_lines(100, 0)
     # line 75 (third chunk) takes line 1's coordinate: 409 after two chunks committed
     bad = json.loads(lines[74])
@@ -450,7 +450,7 @@ def test_a_chunk_is_validated_while_the_one_before_is_written_and_errors_keep_th
     """Chunk k+1 is parsed while chunk k is written: a conflict found by chunk 2's
     write is the answer even though chunk 3 holds a malformed line (parsed
     meanwhile), and only chunk 1 stays committed."""
-    monkeypatch.setattr(routes, "IMPORT_CHUNK_LINES", 30)
+    monkeypatch.setattr(transfer_routes, "IMPORT_CHUNK_LINES", 30)
     lines = stream_lines(90, 0)
     taken = json.loads(lines[35])  # chunk 2 reuses line 1's coordinate
     taken["record"]["coordinate"] = json.loads(lines[0])["record"]["coordinate"]
@@ -474,7 +474,7 @@ def test_a_bulk_chunk_the_index_refuses_to_take_in_its_transaction_is_indexed_af
     """If the index answers that it cannot take a bulk chunk's vectors in the
     chunk's transaction (e.g. its circuit is open), the chunk's memories are
     committed pending and written to the index after the commit: none is lost."""
-    monkeypatch.setattr(routes, "IMPORT_CHUNK_LINES", 30)
+    monkeypatch.setattr(transfer_routes, "IMPORT_CHUNK_LINES", 30)
     index = client.app.state.runtime.service.index  # type: ignore[attr-defined]
     refused: list[int] = []
 

@@ -30,29 +30,24 @@ def credentials(r: Reconciler, p: Pass) -> None:
         names.credentials_secret,
         m.credentials_data(p.spec, names, r.config, passwords),
     )
-    if live is None:
-        created = r.kube_call("create", lambda: r.kube.create(desired))
-        if created is None:  # a concurrent pass created it first: use its passwords
-            live = r.kube_call(
-                "get", lambda: r.kube.get("Secret", p.namespace, names.credentials_secret)
-            )
-            if live:
-                credentials(r, p)
-            else:
-                p.passwords = passwords
-            return
-        p.wrote(f"Secret/{names.credentials_secret}")
-        p.new_credentials = True
-        r.event(
-            p.cr,
-            EventType.NORMAL,
-            EventReason.CREDENTIALS_CREATED,
-            f"generated tenant credentials in Secret {names.credentials_secret}",
+    written = write_secret(
+        r,
+        p,
+        desired,
+        live,
+        EventReason.CREDENTIALS_CREATED,
+        f"generated tenant credentials in Secret {names.credentials_secret}",
+    )
+    if written is None:  # a concurrent pass created it first: use its passwords
+        live = r.kube_call(
+            "get", lambda: r.kube.get("Secret", p.namespace, names.credentials_secret)
         )
-    elif m.needs_apply(desired, live):
-        r.kube_call("apply", lambda: r.kube.apply(desired))
-        p.wrote(f"Secret/{names.credentials_secret}")
-        p.new_credentials = True
+        if live:
+            credentials(r, p)
+        else:
+            p.passwords = passwords
+        return
+    p.new_credentials = written
     p.passwords = passwords
 
 
@@ -117,17 +112,37 @@ def token_secret(r: Reconciler, p: Pass) -> str:
         return m.content_hash(data[key])
     token = data.get(key) or m.new_secret()
     desired = m.render_secret(cr, names, secret_name, {key: token})
+    written = write_secret(
+        r,
+        p,
+        desired,
+        live,
+        EventReason.TOKEN_CREATED,
+        f"generated API token in Secret {secret_name}",
+    )
+    if written is None:
+        return token_secret(r, p)  # lost a race; reuse theirs
+    return m.content_hash(token)
+
+
+def write_secret(
+    r: Reconciler,
+    p: Pass,
+    desired: dict[str, Any],
+    live: dict[str, Any] | None,
+    created: EventReason,
+    message: str,
+) -> bool | None:
+    """Create `desired` (and post the Event `created`) or apply it where it differs
+    from `live`. True: written; False: it was already so; None: a concurrent pass
+    created it first (read it again and use its content)."""
     if live is None:
         if r.kube_call("create", lambda: r.kube.create(desired)) is None:
-            return token_secret(r, p)  # lost a race; reuse theirs
-        p.wrote(f"Secret/{secret_name}")
-        r.event(
-            cr,
-            EventType.NORMAL,
-            EventReason.TOKEN_CREATED,
-            f"generated API token in Secret {secret_name}",
-        )
+            return None
+        r.event(p.cr, EventType.NORMAL, created, message)
     elif m.needs_apply(desired, live):
         r.kube_call("apply", lambda: r.kube.apply(desired))
-        p.wrote(f"Secret/{secret_name}")
-    return m.content_hash(token)
+    else:
+        return False
+    p.wrote(f"Secret/{desired['metadata']['name']}")
+    return True

@@ -359,8 +359,6 @@ class Reconciler:
             writes=writes,
         )
 
-    # -- steps -------------------------------------------------------------
-
     # -- deletion ----------------------------------------------------------
 
     def _finalize(self, cr: dict[str, Any], claims: Claims | None) -> Result:

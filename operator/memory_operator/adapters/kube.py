@@ -49,7 +49,7 @@ _RESOURCES: dict[str, tuple[str, str]] = {
 }
 
 
-def _error(status: int, message: str) -> KubeError:
+def error_for(status: int, message: str) -> KubeError:
     """The typed error for an HTTP answer (ports.py has the meanings)."""
     if status == 409:
         return KubeConflict(status, message)
@@ -154,7 +154,7 @@ class KubeApi:
                 message = resp.json().get("message", resp.text)
             except ValueError:
                 message = resp.text
-            raise _error(resp.status_code, message)
+            raise error_for(resp.status_code, message)
         return resp.json() if resp.content else {}
 
     # -- operations the reconciler uses ---------------------------------
@@ -259,7 +259,7 @@ class KubeApi:
                     return
                 if resp.status_code >= 400:
                     resp.read()
-                    raise _error(resp.status_code, resp.text)
+                    raise error_for(resp.status_code, resp.text)
                 for line in resp.iter_lines():
                     if line:
                         yield json.loads(line)

@@ -71,6 +71,7 @@ def items(n: int) -> list[VectorItem]:
             metadata={},
             created_at=datetime(2026, 1, 1, tzinfo=UTC),
             coordinate=(0.0,),
+            occurred_at=datetime(2026, 1, 1, tzinfo=UTC),
         )
         for i in range(n)
     ]

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
+from datetime import datetime
 from functools import cache
 from importlib import resources
 from typing import Any
 from uuid import UUID
+
+from memory_runtime.filters import as_utc
 
 SCHEMA_VERSION = 1
 EVENT_TYPES = frozenset(
@@ -28,8 +30,7 @@ def event_schema() -> dict[str, Any]:
 
 def _timestamp(value: Any) -> str:
     if isinstance(value, datetime):
-        value = value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-        return value.isoformat().replace("+00:00", "Z")
+        return as_utc(value).isoformat().replace("+00:00", "Z")
     raise EventError(f"occurred_at must be a datetime, got {type(value).__name__}")
 
 

@@ -1,7 +1,7 @@
 """The backend steps of a pass (SchemaReady, CollectionReady, TopicsReady,
 CacheReady) and the deletion of a tenant's backend data. Each step builds its
 target from the pass (steps.Pass), calls the backend through the reconciler
-(limits, metrics, shared reads, typed errors) and reports a StepOutcome.
+(per-backend limits, shared reads, typed errors) and reports a StepOutcome.
 """
 
 from __future__ import annotations

@@ -20,8 +20,9 @@ Split by concern: steps.py (a pass's context, Pass, and what a step reports,
 StepOutcome), backend_steps.py and kube_steps.py (the steps), shared_kube.py
 (the KubePort of a pass on shared reads). What stays here, and why it is longer
 than ~400 lines: the order of the steps and where a pass stops, the deletion,
-and the one wrapper every Kubernetes and backend call goes through (limits,
-metrics, shared reads, typed errors -> StepError), each in one place.
+and the one wrapper every Kubernetes and backend call goes through (per-backend
+limits, shared reads, Kubernetes latency, typed errors -> StepError with a
+conditions.Reason), each in one place.
 """
 
 from __future__ import annotations
@@ -42,9 +43,7 @@ from memory_operator.claims import Claim, Claims, claims_from
 from memory_operator.claims import owner as claim_owner
 from memory_operator.conditions import EventReason, EventType, Reason
 from memory_operator.config import OperatorConfig
-from memory_operator.domain import (
-    Outcome,
-)
+from memory_operator.domain import Outcome
 from memory_operator.metrics import (
     ERROR,
     REQUEUE,
@@ -54,9 +53,7 @@ from memory_operator.metrics import (
     timed_backend,
 )
 from memory_operator.naming import Names, derive_names
-from memory_operator.policy import (
-    check_policy,
-)
+from memory_operator.policy import check_policy
 from memory_operator.ports import (
     BackendError,
     BackendNotOwner,

@@ -145,11 +145,14 @@ def sql_where(flt: VectorFilter) -> tuple[sql.Composable, list[Any]]:
     for column, op, value in (
         ("created_at", ">=", flt.created_from),
         ("created_at", "<=", flt.created_to),
-        ("occurred_at", ">=", flt.occurred_from),
-        ("occurred_at", "<=", flt.occurred_to),
     ):
         if value is not None:
             term(f"{column} {op} %s", as_utc(value))
+    for op, value in ((">=", flt.occurred_from), ("<=", flt.occurred_to)):
+        # memories always have one; a vector row written before the engines
+        # held event time (migration 0009) has none: PostgreSQL decides for it
+        if value is not None:
+            term(f"(occurred_at IS NULL OR occurred_at {op} %s)", as_utc(value))
     for i, (lo, hi) in enumerate(flt.box, start=1):
         # float8[] is 1-based; a shorter coordinate yields NULL and is excluded
         terms.append(sql.SQL("coordinate[{}] BETWEEN %s AND %s").format(sql.Literal(i)))
@@ -206,6 +209,18 @@ def qdrant_filter(flt: VectorFilter) -> models.Filter | None:
             since = as_utc(start) if start is not None else None
             until = as_utc(end) if end is not None else None
             between(key, since, until, models.DatetimeRange)
+    if flt.occurred_from is not None or flt.occurred_to is not None:
+        # a point written before the engines held event time has none: it
+        # passes, and PostgreSQL decides for it (as sql_where does for pgvector)
+        in_window = must.pop()
+        must.append(
+            models.Filter(
+                should=[
+                    models.IsEmptyCondition(is_empty=models.PayloadField(key="occurred_at")),
+                    in_window,
+                ]
+            )
+        )
     for i, (lo, hi) in enumerate(flt.box):
         between(coord_key(i), lo, hi)
     return models.Filter(must=must) if must else None

@@ -74,7 +74,7 @@ def test_sql_where_compiles_every_condition_with_utc_times() -> None:
         "tags @> %s::text[]",
         '"user_id" = %s',
         "created_at >= %s",
-        "occurred_at <= %s",
+        "(occurred_at IS NULL OR occurred_at <= %s)",
         "coordinate[1] BETWEEN %s AND %s",
         "coordinate[2] BETWEEN %s AND %s",
     ):
@@ -116,4 +116,10 @@ def test_qdrant_filter_translation() -> None:
     assert conditions["metadata.on"].match == models.MatchValue(value=True)
     assert isinstance(conditions["created_at"].range, models.DatetimeRange)
     assert conditions["coord_1"].range == models.Range(gte=1.0, lte=3.0)
-    assert isinstance(conditions["occurred_at"].range, models.DatetimeRange)
+    # event time: a point without one (written before the engines held it) passes
+    (either,) = [c for c in flt.must if isinstance(c, models.Filter)]
+    assert isinstance(either.should, list)
+    missing, in_window = either.should
+    assert missing == models.IsEmptyCondition(is_empty=models.PayloadField(key="occurred_at"))
+    assert isinstance(in_window, models.FieldCondition)
+    assert isinstance(in_window.range, models.DatetimeRange)

@@ -1,18 +1,14 @@
 -- The vector engines hold each memory's occurred_at (event time), so the
--- occurred_from/occurred_to filters run inside them like every other filter
--- (before, PostgreSQL applied them to the engine's nearest 150 only, and a
--- narrow window left vector recall short). pgvector's table, in this schema,
--- is filled from the memories; a Qdrant tenant (no such table) has every
--- vector written again by index catch-up, which adds the field to its payload.
+-- occurred_from/occurred_to filters run inside them like every other filter.
+-- Only the column is added here: filling it in place would rewrite every row
+-- of the HNSW graph in this transaction (10k rows: 44 s, measured; a large
+-- tenant would outlast the migration timeout at every start). A vector row
+-- without it (written before) passes the engines' event-time filter and
+-- PostgreSQL decides for it (filters.sql_where, as before); it gets the field
+-- when it is written again. Qdrant payloads likewise.
 DO $$
 BEGIN
     IF to_regclass('memory_vectors') IS NOT NULL THEN
         ALTER TABLE memory_vectors ADD COLUMN IF NOT EXISTS occurred_at timestamptz;
-        UPDATE memory_vectors v SET occurred_at = m.occurred_at
-            FROM memories m WHERE m.id = v.memory_id;
-    ELSE
-        UPDATE memories m SET index_pending = true
-            WHERE NOT m.index_pending
-              AND EXISTS (SELECT FROM memory_embeddings e WHERE e.memory_id = m.id);
     END IF;
 END $$;

@@ -5,6 +5,7 @@ spec changes, TenantConflict, paused, backend outages, deletion policies."""
 from __future__ import annotations
 
 import base64
+import copy
 import dataclasses
 import time
 from collections.abc import Iterator
@@ -17,6 +18,7 @@ import redis
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from memory_operator import conditions as c
+from memory_operator import manifests as m
 from memory_operator.adapters.kube import KubeApi
 from memory_operator.adapters.postgres import PostgresAdmin
 from memory_operator.adapters.qdrant import QdrantAdmin
@@ -624,3 +626,48 @@ def test_existing_unrecorded_data_is_not_taken(env: Env, api: KubeApi) -> None:
         assert conn.execute(
             "SELECT shobj_description(oid, 'pg_authid') FROM pg_roles WHERE rolname = 'mem_acme'"
         ).fetchone() == (None,)
+
+
+class _RivalCreatesFirst(CountingKube):
+    """A concurrent pass wins every Secret create: just before this pass's own
+    create, the Secret appears through the real API server with other secrets in
+    it, so this pass's create answers 409 (KubeApi.create -> None)."""
+
+    RIVAL_KEYS = (*m.PASSWORD_KEYS, m.TOKEN_KEY)
+
+    def create(self, obj: dict[str, Any]) -> dict[str, Any] | None:
+        if obj["kind"] == "Secret":
+            rival = copy.deepcopy(obj)
+            for key in set(self.RIVAL_KEYS) & set(rival.get("data") or {}):
+                rival["data"][key] = base64.b64encode(f"rival-{key}".encode()).decode()
+            assert self.api.create(rival) is not None
+        return super().create(obj)
+
+
+def test_secrets_a_concurrent_pass_created_first_are_used(env: Env) -> None:
+    """Losing the create race for the credentials and token Secrets: the pass reads
+    the winner's Secret again and uses its passwords and token (the tenant's role
+    logs in with the winner's password), and posts no Created Event of its own."""
+    env.create("acme", {"vectors": {"backend": "postgres"}})
+    rival = _RivalCreatesFirst(env.api, WriteLog())
+    result = Reconciler(env.config, rival, env.reconciler.backends).reconcile(
+        fetch(env.api, env.ns, "acme")
+    )
+    assert result.error is None, result
+    creds = env.secret("acme-memory-credentials")
+    assert creds[m.PG_PASSWORD_KEY] == f"rival-{m.PG_PASSWORD_KEY}"
+    assert creds[m.REDIS_PASSWORD_KEY] == f"rival-{m.REDIS_PASSWORD_KEY}"
+    # The backends got the winner's passwords, not the ones this pass generated.
+    rival_pg = make_conninfo(creds["MEMORY_DATABASE_URL"], password=f"rival-{m.PG_PASSWORD_KEY}")
+    with psycopg.connect(rival_pg) as conn:
+        assert conn.execute("SELECT current_user").fetchone() == ("mem_acme",)
+    tenant = redis.Redis.from_url(
+        creds["MEMORY_REDIS_URL"], password=f"rival-{m.REDIS_PASSWORD_KEY}"
+    )
+    assert tenant.set("mem:acme:k", "v")
+    tenant.close()
+    assert env.secret("acme-memory-token")[m.TOKEN_KEY] == f"rival-{m.TOKEN_KEY}"
+    events = env.events("acme")
+    assert "SchemaCreated" in events
+    assert "CredentialsCreated" not in events
+    assert "TokenCreated" not in events

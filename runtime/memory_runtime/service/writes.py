@@ -1,0 +1,288 @@
+"""Store, patch, delete and forget memories."""
+
+from __future__ import annotations
+
+import math
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from typing import Any
+
+import psycopg
+
+from memory_runtime.coordinates import (
+    Coordinate,
+    coordinate_for_id,
+)
+from memory_runtime.models import (
+    Memory,
+    MemoryIn,
+    MemoryPatch,
+)
+from memory_runtime.ports import (
+    StagedWrite,
+    VectorFilter,
+    VectorItem,
+)
+from memory_runtime.record import MemoryRow
+from memory_runtime.service.base import UseCase
+from memory_runtime.service.errors import ConflictError, InvalidInputError, QuotaExceededError
+from memory_runtime.service.shapes import derive_text, memory_record, now_utc, to_memory
+
+EMBED_SLICE = 32  # texts per embedding call of a store: the index writes one slice
+# while the next is embedded
+
+
+class PlanChanged(Exception):
+    """What a store's vectors written ahead assumed (holders, ids) changed: retry."""
+
+
+@dataclass
+class StorePlan:
+    """A store request, checked: texts and vectors per item (embedded ones
+    filled in as they come, so a retry does not embed again)."""
+
+    items: Sequence[MemoryIn]
+    coords: list[Coordinate | None]
+    texts: list[str]
+    vectors: list[list[float] | None]
+    need: list[int]  # items still to embed
+    embed_failed: bool = False
+    fresh_ids: list[uuid.UUID] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        # the id a new memory gets, fixed before any vector is written ahead
+        self.fresh_ids = [uuid.uuid4() for _ in self.items]
+
+
+class Writes(UseCase):
+    def store(self, items: Sequence[MemoryIn]) -> list[tuple[Memory, bool]]:
+        """Upsert by coordinate, all in one transaction; returns (memory, created)."""
+        if not items:
+            raise InvalidInputError("nothing to store")
+        coords = [tuple(i.coordinate) if i.coordinate is not None else None for i in items]
+        given = [c for c in coords if c is not None]
+        if len(set(given)) != len(given):
+            raise InvalidInputError("two memories in one request share a coordinate")
+        texts = [i.text if i.text is not None else derive_text(i.payload) for i in items]
+        vectors: list[list[float] | None] = [
+            self._client_vector(i.vector) if i.vector is not None else None for i in items
+        ]
+        need = [n for n, v in enumerate(vectors) if v is None] if self.embeds else []
+        plan = StorePlan(items, coords, texts, vectors, need)
+        for attempt in range(3):
+            try:
+                return self._store_tx(plan)
+            except (psycopg.errors.UniqueViolation, PlanChanged):
+                # a concurrent writer took the same coordinate (or id), or changed
+                # what the vectors written ahead assumed: the retry sees it
+                if attempt == 2:
+                    raise ConflictError("the coordinate was taken concurrently; retry") from None
+        raise AssertionError("unreachable")
+
+    def _store_tx(self, plan: StorePlan) -> list[tuple[Memory, bool]]:
+        now = now_utc()
+        # the vectors go into the index while the memories are written (pgvector:
+        # in a transaction of their own, committed right after the memories')
+        staged = self.index.stage()
+        try:
+            ahead = self._embed_ahead(plan, now, staged) if plan.need else None
+            results = self._write_stored(plan, now, staged, ahead)
+        except BaseException:
+            staged.abort()
+            raise
+        self._index_after_commit([r for r, _ in results], staged)
+        return [(to_memory(r), created) for r, created in results]
+
+    def _embed_ahead(
+        self, plan: StorePlan, now: datetime, staged: StagedWrite
+    ) -> dict[uuid.UUID, VectorItem]:
+        """Texts to embed: embed them in slices and stage each slice's vectors
+        while the next one is embedded (the index write overlaps the embedding).
+        The memory ids come from an unlocked read of the coordinates' holders;
+        the memories' transaction checks them and retries if they changed.
+        Returns what was staged, by memory id."""
+        with self.db.tx() as tx:
+            holders = tx.coordinate_holders([c for c in plan.coords if c is not None])
+            held = {r.id: r for r in tx.get_many([h for h in holders if h], live_only=False)}
+        holder_of = dict(zip([c for c in plan.coords if c is not None], holders, strict=True))
+        ids = plan.fresh_ids
+
+        def rows(numbers: Iterable[int]) -> list[MemoryRow]:
+            out = []
+            for n in numbers:
+                holder = holder_of.get(plan.coords[n]) if plan.coords[n] else None
+                existing = held.get(holder) if holder is not None else None
+                out.append(self._stored_row(plan, n, now, existing, ids[n]))
+            return out
+
+        written: dict[uuid.UUID, VectorItem] = {}
+
+        def stage(numbers: Iterable[int]) -> None:
+            items = self._vector_items(rows(numbers))
+            staged.write(items)
+            written.update((i.memory_id, i) for i in items)
+
+        needed = set(plan.need)
+        stage(n for n in range(len(plan.items)) if n not in needed)  # client vectors
+        for start in range(0, len(plan.need), EMBED_SLICE):
+            part = plan.need[start : start + EMBED_SLICE]
+            vectors = self._embed([plan.texts[n] for n in part])
+            if vectors is None:  # the rest stay pending, embedded by catch-up
+                plan.embed_failed = True
+                break
+            for n, vec in zip(part, vectors, strict=True):
+                plan.vectors[n] = vec
+            stage(part)
+        plan.need = [n for n in plan.need if plan.vectors[n] is None and not plan.embed_failed]
+        return written
+
+    def _stored_row(
+        self,
+        plan: StorePlan,
+        n: int,
+        now: datetime,
+        existing: MemoryRow | None,
+        memory_id: uuid.UUID,
+    ) -> MemoryRow:
+        """What item `n` of a store writes: a replaced `existing` row or a new one."""
+        item, vector = plan.items[n], plan.vectors[n]
+        # What the client sent, the same for a new record and a replaced one.
+        content: dict[str, Any] = {
+            "memory_type": item.memory_type,
+            "payload": item.payload,
+            "text": plan.texts[n],
+            "importance": item.importance,
+            "metadata": item.metadata,
+            "tags": list(item.tags),
+            "agent_id": item.agent_id,
+            "user_id": item.user_id,
+            "session_id": item.session_id,
+            "expires_at": item.expires_at,
+            "embedding": vector,
+            "index_pending": vector is not None or plan.embed_failed,
+        }
+        if existing is not None:
+            return replace(
+                existing,
+                **content,
+                occurred_at=item.occurred_at or existing.occurred_at,
+                updated_at=now,
+                version=existing.version + 1,
+            )
+        return MemoryRow(
+            **content,
+            id=memory_id,
+            coordinate=plan.coords[n] or coordinate_for_id(memory_id),
+            created_at=now,
+            updated_at=now,
+            last_accessed_at=now,
+            access_count=0,
+            version=1,
+            occurred_at=item.occurred_at or now,
+        )
+
+    def _write_stored(
+        self,
+        plan: StorePlan,
+        now: datetime,
+        staged: StagedWrite,
+        ahead: Mapping[uuid.UUID, VectorItem] | None,
+    ) -> list[tuple[MemoryRow, bool]]:
+        """The memories' transaction of a store: rows, events, and the staged vectors."""
+        results: list[tuple[MemoryRow, bool]] = []
+        fresh: list[MemoryRow] = []
+        with self.db.tx() as tx:
+            if self.config.max_memories:
+                tx.lock_quota()
+                room = self.config.max_memories - tx.count()
+            else:
+                room = math.inf
+            # one query (and row lock) for every given coordinate, not one per item
+            given = [c for c in plan.coords if c is not None]
+            holders = dict(zip(given, tx.coordinate_holders(given, lock=True), strict=True))
+            for n, coord in enumerate(plan.coords):
+                holder = holders.get(coord) if coord else None
+                existing = tx.get(holder, for_update=True) if holder is not None else None
+                if existing is None:
+                    if room <= 0:
+                        raise QuotaExceededError(
+                            f"this namespace holds at most {self.config.max_memories} "
+                            "memories; delete some or raise spec.storage.maxMemories"
+                        )
+                    room -= 1
+                row = self._stored_row(plan, n, now, existing, plan.fresh_ids[n])
+                if existing is not None:
+                    saved = tx.update(row)
+                    tx.outbox("memory.updated", saved.id, saved.version, memory_record(saved))
+                    results.append((saved, False))
+                else:
+                    fresh.append(row)
+                    results.append((row, True))
+            items = {i.memory_id: i for i in self._vector_items(r for r, _ in results)}
+            if ahead is not None:
+                if any(items.get(key) != item for key, item in ahead.items()):
+                    raise PlanChanged  # e.g. a concurrent writer replaced a holder
+                staged.write([i for key, i in items.items() if key not in ahead])
+            else:
+                staged.write(list(items.values()))
+            # new memories in one COPY (and one statement for its triggers)
+            tx.insert_many(fresh)
+            tx.outbox_many(
+                [("memory.created", r.id, r.version, memory_record(r), None) for r in fresh]
+            )
+        return results
+
+    def patch(self, key: str, change: MemoryPatch) -> Memory:
+        fields = change.model_fields_set
+        with self.db.tx() as tx:
+            row = self.resolve(tx, key, lock=True)
+            if change.if_version is not None and change.if_version != row.version:
+                raise ConflictError(
+                    f"memory is at version {row.version}, not {change.if_version}; reload it"
+                )
+            new = replace(row, version=row.version + 1, updated_at=now_utc())
+            if "payload" in fields and change.payload is not None:
+                new.payload = change.payload
+            if "importance" in fields and change.importance is not None:
+                new.importance = change.importance
+            if "metadata" in fields and change.metadata is not None:
+                new.metadata = change.metadata
+            if "tags" in fields and change.tags is not None:
+                new.tags = list(change.tags)
+            if "expires_at" in fields:
+                new.expires_at = change.expires_at
+            if "occurred_at" in fields and change.occurred_at is not None:
+                new.occurred_at = change.occurred_at
+            if "text" in fields and change.text is not None:
+                new.text = change.text
+            elif "payload" in fields:
+                new.text = derive_text(new.payload)
+            if new.text != row.text and self.embeds:
+                vectors = self._embed([new.text])
+                new.embedding = vectors[0] if vectors else None
+                new.index_pending = True
+            elif new.embedding is not None:
+                new.index_pending = True  # filter fields may have changed in the index
+            saved = tx.update(new)
+            tx.outbox("memory.updated", saved.id, saved.version, memory_record(saved))
+        self._index_after_commit([saved])
+        return to_memory(saved)
+
+    def delete(self, key: str) -> Memory:
+        with self.db.tx() as tx:
+            row = self.resolve(tx, key, lock=True)
+            self._delete_in_tx(tx, [row.id], "deleted")
+        self._unindex_after_commit([row.id])
+        return to_memory(row)
+
+    def forget(self, flt: VectorFilter) -> int:
+        """Bulk delete by scope (erasure requests); at least one scope filter required."""
+        if not (flt.user_id or flt.agent_id or flt.session_id):
+            raise InvalidInputError("bulk forget needs user_id, agent_id or session_id")
+        with self.db.tx() as tx:
+            ids = tx.ids_matching(flt)
+            rows = self._delete_in_tx(tx, ids, "forget")
+        self._unindex_after_commit([r.id for r in rows])
+        return len(rows)

@@ -12,6 +12,8 @@ from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
+from memory_operator.kube_types import Condition
+
 SCHEMA_READY = "SchemaReady"
 COLLECTION_READY = "CollectionReady"
 TOPICS_READY = "TopicsReady"
@@ -129,24 +131,24 @@ def now_rfc3339() -> str:
 
 
 def set_condition(
-    conditions: Iterable[dict[str, Any]],
+    conditions: Iterable[Condition],
     type_: str,
     status: str,
     reason: Reason | str,
     message: str,
     generation: int,
     now: str,
-) -> list[dict[str, Any]]:
+) -> list[Condition]:
     """Return a new list with `type_` set; lastTransitionTime kept unless status flips.
     `reason` must be a Reason (a plain string is checked against it: ValueError)."""
     if status not in (TRUE, FALSE, UNKNOWN):
         raise ValueError(f"condition status must be True, False or Unknown, not {status!r}")
     reason = Reason(reason)
-    out: list[dict[str, Any]] = []
+    out: list[Condition] = []
     found = False
     for cond in conditions:
         if cond.get("type") != type_:
-            out.append(dict(cond))
+            out.append(cond.copy())
             continue
         found = True
         ltt = cond.get("lastTransitionTime") if cond.get("status") == status else now
@@ -156,15 +158,15 @@ def set_condition(
     return out
 
 
-def remove_condition(conditions: Iterable[dict[str, Any]], type_: str) -> list[dict[str, Any]]:
-    return [dict(c) for c in conditions if c.get("type") != type_]
+def remove_condition(conditions: Iterable[Condition], type_: str) -> list[Condition]:
+    return [c.copy() for c in conditions if c.get("type") != type_]
 
 
-def get_condition(conditions: Iterable[dict[str, Any]], type_: str) -> dict[str, Any] | None:
+def get_condition(conditions: Iterable[Condition], type_: str) -> Condition | None:
     return next((c for c in conditions if c.get("type") == type_), None)
 
 
-def is_true(conditions: Iterable[dict[str, Any]], type_: str) -> bool:
+def is_true(conditions: Iterable[Condition], type_: str) -> bool:
     cond = get_condition(conditions, type_)
     return cond is not None and cond.get("status") == TRUE
 
@@ -183,7 +185,7 @@ def ready_status(cr: Mapping[str, Any]) -> str:
     return str(cond["status"])
 
 
-def all_true(conditions: Iterable[dict[str, Any]], types: Iterable[str], generation: int) -> bool:
+def all_true(conditions: Iterable[Condition], types: Iterable[str], generation: int) -> bool:
     """Every condition of `types` is True and was set for `generation`."""
     by_type = {cond.get("type"): cond for cond in conditions}
     return all(
@@ -194,9 +196,7 @@ def all_true(conditions: Iterable[dict[str, Any]], types: Iterable[str], generat
     )
 
 
-def summarize(
-    conditions: Iterable[dict[str, Any]], generation: int, now: str
-) -> list[dict[str, Any]]:
+def summarize(conditions: Iterable[Condition], generation: int, now: str) -> list[Condition]:
     """Set Ready from the step conditions: True only when every step is True;
     otherwise False (or Unknown) with the first failing step's reason and message."""
     conds = list(conditions)
@@ -229,7 +229,7 @@ def summarize(
 
 def _make(
     type_: str, status: str, reason: str, message: str, generation: int, ltt: str
-) -> dict[str, Any]:
+) -> Condition:
     return {
         "type": type_,
         "status": status,

@@ -1,0 +1,69 @@
+"""The shapes of the raw Kubernetes objects the operator reads and writes, so mypy
+checks their field names. total=False where the API server may omit a field.
+
+The spec stays a plain mapping here: spec.parse_spec validates it into
+MemoryNamespaceSpec, which is what the operator works with."""
+
+from __future__ import annotations
+
+from typing import Any, TypedDict
+
+
+class OwnerReference(TypedDict, total=False):
+    apiVersion: str
+    kind: str
+    name: str
+    uid: str
+    controller: bool
+    blockOwnerDeletion: bool
+
+
+class ObjectMeta(TypedDict, total=False):
+    name: str
+    namespace: str
+    uid: str
+    generation: int
+    resourceVersion: str
+    creationTimestamp: str
+    deletionTimestamp: str
+    labels: dict[str, str]
+    annotations: dict[str, str]
+    finalizers: list[str]
+    ownerReferences: list[OwnerReference]
+
+
+class Condition(TypedDict, total=False):
+    """A metav1.Condition (the operator always writes every field; a
+    Deployment's conditions have no observedGeneration)."""
+
+    type: str
+    status: str
+    reason: str
+    message: str
+    lastTransitionTime: str
+    observedGeneration: int
+
+
+class MemoryNamespaceStatus(TypedDict, total=False):
+    observedGeneration: int
+    conditions: list[Condition]
+    tenant: str
+    schema: str
+    role: str
+    collection: str
+    topics: list[str]
+    cacheUser: str
+    keyPrefix: str
+    endpoint: str
+    tokenSecret: str
+    credentialsSecret: str
+
+
+class MemoryNamespace(TypedDict, total=False):
+    """A MemoryNamespace custom resource as the API server returns it."""
+
+    apiVersion: str
+    kind: str
+    metadata: ObjectMeta
+    spec: dict[str, Any]  # validated by spec.parse_spec
+    status: MemoryNamespaceStatus

@@ -19,7 +19,7 @@ help:
 	@echo "make run        start the memory API on 127.0.0.1:9595 (embedded PostgreSQL)"
 	@echo "make test       install, provision real servers, lint, run every test tier"
 	@echo "make test-unit  only the tests that need no server"
-	@echo "make lint       ruff check + format check"
+	@echo "make lint       ruff check + format check + mypy (strict on the pure modules)"
 	@echo "make bench      run the benchmarks (see bench/README.md)"
 	@echo "make lock       regenerate requirements/*.txt (hash-locked) from pyproject.toml"
 	@echo "make images     build the operator and runtime images (cached by content)"
@@ -72,6 +72,7 @@ run: venv
 lint: venv
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
 
 format: venv
 	$(VENV)/bin/ruff check --fix .

@@ -25,7 +25,7 @@ from pydantic import (
 )
 
 from memory_contract.limits import MAX_DIMENSIONS
-from memory_runtime.coordinates import CoordinateError, parse_coordinate
+from memory_runtime.coordinates import Coordinate, CoordinateError, parse_coordinate
 from memory_runtime.filters import (
     INT64,
     VectorFilter,
@@ -114,7 +114,16 @@ ScopeValue = Annotated[Text, Field(min_length=1, max_length=MAX_SCOPE_CHARS)]
 Tag = Annotated[Text, Field(min_length=1, max_length=MAX_TAG_CHARS)]
 Tags = Annotated[list[Tag], Field(max_length=MAX_TAGS)]
 LinkType = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")]
+# What a client may send ("1,2" or [1, 2]); a model's validator leaves numbers.
 CoordinateIn = list[float] | str
+
+
+def coordinate_of(value: CoordinateIn | None) -> Coordinate | None:
+    """A validated coordinate field as the numbers its validator left."""
+    if isinstance(value, str):
+        raise TypeError("a coordinate field read before validation")
+    return tuple(value) if value is not None else None
+
 
 MAX_DEPTH = 6  # graph traversal hops (neighbours depth, path max_depth)
 MAX_NEIGHBOURS = 1000  # neighbours per answer

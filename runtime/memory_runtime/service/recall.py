@@ -73,7 +73,8 @@ class Recall(UseCase):
             keyword_job = self._keyword_pool.submit(self._keyword_candidates, query, flt)
         try:
             vector_hits, qvec, degraded = self._vector_candidates(req, query, flt)
-            keyword_query, keyword_found = None, []
+            keyword_query: KeywordQuery | None = None
+            keyword_found: list[Candidate] = []
             if keyword_job is not None:
                 keyword_query, keyword_found = keyword_job.result()
             elif req.mode == "keyword":

@@ -19,6 +19,7 @@ from memory_runtime.models import (
     LinkRecordIn,
     MemoryLine,
     MemoryRecordIn,
+    coordinate_of,
 )
 from memory_runtime.record import RECORD_FIELDS, MemoryRow
 from memory_runtime.service.base import UseCase
@@ -202,7 +203,7 @@ class Transfer(UseCase):
                 vector = rec.vector if rec.vector is not None else embedded.get(memory_id)
                 row = MemoryRow(
                     **{name: getattr(rec, name) for name in IMPORTED_AS_IS},
-                    coordinate=tuple(rec.coordinate or ()),
+                    coordinate=coordinate_of(rec.coordinate) or (),
                     text=texts[memory_id],
                     tags=list(rec.tags),
                     embedding=vector,

@@ -19,6 +19,7 @@ from memory_runtime.models import (
     Memory,
     MemoryIn,
     MemoryPatch,
+    coordinate_of,
 )
 from memory_runtime.ports import (
     StagedWrite,
@@ -61,7 +62,7 @@ class Writes(UseCase):
         """Upsert by coordinate, all in one transaction; returns (memory, created)."""
         if not items:
             raise InvalidInputError("nothing to store")
-        coords = [tuple(i.coordinate) if i.coordinate is not None else None for i in items]
+        coords = [coordinate_of(i.coordinate) for i in items]
         given = [c for c in coords if c is not None]
         if len(set(given)) != len(given):
             raise InvalidInputError("two memories in one request share a coordinate")
@@ -112,7 +113,8 @@ class Writes(UseCase):
         def rows(numbers: Iterable[int]) -> list[MemoryRow]:
             out = []
             for n in numbers:
-                holder = holder_of.get(plan.coords[n]) if plan.coords[n] else None
+                coord = plan.coords[n]
+                holder = holder_of.get(coord) if coord else None
                 existing = held.get(holder) if holder is not None else None
                 out.append(self._stored_row(plan, n, now, existing, ids[n]))
             return out
@@ -196,7 +198,7 @@ class Writes(UseCase):
         with self.db.tx() as tx:
             if self.config.max_memories:
                 tx.lock_quota()
-                room = self.config.max_memories - tx.count()
+                room: float = self.config.max_memories - tx.count()
             else:
                 room = math.inf
             # one query (and row lock) for every given coordinate, not one per item

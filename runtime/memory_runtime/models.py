@@ -105,6 +105,18 @@ JsonObject = Annotated[dict[str, Any], AfterValidator(_json_object)]
 Text = Annotated[str, AfterValidator(clean_text)]
 Timestamp = Annotated[datetime, AfterValidator(_utc_representable)]
 
+
+def _aware(value: datetime, info: ValidationInfo) -> datetime:
+    if value.tzinfo is None:
+        raise ValueError(f"{info.field_name} needs a timezone (e.g. 2030-01-01T00:00:00Z)")
+    return value
+
+
+# A time a client writes into a memory: without a zone it would be a guess.
+AwareTimestamp = Annotated[Timestamp, AfterValidator(_aware)]
+# A time an import carries over: kept in UTC, a naive one taken as UTC.
+UtcTimestamp = Annotated[Timestamp, AfterValidator(as_utc)]
+
 MemoryType = Literal["episodic", "semantic"]
 RecallMode = Literal["hybrid", "vector", "keyword"]
 Direction = Literal["out", "in", "both"]
@@ -186,8 +198,8 @@ class MemoryIn(_Strict):
     agent_id: ScopeValue | None = None
     user_id: ScopeValue | None = None
     session_id: ScopeValue | None = None
-    expires_at: Timestamp | None = None
-    occurred_at: Timestamp | None = Field(
+    expires_at: AwareTimestamp | None = None
+    occurred_at: AwareTimestamp | None = Field(
         default=None, description="when what it records happened; default: when it is stored"
     )
     vector: Vector | None = None
@@ -197,13 +209,6 @@ class MemoryIn(_Strict):
     def _check_coordinate(cls, value: object) -> list[float] | None:
         parsed = _coordinate(value)
         return list(parsed) if parsed is not None else None
-
-    @field_validator("expires_at", "occurred_at")
-    @classmethod
-    def _aware(cls, value: datetime | None, info: ValidationInfo) -> datetime | None:
-        if value is not None and value.tzinfo is None:
-            raise ValueError(f"{info.field_name} needs a timezone (e.g. 2030-01-01T00:00:00Z)")
-        return value
 
 
 class MemoryBatchIn(_Strict):
@@ -218,16 +223,9 @@ class MemoryPatch(_Strict):
     importance: float | None = Field(default=None, ge=0.0, le=1.0)
     metadata: JsonObject | None = None
     tags: Tags | None = None
-    expires_at: Timestamp | None = None
-    occurred_at: Timestamp | None = None
+    expires_at: AwareTimestamp | None = None
+    occurred_at: AwareTimestamp | None = None
     if_version: int | None = Field(default=None, ge=1)
-
-    @field_validator("expires_at", "occurred_at")
-    @classmethod
-    def _aware(cls, value: datetime | None, info: ValidationInfo) -> datetime | None:
-        if value is not None and value.tzinfo is None:
-            raise ValueError(f"{info.field_name} needs a timezone (e.g. 2030-01-01T00:00:00Z)")
-        return value
 
     @model_validator(mode="after")
     def _not_empty(self) -> MemoryPatch:
@@ -438,16 +436,11 @@ class MemoryRecordIn(MemoryIn):
 
     id: UUID
     coordinate: CoordinateIn = Field(description="required: a copy keeps its address")
-    created_at: Timestamp
-    updated_at: Timestamp
-    last_accessed_at: Timestamp
+    created_at: UtcTimestamp
+    updated_at: UtcTimestamp
+    last_accessed_at: UtcTimestamp
     access_count: BigInt = 0
     version: int = Field(default=1, ge=1, lt=INT64)
-
-    @field_validator("created_at", "updated_at", "last_accessed_at")
-    @classmethod
-    def _utc(cls, value: datetime) -> datetime:
-        return as_utc(value)
 
 
 class LinkRecordIn(LinkIn):
@@ -456,14 +449,9 @@ class LinkRecordIn(LinkIn):
 
     from_: UUID = Field(alias="from")
     to: UUID
-    created_at: Timestamp
-    updated_at: Timestamp
+    created_at: UtcTimestamp
+    updated_at: UtcTimestamp
     version: int = Field(default=1, ge=1, lt=INT64)
-
-    @field_validator("created_at", "updated_at")
-    @classmethod
-    def _utc(cls, value: datetime) -> datetime:
-        return as_utc(value)
 
     @model_validator(mode="after")
     def _two_ends(self) -> LinkRecordIn:

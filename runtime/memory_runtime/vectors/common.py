@@ -43,6 +43,21 @@ class AfterCommit:
         self._items = []
 
 
+class Shaped:
+    """What every index answers about the vectors it holds (set by its constructor)."""
+
+    _dimensions: int
+    _distance: str
+
+    @property
+    def dimensions(self) -> int:
+        return self._dimensions
+
+    @property
+    def distance(self) -> str:
+        return self._distance
+
+
 def normalise_distance(distance: str) -> str:
     """Accept `cosine`, `COSINE`, `Cosine` ...; return the canonical spelling."""
     for name in DISTANCES:
@@ -51,12 +66,16 @@ def normalise_distance(distance: str) -> str:
     raise VectorIndexError(f"unknown distance {distance!r}; expected one of {DISTANCES}")
 
 
-def check_array(vector: Sequence[float], dimensions: int) -> np.ndarray:
-    """check_vector's checks, as one float32 array (numpy, not a loop per element)."""
+def _check_length(vector: Sequence[float], dimensions: int) -> None:
     if len(vector) != dimensions:
         raise VectorIndexError(
             f"vector has {len(vector)} dimensions, the index expects {dimensions}"
         )
+
+
+def check_array(vector: Sequence[float], dimensions: int) -> np.ndarray:
+    """check_vector's checks, as one float32 array (numpy, not a loop per element)."""
+    _check_length(vector, dimensions)
     try:
         values = np.asarray(vector, dtype=np.float64)
     except (TypeError, ValueError):
@@ -67,10 +86,7 @@ def check_array(vector: Sequence[float], dimensions: int) -> np.ndarray:
 
 
 def check_vector(vector: Sequence[float], dimensions: int) -> list[float]:
-    if len(vector) != dimensions:
-        raise VectorIndexError(
-            f"vector has {len(vector)} dimensions, the index expects {dimensions}"
-        )
+    _check_length(vector, dimensions)
     values = [float(x) for x in vector]
     if not all(math.isfinite(x) for x in values):
         raise VectorIndexError("vector values must be finite numbers")

@@ -32,6 +32,7 @@ from memory_contract.limits import (
 from memory_runtime.filters import as_utc, sql_where
 from memory_runtime.ports import VectorFilter, VectorHit, VectorItem
 from memory_runtime.vectors.common import (
+    Shaped,
     VectorIndexError,
     VectorIndexUnavailable,
     check_array,
@@ -91,7 +92,7 @@ _OPS = {
 }
 
 
-class PgVectorIndex:
+class PgVectorIndex(Shaped):
     def __init__(
         self,
         pool: Any,  # psycopg_pool.ConnectionPool (anything with .connection())
@@ -151,14 +152,6 @@ class PgVectorIndex:
         # Connections whose adapters already know the vector type (one lookup each).
         self._registered: weakref.WeakSet[Connection[Any]] = weakref.WeakSet()
         self._register_lock = threading.Lock()
-
-    @property
-    def dimensions(self) -> int:
-        return self._dimensions
-
-    @property
-    def distance(self) -> str:
-        return self._distance
 
     def _prepare(self, conn: Connection[Any]) -> None:
         if conn in self._registered:

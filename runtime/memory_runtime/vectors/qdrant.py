@@ -20,6 +20,7 @@ from memory_runtime.filters import MAX_COORDINATE_DIMS, as_utc, coord_key, qdran
 from memory_runtime.ports import VectorFilter, VectorHit, VectorItem
 from memory_runtime.vectors.common import (
     AfterCommit,
+    Shaped,
     VectorIndexError,
     VectorIndexUnavailable,
     check_top_k,
@@ -34,7 +35,7 @@ _DISTANCES: dict[str, models.Distance] = {name: models.Distance(name) for name i
 _KEYWORD_FIELDS = ("memory_type", "tags", "agent_id", "user_id", "session_id")
 
 
-class QdrantVectorIndex:
+class QdrantVectorIndex(Shaped):
     def __init__(
         self,
         client: QdrantClient,
@@ -55,14 +56,6 @@ class QdrantVectorIndex:
         self._m = hnsw_m
         self._ef_construct = hnsw_ef_construct
         self._on_disk = on_disk
-
-    @property
-    def dimensions(self) -> int:
-        return self._dimensions
-
-    @property
-    def distance(self) -> str:
-        return self._distance
 
     def stage(self) -> AfterCommit:
         return AfterCommit(self)  # no transactions to write ahead in

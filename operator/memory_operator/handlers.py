@@ -15,7 +15,7 @@ import logging
 import threading
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Any, cast
 
 import kopf
 
@@ -24,6 +24,7 @@ from memory_operator.adapters.kube import KubeApi
 from memory_operator.claims import Claims
 from memory_operator.config import OperatorConfig
 from memory_operator.fleet import Fleet
+from memory_operator.kube_types import MemoryNamespace
 from memory_operator.manifests import GROUP, KIND, MANAGED_BY
 from memory_operator.owned_watch import OwnedWatch
 from memory_operator.ports import KubeError
@@ -208,7 +209,7 @@ def setup(
         if event.get("type") is None:
             kopf_listed.tick()
 
-    def run(cr: dict[str, Any], claims: Claims, listed: bool = False) -> Result | None:
+    def run(cr: MemoryNamespace, claims: Claims, listed: bool = False) -> Result | None:
         if cr["metadata"].get("deletionTimestamp"):
             return None  # deletion owns the object now
         uid = cr["metadata"]["uid"]
@@ -227,7 +228,7 @@ def setup(
         )
         return result
 
-    def resync_pass(cr: dict[str, Any], retry: int) -> Result | None:
+    def resync_pass(cr: MemoryNamespace, retry: int) -> Result | None:
         # Level-based: drift (a dropped schema, topic, Deployment) is repaired here.
         return run(cr, fleet, listed=True)
 
@@ -251,7 +252,7 @@ def setup(
     def owner_changed(meta: dict[str, Any], owner: dict[str, Any]) -> None:
         ns = meta["namespace"]
         try:
-            cr = reconciler.kube.get(KIND, ns, owner["name"])
+            cr = cast("MemoryNamespace | None", reconciler.kube.get(KIND, ns, owner["name"]))
             if cr is None or cr["metadata"].get("uid") != owner.get("uid"):
                 return
             if cr["metadata"].get("deletionTimestamp"):
@@ -335,15 +336,16 @@ class _Coalesced:
         self._pool.shutdown(wait=True, cancel_futures=True)
 
 
-def _plain(body: kopf.Body) -> dict[str, Any]:
+def _plain(body: kopf.Body) -> MemoryNamespace:
     """Kopf's Body is a live view; the reconciler works on a plain snapshot."""
-    return {
+    plain = {
         "apiVersion": body.get("apiVersion"),
         "kind": body.get("kind"),
         "metadata": dict(body["metadata"]),
         "spec": _deep(body.get("spec") or {}),
         "status": _deep(body.get("status") or {}),
     }
+    return cast(MemoryNamespace, plain)  # the API server validated it against the CRD
 
 
 def _deep(value: Any) -> Any:

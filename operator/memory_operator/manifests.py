@@ -18,6 +18,7 @@ from urllib.parse import quote
 
 from memory_contract.naming import METRICS_PORT, RUNTIME_PORT
 from memory_operator.config import OperatorConfig
+from memory_operator.kube_types import MemoryNamespace
 from memory_operator.naming import Names
 from memory_operator.spec import MemoryNamespaceSpec
 
@@ -51,7 +52,7 @@ def new_secret() -> str:
     return secrets.token_urlsafe(32)
 
 
-def owner_reference(cr: dict[str, Any]) -> dict[str, Any]:
+def owner_reference(cr: MemoryNamespace) -> dict[str, Any]:
     return {
         "apiVersion": API_VERSION,
         "kind": KIND,
@@ -62,7 +63,7 @@ def owner_reference(cr: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def labels(cr: dict[str, Any], names: Names) -> dict[str, str]:
+def labels(cr: MemoryNamespace, names: Names) -> dict[str, str]:
     return {
         "app.kubernetes.io/name": "somafractal-memory",
         "app.kubernetes.io/instance": cr["metadata"]["name"],
@@ -72,7 +73,7 @@ def labels(cr: dict[str, Any], names: Names) -> dict[str, str]:
     }
 
 
-def selector_labels(cr: dict[str, Any]) -> dict[str, str]:
+def selector_labels(cr: MemoryNamespace) -> dict[str, str]:
     # Immutable on a Deployment: only labels that never change for this CR.
     return {
         "app.kubernetes.io/name": "somafractal-memory",
@@ -85,7 +86,7 @@ def content_hash(data: Any) -> str:
     return hashlib.sha256(raw).hexdigest()[:16]
 
 
-def _metadata(cr: dict[str, Any], names: Names, name: str) -> dict[str, Any]:
+def _metadata(cr: MemoryNamespace, names: Names, name: str) -> dict[str, Any]:
     return {
         "name": name,
         "namespace": cr["metadata"]["namespace"],
@@ -230,7 +231,7 @@ def qdrant_jwt(api_key: str, collection: str) -> str:
     return f"{header}.{payload}.{signature}"
 
 
-def render_configmap(cr: dict[str, Any], names: Names, data: dict[str, str]) -> dict[str, Any]:
+def render_configmap(cr: MemoryNamespace, names: Names, data: dict[str, str]) -> dict[str, Any]:
     return _with_hash(
         {
             "apiVersion": "v1",
@@ -242,7 +243,7 @@ def render_configmap(cr: dict[str, Any], names: Names, data: dict[str, str]) -> 
 
 
 def render_secret(
-    cr: dict[str, Any], names: Names, name: str, data: dict[str, str]
+    cr: MemoryNamespace, names: Names, name: str, data: dict[str, str]
 ) -> dict[str, Any]:
     return _with_hash(
         {
@@ -262,7 +263,7 @@ def token_ref(spec: MemoryNamespaceSpec, names: Names) -> tuple[str, str]:
 
 
 def render_deployment(
-    cr: dict[str, Any],
+    cr: MemoryNamespace,
     spec: MemoryNamespaceSpec,
     names: Names,
     config: OperatorConfig,
@@ -356,7 +357,7 @@ def render_deployment(
     )
 
 
-def render_service(cr: dict[str, Any], names: Names) -> dict[str, Any]:
+def render_service(cr: MemoryNamespace, names: Names) -> dict[str, Any]:
     return _with_hash(
         {
             "apiVersion": "v1",
@@ -380,7 +381,7 @@ def render_service(cr: dict[str, Any], names: Names) -> dict[str, Any]:
 
 
 def render_network_policy(
-    cr: dict[str, Any], names: Names, config: OperatorConfig
+    cr: MemoryNamespace, names: Names, config: OperatorConfig
 ) -> dict[str, Any] | None:
     """Ingress to the runtime pods: the API port from the tenant's own namespace (and
     the namespaces the operator configuration names), the metrics port only from the

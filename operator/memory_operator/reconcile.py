@@ -44,6 +44,7 @@ from memory_operator.claims import owner as claim_owner
 from memory_operator.conditions import EventReason, EventType, Reason
 from memory_operator.config import OperatorConfig
 from memory_operator.domain import Outcome
+from memory_operator.kube_types import MemoryNamespace, MemoryNamespaceStatus
 from memory_operator.metrics import (
     ERROR,
     REQUEUE,
@@ -88,7 +89,7 @@ class Backends:
 
 @dataclass
 class Result:
-    status: dict[str, Any]
+    status: MemoryNamespaceStatus
     ready: bool = False
     error: ErrorKind | None = None
     reason: str = ""
@@ -132,7 +133,7 @@ class Reconciler:
     # -- entry points ----------------------------------------------------
 
     def reconcile(
-        self, cr: dict[str, Any], claims: Claims | None = None, *, backends: bool = True
+        self, cr: MemoryNamespace, claims: Claims | None = None, *, backends: bool = True
     ) -> Result:
         """One pass. `claims`: the operator's index of tenant claims (handlers.py);
         None lists every CR instead (for callers without a watch: tests, tools).
@@ -141,7 +142,7 @@ class Reconciler:
         rollout's status updates cost the Kubernetes step only; create, update,
         and the resync loop still check every backend."""
 
-        def run(cr_: dict[str, Any], claims_: Claims | None) -> Result:
+        def run(cr_: MemoryNamespace, claims_: Claims | None) -> Result:
             uid = str(cr_["metadata"].get("uid", ""))
             try:
                 shared = self._shared_pass(cr_, claims_, backends=backends)
@@ -152,7 +153,7 @@ class Reconciler:
 
         return self._measured(run, cr, claims)
 
-    def finalize(self, cr: dict[str, Any], claims: Claims | None = None) -> Result:
+    def finalize(self, cr: MemoryNamespace, claims: Claims | None = None) -> Result:
         """Run on deletion (behind the finalizer). Result.error set: keep the finalizer."""
         with self._passed_guard:
             self._passed.pop(str(cr["metadata"].get("uid", "")), None)
@@ -161,7 +162,7 @@ class Reconciler:
     # -- shared reads ------------------------------------------------------
 
     def _shared_pass(
-        self, cr: dict[str, Any], claims: Claims | None, *, backends: bool
+        self, cr: MemoryNamespace, claims: Claims | None, *, backends: bool
     ) -> Result | None:
         """The pass on shared bulk reads, when the tenant is Ready for its current
         generation; None when those reads can't vouch for "nothing to do" (the
@@ -211,8 +212,8 @@ class Reconciler:
 
     def _measured(
         self,
-        run: Callable[[dict[str, Any], Claims | None], Result],
-        cr: dict[str, Any],
+        run: Callable[[MemoryNamespace, Claims | None], Result],
+        cr: MemoryNamespace,
         claims: Claims | None,
     ) -> Result:
         """Time one pass and count its result; a Kubernetes failure outside a step
@@ -222,7 +223,7 @@ class Reconciler:
                 result = run(cr, claims)
             except StepError as err:
                 result = Result(
-                    dict(cr.get("status") or {}),
+                    _status_of(cr),
                     error=err.kind,
                     reason=err.reason,
                     message=err.message,
@@ -235,10 +236,10 @@ class Reconciler:
 
     # -- reconcile -------------------------------------------------------
 
-    def _reconcile(self, cr: dict[str, Any], claims: Claims | None, *, backends: bool) -> Result:
+    def _reconcile(self, cr: MemoryNamespace, claims: Claims | None, *, backends: bool) -> Result:
         meta = cr["metadata"]
         gen = int(meta.get("generation") or 1)
-        old = dict(cr.get("status") or {})
+        old = _status_of(cr)
         conds = list(old.get("conditions") or [])
         now = self.clock()
         writes: list[str] = []
@@ -251,7 +252,11 @@ class Reconciler:
             check_policy(spec, self.config)
         except InvalidSpecError as err:
             conds = c.set_condition(conds, c.READY, c.FALSE, err.reason, err.message, gen, now)
-            status = {**old, "conditions": conds, "observedGeneration": gen}
+            status: MemoryNamespaceStatus = {
+                **old,
+                "conditions": conds,
+                "observedGeneration": gen,
+            }
             self._write_status(cr, old, status, writes)
             return Result(
                 status, error="permanent", reason=err.reason, message=err.message, writes=writes
@@ -270,7 +275,11 @@ class Reconciler:
             return Result(status, reason=Reason.TENANT_CONFLICT, message=msg, writes=writes)
 
         p = Pass(cr, spec, names, gen, now, writes)
-        base = {**old, **self._names_status(spec, names), "observedGeneration": gen}
+        base: MemoryNamespaceStatus = {
+            **old,
+            **self._names_status(spec, names),
+            "observedGeneration": gen,
+        }
 
         if spec.paused:
             conds = c.set_condition(
@@ -358,9 +367,9 @@ class Reconciler:
 
     # -- deletion ----------------------------------------------------------
 
-    def _finalize(self, cr: dict[str, Any], claims: Claims | None) -> Result:
+    def _finalize(self, cr: MemoryNamespace, claims: Claims | None) -> Result:
         meta = cr["metadata"]
-        status = dict(cr.get("status") or {})
+        status = _status_of(cr)
         try:
             spec = parse_spec(cr.get("spec"), meta["name"])
             names = derive_names(
@@ -420,7 +429,9 @@ class Reconciler:
 
     # -- helpers -------------------------------------------------------------
 
-    def _tenant_owner(self, cr: dict[str, Any], tenant: str, claims: Claims | None) -> Claim | None:
+    def _tenant_owner(
+        self, cr: MemoryNamespace, tenant: str, claims: Claims | None
+    ) -> Claim | None:
         """The claim that owns `tenant` if it isn't `cr` (claims.owner has the rule)."""
         if claims is None:
             claims = claims_from(
@@ -428,7 +439,7 @@ class Reconciler:
             )
         return claim_owner(claims, tenant, Claim.of(cr))
 
-    def _names_status(self, spec: MemoryNamespaceSpec, names: Names) -> dict[str, Any]:
+    def _names_status(self, spec: MemoryNamespaceSpec, names: Names) -> MemoryNamespaceStatus:
         token_secret, _ = m.token_ref(spec, names)
         events_on = spec.events.enabled and self.config.kafka is not None
         return {
@@ -446,9 +457,9 @@ class Reconciler:
 
     def _write_status(
         self,
-        cr: dict[str, Any],
-        old: dict[str, Any],
-        new: dict[str, Any],
+        cr: MemoryNamespace,
+        old: MemoryNamespaceStatus,
+        new: MemoryNamespaceStatus,
         writes: list[str],
     ) -> None:
         if new == old:
@@ -466,7 +477,7 @@ class Reconciler:
             self.event(p.cr, EventType.NORMAL, reason, f"{what}: {outcome.value.lower()}")
 
     def event(
-        self, cr: dict[str, Any], type_: EventType, reason: EventReason | Reason, message: str
+        self, cr: MemoryNamespace, type_: EventType, reason: EventReason | Reason, message: str
     ) -> None:
         # An Event is a record, not state: failing to post one must not fail the pass.
         try:
@@ -500,3 +511,8 @@ class Reconciler:
             raise StepError("permanent", Reason.KUBERNETES_ERROR, err.message) from err
         except KubeError as err:
             raise StepError("temporary", Reason.KUBERNETES_ERROR, err.message) from err
+
+
+def _status_of(cr: MemoryNamespace) -> MemoryNamespaceStatus:
+    """A copy of the CR's status, to build the next one from."""
+    return (cr.get("status") or MemoryNamespaceStatus()).copy()

@@ -23,8 +23,9 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import cast
 
+from memory_operator.kube_types import MemoryNamespace
 from memory_operator.manifests import KIND
 from memory_operator.peering import active, others
 from memory_operator.ports import KubePort
@@ -33,7 +34,7 @@ from memory_operator.reconcile import Result
 log = logging.getLogger("memory_operator.resync")
 
 # One pass: the CR as listed and its retry count -> its Result (None: skipped).
-Pass = Callable[[dict[str, Any], int], "Result | None"]
+Pass = Callable[[MemoryNamespace, int], "Result | None"]
 TICK = 1.0  # seconds between the loop's checks (due retries, the peering state)
 LIST_RETRY = 5.0  # seconds before a walk whose listing failed is tried again
 FIRST_WALK_WAIT = 30.0  # at most this long for `first_after` before the first walk
@@ -60,7 +61,7 @@ class Retries:
             failed = self._failed.get(uid)
             return failed.retry if failed else 0
 
-    def record(self, cr: dict[str, Any], retry: int, result: Result | None, now: float) -> None:
+    def record(self, cr: MemoryNamespace, retry: int, result: Result | None, now: float) -> None:
         meta = cr["metadata"]
         with self._guard:
             if result is not None and result.error == "temporary":
@@ -214,7 +215,7 @@ class Resync:
         completed = True
         try:
             for ns in self._namespaces:
-                for cr in self._kube.list_objects(KIND, ns, ""):
+                for cr in self._kube.list_memory_namespaces(ns):
                     if self._stop.is_set() or not self._is_active():
                         completed = False
                         break
@@ -241,7 +242,7 @@ class Resync:
             self.walks += 1
         return completed
 
-    def _one(self, cr: dict[str, Any]) -> None:
+    def _one(self, cr: MemoryNamespace) -> None:
         uid = cr["metadata"]["uid"]
         retry = self.retries.retry_of(uid)
         try:
@@ -257,7 +258,9 @@ class Resync:
                 self.retries.later(uid, self._clock())
                 continue
             try:
-                cr = self._kube.get(KIND, failed.namespace, failed.name)
+                cr = cast(
+                    "MemoryNamespace | None", self._kube.get(KIND, failed.namespace, failed.name)
+                )
             except Exception as err:
                 log.warning("resync retry: reading %s failed: %s", failed.name, err)
                 self.retries.later(uid, self._clock() + LIST_RETRY)

@@ -11,6 +11,7 @@ from collections.abc import Hashable, Iterable
 from typing import Any, cast
 
 from memory_operator import manifests as m
+from memory_operator.kube_types import MemoryNamespace, MemoryNamespaceStatus
 from memory_operator.ports import KubeError, KubePort
 from memory_operator.snapshot import NeedsExact, SharedByKey
 
@@ -62,10 +63,10 @@ class SharedKube:
         obj: dict[str, Any] = json.loads(live)
         return obj
 
-    def emit_event(self, cr: dict[str, Any], type_: str, reason: str, message: str) -> None:
+    def emit_event(self, cr: MemoryNamespace, type_: str, reason: str, message: str) -> None:
         self._kube.emit_event(cr, type_, reason, message)
 
-    def list_memory_namespaces(self, namespace: str | None = None) -> Iterable[dict[str, Any]]:
+    def list_memory_namespaces(self, namespace: str | None = None) -> Iterable[MemoryNamespace]:
         return self._kube.list_memory_namespaces(namespace)
 
     def list_objects(self, kind: str, namespace: str, label_selector: str) -> list[dict[str, Any]]:
@@ -77,5 +78,7 @@ class SharedKube:
     def create(self, obj: dict[str, Any]) -> dict[str, Any] | None:
         raise NeedsExact(f"{obj['kind']}/{obj['metadata']['name']} missing")
 
-    def patch_status(self, namespace: str, name: str, status: dict[str, Any]) -> dict[str, Any]:
+    def patch_status(
+        self, namespace: str, name: str, status: MemoryNamespaceStatus
+    ) -> MemoryNamespace:
         raise NeedsExact("status differs")

@@ -7,10 +7,11 @@ from __future__ import annotations
 import enum
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Literal
 
 from memory_operator import conditions as c
 from memory_operator.conditions import Reason
+from memory_operator.kube_types import MemoryNamespace
 from memory_operator.naming import Names
 from memory_operator.spec import MemoryNamespaceSpec
 
@@ -64,7 +65,7 @@ class Pass:
     """One pass's context: the CR, what it asks for, and what the pass did so far.
     The steps read it and add to it (passwords, writes)."""
 
-    cr: dict[str, Any]
+    cr: MemoryNamespace
     spec: MemoryNamespaceSpec
     names: Names
     generation: int

@@ -20,11 +20,12 @@ import json
 import os
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 import httpx
 import kopf
 
+from memory_operator.kube_types import MemoryNamespace, MemoryNamespaceStatus
 from memory_operator.manifests import API_VERSION, FIELD_MANAGER, KIND
 from memory_operator.ports import (
     KubeBusy,
@@ -188,14 +189,16 @@ class KubeApi:
         except KubeConflict:
             return None
 
-    def patch_status(self, namespace: str, name: str, status: dict[str, Any]) -> dict[str, Any]:
+    def patch_status(
+        self, namespace: str, name: str, status: MemoryNamespaceStatus
+    ) -> MemoryNamespace:
         out = self._request(
             "PATCH",
             _path(KIND, namespace, name) + "/status",
             body={"status": status},
             content_type="application/merge-patch+json",
         )
-        return out or {}
+        return cast(MemoryNamespace, out or {})
 
     def list_objects(
         self, kind: str, namespace: str, label_selector: str, page: int = 100
@@ -266,11 +269,12 @@ class KubeApi:
         except (httpx.HTTPError, kopf.LoginError) as err:
             raise KubeUnavailable(0, f"watch {kind}: {err}") from err
 
-    def list_memory_namespaces(self, namespace: str | None = None) -> Iterator[dict[str, Any]]:
+    def list_memory_namespaces(self, namespace: str | None = None) -> Iterator[MemoryNamespace]:
         """Every MemoryNamespace (of `namespace` only when given), page by page."""
-        return self.list_objects(KIND, namespace or "", "")
+        # The API server's JSON, taken as the CRD's shape (its schema validated it).
+        return cast(Iterator[MemoryNamespace], self.list_objects(KIND, namespace or "", ""))
 
-    def emit_event(self, cr: dict[str, Any], type_: str, reason: str, message: str) -> None:
+    def emit_event(self, cr: MemoryNamespace, type_: str, reason: str, message: str) -> None:
         """A core/v1 Event on the CR (what `kubectl describe memns` shows)."""
         meta = cr["metadata"]
         now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")

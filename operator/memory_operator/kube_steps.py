@@ -6,10 +6,11 @@ live one before it is applied.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from memory_operator import manifests as m
 from memory_operator.conditions import EventReason, EventType, Reason
+from memory_operator.kube_types import Rendered, Secret
 from memory_operator.policy import TOKEN_SECRET_LABEL, token_secret_opted_in
 from memory_operator.steps import Pass, StepError, StepOutcome
 
@@ -74,13 +75,14 @@ def runtime_objects(r: Reconciler, p: Pass) -> StepOutcome:
     )
 
 
-def apply_object(r: Reconciler, p: Pass, desired: dict[str, Any]) -> dict[str, Any] | None:
-    """Apply `desired` unless the live object already matches; the object as it is now."""
+def apply_object(r: Reconciler, p: Pass, desired: Rendered) -> Rendered | None:
+    """Apply `desired` unless the live object already matches; the object as it is now
+    (the API server's answer, of desired's kind)."""
     kind, name = desired["kind"], desired["metadata"]["name"]
     live = r.kube_call("get", lambda: r.kube.get(kind, p.namespace, name))
     if not m.needs_apply(desired, live):
         return live
-    applied: dict[str, Any] = r.kube_call("apply", lambda: r.kube.apply(desired))
+    applied: Rendered = r.kube_call("apply", lambda: r.kube.apply(desired))
     p.wrote(f"{kind}/{name}")
     return applied
 
@@ -128,8 +130,8 @@ def token_secret(r: Reconciler, p: Pass) -> str:
 def write_secret(
     r: Reconciler,
     p: Pass,
-    desired: dict[str, Any],
-    live: dict[str, Any] | None,
+    desired: Secret,
+    live: Secret | None,
     created: EventReason,
     message: str,
 ) -> bool | None:

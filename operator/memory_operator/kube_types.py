@@ -6,7 +6,11 @@ MemoryNamespaceSpec, which is what the operator works with."""
 
 from __future__ import annotations
 
-from typing import Any, TypedDict
+from collections.abc import Mapping
+from typing import Any, TypedDict, TypeVar
+
+# An object the operator renders and applies; the API server answers with one of its kind.
+Rendered = TypeVar("Rendered", bound=Mapping[str, Any])
 
 
 class OwnerReference(TypedDict, total=False):
@@ -67,3 +71,35 @@ class MemoryNamespace(TypedDict, total=False):
     metadata: ObjectMeta
     spec: dict[str, Any]  # validated by spec.parse_spec
     status: MemoryNamespaceStatus
+
+
+class Secret(TypedDict, total=False):
+    apiVersion: str
+    kind: str
+    metadata: ObjectMeta
+    type: str
+    data: dict[str, str]  # base64 values
+
+
+class ConfigMap(TypedDict, total=False):
+    apiVersion: str
+    kind: str
+    metadata: ObjectMeta
+    data: dict[str, str]
+
+
+class DeploymentStatus(TypedDict, total=False):
+    observedGeneration: int
+    replicas: int
+    updatedReplicas: int
+    readyReplicas: int
+    availableReplicas: int
+    conditions: list[Condition]
+
+
+class Deployment(TypedDict, total=False):
+    apiVersion: str
+    kind: str
+    metadata: ObjectMeta
+    spec: dict[str, Any]  # rendered by manifests.render_deployment, never read back
+    status: DeploymentStatus

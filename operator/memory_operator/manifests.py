@@ -13,12 +13,21 @@ import hmac
 import json
 import math
 import secrets
+from collections.abc import Mapping
 from typing import Any
 from urllib.parse import quote
 
 from memory_contract.naming import METRICS_PORT, RUNTIME_PORT
 from memory_operator.config import OperatorConfig
-from memory_operator.kube_types import MemoryNamespace
+from memory_operator.kube_types import (
+    ConfigMap,
+    Deployment,
+    MemoryNamespace,
+    ObjectMeta,
+    OwnerReference,
+    Rendered,
+    Secret,
+)
 from memory_operator.naming import Names
 from memory_operator.spec import MemoryNamespaceSpec
 
@@ -52,7 +61,7 @@ def new_secret() -> str:
     return secrets.token_urlsafe(32)
 
 
-def owner_reference(cr: MemoryNamespace) -> dict[str, Any]:
+def owner_reference(cr: MemoryNamespace) -> OwnerReference:
     return {
         "apiVersion": API_VERSION,
         "kind": KIND,
@@ -86,7 +95,7 @@ def content_hash(data: Any) -> str:
     return hashlib.sha256(raw).hexdigest()[:16]
 
 
-def _metadata(cr: MemoryNamespace, names: Names, name: str) -> dict[str, Any]:
+def _metadata(cr: MemoryNamespace, names: Names, name: str) -> ObjectMeta:
     return {
         "name": name,
         "namespace": cr["metadata"]["namespace"],
@@ -95,7 +104,7 @@ def _metadata(cr: MemoryNamespace, names: Names, name: str) -> dict[str, Any]:
     }
 
 
-def _with_hash(obj: dict[str, Any]) -> dict[str, Any]:
+def _with_hash(obj: Rendered) -> Rendered:
     """Stamp the rendered content's hash so a later pass can tell that what we
     applied last is what we want now (fields we dropped need a new apply)."""
     obj["metadata"].setdefault("annotations", {})[HASH_ANNOTATION] = content_hash(obj)
@@ -106,7 +115,7 @@ def _b64(data: dict[str, str]) -> dict[str, str]:
     return {k: base64.b64encode(v.encode()).decode() for k, v in sorted(data.items())}
 
 
-def decode_secret_data(secret: dict[str, Any] | None) -> dict[str, str]:
+def decode_secret_data(secret: Secret | None) -> dict[str, str]:
     if not secret:
         return {}
     return {k: base64.b64decode(v).decode() for k, v in (secret.get("data") or {}).items()}
@@ -231,29 +240,25 @@ def qdrant_jwt(api_key: str, collection: str) -> str:
     return f"{header}.{payload}.{signature}"
 
 
-def render_configmap(cr: MemoryNamespace, names: Names, data: dict[str, str]) -> dict[str, Any]:
-    return _with_hash(
-        {
-            "apiVersion": "v1",
-            "kind": "ConfigMap",
-            "metadata": _metadata(cr, names, names.objects),
-            "data": dict(sorted(data.items())),
-        }
-    )
+def render_configmap(cr: MemoryNamespace, names: Names, data: dict[str, str]) -> ConfigMap:
+    configmap: ConfigMap = {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": _metadata(cr, names, names.objects),
+        "data": dict(sorted(data.items())),
+    }
+    return _with_hash(configmap)
 
 
-def render_secret(
-    cr: MemoryNamespace, names: Names, name: str, data: dict[str, str]
-) -> dict[str, Any]:
-    return _with_hash(
-        {
-            "apiVersion": "v1",
-            "kind": "Secret",
-            "metadata": _metadata(cr, names, name),
-            "type": "Opaque",
-            "data": _b64(data),
-        }
-    )
+def render_secret(cr: MemoryNamespace, names: Names, name: str, data: dict[str, str]) -> Secret:
+    secret: Secret = {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": _metadata(cr, names, name),
+        "type": "Opaque",
+        "data": _b64(data),
+    }
+    return _with_hash(secret)
 
 
 def token_ref(spec: MemoryNamespaceSpec, names: Names) -> tuple[str, str]:
@@ -268,7 +273,7 @@ def render_deployment(
     names: Names,
     config: OperatorConfig,
     config_hash: str,
-) -> dict[str, Any]:
+) -> Deployment:
     token_secret, token_key = token_ref(spec, names)
     env: list[dict[str, Any]] = [
         {
@@ -326,35 +331,34 @@ def render_deployment(
     if resources:
         container["resources"] = resources
     pod_labels = labels(cr, names)
-    return _with_hash(
-        {
-            "apiVersion": "apps/v1",
-            "kind": "Deployment",
-            "metadata": _metadata(cr, names, names.objects),
-            "spec": {
-                "replicas": spec.api.replicas,
-                "selector": {"matchLabels": selector_labels(cr)},
-                "template": {
-                    "metadata": {
-                        "labels": pod_labels,
-                        # A changed ConfigMap or credential rolls the pods.
-                        "annotations": {CONFIG_HASH_ANNOTATION: config_hash},
+    deployment: Deployment = {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": _metadata(cr, names, names.objects),
+        "spec": {
+            "replicas": spec.api.replicas,
+            "selector": {"matchLabels": selector_labels(cr)},
+            "template": {
+                "metadata": {
+                    "labels": pod_labels,
+                    # A changed ConfigMap or credential rolls the pods.
+                    "annotations": {CONFIG_HASH_ANNOTATION: config_hash},
+                },
+                "spec": {
+                    "automountServiceAccountToken": False,
+                    "securityContext": {
+                        "runAsNonRoot": True,
+                        "runAsUser": 10001,
+                        "runAsGroup": 10001,
+                        "seccompProfile": {"type": "RuntimeDefault"},
                     },
-                    "spec": {
-                        "automountServiceAccountToken": False,
-                        "securityContext": {
-                            "runAsNonRoot": True,
-                            "runAsUser": 10001,
-                            "runAsGroup": 10001,
-                            "seccompProfile": {"type": "RuntimeDefault"},
-                        },
-                        "containers": [container],
-                        "volumes": [{"name": "tmp", "emptyDir": {}}],
-                    },
+                    "containers": [container],
+                    "volumes": [{"name": "tmp", "emptyDir": {}}],
                 },
             },
-        }
-    )
+        },
+    }
+    return _with_hash(deployment)
 
 
 def render_service(cr: MemoryNamespace, names: Names) -> dict[str, Any]:
@@ -437,7 +441,7 @@ def is_subset(desired: Any, live: Any) -> bool:
     return desired == live
 
 
-def needs_apply(desired: dict[str, Any], live: dict[str, Any] | None) -> bool:
+def needs_apply(desired: Mapping[str, Any], live: Mapping[str, Any] | None) -> bool:
     """Apply when the object is missing, differs from what we render, or was
     last applied from different content (we may have dropped a field)."""
     if live is None:
@@ -447,7 +451,7 @@ def needs_apply(desired: dict[str, Any], live: dict[str, Any] | None) -> bool:
     return want != have or not is_subset(desired, live)
 
 
-def deployment_available(live: dict[str, Any] | None, replicas: int) -> tuple[bool, str]:
+def deployment_available(live: Deployment | None, replicas: int) -> tuple[bool, str]:
     """(available, message) from a Deployment's status, as kubectl rollout status judges it."""
     if live is None:
         return False, "Deployment does not exist yet"

@@ -9,10 +9,10 @@ created.
 
 from __future__ import annotations
 
-from typing import Any
 from urllib.parse import urlsplit
 
 from memory_operator.config import OperatorConfig
+from memory_operator.kube_types import Secret
 from memory_operator.spec import InvalidSpecError, MemoryNamespaceSpec
 
 # A Secret named by spec.api.tokenSecretRef opts in with this label, valued with
@@ -103,6 +103,6 @@ def qdrant_isolation_gap(config: OperatorConfig) -> str:
     return "SOMAFRACTAL_QDRANT_TENANT_AUTH=api-key hands every tenant the admin key"
 
 
-def token_secret_opted_in(secret: dict[str, Any] | None, cr_name: str) -> bool:
+def token_secret_opted_in(secret: Secret | None, cr_name: str) -> bool:
     labels = ((secret or {}).get("metadata") or {}).get("labels") or {}
     return labels.get(TOKEN_SECRET_LABEL) == cr_name

@@ -13,7 +13,7 @@ pass with time; callers catch meanings, not status numbers."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any, Protocol
 
 from memory_operator.domain import (
@@ -98,8 +98,8 @@ class KubePort(Protocol):
     """What the operator needs from Kubernetes (adapters.kube.KubeApi implements it)."""
 
     def get(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None: ...
-    def apply(self, obj: dict[str, Any]) -> dict[str, Any]: ...
-    def create(self, obj: dict[str, Any]) -> dict[str, Any] | None: ...
+    def apply(self, obj: Mapping[str, Any]) -> dict[str, Any]: ...
+    def create(self, obj: Mapping[str, Any]) -> dict[str, Any] | None: ...
     def patch_status(
         self, namespace: str, name: str, status: MemoryNamespaceStatus
     ) -> MemoryNamespace: ...

@@ -7,7 +7,7 @@ else raises NeedsExact and the pass runs on exact reads.
 from __future__ import annotations
 
 import json
-from collections.abc import Hashable, Iterable
+from collections.abc import Hashable, Iterable, Mapping
 from typing import Any, cast
 
 from memory_operator import manifests as m
@@ -72,10 +72,10 @@ class SharedKube:
     def list_objects(self, kind: str, namespace: str, label_selector: str) -> list[dict[str, Any]]:
         raise NeedsExact("no lists on a shared pass")
 
-    def apply(self, obj: dict[str, Any]) -> dict[str, Any]:
+    def apply(self, obj: Mapping[str, Any]) -> dict[str, Any]:
         raise NeedsExact(f"{obj['kind']}/{obj['metadata']['name']} differs")
 
-    def create(self, obj: dict[str, Any]) -> dict[str, Any] | None:
+    def create(self, obj: Mapping[str, Any]) -> dict[str, Any] | None:
         raise NeedsExact(f"{obj['kind']}/{obj['metadata']['name']} missing")
 
     def patch_status(

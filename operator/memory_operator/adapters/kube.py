@@ -18,7 +18,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from datetime import UTC, datetime
 from typing import Any, cast
 
@@ -163,7 +163,7 @@ class KubeApi:
     def get(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
         return self._request("GET", _path(kind, namespace, name))
 
-    def apply(self, obj: dict[str, Any]) -> dict[str, Any]:
+    def apply(self, obj: Mapping[str, Any]) -> dict[str, Any]:
         """Server-side apply under the operator's single field manager. force=true:
         the operator is the authority for every field it renders."""
         meta = obj["metadata"]
@@ -176,7 +176,7 @@ class KubeApi:
         )
         return out or {}
 
-    def create(self, obj: dict[str, Any]) -> dict[str, Any] | None:
+    def create(self, obj: Mapping[str, Any]) -> dict[str, Any] | None:
         """Create; None if it already exists (someone else won the race)."""
         meta = obj["metadata"]
         try:

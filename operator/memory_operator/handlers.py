@@ -24,7 +24,7 @@ from memory_operator.adapters.kube import KubeApi
 from memory_operator.claims import Claims
 from memory_operator.config import OperatorConfig
 from memory_operator.fleet import Fleet
-from memory_operator.kube_types import MemoryNamespace
+from memory_operator.kube_types import MemoryNamespace, ObjectMeta, OwnedEvent, OwnerReference
 from memory_operator.manifests import GROUP, KIND, MANAGED_BY
 from memory_operator.owned_watch import OwnedWatch
 from memory_operator.ports import KubeError
@@ -239,7 +239,7 @@ def setup(
         if result is not None:
             raise_for(result, retry)
 
-    def on_deployment(event: dict[str, Any]) -> None:
+    def on_deployment(event: OwnedEvent) -> None:
         # A digested watch event (owned_watch.digest) of a tenant's Deployment.
         if not listings.is_news(event):
             # At start the resync loop's first walk reconciles every CR: a pass per
@@ -249,7 +249,7 @@ def setup(
         for owner in meta["ownerReferences"]:
             owners.submit(owner["uid"], functools.partial(owner_changed, meta, owner))
 
-    def owner_changed(meta: dict[str, Any], owner: dict[str, Any]) -> None:
+    def owner_changed(meta: ObjectMeta, owner: OwnerReference) -> None:
         ns = meta["namespace"]
         try:
             cr = cast("MemoryNamespace | None", reconciler.kube.get(KIND, ns, owner["name"]))

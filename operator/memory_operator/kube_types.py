@@ -103,3 +103,11 @@ class Deployment(TypedDict, total=False):
     metadata: ObjectMeta
     spec: dict[str, Any]  # rendered by manifests.render_deployment, never read back
     status: DeploymentStatus
+
+
+class OwnedEvent(TypedDict):
+    """A watch event on an object the operator owns, digested to what the
+    handler needs (owned_watch.digest); type None for a listed object."""
+
+    type: str | None
+    object: Deployment

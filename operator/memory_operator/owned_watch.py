@@ -15,8 +15,9 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Iterator
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
+from memory_operator.kube_types import Deployment, ObjectMeta, OwnedEvent, OwnerReference
 from memory_operator.manifests import KIND
 
 log = logging.getLogger("memory_operator.owned_watch")
@@ -40,13 +41,14 @@ class Gone(Exception):
     """The watch's resourceVersion expired (410): list again."""
 
 
-def digest(event_type: str | None, obj: dict[str, Any]) -> dict[str, Any]:
+def digest(event_type: str | None, obj: Deployment) -> OwnedEvent:
     """The event as the Deployment handler needs it: uid, version, name,
     namespace and the controlling MemoryNamespace's reference. No I/O."""
-    meta = obj.get("metadata") or {}
-    owner = next(
+    meta = obj.get("metadata") or ObjectMeta()
+    owner: OwnerReference | None = next(
         (
-            {"uid": ref.get("uid"), "name": ref.get("name")}
+            # The API server requires uid and name of every owner reference.
+            OwnerReference(uid=ref["uid"], name=ref["name"])
             for ref in meta.get("ownerReferences") or []
             if ref.get("kind") == KIND and ref.get("controller")
         ),
@@ -76,7 +78,7 @@ class OwnedWatch:
         kind: str,
         label_selector: str,
         namespaces: tuple[str, ...],
-        handle: Callable[[dict[str, Any]], None],
+        handle: Callable[[OwnedEvent], None],
         is_active: Callable[[], bool] = lambda: True,
     ) -> None:
         self._kube = kube
@@ -128,7 +130,7 @@ class OwnedWatch:
         for items, page_version in self._kube.list_pages(self._kind, namespace, self._selector):
             version = page_version  # the same for every page of one listing
             for obj in items:
-                self._handle(digest(None, obj))
+                self._handle(digest(None, cast(Deployment, obj)))  # the watched kind
             del items
         return version
 
@@ -148,5 +150,5 @@ class OwnedWatch:
                 continue
             if not self._is_active():
                 return None
-            self._handle(digest(kind, obj))
+            self._handle(digest(kind, cast(Deployment, obj)))
         return version

@@ -29,8 +29,8 @@ from __future__ import annotations
 import hashlib
 import random
 import time
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
+from contextlib import AbstractContextManager
 from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, TopicCollection
@@ -54,9 +54,9 @@ from confluent_kafka.admin import (
 )
 
 from memory_operator.acl import KafkaAcl, diff_acls, kafka_acls
+from memory_operator.adapters.calls import backend_call
 from memory_operator.domain import Outcome, PlanError, TopicsTarget
-from memory_operator.metrics import record_backend
-from memory_operator.ports import BackendRejected, BackendUnavailable
+from memory_operator.ports import BackendError, BackendRejected, BackendUnavailable
 from memory_operator.snapshot import WINDOW_SECONDS, Shared
 from memory_operator.topics import TopicsPlan, TopicState, plan_topics, validate_target
 
@@ -122,6 +122,15 @@ def group_prefix(principal: str) -> str:
     return f"{principal}."
 
 
+def _translate(exc: Exception) -> BackendError | None:
+    if not isinstance(exc, KafkaException):
+        return None
+    error = exc.args[0] if exc.args and isinstance(exc.args[0], KafkaError) else None
+    if error is None or error.code() in _TEMPORARY or error.retriable():
+        return BackendUnavailable(BACKEND, str(error or exc))
+    return BackendRejected(BACKEND, error.str())
+
+
 class KafkaAdmin:
     """EventsAdmin over confluent-kafka AdminClient settings (may include SASL)."""
 
@@ -157,20 +166,8 @@ class KafkaAdmin:
         )
 
     # -- plumbing -----------------------------------------------------------------
-    @contextmanager
-    def _call(self, operation: str) -> Iterator[None]:
-        start = time.perf_counter()
-        try:
-            yield
-        except PlanError as exc:
-            raise BackendRejected(BACKEND, str(exc)) from exc
-        except KafkaException as exc:
-            error = exc.args[0] if exc.args and isinstance(exc.args[0], KafkaError) else None
-            if error is None or error.code() in _TEMPORARY or error.retriable():
-                raise BackendUnavailable(BACKEND, str(error or exc)) from exc
-            raise BackendRejected(BACKEND, error.str()) from exc
-        finally:
-            record_backend(BACKEND, operation, time.perf_counter() - start)
+    def _call(self, operation: str) -> AbstractContextManager[None]:
+        return backend_call(BACKEND, operation, _translate)
 
     @staticmethod
     def _results(futures: Mapping[Any, Any], *, ignore: tuple[int, ...] = ()) -> dict[Any, Any]:

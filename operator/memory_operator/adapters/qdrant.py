@@ -16,13 +16,13 @@ REST API (`/collections/{name}`); tests run them against the REST stand-in
 
 from __future__ import annotations
 
-import time
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
+from contextlib import AbstractContextManager
 from typing import Any
 
 import httpx
 
+from memory_operator.adapters.calls import backend_call
 from memory_operator.collection import (
     NAME,
     CollectionState,
@@ -31,11 +31,20 @@ from memory_operator.collection import (
     validate_target,
 )
 from memory_operator.domain import CollectionTarget, Outcome, PlanError
-from memory_operator.metrics import record_backend
-from memory_operator.ports import BackendRejected, BackendUnavailable
+from memory_operator.ports import BackendError, BackendRejected, BackendUnavailable
 
 BACKEND = "qdrant"
 TIMEOUT = 10.0
+
+
+def _translate(exc: Exception) -> BackendError | None:
+    if isinstance(exc, httpx.HTTPStatusError):
+        status = exc.response.status_code
+        error = BackendUnavailable if status >= 500 or status in (408, 429) else BackendRejected
+        return error(BACKEND, f"HTTP {status}: {exc.response.text[:500]}")
+    if isinstance(exc, (httpx.TransportError, ValueError)):  # unreachable, or not Qdrant's JSON
+        return BackendUnavailable(BACKEND, f"{type(exc).__name__}: {exc}")
+    return None
 
 
 class QdrantAdmin:
@@ -52,21 +61,8 @@ class QdrantAdmin:
     def close(self) -> None:
         self._http.close()
 
-    @contextmanager
-    def _call(self, operation: str) -> Iterator[None]:
-        start = time.perf_counter()
-        try:
-            yield
-        except PlanError as exc:
-            raise BackendRejected(BACKEND, str(exc)) from exc
-        except httpx.HTTPStatusError as exc:
-            status = exc.response.status_code
-            error = BackendUnavailable if status >= 500 or status in (408, 429) else BackendRejected
-            raise error(BACKEND, f"HTTP {status}: {exc.response.text[:500]}") from exc
-        except (httpx.TransportError, ValueError) as exc:  # unreachable, or not Qdrant's JSON
-            raise BackendUnavailable(BACKEND, f"{type(exc).__name__}: {exc}") from exc
-        finally:
-            record_backend(BACKEND, operation, time.perf_counter() - start)
+    def _call(self, operation: str) -> AbstractContextManager[None]:
+        return backend_call(BACKEND, operation, _translate)
 
     def _request(self, method: str, path: str, body: Mapping[str, Any] | None = None) -> Any:
         """The response's `result`; raises httpx.HTTPStatusError for 4xx/5xx."""

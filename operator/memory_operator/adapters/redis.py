@@ -6,9 +6,7 @@ single atomic ACL SETUSER only when something differs.
 
 from __future__ import annotations
 
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from typing import Any
 
 import redis
@@ -20,9 +18,9 @@ from memory_operator.acl import (
     redis_user_matches,
     validate_cache_target,
 )
+from memory_operator.adapters.calls import backend_call
 from memory_operator.domain import CacheUserTarget, Outcome, PlanError
-from memory_operator.metrics import record_backend
-from memory_operator.ports import BackendRejected, BackendUnavailable
+from memory_operator.ports import BackendError, BackendRejected, BackendUnavailable
 from memory_operator.snapshot import WINDOW_SECONDS, Shared
 
 BACKEND = "redis"
@@ -30,6 +28,18 @@ _NO_ACL_FILE = "not configured to use an ACL file"
 # Error replies that pass with time: a script running, a replica loading or
 # failing over, a cluster resharding.
 _TRANSIENT_REPLIES = ("BUSY", "LOADING", "TRYAGAIN", "MASTERDOWN", "CLUSTERDOWN", "READONLY")
+
+
+def _translate(exc: Exception) -> BackendError | None:
+    if isinstance(exc, redis.AuthenticationError):  # a subclass of ConnectionError
+        return BackendRejected(BACKEND, f"admin authentication failed: {exc}")
+    if isinstance(exc, (redis.ConnectionError, redis.TimeoutError)):
+        return BackendUnavailable(BACKEND, str(exc))
+    if isinstance(exc, redis.RedisError):
+        if str(exc).startswith(_TRANSIENT_REPLIES):
+            return BackendUnavailable(BACKEND, str(exc))
+        return BackendRejected(BACKEND, str(exc))
+    return None
 
 
 class RedisAdmin:
@@ -59,23 +69,8 @@ class RedisAdmin:
     def close(self) -> None:
         self._client.close()
 
-    @contextmanager
-    def _call(self, operation: str) -> Iterator[None]:
-        start = time.perf_counter()
-        try:
-            yield
-        except PlanError as exc:
-            raise BackendRejected(BACKEND, str(exc)) from exc
-        except redis.AuthenticationError as exc:  # a subclass of ConnectionError
-            raise BackendRejected(BACKEND, f"admin authentication failed: {exc}") from exc
-        except (redis.ConnectionError, redis.TimeoutError) as exc:
-            raise BackendUnavailable(BACKEND, str(exc)) from exc
-        except redis.RedisError as exc:
-            if str(exc).startswith(_TRANSIENT_REPLIES):
-                raise BackendUnavailable(BACKEND, str(exc)) from exc
-            raise BackendRejected(BACKEND, str(exc)) from exc
-        finally:
-            record_backend(BACKEND, operation, time.perf_counter() - start)
+    def _call(self, operation: str) -> AbstractContextManager[None]:
+        return backend_call(BACKEND, operation, _translate)
 
     def _command_categories(self) -> dict[str, frozenset[str]]:
         # Category membership is fixed for a server binary: read it once per adapter.

@@ -35,7 +35,7 @@ from memory_runtime.models import (
     SearchOut,
 )
 from memory_runtime.ports import Embedder, VectorFilter, VectorIndex
-from memory_runtime.service.base import Deps, QueryVectorCache, ServiceConfig
+from memory_runtime.service.base import Deps, Parts, QueryVectorCache, ServiceConfig
 from memory_runtime.service.errors import (
     ConflictError,
     InvalidInputError,
@@ -86,7 +86,7 @@ __all__ = [
 ]
 
 
-class MemoryService:
+class MemoryService(Parts):
     """The facade: each call goes to its use case; the parts live in one `Deps`."""
 
     def __init__(
@@ -99,11 +99,7 @@ class MemoryService:
         self.transfer = Transfer(self.deps)
         self.upkeep = Upkeep(self.deps)
 
-    # the parts (the app and tests reach them; `index` may be swapped in tests)
-    @property
-    def db(self) -> PostgresStore:
-        return self.deps.db
-
+    # The parts come from `Parts`; `index` may be swapped (tests), for every use case at once.
     @property
     def index(self) -> VectorIndex:
         return self.deps.index
@@ -111,22 +107,6 @@ class MemoryService:
     @index.setter
     def index(self, index: VectorIndex) -> None:
         self.deps.index = index
-
-    @property
-    def config(self) -> ServiceConfig:
-        return self.deps.config
-
-    @property
-    def accesses(self) -> AccessLog:
-        return self.deps.accesses
-
-    @property
-    def query_vectors(self) -> QueryVectorCache:
-        return self.deps.query_vectors
-
-    @property
-    def embeds(self) -> bool:
-        return self.writes.embeds
 
     def close(self) -> None:
         """Write pending access counts and stop the writer thread (app shutdown)."""

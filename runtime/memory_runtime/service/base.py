@@ -98,11 +98,10 @@ class Deps:
     query_vectors: QueryVectorCache
 
 
-class UseCase:
-    """The parts and the helpers every use case shares."""
+class Parts:
+    """The parts of a `Deps` by name: the use cases and the facade read them alike."""
 
-    def __init__(self, deps: Deps) -> None:
-        self.deps = deps
+    deps: Deps
 
     @property
     def db(self) -> PostgresStore:
@@ -132,6 +131,13 @@ class UseCase:
     def embeds(self) -> bool:
         """True when the server computes vectors (provider local/http)."""
         return self.config.server_embeds and self.embedder.dimensions is not None
+
+
+class UseCase(Parts):
+    """The parts and the helpers every use case shares."""
+
+    def __init__(self, deps: Deps) -> None:
+        self.deps = deps
 
     def _check_vector(self, vector: Sequence[float], what: str = "vector") -> list[float]:
         if len(vector) != self.config.dimensions:

@@ -20,6 +20,7 @@ start within a short window. The rules that keep this correct:
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
 from collections.abc import Callable, Hashable
@@ -83,9 +84,11 @@ class SharedByKey(Generic[T]):
         window: float = WINDOW_SECONDS,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self._load = load
-        self._window = window
-        self._clock = clock
+        def new_shared(key: Hashable) -> Shared[T]:
+            # its own load; the window and clock of every other key
+            return Shared(functools.partial(load, key), window, clock)
+
+        self._new_shared = new_shared
         self._guard = threading.Lock()
         self._by_key: dict[Hashable, Shared[T]] = {}
 
@@ -95,9 +98,7 @@ class SharedByKey(Generic[T]):
             if shared is None:
                 for old in [k for k, s in self._by_key.items() if s.expired()]:
                     del self._by_key[old]
-                shared = self._by_key[key] = Shared(
-                    lambda: self._load(key), self._window, self._clock
-                )
+                shared = self._by_key[key] = self._new_shared(key)
         return shared.get(not_before)
 
     @property

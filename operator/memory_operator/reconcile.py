@@ -257,9 +257,12 @@ class Reconciler:
                 "conditions": conds,
                 "observedGeneration": gen,
             }
-            self._write_status(cr, old, status, writes)
-            return Result(
-                status, error="permanent", reason=err.reason, message=err.message, writes=writes
+            return self._answer(
+                cr,
+                old,
+                Result(
+                    status, error="permanent", reason=err.reason, message=err.message, writes=writes
+                ),
             )
 
         owner = self._tenant_owner(cr, spec.tenant, claims)
@@ -271,8 +274,9 @@ class Reconciler:
             )
             conds = c.set_condition(conds, c.READY, c.FALSE, Reason.TENANT_CONFLICT, msg, gen, now)
             status = {**old, "conditions": conds, "observedGeneration": gen}
-            self._write_status(cr, old, status, writes)
-            return Result(status, reason=Reason.TENANT_CONFLICT, message=msg, writes=writes)
+            return self._answer(
+                cr, old, Result(status, reason=Reason.TENANT_CONFLICT, message=msg, writes=writes)
+            )
 
         p = Pass(cr, spec, names, gen, now, writes)
         base: MemoryNamespaceStatus = {
@@ -291,15 +295,14 @@ class Reconciler:
                 gen,
                 now,
             )
-            status = {**base, "conditions": conds}
-            self._write_status(cr, old, status, writes)
-            return Result(
-                status,
+            paused = Result(
+                {**base, "conditions": conds},
                 ready=c.is_true(conds, c.READY),
                 reason="Paused",
                 message="paused",
                 writes=writes,
             )
+            return self._answer(cr, old, paused)
         conds = c.remove_condition(conds, c.PAUSED)
 
         try:
@@ -315,15 +318,14 @@ class Reconciler:
                 gen,
                 now,
             )
-            status = {**base, "conditions": conds}
-            self._write_status(cr, old, status, writes)
-            return Result(
-                status,
+            no_credentials = Result(
+                {**base, "conditions": conds},
                 error=err.kind,
                 reason=Reason.CREDENTIALS_UNAVAILABLE,
                 message=err.message,
                 writes=writes,
             )
+            return self._answer(cr, old, no_credentials)
 
         steps: list[tuple[str, Callable[[Reconciler, Pass], StepOutcome]]] = []
         if backends or not c.all_true(conds, c.BACKEND_STEP_TYPES, gen):
@@ -347,9 +349,8 @@ class Reconciler:
 
         conds = c.summarize(conds, gen, now)
         status = {**base, "conditions": conds}
-        self._write_status(cr, old, status, writes)
         if pending is not None:
-            return Result(
+            result = Result(
                 status,
                 error=pending.error,
                 reason=pending.reason,
@@ -357,13 +358,15 @@ class Reconciler:
                 waiting=pending.state is State.WAITING,
                 writes=writes,
             )
-        return Result(
-            status,
-            ready=c.is_true(conds, c.READY),
-            reason=Reason.READY,
-            message="ready",
-            writes=writes,
-        )
+        else:
+            result = Result(
+                status,
+                ready=c.is_true(conds, c.READY),
+                reason=Reason.READY,
+                message="ready",
+                writes=writes,
+            )
+        return self._answer(cr, old, result)
 
     # -- deletion ----------------------------------------------------------
 
@@ -454,6 +457,11 @@ class Reconciler:
             "tokenSecret": token_secret,
             "credentialsSecret": names.credentials_secret,
         }
+
+    def _answer(self, cr: MemoryNamespace, old: MemoryNamespaceStatus, result: Result) -> Result:
+        """A pass's answer, once its status is written (unless it did not change)."""
+        self._write_status(cr, old, result.status, result.writes)
+        return result
 
     def _write_status(
         self,

@@ -13,9 +13,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
 
 from memory_operator.conditions import Reason
+from memory_operator.kube_types import MemoryNamespace
 from memory_operator.spec import effective_tenant
 
 
@@ -28,7 +28,7 @@ class Claim:
     uid: str
 
     @classmethod
-    def of(cls, obj: Mapping[str, Any]) -> Claim:
+    def of(cls, obj: MemoryNamespace) -> Claim:
         md = obj["metadata"]
         return cls(
             created=md.get("creationTimestamp") or "9999",  # not yet stored: youngest
@@ -44,15 +44,15 @@ NOT_OWNER = Reason.TENANT_OWNED_ELSEWHERE  # the tenant's data has another owner
 Claims = Mapping[str, Iterable[Claim]]
 
 
-def tenant_key(obj: Mapping[str, Any]) -> dict[str, Claim]:
+def tenant_key(obj: MemoryNamespace) -> dict[str, Claim]:
     """One CR's entry in the claims index (none if it was refused as not the owner)."""
     conditions = (obj.get("status") or {}).get("conditions") or []
     if any(cond.get("reason") == NOT_OWNER for cond in conditions):
         return {}
-    return {effective_tenant(dict(obj)): Claim.of(obj)}
+    return {effective_tenant(obj): Claim.of(obj)}
 
 
-def claims_from(items: Iterable[Mapping[str, Any]]) -> dict[str, list[Claim]]:
+def claims_from(items: Iterable[MemoryNamespace]) -> dict[str, list[Claim]]:
     """The index built from a plain list of CRs (callers without a watch)."""
     out: dict[str, list[Claim]] = {}
     for obj in items:

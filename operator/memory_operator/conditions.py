@@ -8,11 +8,10 @@ lastTransitionTime that changes only when status flips, observedGeneration.
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from datetime import UTC, datetime
-from typing import Any
 
-from memory_operator.kube_types import Condition
+from memory_operator.kube_types import Condition, MemoryNamespace
 
 SCHEMA_READY = "SchemaReady"
 COLLECTION_READY = "CollectionReady"
@@ -171,7 +170,7 @@ def is_true(conditions: Iterable[Condition], type_: str) -> bool:
     return cond is not None and cond.get("status") == TRUE
 
 
-def ready_status(cr: Mapping[str, Any]) -> str:
+def ready_status(cr: MemoryNamespace) -> str:
     """The CR's Ready status as monitoring should see it: Unknown until the
     operator has judged the current spec (no Ready condition, or one observed
     for an older generation)."""

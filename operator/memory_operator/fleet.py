@@ -18,10 +18,10 @@ from __future__ import annotations
 import threading
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping
-from typing import Any
 
 from memory_operator.claims import Claim, tenant_key
 from memory_operator.conditions import ready_status
+from memory_operator.kube_types import MemoryNamespace
 
 
 class Fleet(Mapping[str, tuple[Claim, ...]]):
@@ -35,11 +35,11 @@ class Fleet(Mapping[str, tuple[Claim, ...]]):
         self._claims: dict[str, dict[str, Claim]] = {}  # tenant -> uid -> claim
         self._deleting: set[str] = set()  # uids with a deletionTimestamp
 
-    def fill(self, crs: Iterable[Mapping[str, Any]]) -> None:
+    def fill(self, crs: Iterable[MemoryNamespace]) -> None:
         for cr in crs:
             self.put(cr)
 
-    def put(self, cr: Mapping[str, Any]) -> None:
+    def put(self, cr: MemoryNamespace) -> None:
         """Add or update one CR (a listing or a watch event other than DELETED)."""
         uid = cr["metadata"]["uid"]
         tenant, claim = next(iter(tenant_key(cr).items()), (None, None))

@@ -205,7 +205,7 @@ def setup(
         if event.get("type") == "DELETED":
             fleet.remove(body.metadata["uid"])
         else:
-            fleet.put(body)
+            fleet.put(cast(MemoryNamespace, body))  # read only: no copy per event
         if event.get("type") is None:
             kopf_listed.tick()
 

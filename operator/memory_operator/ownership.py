@@ -23,9 +23,9 @@ from __future__ import annotations
 
 import enum
 import json
-from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+
+from memory_operator.kube_types import MemoryNamespace
 
 MANAGED_BY = "somafractal-operator"
 
@@ -45,7 +45,7 @@ class Owner:
     uid: str
 
     @classmethod
-    def of(cls, cr: Mapping[str, Any]) -> Owner:
+    def of(cls, cr: MemoryNamespace) -> Owner:
         md = cr["metadata"]
         return cls(md["namespace"], md["name"], md["uid"])
 

@@ -14,6 +14,7 @@ from pydantic.alias_generators import to_camel
 
 from memory_contract import limits as lim
 from memory_contract.naming import TENANT_PATTERN
+from memory_operator.kube_types import MemoryNamespace
 
 # A Service name is a DNS-1035 label (63 chars) and we name it "<name>-memory".
 MAX_RESOURCE_NAME = 63 - len("-memory")
@@ -175,7 +176,7 @@ def parse_spec(raw: dict[str, Any] | None, name: str) -> MemoryNamespaceSpec:
         raise InvalidSpecError("InvalidSpec", _error_text(err)) from err
 
 
-def effective_tenant(obj: dict[str, Any]) -> str:
+def effective_tenant(obj: MemoryNamespace) -> str:
     """The tenant a CR claims, even if the rest of its spec is invalid."""
     spec = obj.get("spec") or {}
     return str(spec.get("tenant") or obj["metadata"]["name"])

@@ -16,9 +16,7 @@ from memory_runtime.models import (
 from memory_runtime.service.base import UseCase
 from memory_runtime.service.errors import InvalidInputError, NotFoundError
 from memory_runtime.service.shapes import link_record, to_link, to_memory
-from memory_runtime.storage.postgres import (
-    LinkRow,
-)
+from memory_runtime.storage.rows import LinkRow
 
 
 class Links(UseCase):

@@ -23,10 +23,8 @@ from memory_runtime.ports import (
 from memory_runtime.service.base import Deps, UseCase
 from memory_runtime.service.errors import InvalidInputError, NotFoundError, UnavailableError
 from memory_runtime.service.shapes import now_utc, to_filter, to_memory
-from memory_runtime.storage.postgres import (
-    Candidate,
-    KeywordQuery,
-)
+from memory_runtime.storage.keyword import KeywordQuery
+from memory_runtime.storage.rows import Candidate
 from memory_runtime.vectors.common import VectorIndexError, VectorIndexUnavailable
 
 log = logging.getLogger("memory_runtime.service")

@@ -18,9 +18,7 @@ from memory_runtime.ports import (
 )
 from memory_runtime.record import MemoryRow
 from memory_runtime.service.errors import InvalidInputError
-from memory_runtime.storage.postgres import (
-    LinkRow,
-)
+from memory_runtime.storage.rows import LinkRow
 
 
 def now_utc() -> datetime:

@@ -31,10 +31,8 @@ from memory_runtime.service.errors import (
     line_error,
 )
 from memory_runtime.service.shapes import derive_text, link_record, memory_record, to_memory
-from memory_runtime.storage.postgres import (
-    LinkRow,
-    Tx,
-)
+from memory_runtime.storage.postgres import Tx
+from memory_runtime.storage.rows import LinkRow
 
 # the record fields an imported line gives as they are (the rest: below, in import_chunk)
 IMPORTED_AS_IS = tuple(

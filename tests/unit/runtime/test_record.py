@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from memory_runtime.models import Memory, MemoryRecordIn
 from memory_runtime.record import RECORD_FIELDS, MemoryRow
-from memory_runtime.storage.postgres import ROW_COLUMNS
+from memory_runtime.storage.rows import ROW_COLUMNS
 
 
 def test_the_api_memory_is_the_record_plus_what_a_read_adds() -> None:

@@ -11,6 +11,10 @@ Service, read with your kubeconfig); the environment `MEMORY_URL`,
 `MEMORY_TOKEN`; the config file (`--config`, `$MEMCTL_CONFIG`, else
 `$XDG_CONFIG_HOME/memctl/config.toml`), top-level `url`/`token` or a
 `[profiles.NAME]` table chosen with `--profile`.
+
+Why one module of ~550 lines: one argparse tree, one handler per subcommand
+and the shared ways to find the API (flags, Secret, environment, profiles);
+each handler is a few lines over `MemoryClient`.
 """
 
 from __future__ import annotations

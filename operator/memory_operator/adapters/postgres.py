@@ -11,6 +11,9 @@ commits. So one adapter applies one plan at a time (plans take milliseconds;
 observing runs in parallel), and a race with any other session (another
 process, a DBA) is retried: observe again, plan again, a few times with
 jittered backoff, then a temporary error for the caller's own backoff.
+
+Why ~420 lines: observe, apply and delete for a role and a schema, the bulk
+catalog read a resync shares, and the retry around catalog races.
 """
 
 from __future__ import annotations

@@ -10,6 +10,9 @@ route, and checks the same bearer token, role and rate-limit bucket
 error here (`isError: true`) whose structured content is that same problem
 document; only a missing or unknown token is refused at the transport (401,
 as the protocol's authorization section expects).
+
+Why ~520 lines: one declaration per tool (its argument model, role and
+description, what an agent reads), then the one dispatcher and the transport.
 """
 
 from __future__ import annotations

@@ -3,6 +3,10 @@
 The limits below bound what one request can cost and hold for every path that
 writes a memory: the API routes, the SomaFractalMemory-compatible routes and
 import all validate with these models (docs/API.md, "Limits").
+
+Why ~550 lines: one model per request and answer of the API (the OpenAPI
+document, the MCP tools' schemas and the client all read these), with the
+limits and the validators they share.
 """
 
 from __future__ import annotations

@@ -113,7 +113,7 @@ class Settings(BaseSettings):
     data_dir: str = "./.data/pg"
     # pgvector's HNSW index answers fastest from shared buffers; PostgreSQL's
     # 128MB default holds neither the index nor the table of 100k memories
-    # (bench/README.md: hybrid recall p50 1-2.5 ms slower at 100k)
+    # (bench/README.md: recall at 100k with 128MB and with 512MB)
     embedded_shared_buffers: str = "512MB"
 
     @field_validator("tenant")

@@ -3,6 +3,11 @@
 Filters go into the same WHERE clause as the ANN ordering, and pgvector 0.8's
 iterative index scan keeps scanning the HNSW graph until enough rows pass them,
 so a selective filter still returns top_k hits (filtering happens in the engine).
+
+Why ~550 lines: one engine's whole life cycle: the table and its graph (built
+with the tenant's HNSW parameters, rebuilt beside the old one when they
+change), search, upserts staged beside the memories' transaction, and the
+bulk-load path of a large import (graph dropped, rebuilt once, sized memory).
 """
 
 from __future__ import annotations
@@ -62,9 +67,9 @@ BULK_BUILD_SECONDS = 1800
 
 def build_memory(rows: int, dimensions: int, m: int) -> str:
     """maintenance_work_mem for building an HNSW graph of `rows` vectors in memory:
-    per row the vector plus its neighbour lists and element header (384-d, m=16:
-    2,250 bytes measured by pgvector's "no longer fits" notice, bench/README.md),
-    a quarter more for slack."""
+    per row the vector plus its neighbour lists and element header (the formula
+    checked against pgvector's "no longer fits" notice: bench/README.md), a
+    quarter more for slack."""
     need = rows * (4 * dimensions + 24 * m + 320) * 5 // 4
     return f"{max(BULK_BUILD_MEMORY_MIN, min(BULK_BUILD_MEMORY_MAX, need)) // 2**20}MB"
 
@@ -390,8 +395,8 @@ class PgVectorIndex(Shaped):
                     raise
 
     def _write(self, conn: Connection[Any], rows: list[tuple[Any, ...]], copy_new: bool) -> None:
-        """New ids by binary COPY (~25% faster than INSERTs into the HNSW index,
-        bench/README.md), ids already present by INSERT ... ON CONFLICT."""
+        """New ids by binary COPY (faster than INSERTs into the HNSW index:
+        bench/README.md, ingest), ids already present by INSERT ... ON CONFLICT."""
         if copy_new:
             present = {
                 r[0]

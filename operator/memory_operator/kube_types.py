@@ -24,6 +24,7 @@ class OwnerReference(TypedDict, total=False):
 
 class ObjectMeta(TypedDict, total=False):
     name: str
+    generateName: str
     namespace: str
     uid: str
     generation: int
@@ -111,3 +112,33 @@ class OwnedEvent(TypedDict):
 
     type: str | None
     object: Deployment
+
+
+class ObjectReference(TypedDict, total=False):
+    apiVersion: str
+    kind: str
+    name: str
+    namespace: str
+    uid: str
+
+
+class EventSource(TypedDict, total=False):
+    component: str
+
+
+class Event(TypedDict, total=False):
+    """A core/v1 Event (what `kubectl describe` shows under an object)."""
+
+    apiVersion: str
+    kind: str
+    metadata: ObjectMeta
+    involvedObject: ObjectReference
+    type: str
+    reason: str
+    message: str
+    source: EventSource
+    reportingComponent: str
+    reportingInstance: str
+    firstTimestamp: str
+    lastTimestamp: str
+    count: int

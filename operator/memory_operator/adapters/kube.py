@@ -25,7 +25,7 @@ from typing import Any, cast
 import httpx
 import kopf
 
-from memory_operator.kube_types import MemoryNamespace, MemoryNamespaceStatus
+from memory_operator.kube_types import Event, MemoryNamespace, MemoryNamespaceStatus
 from memory_operator.manifests import API_VERSION, FIELD_MANAGER, KIND
 from memory_operator.ports import (
     KubeBusy,
@@ -278,7 +278,7 @@ class KubeApi:
         """A core/v1 Event on the CR (what `kubectl describe memns` shows)."""
         meta = cr["metadata"]
         now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-        event = {
+        event: Event = {
             "apiVersion": "v1",
             "kind": "Event",
             "metadata": {"generateName": f"{meta['name']}.", "namespace": meta["namespace"]},

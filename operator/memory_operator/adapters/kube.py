@@ -9,8 +9,8 @@ A small REST client over httpx: server-side apply needs
 credentials are the ones Kopf's watch uses, from Kopf's own login helpers (the
 pod's service account, else a kubeconfig): `login` below serves both. The
 `kubernetes` package is not used, nor installed in the operator image: Kopf
-imports it whenever it is installed, which cost the operator ~45 MB of memory
-(bench/README.md).
+imports it whenever it is installed, a large part of the operator's memory
+(bench/README.md, "Peak RSS").
 """
 
 from __future__ import annotations

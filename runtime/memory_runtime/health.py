@@ -99,7 +99,7 @@ class Breaker:
                 self._open_until = self._clock() + self.open_seconds
 
     def trip(self, error: str) -> None:
-        """Open now (a probe saw the dependency down or hung)."""
+        """Open now (a probe saw the dependency refuse or fail outright)."""
         with self._lock:
             self._failures = max(self._failures, self.threshold - 1)
         self.failure(error)

@@ -1,7 +1,9 @@
-"""What the sync and async clients share: the routes as calls, retries, answers, errors.
+"""What the sync and async clients share: calls, retries, errors, NDJSON lines.
 
-A `Call` says what to send and how to read the answer; the two clients only
-differ in how they send it (httpx.Client or httpx.AsyncClient) and sleep.
+A `Call` says what to send and how to read the answer (`_routes.Routes`
+builds one per client method); `exchange` is the retry loop. The two clients
+only differ in how they send a call (httpx.Client or httpx.AsyncClient) and
+sleep.
 """
 
 from __future__ import annotations
@@ -10,35 +12,27 @@ import email.utils
 import json
 import random
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import (
+    AsyncIterable,
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Coroutine,
+    Iterable,
+    Iterator,
+    Mapping,
+)
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
-from urllib.parse import quote
 
 import httpx
-from pydantic import BaseModel, ConfigDict, TypeAdapter
+from pydantic import BaseModel, ConfigDict
 
-from memory_client.errors import ProblemError, problem_error
-from memory_runtime.models import (
-    Deleted,
-    Link,
-    LinkIn,
-    Memory,
-    MemoryIn,
-    MemoryList,
-    MemoryPatch,
-    NeighborsOut,
-    PathOut,
-    SearchIn,
-    SearchOut,
-    Stats,
-)
+from memory_client.errors import ProblemError, TransportError, problem_error
 
 T = TypeVar("T")
-Key = str | Iterable[float]  # a memory id, a coordinate "1,2,3", or its numbers
 
 NDJSON = "application/x-ndjson"
-IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS"})
 
 
 class ImportCounts(BaseModel):
@@ -78,9 +72,15 @@ class Call(Generic[T]):
     parse: Callable[[httpx.Response], T]
     params: Mapping[str, Any] | None = None
     json: Any = None
-    content: bytes | None = None
+    content: Iterator[bytes] | AsyncIterator[bytes] | None = None  # a streamed body
     headers: Mapping[str, str] = field(default_factory=dict)
+    timeout: httpx.Timeout | None = None  # None: the client's
     replayable: bool = True  # may be sent again after an answer was lost
+
+    @property
+    def once(self) -> bool:
+        """A streamed body is read while it is sent: the call cannot be sent again."""
+        return self.content is not None
 
     def request_kwargs(self) -> dict[str, Any]:
         kwargs: dict[str, Any] = {"params": _params(self.params)}
@@ -90,6 +90,8 @@ class Call(Generic[T]):
             kwargs["content"] = self.content
         if self.headers:
             kwargs["headers"] = dict(self.headers)
+        if self.timeout is not None:
+            kwargs["timeout"] = self.timeout
         return kwargs
 
 
@@ -121,7 +123,8 @@ class RetryPolicy:
 
     Retried: 429 and 503 (the server did not apply the request), connection
     failures before anything was sent, and - for calls that may be sent twice -
-    502/504 and connections that broke while waiting for the answer.
+    502/504 and connections that broke while waiting for the answer. A call
+    with a streamed body is never retried: its body is gone once sent.
     """
 
     max_retries: int = 4
@@ -135,14 +138,14 @@ class RetryPolicy:
         return random.uniform(0, min(self.max_backoff, self.backoff * 2**attempt))
 
     def after_status(self, call: Call[Any], status: int, attempt: int) -> bool:
-        if attempt >= self.max_retries:
+        if attempt >= self.max_retries or call.once:
             return False
         if status in (429, 503):
             return True  # not applied: the same body can be sent again
         return status in (502, 504) and call.replayable
 
     def after_error(self, call: Call[Any], exc: httpx.TransportError, attempt: int) -> bool:
-        if attempt >= self.max_retries:
+        if attempt >= self.max_retries or call.once:
             return False
         never_sent = isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout | httpx.PoolTimeout)
         return never_sent or call.replayable
@@ -177,192 +180,99 @@ def error_for(response: httpx.Response) -> ProblemError:
     return problem_error(response.status_code, body, retry_after(response))
 
 
-# --- answers -----------------------------------------------------------------
+async def exchange(
+    call: Call[T],
+    retry: RetryPolicy,
+    url: str,
+    send: Callable[[Call[T]], Awaitable[httpx.Response]],
+    sleep: Callable[[float], Awaitable[None]],
+) -> T:
+    """Send `call` until it has an answer (or `retry` gives up): its parsed answer or the error.
+
+    The I/O is the client's: `send` one attempt, `sleep` between attempts.
+    """
+    attempt = 0
+    while True:
+        try:
+            response = await send(call)
+        except httpx.TransportError as exc:
+            if not retry.after_error(call, exc, attempt):
+                raise TransportError(f"{call.method} {url}{call.path}: {exc}") from exc
+            await sleep(retry.delay(attempt, None))
+            attempt += 1
+            continue
+        if response.is_success:
+            return call.parse(response)
+        error = error_for(response)
+        if not retry.after_status(call, response.status_code, attempt):
+            raise error
+        await sleep(retry.delay(attempt, error.retry_after))
+        attempt += 1
 
 
-def model(cls: type[T]) -> Callable[[httpx.Response], T]:
-    adapter = TypeAdapter(cls)
-    return lambda response: adapter.validate_json(response.content)
+def run_sync(coroutine: Coroutine[Any, Any, T]) -> T:
+    """Run to its end, here and without an event loop, a coroutine that never suspends.
+
+    The sync client's `send` and `sleep` are coroutines over blocking calls
+    (they await nothing), so `exchange` serves it unchanged.
+    """
+    try:
+        coroutine.send(None)
+    except StopIteration as done:
+        return done.value
+    coroutine.close()
+    raise RuntimeError("a blocking call suspended: it awaited something asynchronous")
 
 
-def memories(response: httpx.Response) -> list[Memory]:
-    return MemoryList.model_validate_json(response.content).memories
+# --- NDJSON lines ---------------------------------------------------------
 
 
-def deleted(response: httpx.Response) -> int:
-    return Deleted.model_validate_json(response.content).deleted
+class LineSplitter:
+    """NDJSON lines (without their newline, blank ones dropped) from byte chunks as they come."""
 
+    def __init__(self) -> None:
+        self._rest = b""
 
-def plain_json(response: httpx.Response) -> Any:
-    return response.json()
+    def feed(self, chunk: bytes) -> list[bytes]:
+        *lines, self._rest = (self._rest + chunk).split(b"\n")
+        return [line for line in lines if line.strip()]
 
-
-# --- bodies ------------------------------------------------------------------
-
-
-def body(value: BaseModel | Mapping[str, Any] | None, fields: Mapping[str, Any]) -> dict[str, Any]:
-    """A JSON body from a request model, a mapping, or keyword fields (merged, fields win)."""
-    if isinstance(value, BaseModel):
-        data = value.model_dump(mode="json", by_alias=True, exclude_unset=True)
-    else:
-        data = dict(value or {})
-    data.update(fields)
-    return data
-
-
-def key_text(key: Key) -> str:
-    """A memory id or coordinate as the API reads it; a coordinate may be numbers."""
-    return key if isinstance(key, str) else ",".join(repr(float(v)) for v in key)
-
-
-def key_path(prefix: str, key: str | Iterable[float]) -> str:
-    """`/memories/<id or coordinate>`."""
-    return f"{prefix}/{quote(key_text(key), safe=',')}"
+    def end(self) -> list[bytes]:
+        return [self._rest] if self._rest.strip() else []
 
 
 def split_lines(chunks: Iterable[bytes]) -> Iterator[bytes]:
-    """NDJSON lines (without their newline) from arbitrary byte chunks."""
-    rest = b""
+    """NDJSON lines from arbitrary byte chunks."""
+    lines = LineSplitter()
     for chunk in chunks:
-        rest += chunk
-        *lines, rest = rest.split(b"\n")
-        yield from (line for line in lines if line.strip())
-    if rest.strip():
-        yield rest
+        yield from lines.feed(chunk)
+    yield from lines.end()
+
+
+async def split_lines_async(chunks: AsyncIterable[bytes]) -> AsyncIterator[bytes]:
+    """`split_lines` over chunks that arrive asynchronously."""
+    lines = LineSplitter()
+    async for chunk in chunks:
+        for line in lines.feed(chunk):
+            yield line
+    for line in lines.end():
+        yield line
+
+
+def _terminated(line: bytes) -> bytes:
+    return line if line.endswith(b"\n") else line + b"\n"
 
 
 def ndjson(lines: Iterable[bytes]) -> Iterator[bytes]:
     """Lines as an upload body: each exactly once newline-terminated."""
-    for line in lines:
-        yield line if line.endswith(b"\n") else line + b"\n"
+    return map(_terminated, lines)
 
 
-# --- the routes --------------------------------------------------------------
-
-
-class Routes:
-    """Every route of docs/API.md as a `Call` (no I/O here)."""
-
-    @staticmethod
-    def store(
-        memory: MemoryIn | Mapping[str, Any] | None, fields: Mapping[str, Any]
-    ) -> Call[Memory]:
-        data = body(memory, fields)
-        # without a coordinate the server assigns one: sending it twice would store twice
-        return Call("POST", "/memories", model(Memory), json=data, replayable="coordinate" in data)
-
-    @staticmethod
-    def store_many(items: Iterable[MemoryIn | Mapping[str, Any]]) -> Call[list[Memory]]:
-        data = [body(item, {}) for item in items]
-        replayable = all("coordinate" in item for item in data)
-        return Call(
-            "POST", "/memories/batch", memories, json={"memories": data}, replayable=replayable
-        )
-
-    @staticmethod
-    def get(key: str | Iterable[float], include_vector: bool) -> Call[Memory]:
-        params = {"include_vector": include_vector} if include_vector else None
-        return Call("GET", key_path("/memories", key), model(Memory), params=params)
-
-    @staticmethod
-    def update(
-        key: str | Iterable[float], change: MemoryPatch | Mapping[str, Any] | None, fields: Any
-    ) -> Call[Memory]:
-        return Call("PATCH", key_path("/memories", key), model(Memory), json=body(change, fields))
-
-    @staticmethod
-    def delete(key: str | Iterable[float]) -> Call[Memory]:
-        return Call("DELETE", key_path("/memories", key), model(Memory))
-
-    @staticmethod
-    def forget(scope: Mapping[str, Any]) -> Call[int]:
-        return Call("DELETE", "/memories", deleted, params=scope)
-
-    @staticmethod
-    def search(
-        query: str | SearchIn | Mapping[str, Any] | None, fields: Mapping[str, Any]
-    ) -> Call[SearchOut]:
-        """`query` is the text itself, or a whole request (SearchIn or a mapping)."""
-        if isinstance(query, str):
-            query, fields = None, {"query": query, **fields}
-        return Call("POST", "/memories/search", model(SearchOut), json=body(query, fields))
-
-    @staticmethod
-    def range(
-        low: str, high: str, memory_type: str | None, limit: int, offset: int
-    ) -> Call[list[Memory]]:
-        params = {"min": low, "max": high, "memory_type": memory_type}
-        return Call(
-            "GET", "/memories/range", memories, params={**params, "limit": limit, "offset": offset}
-        )
-
-    @staticmethod
-    def link(
-        source: Key | LinkIn | Mapping[str, Any], target: Key | None, fields: Mapping[str, Any]
-    ) -> Call[Link]:
-        """`link(a, b, ...)` between two memory keys, or `link(LinkIn(...))`."""
-        if target is None:
-            if not isinstance(source, LinkIn | Mapping):
-                raise TypeError("link(source) takes a LinkIn or a mapping; or link(source, target)")
-            return Call("POST", "/graph/link", model(Link), json=body(source, fields))
-        if isinstance(source, LinkIn | Mapping):
-            raise TypeError("link(source, target): source is a memory key")
-        ends = {"from": key_text(source), "to": key_text(target), **fields}
-        return Call("POST", "/graph/link", model(Link), json=body(None, ends))
-
-    @staticmethod
-    def unlink(source: str, target: str, link_type: str) -> Call[Link]:
-        params = {"from": source, "to": target, "type": link_type}
-        return Call("DELETE", "/graph/link", model(Link), params=params)
-
-    @staticmethod
-    def neighbors(
-        key: str, depth: int, direction: str, link_type: str | None, limit: int
-    ) -> Call[NeighborsOut]:
-        params = {"key": key, "depth": depth, "direction": direction, "type": link_type}
-        return Call(
-            "GET", "/graph/neighbors", model(NeighborsOut), params={**params, "limit": limit}
-        )
-
-    @staticmethod
-    def path(
-        source: str, target: str, max_depth: int, direction: str, link_type: str | None
-    ) -> Call[PathOut]:
-        params = {"from": source, "to": target, "max_depth": max_depth, "direction": direction}
-        return Call("GET", "/graph/path", model(PathOut), params={**params, "type": link_type})
-
-    @staticmethod
-    def import_status(import_id: str) -> Call[ImportStatus]:
-        return Call("GET", f"/import/{quote(import_id, safe='')}", model(ImportStatus))
-
-    @staticmethod
-    def stats() -> Call[Stats]:
-        return Call("GET", "/stats", model(Stats))
-
-    @staticmethod
-    def health() -> Call[Any]:
-        return Call("GET", "/healthz", plain_json)
-
-    @staticmethod
-    def ready() -> Call[Any]:
-        return Call("GET", "/readyz", plain_json)
-
-    @staticmethod
-    def raw(method: str, path: str, json_body: Any, params: Mapping[str, Any] | None) -> Call[Any]:
-        # the SomaFractalMemory-compatible aliases (/store, /recall, ...) and anything newer
-        replayable = method.upper() in IDEMPOTENT_METHODS
-        return Call(
-            method.upper(), path, plain_json, params=params, json=json_body, replayable=replayable
-        )
-
-
-def import_params(import_id: str | None, start_line: int) -> dict[str, Any]:
-    """Query of `POST /import`: only what differs from the server's defaults."""
-    params: dict[str, Any] = {"import_id": import_id} if import_id else {}
-    if start_line != 1:
-        params["start_line"] = start_line
-    return params
-
-
-def import_result(response: httpx.Response) -> ImportResult:
-    return ImportResult.model_validate_json(response.content)
+async def ndjson_async(lines: Iterable[bytes] | AsyncIterable[bytes]) -> AsyncIterator[bytes]:
+    """`ndjson` as a body for the async client (which sends only asynchronous streams)."""
+    if isinstance(lines, AsyncIterable):
+        async for line in lines:
+            yield _terminated(line)
+    else:
+        for line in lines:
+            yield _terminated(line)

@@ -36,7 +36,8 @@ from typing import IO, Any
 
 from tqdm import tqdm
 
-from memory_client._core import ImportResult, ImportStatus, key_text
+from memory_client._core import ImportResult, ImportStatus
+from memory_client._routes import key_text
 from memory_client.client import ENV_TOKEN, ENV_URL, MemoryClient
 from memory_client.errors import MemoryApiError, NotFound, ProblemError, TransportError
 from memory_runtime.models import SearchOut

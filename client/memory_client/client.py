@@ -1,56 +1,51 @@
 """`MemoryClient` (sync) and `AsyncMemoryClient` (asyncio/anyio), both on httpx.
 
-Same methods, same arguments, same answers: the routes are built once in
-`_core.Routes`; these classes only send them. Request bodies accept the API's
-own request models (`MemoryIn`, `SearchIn`, `LinkIn`, `MemoryPatch` from
-`memory_runtime.models`), a plain mapping, or keyword fields.
-
-Why ~450 lines: the whole API twice, once per class, each method a typed
-one-liner over `_core`; the pair reads best side by side in one file.
+Same methods, same arguments, same answers, written once: each method is an
+`_Endpoint` over the `_routes.Routes` function of its name (which holds its
+arguments, docstring and request), and `_core.exchange` is the one retry loop.
+The two classes only open their httpx client, send a call and sleep, each its
+own way. Request bodies accept the API's own request models (`MemoryIn`,
+`SearchIn`, `LinkIn`, `MemoryPatch` from `memory_runtime.models`), a plain
+mapping, or keyword fields.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 import time
-from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator, Mapping
-from typing import Any, TypeVar
+from collections.abc import (
+    AsyncIterable,
+    AsyncIterator,
+    Callable,
+    Coroutine,
+    Iterable,
+    Iterator,
+    Mapping,
+)
+from typing import Any, Generic, ParamSpec, Self, TypeVar, overload
 
 import anyio
 import httpx
 
 from memory_client._core import (
-    NDJSON,
     Call,
     ImportResult,
-    ImportStatus,
-    Key,
     RetryPolicy,
-    Routes,
     error_for,
-    import_params,
-    import_result,
-    key_text,
+    exchange,
     ndjson,
+    ndjson_async,
+    run_sync,
     split_lines,
+    split_lines_async,
 )
-from memory_client.errors import TransportError
-from memory_runtime.models import (
-    Direction,
-    Link,
-    LinkIn,
-    Memory,
-    MemoryIn,
-    MemoryPatch,
-    MemoryType,
-    NeighborsOut,
-    PathOut,
-    SearchIn,
-    SearchOut,
-    Stats,
-)
+from memory_client._routes import Routes
 
 T = TypeVar("T")
+P = ParamSpec("P")
+TransportT = TypeVar("TransportT")
+HttpT = TypeVar("HttpT")
 
 ENV_URL = "MEMORY_URL"
 ENV_TOKEN = "MEMORY_TOKEN"
@@ -58,30 +53,39 @@ DEFAULT_TIMEOUT = httpx.Timeout(30.0, connect=5.0)
 USER_AGENT = "somafractal-memory-client"
 
 
-def _base(url: str, token: str, headers: Mapping[str, str] | None) -> dict[str, Any]:
-    if not url:
-        raise ValueError(f"no memory API URL: pass url= or set {ENV_URL}")
-    return {
-        "base_url": url.rstrip("/"),
-        "headers": {
-            "Authorization": f"Bearer {token}",
-            "User-Agent": USER_AGENT,
-            **(headers or {}),
-        },
-    }
+class _Endpoint(Generic[P, T]):
+    """A route as a method of both clients: `build` makes the call, the client's `_run` sends it.
 
-
-def _scope(**scope: str | None) -> dict[str, str]:
-    return {k: v for k, v in scope.items() if v is not None}
-
-
-class MemoryClient:
-    """The tenant memory API, synchronously.
-
-    >>> with MemoryClient("http://127.0.0.1:9595", token) as memory:
-    ...     memory.store(payload={"text": "the user prefers tea"}, user_id="u42")
-    ...     memory.search("what does the user drink?", top_k=3).hits
+    On `MemoryClient` the method returns the answer, on `AsyncMemoryClient` an
+    awaitable of it; its arguments and docstring are those of `build`.
     """
+
+    def __init__(self, build: Callable[P, Call[T]]) -> None:
+        self.build = build
+        self.__doc__ = build.__doc__
+
+    @overload
+    def __get__(self, client: None, owner: type) -> Self: ...
+    @overload
+    def __get__(self, client: MemoryClient, owner: type) -> Callable[P, T]: ...
+    @overload
+    def __get__(
+        self, client: AsyncMemoryClient, owner: type
+    ) -> Callable[P, Coroutine[Any, Any, T]]: ...
+    def __get__(self, client: _Client[Any, Any] | None, owner: type) -> Any:
+        if client is None:
+            return self
+        build, run = self.build, client._run
+
+        @functools.wraps(build)
+        def method(*args: P.args, **kwargs: P.kwargs) -> Any:
+            return run(build(*args, **kwargs))
+
+        return method
+
+
+class _Client(Generic[TransportT, HttpT]):
+    """What both clients are: where the API is, how calls are retried, and the API's methods."""
 
     def __init__(
         self,
@@ -91,15 +95,58 @@ class MemoryClient:
         timeout: float | httpx.Timeout = DEFAULT_TIMEOUT,
         retry: RetryPolicy = RetryPolicy(),
         headers: Mapping[str, str] | None = None,
-        transport: httpx.BaseTransport | None = None,
+        transport: TransportT | None = None,
     ) -> None:
         url = url or os.environ.get(ENV_URL, "")
+        if not url:
+            raise ValueError(f"no memory API URL: pass url= or set {ENV_URL}")
         token = token or os.environ.get(ENV_TOKEN, "")
         self.retry = retry
         self.url = url.rstrip("/")
-        self._http = httpx.Client(
-            **_base(url, token, headers), timeout=timeout, transport=transport
-        )
+        sent = {"Authorization": f"Bearer {token}", "User-Agent": USER_AGENT, **(headers or {})}
+        self._http = self._connect(transport, base_url=self.url, headers=sent, timeout=timeout)
+
+    def _connect(self, transport: TransportT | None, **options: Any) -> HttpT:
+        raise NotImplementedError
+
+    def _run(self, call: Call[T]) -> Any:
+        """The answer to `call` (the async client: an awaitable of it)."""
+        raise NotImplementedError
+
+    # --- memories ---------------------------------------------------------
+    store = _Endpoint(Routes.store)
+    store_many = _Endpoint(Routes.store_many)
+    get = _Endpoint(Routes.get)
+    update = _Endpoint(Routes.update)
+    delete = _Endpoint(Routes.delete)
+    forget = _Endpoint(Routes.forget)
+    search = _Endpoint(Routes.search)
+    range = _Endpoint(Routes.range)
+
+    # --- graph ------------------------------------------------------------
+    link = _Endpoint(Routes.link)
+    unlink = _Endpoint(Routes.unlink)
+    neighbors = _Endpoint(Routes.neighbors)
+    path = _Endpoint(Routes.path)
+
+    # --- admin (and `export`, `import_lines`: streams, each client's own) --
+    import_status = _Endpoint(Routes.import_status)
+    stats = _Endpoint(Routes.stats)
+    health = _Endpoint(Routes.health)
+    ready = _Endpoint(Routes.ready)
+    request = _Endpoint(Routes.request)
+
+
+class MemoryClient(_Client[httpx.BaseTransport, httpx.Client]):
+    """The tenant memory API, synchronously.
+
+    >>> with MemoryClient("http://127.0.0.1:9595", token) as memory:
+    ...     memory.store(payload={"text": "the user prefers tea"}, user_id="u42")
+    ...     memory.search("what does the user drink?", top_k=3).hits
+    """
+
+    def _connect(self, transport: httpx.BaseTransport | None, **options: Any) -> httpx.Client:
+        return httpx.Client(transport=transport, **options)
 
     def __enter__(self) -> MemoryClient:
         return self
@@ -111,110 +158,12 @@ class MemoryClient:
         self._http.close()
 
     def _run(self, call: Call[T]) -> T:
-        attempt = 0
-        while True:
-            try:
-                response = self._http.request(call.method, call.path, **call.request_kwargs())
-            except httpx.TransportError as exc:
-                if not self.retry.after_error(call, exc, attempt):
-                    raise TransportError(f"{call.method} {self.url}{call.path}: {exc}") from exc
-                time.sleep(self.retry.delay(attempt, None))
-                attempt += 1
-                continue
-            if response.is_success:
-                return call.parse(response)
-            error = error_for(response)
-            if not self.retry.after_status(call, response.status_code, attempt):
-                raise error
-            time.sleep(self.retry.delay(attempt, error.retry_after))
-            attempt += 1
+        return run_sync(exchange(call, self.retry, self.url, self._send, _block))
 
-    # --- memories ---------------------------------------------------------
-    def store(self, memory: MemoryIn | Mapping[str, Any] | None = None, **fields: Any) -> Memory:
-        """Store one memory (upsert by coordinate)."""
-        return self._run(Routes.store(memory, fields))
+    async def _send(self, call: Call[Any]) -> httpx.Response:
+        # awaits nothing: httpx.Client blocks until the answer is here
+        return self._http.request(call.method, call.path, **call.request_kwargs())
 
-    def store_many(self, memories: Iterable[MemoryIn | Mapping[str, Any]]) -> list[Memory]:
-        """Store up to 1000 memories in one transaction (all or nothing)."""
-        return self._run(Routes.store_many(memories))
-
-    def get(self, key: Key, *, include_vector: bool = False) -> Memory:
-        return self._run(Routes.get(key, include_vector))
-
-    def update(
-        self, key: Key, change: MemoryPatch | Mapping[str, Any] | None = None, **fields: Any
-    ) -> Memory:
-        return self._run(Routes.update(key, change, fields))
-
-    def delete(self, key: Key) -> Memory:
-        return self._run(Routes.delete(key))
-
-    def forget(
-        self,
-        *,
-        user_id: str | None = None,
-        agent_id: str | None = None,
-        session_id: str | None = None,
-        memory_type: MemoryType | None = None,
-    ) -> int:
-        """Bulk forget by scope (admin token); the number of memories deleted."""
-        scope = _scope(
-            user_id=user_id, agent_id=agent_id, session_id=session_id, memory_type=memory_type
-        )
-        return self._run(Routes.forget(scope))
-
-    def search(
-        self, query: str | SearchIn | Mapping[str, Any] | None = None, **fields: Any
-    ) -> SearchOut:
-        """Recall: `search("tea", top_k=5, mode="keyword", tags=["prefs"])`."""
-        return self._run(Routes.search(query, fields))
-
-    def range(
-        self,
-        low: str,
-        high: str,
-        *,
-        memory_type: MemoryType | None = None,
-        limit: int = 100,
-        offset: int = 0,
-    ) -> list[Memory]:
-        return self._run(Routes.range(low, high, memory_type, limit, offset))
-
-    # --- graph ------------------------------------------------------------
-    def link(
-        self, source: Key | LinkIn | Mapping[str, Any], target: Key | None = None, **fields: Any
-    ) -> Link:
-        """`link(a, b, type="next", strength=0.5)` or `link(LinkIn(...))`."""
-        return self._run(Routes.link(source, target, fields))
-
-    def unlink(self, source: Key, target: Key, type: str = "related") -> Link:
-        return self._run(Routes.unlink(key_text(source), key_text(target), type))
-
-    def neighbors(
-        self,
-        key: Key,
-        *,
-        depth: int = 1,
-        direction: Direction = "out",
-        type: str | None = None,
-        limit: int = 100,
-    ) -> NeighborsOut:
-        return self._run(Routes.neighbors(key_text(key), depth, direction, type, limit))
-
-    def path(
-        self,
-        source: Key,
-        target: Key,
-        *,
-        max_depth: int = 4,
-        direction: Direction = "out",
-        type: str | None = None,
-    ) -> PathOut:
-        return self._run(
-            Routes.path(key_text(source), key_text(target), max_depth, direction, type)
-        )
-
-    # --- admin ------------------------------------------------------------
     def export(self) -> Iterator[bytes]:
         """The tenant's NDJSON export, line by line (streamed, one snapshot)."""
         with self._http.stream("GET", "/export") as response:
@@ -233,65 +182,20 @@ class MemoryClient:
         `start_line = lines + 1` (or everything again: it is idempotent).
         A streamed body cannot be replayed, so this call is not retried.
         """
-        try:
-            response = self._http.post(
-                "/import",
-                content=ndjson(lines),
-                params=import_params(import_id, start_line),
-                headers={"Content-Type": NDJSON},
-                timeout=httpx.Timeout(None, connect=5.0),
-            )
-        except httpx.TransportError as exc:
-            raise TransportError(f"POST {self.url}/import: {exc}") from exc
-        if not response.is_success:
-            raise error_for(response)
-        return import_result(response)
-
-    def import_status(self, import_id: str) -> ImportStatus:
-        return self._run(Routes.import_status(import_id))
-
-    def stats(self) -> Stats:
-        return self._run(Routes.stats())
-
-    def health(self) -> dict[str, Any]:
-        return self._run(Routes.health())
-
-    def ready(self) -> dict[str, Any]:
-        """`/readyz` as a dict; a not-ready server raises `Unavailable`."""
-        return self._run(Routes.ready())
-
-    def request(
-        self,
-        method: str,
-        path: str,
-        *,
-        json: Any = None,
-        params: Mapping[str, Any] | None = None,
-    ) -> Any:
-        """Any other route (e.g. the SomaFractalMemory aliases `/store`, `/recall`), as JSON."""
-        return self._run(Routes.raw(method, path, json, params))
+        return self._run(Routes.import_lines(ndjson(lines), import_id, start_line))
 
 
-class AsyncMemoryClient:
-    """The tenant memory API for asyncio/anyio code; the methods of `MemoryClient`."""
+async def _block(seconds: float) -> None:
+    time.sleep(seconds)  # the sync client's sleep, in the shape `exchange` awaits
 
-    def __init__(
-        self,
-        url: str | None = None,
-        token: str | None = None,
-        *,
-        timeout: float | httpx.Timeout = DEFAULT_TIMEOUT,
-        retry: RetryPolicy = RetryPolicy(),
-        headers: Mapping[str, str] | None = None,
-        transport: httpx.AsyncBaseTransport | None = None,
-    ) -> None:
-        url = url or os.environ.get(ENV_URL, "")
-        token = token or os.environ.get(ENV_TOKEN, "")
-        self.retry = retry
-        self.url = url.rstrip("/")
-        self._http = httpx.AsyncClient(
-            **_base(url, token, headers), timeout=timeout, transport=transport
-        )
+
+class AsyncMemoryClient(_Client[httpx.AsyncBaseTransport, httpx.AsyncClient]):
+    """The tenant memory API for asyncio/anyio code; the methods of `MemoryClient`, awaited."""
+
+    def _connect(
+        self, transport: httpx.AsyncBaseTransport | None, **options: Any
+    ) -> httpx.AsyncClient:
+        return httpx.AsyncClient(transport=transport, **options)
 
     async def __aenter__(self) -> AsyncMemoryClient:
         return self
@@ -303,118 +207,19 @@ class AsyncMemoryClient:
         await self._http.aclose()
 
     async def _run(self, call: Call[T]) -> T:
-        attempt = 0
-        while True:
-            try:
-                response = await self._http.request(call.method, call.path, **call.request_kwargs())
-            except httpx.TransportError as exc:
-                if not self.retry.after_error(call, exc, attempt):
-                    raise TransportError(f"{call.method} {self.url}{call.path}: {exc}") from exc
-                await anyio.sleep(self.retry.delay(attempt, None))
-                attempt += 1
-                continue
-            if response.is_success:
-                return call.parse(response)
-            error = error_for(response)
-            if not self.retry.after_status(call, response.status_code, attempt):
-                raise error
-            await anyio.sleep(self.retry.delay(attempt, error.retry_after))
-            attempt += 1
+        return await exchange(call, self.retry, self.url, self._send, anyio.sleep)
 
-    async def store(
-        self, memory: MemoryIn | Mapping[str, Any] | None = None, **fields: Any
-    ) -> Memory:
-        return await self._run(Routes.store(memory, fields))
-
-    async def store_many(self, memories: Iterable[MemoryIn | Mapping[str, Any]]) -> list[Memory]:
-        return await self._run(Routes.store_many(memories))
-
-    async def get(self, key: Key, *, include_vector: bool = False) -> Memory:
-        return await self._run(Routes.get(key, include_vector))
-
-    async def update(
-        self, key: Key, change: MemoryPatch | Mapping[str, Any] | None = None, **fields: Any
-    ) -> Memory:
-        return await self._run(Routes.update(key, change, fields))
-
-    async def delete(self, key: Key) -> Memory:
-        return await self._run(Routes.delete(key))
-
-    async def forget(
-        self,
-        *,
-        user_id: str | None = None,
-        agent_id: str | None = None,
-        session_id: str | None = None,
-        memory_type: MemoryType | None = None,
-    ) -> int:
-        scope = _scope(
-            user_id=user_id, agent_id=agent_id, session_id=session_id, memory_type=memory_type
-        )
-        return await self._run(Routes.forget(scope))
-
-    async def search(
-        self, query: str | SearchIn | Mapping[str, Any] | None = None, **fields: Any
-    ) -> SearchOut:
-        return await self._run(Routes.search(query, fields))
-
-    async def range(
-        self,
-        low: str,
-        high: str,
-        *,
-        memory_type: MemoryType | None = None,
-        limit: int = 100,
-        offset: int = 0,
-    ) -> list[Memory]:
-        return await self._run(Routes.range(low, high, memory_type, limit, offset))
-
-    async def link(
-        self, source: Key | LinkIn | Mapping[str, Any], target: Key | None = None, **fields: Any
-    ) -> Link:
-        return await self._run(Routes.link(source, target, fields))
-
-    async def unlink(self, source: Key, target: Key, type: str = "related") -> Link:
-        return await self._run(Routes.unlink(key_text(source), key_text(target), type))
-
-    async def neighbors(
-        self,
-        key: Key,
-        *,
-        depth: int = 1,
-        direction: Direction = "out",
-        type: str | None = None,
-        limit: int = 100,
-    ) -> NeighborsOut:
-        return await self._run(Routes.neighbors(key_text(key), depth, direction, type, limit))
-
-    async def path(
-        self,
-        source: Key,
-        target: Key,
-        *,
-        max_depth: int = 4,
-        direction: Direction = "out",
-        type: str | None = None,
-    ) -> PathOut:
-        return await self._run(
-            Routes.path(key_text(source), key_text(target), max_depth, direction, type)
-        )
+    async def _send(self, call: Call[Any]) -> httpx.Response:
+        return await self._http.request(call.method, call.path, **call.request_kwargs())
 
     async def export(self) -> AsyncIterator[bytes]:
+        """`MemoryClient.export`, asynchronously."""
         async with self._http.stream("GET", "/export") as response:
             if not response.is_success:
                 await response.aread()
                 raise error_for(response)
-            rest = b""
-            async for chunk in response.aiter_bytes():
-                rest += chunk
-                *lines, rest = rest.split(b"\n")
-                for line in lines:
-                    if line.strip():
-                        yield line
-            if rest.strip():
-                yield rest
+            async for line in split_lines_async(response.aiter_bytes()):
+                yield line
 
     async def import_lines(
         self,
@@ -423,46 +228,5 @@ class AsyncMemoryClient:
         import_id: str | None = None,
         start_line: int = 1,
     ) -> ImportResult:
-        async def body() -> AsyncIterator[bytes]:
-            if isinstance(lines, AsyncIterable):
-                async for line in lines:
-                    yield line if line.endswith(b"\n") else line + b"\n"
-            else:
-                for line in ndjson(lines):
-                    yield line
-
-        try:
-            response = await self._http.post(
-                "/import",
-                content=body(),
-                params=import_params(import_id, start_line),
-                headers={"Content-Type": NDJSON},
-                timeout=httpx.Timeout(None, connect=5.0),
-            )
-        except httpx.TransportError as exc:
-            raise TransportError(f"POST {self.url}/import: {exc}") from exc
-        if not response.is_success:
-            raise error_for(response)
-        return import_result(response)
-
-    async def import_status(self, import_id: str) -> ImportStatus:
-        return await self._run(Routes.import_status(import_id))
-
-    async def stats(self) -> Stats:
-        return await self._run(Routes.stats())
-
-    async def health(self) -> dict[str, Any]:
-        return await self._run(Routes.health())
-
-    async def ready(self) -> dict[str, Any]:
-        return await self._run(Routes.ready())
-
-    async def request(
-        self,
-        method: str,
-        path: str,
-        *,
-        json: Any = None,
-        params: Mapping[str, Any] | None = None,
-    ) -> Any:
-        return await self._run(Routes.raw(method, path, json, params))
+        """`MemoryClient.import_lines`; the lines may also come asynchronously."""
+        return await self._run(Routes.import_lines(ndjson_async(lines), import_id, start_line))

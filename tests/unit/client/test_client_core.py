@@ -2,17 +2,31 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
 import httpx
 import pytest
 
-from memory_client._core import RetryPolicy, Routes, error_for, retry_after, split_lines
-from memory_client.errors import NotFound, QuotaExceeded, ServerError, ValidationFailed
+from memory_client._core import (
+    Call,
+    RetryPolicy,
+    error_for,
+    exchange,
+    retry_after,
+    run_sync,
+    split_lines,
+    split_lines_async,
+)
+from memory_client._routes import Routes
+from memory_client.errors import NotFound, QuotaExceeded, ServerError, Unavailable, ValidationFailed
 
 
 def test_a_store_without_coordinate_is_never_sent_twice_after_a_lost_answer() -> None:
     policy = RetryPolicy(max_retries=3)
-    blind = Routes.store(None, {"payload": {"text": "x"}})
-    placed = Routes.store(None, {"coordinate": "1,2", "payload": {"text": "x"}})
+    blind = Routes.store(payload={"text": "x"})
+    placed = Routes.store(coordinate="1,2", payload={"text": "x"})
     lost = httpx.ReadTimeout("no answer")
     assert not policy.after_error(blind, lost, 0)
     assert policy.after_error(placed, lost, 0)
@@ -21,7 +35,7 @@ def test_a_store_without_coordinate_is_never_sent_twice_after_a_lost_answer() ->
     assert policy.after_status(blind, 429, 0)  # refused before anything was applied
     assert policy.after_status(blind, 503, 2)
     assert not policy.after_status(blind, 503, 3)  # retries used up
-    assert not policy.after_status(Routes.get("1,2", False), 404, 0)
+    assert not policy.after_status(Routes.get("1,2"), 404, 0)
 
 
 def test_delays_honour_retry_after_up_to_the_cap() -> None:
@@ -54,17 +68,71 @@ def test_split_lines_across_chunks() -> None:
     assert list(split_lines(chunks)) == [b'{"a":1}', b'{"b":2}', b'{"c":3}']
 
 
+async def _gen(items: list[bytes]) -> AsyncIterator[bytes]:
+    for item in items:
+        yield item
+
+
+def test_split_lines_async_gives_the_same_lines() -> None:
+    chunks = [b'{"a":', b'1}\n{"b":2}\n\n{"c"', b":3}"]
+
+    async def collect() -> list[bytes]:
+        return [line async for line in split_lines_async(_gen(chunks))]
+
+    assert asyncio.run(collect()) == list(split_lines(chunks))
+
+
+class Server:
+    """Answers in turn, and what the client slept between them."""
+
+    def __init__(self, *statuses: int) -> None:
+        self.statuses = list(statuses)
+        self.sent: list[str] = []
+        self.slept: list[float] = []
+
+    async def send(self, call: Call[Any]) -> httpx.Response:
+        self.sent.append(f"{call.method} {call.path}")
+        status = self.statuses.pop(0)
+        headers = {"Retry-After": "2"} if status == 503 else {}
+        return httpx.Response(status, json={"status": "ok"}, headers=headers)
+
+    async def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+
+
+def test_exchange_retries_a_refused_call_after_retry_after_and_runs_without_a_loop() -> None:
+    server = Server(503, 503, 200)
+    health = run_sync(exchange(Routes.health(), RetryPolicy(), "u", server.send, server.sleep))
+    assert (health, server.slept, len(server.sent)) == ({"status": "ok"}, [2.0, 2.0], 3)
+    server = Server(503, 503)
+    with pytest.raises(Unavailable):
+        run_sync(
+            exchange(Routes.health(), RetryPolicy(max_retries=1), "u", server.send, server.sleep)
+        )
+    assert server.slept == [2.0]
+
+
+def test_a_streamed_import_is_sent_once_even_when_refused() -> None:
+    lines: Iterator[bytes] = iter([b"{}\n"])
+    server = Server(503, 200)
+    call = Routes.import_lines(lines, "run-1", start_line=5)
+    assert dict(call.request_kwargs()["params"]) == {"import_id": "run-1", "start_line": "5"}
+    with pytest.raises(Unavailable):
+        run_sync(exchange(call, RetryPolicy(), "u", server.send, server.sleep))
+    assert (server.sent, server.slept) == (["POST /import"], [])
+
+
 def test_link_takes_two_keys_or_one_whole_link_never_a_mix() -> None:
-    between = Routes.link("1,1", [2, 2], {"type": "next"})
+    between = Routes.link("1,1", [2, 2], type="next")
     assert between.json == {"from": "1,1", "to": "2.0,2.0", "type": "next"}
-    whole = Routes.link({"from": "1,1", "to": "2,2"}, None, {})
+    whole = Routes.link({"from": "1,1", "to": "2,2"})
     assert whole.json == {"from": "1,1", "to": "2,2"}
     with pytest.raises(TypeError, match="source is a memory key"):
-        Routes.link({"from": "1,1", "to": "2,2"}, "3,3", {})
+        Routes.link({"from": "1,1", "to": "2,2"}, "3,3")
     with pytest.raises(TypeError, match="takes a LinkIn or a mapping"):
-        Routes.link("1,1", None, {})
+        Routes.link("1,1")
 
 
 def test_search_takes_the_query_text_or_a_whole_request() -> None:
-    assert Routes.search("tea", {"top_k": 3}).json == {"query": "tea", "top_k": 3}
-    assert Routes.search({"query": "tea"}, {}).json == {"query": "tea"}
+    assert Routes.search("tea", top_k=3).json == {"query": "tea", "top_k": 3}
+    assert Routes.search({"query": "tea"}).json == {"query": "tea"}

@@ -6,11 +6,7 @@ MemoryNamespaceSpec, which is what the operator works with."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any, TypedDict, TypeVar
-
-# An object the operator renders and applies; the API server answers with one of its kind.
-Rendered = TypeVar("Rendered", bound=Mapping[str, Any])
 
 
 class OwnerReference(TypedDict, total=False):
@@ -35,6 +31,18 @@ class ObjectMeta(TypedDict, total=False):
     annotations: dict[str, str]
     finalizers: list[str]
     ownerReferences: list[OwnerReference]
+
+
+class KubeObject(TypedDict, total=False):
+    """What every Kubernetes object has; the kinds below add their own fields."""
+
+    apiVersion: str
+    kind: str
+    metadata: ObjectMeta
+
+
+# An object the operator renders and applies; the API server answers with one of its kind.
+Rendered = TypeVar("Rendered", bound=KubeObject)
 
 
 class Condition(TypedDict, total=False):
@@ -64,28 +72,19 @@ class MemoryNamespaceStatus(TypedDict, total=False):
     credentialsSecret: str
 
 
-class MemoryNamespace(TypedDict, total=False):
+class MemoryNamespace(KubeObject, total=False):
     """A MemoryNamespace custom resource as the API server returns it."""
 
-    apiVersion: str
-    kind: str
-    metadata: ObjectMeta
     spec: dict[str, Any]  # validated by spec.parse_spec
     status: MemoryNamespaceStatus
 
 
-class Secret(TypedDict, total=False):
-    apiVersion: str
-    kind: str
-    metadata: ObjectMeta
+class Secret(KubeObject, total=False):
     type: str
     data: dict[str, str]  # base64 values
 
 
-class ConfigMap(TypedDict, total=False):
-    apiVersion: str
-    kind: str
-    metadata: ObjectMeta
+class ConfigMap(KubeObject, total=False):
     data: dict[str, str]
 
 
@@ -98,10 +97,7 @@ class DeploymentStatus(TypedDict, total=False):
     conditions: list[Condition]
 
 
-class Deployment(TypedDict, total=False):
-    apiVersion: str
-    kind: str
-    metadata: ObjectMeta
+class Deployment(KubeObject, total=False):
     spec: dict[str, Any]  # rendered by manifests.render_deployment, never read back
     status: DeploymentStatus
 
@@ -126,12 +122,9 @@ class EventSource(TypedDict, total=False):
     component: str
 
 
-class Event(TypedDict, total=False):
+class Event(KubeObject, total=False):
     """A core/v1 Event (what `kubectl describe` shows under an object)."""
 
-    apiVersion: str
-    kind: str
-    metadata: ObjectMeta
     involvedObject: ObjectReference
     type: str
     reason: str
@@ -142,3 +135,67 @@ class Event(TypedDict, total=False):
     firstTimestamp: str
     lastTimestamp: str
     count: int
+
+
+class LabelSelector(TypedDict, total=False):
+    matchLabels: dict[str, str]
+
+
+class ServicePort(TypedDict, total=False):
+    name: str
+    port: int
+    targetPort: int | str  # a number or a container port's name
+    protocol: str
+
+
+class ServiceSpec(TypedDict, total=False):
+    type: str
+    selector: dict[str, str]
+    ports: list[ServicePort]
+
+
+class Service(KubeObject, total=False):
+    spec: ServiceSpec
+
+
+class NetworkPolicyPeer(TypedDict, total=False):
+    podSelector: LabelSelector
+    namespaceSelector: LabelSelector  # {} selects every namespace
+
+
+class NetworkPolicyPort(TypedDict, total=False):
+    protocol: str
+    port: int | str
+
+
+# "from" is a Python keyword: the functional form.
+NetworkPolicyIngressRule = TypedDict(
+    "NetworkPolicyIngressRule",
+    {"from": list[NetworkPolicyPeer], "ports": list[NetworkPolicyPort]},
+    total=False,
+)
+
+
+class NetworkPolicySpec(TypedDict, total=False):
+    podSelector: LabelSelector
+    policyTypes: list[str]
+    ingress: list[NetworkPolicyIngressRule]
+
+
+class NetworkPolicy(KubeObject, total=False):
+    spec: NetworkPolicySpec
+
+
+class PeerRecord(TypedDict, total=False):
+    """One operator process in a Kopf peering object's status (peering.py reads it)."""
+
+    priority: int
+    lifetime: int
+    lastseen: str
+
+
+class KopfPeering(KubeObject, total=False):
+    """A ClusterKopfPeering or KopfPeering: Kopf keeps its peers' records in the
+    status, by process identity; the operator creates the object and reads them."""
+
+    status: dict[str, PeerRecord]

@@ -26,11 +26,16 @@ from memory_operator.config import OperatorConfig
 from memory_operator.kube_types import (
     ConfigMap,
     Deployment,
+    KopfPeering,
     MemoryNamespace,
+    NetworkPolicy,
+    NetworkPolicyIngressRule,
+    NetworkPolicyPeer,
     ObjectMeta,
     OwnerReference,
     Rendered,
     Secret,
+    Service,
 )
 from memory_operator.naming import Names
 from memory_operator.spec import MemoryNamespaceSpec
@@ -365,42 +370,41 @@ def render_deployment(
     return _with_hash(deployment)
 
 
-def render_service(cr: MemoryNamespace, names: Names) -> dict[str, Any]:
-    return _with_hash(
-        {
-            "apiVersion": "v1",
-            "kind": "Service",
-            "metadata": _metadata(cr, names, names.objects),
-            "spec": {
-                "type": "ClusterIP",
-                "selector": selector_labels(cr),
-                "ports": [
-                    {"name": "http", "port": RUNTIME_PORT, "targetPort": "http", "protocol": "TCP"},
-                    {
-                        "name": "metrics",
-                        "port": METRICS_PORT,
-                        "targetPort": "metrics",
-                        "protocol": "TCP",
-                    },
-                ],
-            },
-        }
-    )
+def render_service(cr: MemoryNamespace, names: Names) -> Service:
+    service: Service = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": _metadata(cr, names, names.objects),
+        "spec": {
+            "type": "ClusterIP",
+            "selector": selector_labels(cr),
+            "ports": [
+                {"name": "http", "port": RUNTIME_PORT, "targetPort": "http", "protocol": "TCP"},
+                {
+                    "name": "metrics",
+                    "port": METRICS_PORT,
+                    "targetPort": "metrics",
+                    "protocol": "TCP",
+                },
+            ],
+        },
+    }
+    return _with_hash(service)
 
 
 def render_network_policy(
     cr: MemoryNamespace, names: Names, config: OperatorConfig
-) -> dict[str, Any] | None:
+) -> NetworkPolicy | None:
     """Ingress to the runtime pods: the API port from the tenant's own namespace (and
     the namespaces the operator configuration names), the metrics port only from the
     monitoring namespaces. None when the operator is configured without policies."""
     if not config.network_policy:
         return None
-    api_from: list[dict[str, Any]] = [{"podSelector": {}}]  # pods of the CR's namespace
+    api_from: list[NetworkPolicyPeer] = [{"podSelector": {}}]  # pods of the CR's namespace
     if config.api_ingress_namespaces is not None:
         selector = dict(sorted(config.api_ingress_namespaces.items()))
         api_from.append({"namespaceSelector": {"matchLabels": selector} if selector else {}})
-    ingress: list[dict[str, Any]] = [
+    ingress: list[NetworkPolicyIngressRule] = [
         {"from": api_from, "ports": [{"protocol": "TCP", "port": RUNTIME_PORT}]}
     ]
     if config.metrics_namespaces is not None:
@@ -411,18 +415,17 @@ def render_network_policy(
                 "ports": [{"protocol": "TCP", "port": METRICS_PORT}],
             }
         )
-    return _with_hash(
-        {
-            "apiVersion": "networking.k8s.io/v1",
-            "kind": "NetworkPolicy",
-            "metadata": _metadata(cr, names, names.objects),
-            "spec": {
-                "podSelector": {"matchLabels": selector_labels(cr)},
-                "policyTypes": ["Ingress"],
-                "ingress": ingress,
-            },
-        }
-    )
+    policy: NetworkPolicy = {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": _metadata(cr, names, names.objects),
+        "spec": {
+            "podSelector": {"matchLabels": selector_labels(cr)},
+            "policyTypes": ["Ingress"],
+            "ingress": ingress,
+        },
+    }
+    return _with_hash(policy)
 
 
 def is_subset(desired: Any, live: Any) -> bool:
@@ -477,7 +480,7 @@ def deployment_available(live: Deployment | None, replicas: int) -> tuple[bool, 
     return True, f"{ready}/{replicas} replicas available"
 
 
-def render_peerings(peering_name: str, namespaces: tuple[str, ...]) -> list[dict[str, Any]]:
+def render_peerings(peering_name: str, namespaces: tuple[str, ...]) -> list[KopfPeering]:
     """Kopf's peering objects: one cluster-wide, or one per watched namespace (Kopf
     peers where it watches). They must exist: without one, Kopf finds no peers and
     every replica would run."""

@@ -252,7 +252,7 @@ def setup(
     def owner_changed(meta: ObjectMeta, owner: OwnerReference) -> None:
         ns = meta["namespace"]
         try:
-            cr = cast("MemoryNamespace | None", reconciler.kube.get(KIND, ns, owner["name"]))
+            cr = reconciler.kube.get(KIND, ns, owner["name"])
             if cr is None or cr["metadata"].get("uid") != owner.get("uid"):
                 return
             if cr["metadata"].get("deletionTimestamp"):

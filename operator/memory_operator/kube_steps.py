@@ -6,7 +6,7 @@ live one before it is applied.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from memory_operator import manifests as m
 from memory_operator.conditions import EventReason, EventType, Reason
@@ -79,10 +79,11 @@ def apply_object(r: Reconciler, p: Pass, desired: Rendered) -> Rendered | None:
     """Apply `desired` unless the live object already matches; the object as it is now
     (the API server's answer, of desired's kind)."""
     kind, name = desired["kind"], desired["metadata"]["name"]
-    live = r.kube_call("get", lambda: r.kube.get(kind, p.namespace, name))
+    # A GET of desired's kind answers with an object of that kind.
+    live = cast("Rendered | None", r.kube_call("get", lambda: r.kube.get(kind, p.namespace, name)))
     if not m.needs_apply(desired, live):
         return live
-    applied: Rendered = r.kube_call("apply", lambda: r.kube.apply(desired))
+    applied = r.kube_call("apply", lambda: r.kube.apply(desired))
     p.wrote(f"{kind}/{name}")
     return applied
 

@@ -18,7 +18,7 @@ import json
 import math
 import secrets
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Final
 from urllib.parse import quote
 
 from memory_contract.naming import METRICS_PORT, RUNTIME_PORT
@@ -42,7 +42,7 @@ from memory_operator.spec import MemoryNamespaceSpec
 
 GROUP = "memory.somafractal.io"
 API_VERSION = f"{GROUP}/v1alpha1"
-KIND = "MemoryNamespace"
+KIND: Final = "MemoryNamespace"
 FIELD_MANAGER = "somafractal-operator"
 HASH_ANNOTATION = f"{GROUP}/applied-hash"
 CONFIG_HASH_ANNOTATION = f"{GROUP}/config-hash"

@@ -13,8 +13,8 @@ pass with time; callers catch meanings, not status numbers."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
-from typing import Any, Protocol
+from collections.abc import Iterable
+from typing import Literal, Protocol, overload
 
 from memory_operator.domain import (
     CacheUserTarget,
@@ -23,7 +23,18 @@ from memory_operator.domain import (
     Outcome,
     TopicsTarget,
 )
-from memory_operator.kube_types import MemoryNamespace, MemoryNamespaceStatus
+from memory_operator.kube_types import (
+    ConfigMap,
+    Deployment,
+    KopfPeering,
+    KubeObject,
+    MemoryNamespace,
+    MemoryNamespaceStatus,
+    NetworkPolicy,
+    Rendered,
+    Secret,
+    Service,
+)
 
 
 class BackendError(RuntimeError):
@@ -95,16 +106,47 @@ class KubeRejected(KubeError):
 
 
 class KubePort(Protocol):
-    """What the operator needs from Kubernetes (adapters.kube.KubeApi implements it)."""
+    """What the operator needs from Kubernetes (adapters.kube.KubeApi implements it).
 
-    def get(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None: ...
-    def apply(self, obj: Mapping[str, Any]) -> dict[str, Any]: ...
-    def create(self, obj: Mapping[str, Any]) -> dict[str, Any] | None: ...
+    An implementation provides `read`; `get` is `read` typed by kind (the API
+    server answers a GET of a kind with an object of that kind), here once for all."""
+
+    def read(self, kind: str, namespace: str, name: str) -> KubeObject | None:
+        """The object as the API server returns it; None if it does not exist."""
+        ...
+
+    @overload
+    def get(self, kind: Literal["Secret"], namespace: str, name: str) -> Secret | None: ...
+    @overload
+    def get(self, kind: Literal["ConfigMap"], namespace: str, name: str) -> ConfigMap | None: ...
+    @overload
+    def get(self, kind: Literal["Deployment"], namespace: str, name: str) -> Deployment | None: ...
+    @overload
+    def get(self, kind: Literal["Service"], namespace: str, name: str) -> Service | None: ...
+    @overload
+    def get(
+        self, kind: Literal["NetworkPolicy"], namespace: str, name: str
+    ) -> NetworkPolicy | None: ...
+    @overload
+    def get(
+        self, kind: Literal["MemoryNamespace"], namespace: str, name: str
+    ) -> MemoryNamespace | None: ...
+    @overload
+    def get(
+        self, kind: Literal["ClusterKopfPeering", "KopfPeering"], namespace: str, name: str
+    ) -> KopfPeering | None: ...
+    @overload
+    def get(self, kind: str, namespace: str, name: str) -> KubeObject | None: ...
+    def get(self, kind: str, namespace: str, name: str) -> KubeObject | None:
+        return self.read(kind, namespace, name)
+
+    def apply(self, obj: Rendered) -> Rendered: ...
+    def create(self, obj: Rendered) -> Rendered | None: ...
     def patch_status(
         self, namespace: str, name: str, status: MemoryNamespaceStatus
     ) -> MemoryNamespace: ...
     def list_memory_namespaces(self, namespace: str | None = None) -> Iterable[MemoryNamespace]: ...
     def list_objects(
         self, kind: str, namespace: str, label_selector: str
-    ) -> Iterable[dict[str, Any]]: ...
+    ) -> Iterable[KubeObject]: ...
     def emit_event(self, cr: MemoryNamespace, type_: str, reason: str, message: str) -> None: ...

@@ -34,7 +34,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from memory_operator import backend_steps, kube_steps
 from memory_operator import conditions as c
@@ -508,7 +508,7 @@ class Reconciler:
         except BackendError as err:
             raise StepError("temporary", Reason.error(backend), err.message) from err
 
-    def kube_call(self, operation: str, fn: Callable[[], Any]) -> Any:
+    def kube_call(self, operation: str, fn: Callable[[], T]) -> T:
         if self._not_before is not None:  # shared reads: in memory, nothing to time
             return fn()
         try:

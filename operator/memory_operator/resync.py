@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import cast
+from typing import Literal, cast
 
 from memory_operator.kube_types import MemoryNamespace
 from memory_operator.manifests import KIND
@@ -110,7 +110,7 @@ class PeeringGate:
     ) -> None:
         # Cluster-wide: one ClusterKopfPeering; else a KopfPeering per namespace,
         # and Kopf pauses when any of them says so.
-        self._objects = (
+        self._objects: list[tuple[Literal["ClusterKopfPeering", "KopfPeering"], str]] = (
             [("KopfPeering", ns) for ns in namespaces]
             if namespaces
             else [("ClusterKopfPeering", "")]
@@ -260,9 +260,7 @@ class Resync:
                 self.retries.later(uid, self._clock())
                 continue
             try:
-                cr = cast(
-                    "MemoryNamespace | None", self._kube.get(KIND, failed.namespace, failed.name)
-                )
+                cr = self._kube.get(KIND, failed.namespace, failed.name)
             except Exception as err:
                 log.warning("resync retry: reading %s failed: %s", failed.name, err)
                 self.retries.later(uid, self._clock() + LIST_RETRY)

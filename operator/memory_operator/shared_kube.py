@@ -7,11 +7,16 @@ else raises NeedsExact and the pass runs on exact reads.
 from __future__ import annotations
 
 import json
-from collections.abc import Hashable, Iterable, Mapping
-from typing import Any, cast
+from collections.abc import Hashable, Iterable
+from typing import cast
 
 from memory_operator import manifests as m
-from memory_operator.kube_types import MemoryNamespace, MemoryNamespaceStatus
+from memory_operator.kube_types import (
+    KubeObject,
+    MemoryNamespace,
+    MemoryNamespaceStatus,
+    Rendered,
+)
 from memory_operator.ports import KubeError, KubePort
 from memory_operator.snapshot import NeedsExact, SharedByKey
 
@@ -27,7 +32,7 @@ def list_managed(kube: KubePort, key: Hashable) -> dict[str, str]:
     return {item["metadata"]["name"]: comparable(item) for item in items}
 
 
-def comparable(obj: dict[str, Any]) -> str:
+def comparable(obj: KubeObject) -> str:
     """What a shared read keeps of a live object: all but managedFields (the
     largest part of most objects, never compared), as compact JSON (several times
     smaller than the dict it is parsed back into for one pass)."""
@@ -35,7 +40,7 @@ def comparable(obj: dict[str, Any]) -> str:
     return json.dumps({**obj, "metadata": meta}, separators=(",", ":"))
 
 
-class SharedKube:
+class SharedKube(KubePort):
     """The KubePort of a pass on shared reads: GETs of the operator's own objects
     are served from one labelled list per kind and namespace; anything it can't
     serve, and every write, raises NeedsExact. Events pass through (they follow a
@@ -51,7 +56,7 @@ class SharedKube:
         self._objects = objects
         self._not_before = not_before
 
-    def get(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
+    def read(self, kind: str, namespace: str, name: str) -> KubeObject | None:
         if kind not in SHARED_KINDS:
             raise NeedsExact(f"{kind} is not read in bulk")
         try:
@@ -60,8 +65,7 @@ class SharedKube:
             raise NeedsExact(f"list {kind}: {err.message}") from err
         if live is None:  # missing, or not labelled ours (a tokenSecretRef Secret)
             raise NeedsExact(f"{kind}/{name} not in the shared read")
-        obj: dict[str, Any] = json.loads(live)
-        return obj
+        return cast(KubeObject, json.loads(live))  # a live object, as comparable() kept it
 
     def emit_event(self, cr: MemoryNamespace, type_: str, reason: str, message: str) -> None:
         self._kube.emit_event(cr, type_, reason, message)
@@ -69,13 +73,13 @@ class SharedKube:
     def list_memory_namespaces(self, namespace: str | None = None) -> Iterable[MemoryNamespace]:
         return self._kube.list_memory_namespaces(namespace)
 
-    def list_objects(self, kind: str, namespace: str, label_selector: str) -> list[dict[str, Any]]:
+    def list_objects(self, kind: str, namespace: str, label_selector: str) -> list[KubeObject]:
         raise NeedsExact("no lists on a shared pass")
 
-    def apply(self, obj: Mapping[str, Any]) -> dict[str, Any]:
+    def apply(self, obj: Rendered) -> Rendered:
         raise NeedsExact(f"{obj['kind']}/{obj['metadata']['name']} differs")
 
-    def create(self, obj: Mapping[str, Any]) -> dict[str, Any] | None:
+    def create(self, obj: Rendered) -> Rendered | None:
         raise NeedsExact(f"{obj['kind']}/{obj['metadata']['name']} missing")
 
     def patch_status(

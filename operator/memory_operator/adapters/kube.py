@@ -18,19 +18,26 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from typing import Any, cast
 
 import httpx
 import kopf
 
-from memory_operator.kube_types import Event, MemoryNamespace, MemoryNamespaceStatus
+from memory_operator.kube_types import (
+    Event,
+    KubeObject,
+    MemoryNamespace,
+    MemoryNamespaceStatus,
+    Rendered,
+)
 from memory_operator.manifests import API_VERSION, FIELD_MANAGER, KIND
 from memory_operator.ports import (
     KubeBusy,
     KubeConflict,
     KubeError,
+    KubePort,
     KubeRejected,
     KubeUnavailable,
 )
@@ -99,7 +106,7 @@ def login(**kwargs: Any) -> kopf.ConnectionInfo:
     return in_cluster_login(**kwargs) or kubeconfig_login(**kwargs)
 
 
-class KubeApi:
+class KubeApi(KubePort):
     """Thin, synchronous client; one instance is shared by all reconciles.
 
     `login` is called again after a 401 (a rotated service-account token) and the
@@ -160,10 +167,13 @@ class KubeApi:
 
     # -- operations the reconciler uses ---------------------------------
 
-    def get(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
-        return self._request("GET", _path(kind, namespace, name))
+    # The API server's JSON is taken as the shape of its kind (kube_types.py): the
+    # server validated it against the kind's schema.
 
-    def apply(self, obj: Mapping[str, Any]) -> dict[str, Any]:
+    def read(self, kind: str, namespace: str, name: str) -> KubeObject | None:
+        return cast(KubeObject | None, self._request("GET", _path(kind, namespace, name)))
+
+    def apply(self, obj: Rendered) -> Rendered:
         """Server-side apply under the operator's single field manager. force=true:
         the operator is the authority for every field it renders."""
         meta = obj["metadata"]
@@ -174,18 +184,19 @@ class KubeApi:
             content_type="application/apply-patch+yaml",
             params={"fieldManager": FIELD_MANAGER, "force": "true"},
         )
-        return out or {}
+        return cast(Rendered, out or {})
 
-    def create(self, obj: Mapping[str, Any]) -> dict[str, Any] | None:
+    def create(self, obj: Rendered) -> Rendered | None:
         """Create; None if it already exists (someone else won the race)."""
         meta = obj["metadata"]
         try:
-            return self._request(
+            out = self._request(
                 "POST",
                 _path(obj["kind"], meta.get("namespace")),
                 body=obj,
                 params={"fieldManager": FIELD_MANAGER},
             )
+            return cast(Rendered | None, out)
         except KubeConflict:
             return None
 
@@ -202,7 +213,7 @@ class KubeApi:
 
     def list_objects(
         self, kind: str, namespace: str, label_selector: str, page: int = 100
-    ) -> Iterator[dict[str, Any]]:
+    ) -> Iterator[KubeObject]:
         """Every object of `kind` in `namespace` with the labels, each with its
         apiVersion and kind, as a GET returns it (list items come without). Yielded
         page by page: a caller that keeps a digest of each object holds one page of
@@ -212,7 +223,7 @@ class KubeApi:
 
     def list_pages(
         self, kind: str, namespace: str, label_selector: str, page: int = 100
-    ) -> Iterator[tuple[list[dict[str, Any]], str]]:
+    ) -> Iterator[tuple[list[KubeObject], str]]:
         """list_objects' pages, each with the list's resourceVersion (to watch from)."""
         params = {"labelSelector": label_selector, "limit": str(page)}
         while True:
@@ -221,7 +232,10 @@ class KubeApi:
             meta = out.get("metadata") or {}
             items = out.pop("items", None) or []
             yield (
-                [{"apiVersion": api_version, "kind": kind, **item} for item in items],
+                [
+                    cast(KubeObject, {"apiVersion": api_version, "kind": kind, **item})
+                    for item in items
+                ],
                 meta.get("resourceVersion", ""),
             )
             del items
@@ -271,7 +285,6 @@ class KubeApi:
 
     def list_memory_namespaces(self, namespace: str | None = None) -> Iterator[MemoryNamespace]:
         """Every MemoryNamespace (of `namespace` only when given), page by page."""
-        # The API server's JSON, taken as the CRD's shape (its schema validated it).
         return cast(Iterator[MemoryNamespace], self.list_objects(KIND, namespace or "", ""))
 
     def emit_event(self, cr: MemoryNamespace, type_: str, reason: str, message: str) -> None:

@@ -97,8 +97,131 @@ class DeploymentStatus(TypedDict, total=False):
     conditions: list[Condition]
 
 
+class LabelSelector(TypedDict, total=False):
+    matchLabels: dict[str, str]
+
+
+class LocalObjectReference(TypedDict):
+    name: str
+
+
+class KeySelector(TypedDict):
+    """A secretKeyRef (or configMapKeyRef): one key of an object of the namespace."""
+
+    name: str
+    key: str
+
+
+class EnvVarSource(TypedDict, total=False):
+    secretKeyRef: KeySelector
+
+
+class EnvVar(TypedDict, total=False):
+    name: str
+    value: str
+    valueFrom: EnvVarSource
+
+
+class EnvFromSource(TypedDict, total=False):
+    configMapRef: LocalObjectReference
+
+
+class ContainerPort(TypedDict, total=False):
+    name: str
+    containerPort: int
+    protocol: str
+
+
+class HTTPGetAction(TypedDict, total=False):
+    path: str
+    port: int | str  # a number or a container port's name
+
+
+class Probe(TypedDict, total=False):
+    httpGet: HTTPGetAction
+    periodSeconds: int
+    timeoutSeconds: int
+    failureThreshold: int
+
+
+class Capabilities(TypedDict, total=False):
+    add: list[str]
+    drop: list[str]
+
+
+class SecurityContext(TypedDict, total=False):
+    allowPrivilegeEscalation: bool
+    readOnlyRootFilesystem: bool
+    capabilities: Capabilities
+
+
+class ResourceRequirements(TypedDict, total=False):
+    requests: dict[str, int | str]  # quantities: 1, "500m", "256Mi"
+    limits: dict[str, int | str]
+
+
+class VolumeMount(TypedDict, total=False):
+    name: str
+    mountPath: str
+
+
+class Container(TypedDict, total=False):
+    name: str
+    image: str
+    imagePullPolicy: str
+    args: list[str]
+    ports: list[ContainerPort]
+    envFrom: list[EnvFromSource]
+    env: list[EnvVar]
+    livenessProbe: Probe
+    readinessProbe: Probe
+    startupProbe: Probe
+    securityContext: SecurityContext
+    volumeMounts: list[VolumeMount]
+    resources: ResourceRequirements
+
+
+class SeccompProfile(TypedDict, total=False):
+    type: str
+
+
+class PodSecurityContext(TypedDict, total=False):
+    runAsNonRoot: bool
+    runAsUser: int
+    runAsGroup: int
+    seccompProfile: SeccompProfile
+
+
+class EmptyDirVolumeSource(TypedDict, total=False):
+    medium: str
+    sizeLimit: str
+
+
+class Volume(TypedDict, total=False):
+    name: str
+    emptyDir: EmptyDirVolumeSource
+
+
+class PodSpec(TypedDict, total=False):
+    automountServiceAccountToken: bool
+    securityContext: PodSecurityContext
+    containers: list[Container]
+    volumes: list[Volume]
+
+
+class PodTemplateSpec(TypedDict, total=False):
+    metadata: ObjectMeta
+    spec: PodSpec
+
+
+class DeploymentSpec(TypedDict, total=False):
+    replicas: int
+    selector: LabelSelector
+    template: PodTemplateSpec
+
+
 class Deployment(KubeObject, total=False):
-    spec: dict[str, Any]  # rendered by manifests.render_deployment, never read back
+    spec: DeploymentSpec
     status: DeploymentStatus
 
 
@@ -135,10 +258,6 @@ class Event(KubeObject, total=False):
     firstTimestamp: str
     lastTimestamp: str
     count: int
-
-
-class LabelSelector(TypedDict, total=False):
-    matchLabels: dict[str, str]
 
 
 class ServicePort(TypedDict, total=False):

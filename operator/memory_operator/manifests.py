@@ -17,16 +17,18 @@ import hmac
 import json
 import math
 import secrets
-from collections.abc import Mapping
-from typing import Any, Final
+from typing import Final
 from urllib.parse import quote
 
 from memory_contract.naming import METRICS_PORT, RUNTIME_PORT
 from memory_operator.config import OperatorConfig
 from memory_operator.kube_types import (
     ConfigMap,
+    Container,
     Deployment,
+    EnvVar,
     KopfPeering,
+    KubeObject,
     MemoryNamespace,
     NetworkPolicy,
     NetworkPolicyIngressRule,
@@ -34,6 +36,7 @@ from memory_operator.kube_types import (
     ObjectMeta,
     OwnerReference,
     Rendered,
+    ResourceRequirements,
     Secret,
     Service,
 )
@@ -99,7 +102,8 @@ def selector_labels(cr: MemoryNamespace) -> dict[str, str]:
     }
 
 
-def content_hash(data: Any) -> str:
+def content_hash(data: object) -> str:
+    """A short digest of JSON-serialisable data."""
     raw = json.dumps(data, sort_keys=True, separators=(",", ":")).encode()
     return hashlib.sha256(raw).hexdigest()[:16]
 
@@ -284,7 +288,7 @@ def render_deployment(
     config_hash: str,
 ) -> Deployment:
     token_secret, token_key = token_ref(spec, names)
-    env: list[dict[str, Any]] = [
+    env: list[EnvVar] = [
         {
             "name": key,
             "valueFrom": {"secretKeyRef": {"name": names.credentials_secret, "key": key}},
@@ -297,12 +301,12 @@ def render_deployment(
             "valueFrom": {"secretKeyRef": {"name": token_secret, "key": token_key}},
         }
     )
-    resources: dict[str, Any] = {}
+    resources: ResourceRequirements = {}
     if spec.api.resources.requests:
         resources["requests"] = dict(spec.api.resources.requests)
     if spec.api.resources.limits:
         resources["limits"] = dict(spec.api.resources.limits)
-    container: dict[str, Any] = {
+    container: Container = {
         "name": "memory-api",
         "image": spec.api.image or config.runtime_image,
         "imagePullPolicy": config.image_pull_policy,
@@ -428,7 +432,7 @@ def render_network_policy(
     return _with_hash(policy)
 
 
-def is_subset(desired: Any, live: Any) -> bool:
+def is_subset(desired: object, live: object) -> bool:
     """True when every field we render is present in `live` with the same value.
     The API server adds defaults (extra fields are fine); a changed or missing
     field is drift."""
@@ -448,7 +452,7 @@ def is_subset(desired: Any, live: Any) -> bool:
     return desired == live
 
 
-def needs_apply(desired: Mapping[str, Any], live: Mapping[str, Any] | None) -> bool:
+def needs_apply(desired: KubeObject, live: KubeObject | None) -> bool:
     """Apply when the object is missing, differs from what we render, or was
     last applied from different content (we may have dropped a field)."""
     if live is None:

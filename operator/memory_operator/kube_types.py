@@ -225,6 +225,14 @@ class Deployment(KubeObject, total=False):
     status: DeploymentStatus
 
 
+class WatchEvent(TypedDict, total=False):
+    """One line of a watch: ADDED, MODIFIED, DELETED or BOOKMARK with an object of
+    the watched kind; ERROR with a metav1.Status (code, message) instead."""
+
+    type: str
+    object: dict[str, Any]  # either shape: the reader checks `type` first
+
+
 class OwnedEvent(TypedDict):
     """A watch event on an object the operator owns, digested to what the
     handler needs (owned_watch.digest); type None for a listed object."""

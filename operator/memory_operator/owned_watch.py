@@ -15,9 +15,16 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Iterator
-from typing import Any, Protocol, cast
+from typing import Protocol, cast
 
-from memory_operator.kube_types import Deployment, ObjectMeta, OwnedEvent, OwnerReference
+from memory_operator.kube_types import (
+    Deployment,
+    KubeObject,
+    ObjectMeta,
+    OwnedEvent,
+    OwnerReference,
+    WatchEvent,
+)
 from memory_operator.manifests import KIND
 
 log = logging.getLogger("memory_operator.owned_watch")
@@ -30,11 +37,11 @@ class WatchPort(Protocol):
 
     def list_pages(
         self, kind: str, namespace: str, label_selector: str
-    ) -> Iterator[tuple[list[dict[str, Any]], str]]: ...
+    ) -> Iterator[tuple[list[KubeObject], str]]: ...
 
     def watch(
         self, kind: str, namespace: str, label_selector: str, resource_version: str
-    ) -> Iterator[dict[str, Any]]: ...
+    ) -> Iterator[WatchEvent]: ...
 
 
 class Gone(Exception):

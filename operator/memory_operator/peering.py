@@ -15,7 +15,6 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 DEFAULT_LIFETIME = 60  # Kopf's default when a record has none
 
@@ -27,7 +26,7 @@ class Peer:
     deadline: datetime  # lastseen + lifetime: dead from then on
 
 
-def others(status: Mapping[str, Any] | None, own_identity: str, now: datetime) -> list[Peer]:
+def others(status: Mapping[str, object] | None, own_identity: str, now: datetime) -> list[Peer]:
     """The other processes' records in a peering object's status. A record
     without `lastseen` counts as seen now (Kopf's parsing)."""
     peers = []

@@ -31,6 +31,7 @@ from memory_operator.kube_types import (
     MemoryNamespace,
     MemoryNamespaceStatus,
     Rendered,
+    WatchEvent,
 )
 from memory_operator.manifests import API_VERSION, FIELD_MANAGER, KIND
 from memory_operator.ports import (
@@ -250,7 +251,7 @@ class KubeApi(KubePort):
         label_selector: str,
         resource_version: str,
         timeout: int = 60,
-    ) -> Iterator[dict[str, Any]]:
+    ) -> Iterator[WatchEvent]:
         """Watch events from `resource_version` (with bookmarks) until the server
         ends the request after `timeout` s, decoded one line at a time. A 410 Gone
         answer is yielded as the watch's own ERROR event with code 410."""
@@ -279,7 +280,7 @@ class KubeApi(KubePort):
                     raise error_for(resp.status_code, resp.text)
                 for line in resp.iter_lines():
                     if line:
-                        yield json.loads(line)
+                        yield cast(WatchEvent, json.loads(line))
         except (httpx.HTTPError, kopf.LoginError) as err:
             raise KubeUnavailable(0, f"watch {kind}: {err}") from err
 

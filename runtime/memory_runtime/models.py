@@ -37,6 +37,7 @@ from memory_runtime.filters import (
     check_metadata_key,
     check_metadata_value,
 )
+from memory_runtime.record import MemoryRecord, MemoryType
 
 # A text of this many characters keeps PostgreSQL's tsvector (1 MB) far from its
 # limit and full-text indexing in the milliseconds; a derived text is cut to it.
@@ -121,7 +122,6 @@ AwareTimestamp = Annotated[Timestamp, AfterValidator(_aware)]
 # A time an import carries over: kept in UTC, a naive one taken as UTC.
 UtcTimestamp = Annotated[Timestamp, AfterValidator(as_utc)]
 
-MemoryType = Literal["episodic", "semantic"]
 RecallMode = Literal["hybrid", "vector", "keyword"]
 Direction = Literal["out", "in", "both"]
 Degradation = Literal["vector", "embedding"]
@@ -241,27 +241,12 @@ class MemoryPatch(_Strict):
         return self
 
 
-class Memory(BaseModel):
-    id: UUID
-    coordinate: list[float]
-    memory_type: MemoryType
-    payload: dict[str, Any]
-    text: str
-    importance: float
-    metadata: dict[str, Any]
-    tags: list[str]
-    agent_id: str | None
-    user_id: str | None
-    session_id: str | None
-    created_at: datetime
-    updated_at: datetime
-    last_accessed_at: datetime
-    access_count: int
-    version: int
-    expires_at: datetime | None
-    occurred_at: datetime
+class Memory(MemoryRecord):
+    """A stored memory, and whether it has a vector (the vector itself only on request)."""
+
+    # its fields: memory_runtime.record.MemoryRecord (the row's too)
+
     has_vector: bool
-    index_pending: bool
     vector: list[float] | None = Field(
         default=None,
         description="only present with include_vector=true",

@@ -1,21 +1,42 @@
-"""The memory record, defined once: `MemoryRow` holds a memory's fields; the
-SQL column list, the statement parameters, the API model (`models.Memory`) and
-an imported copy follow from `RECORD_FIELDS`, and tests keep the pydantic
-models and the `memories` table in step with it."""
+"""The memory record, declared once: `MemoryRecord` holds a memory's fields.
+
+The row the store reads and writes (`MemoryRow`) and the API's answer
+(`models.Memory`) both build on it, each adding how it carries the vector:
+the row the vector itself (`embedding`) and, when read without it, whether
+the database holds one (`stored_vector`); the answer `has_vector` and, on
+request, `vector`. The SQL column list and the statement parameters follow
+`RECORD_FIELDS`; an imported copy (`models.MemoryRecordIn`) is checked
+against it by tests.
+
+Rows and answers are built from data this runtime wrote or read back, with
+`unchecked`: no validation on the write and read paths (requests are
+validated at the edge, by the input models).
+"""
 
 from __future__ import annotations
 
+import functools
 import uuid
-from dataclasses import dataclass, fields
+from collections.abc import Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal, Self
+
+from pydantic import BaseModel
+
+from memory_runtime.coordinates import Coordinate
+
+MemoryType = Literal["episodic", "semantic"]
+
+_setattr = object.__setattr__  # past BaseModel.__setattr__, as pydantic itself does
 
 
-@dataclass
-class MemoryRow:
+class MemoryRecord(BaseModel):
+    """A memory's own fields, each a column of the `memories` table."""
+
     id: uuid.UUID
-    coordinate: tuple[float, ...]
-    memory_type: str
+    # a tuple in a row (a hashable address), a list when read from JSON
+    coordinate: Sequence[float]
+    memory_type: MemoryType
     payload: dict[str, Any]
     text: str
     importance: float
@@ -30,9 +51,50 @@ class MemoryRow:
     access_count: int
     version: int
     expires_at: datetime | None
-    embedding: list[float] | None  # the vector, when read (or written) with it
-    index_pending: bool
     occurred_at: datetime  # event time (default: created_at)
+    index_pending: bool
+
+    @classmethod
+    def unchecked(cls, **values: Any) -> Self:
+        """The model of these values as they are: `model_construct` at a
+        dataclass's cost (rows and answers are built per memory on the write
+        and read paths; bench/README.md, "Building records"). Every field
+        without a default must be given, and no other."""
+        names, defaults = _shape(cls)
+        data = values
+        if data.keys() != names:  # some left to their defaults (or a mistake)
+            data = {**defaults, **values}
+        if data.keys() != names:
+            missing, unknown = names - data.keys(), data.keys() - names
+            raise TypeError(f"{cls.__name__}: missing {sorted(missing)}, unknown {sorted(unknown)}")
+        model = cls.__new__(cls)
+        _setattr(model, "__dict__", data)  # what model_construct sets, without its loop
+        _setattr(model, "__pydantic_fields_set__", set(values))
+        _setattr(model, "__pydantic_extra__", None)
+        _setattr(model, "__pydantic_private__", None)
+        return model
+
+
+@functools.cache
+def _shape(model: type[BaseModel]) -> tuple[frozenset[str], dict[str, Any]]:
+    """A model's field names, and the defaults `unchecked` fills in."""
+    fields = model.model_fields
+    defaults = {
+        name: field.default
+        for name, field in fields.items()
+        if not field.is_required() and field.default_factory is None
+    }
+    return frozenset(fields), defaults
+
+
+RECORD_FIELDS: tuple[str, ...] = tuple(MemoryRecord.model_fields)
+
+
+class MemoryRow(MemoryRecord):
+    """A record as the store holds it, with its vector (in memory_embeddings)."""
+
+    coordinate: Coordinate
+    embedding: list[float] | None  # the vector, when read (or written) with it
     # Read without its vector (get_many(vectors=False)): whether the database
     # holds one. None when the row came with its vector, or was built here.
     stored_vector: bool | None = None
@@ -49,16 +111,8 @@ class MemoryRow:
         data["embedding"] = (
             [float(v) for v in data["embedding"]] if data["embedding"] is not None else None
         )
-        return cls(**data)
+        return cls.unchecked(**data)
 
     def record(self) -> dict[str, Any]:
         """The record's own fields by name (no vector): what the API shows."""
         return {name: getattr(self, name) for name in RECORD_FIELDS}
-
-
-# The vector lives in its own table (memory_embeddings) and `stored_vector` is
-# a fact about a read: every other field is a column of `memories`.
-NOT_COLUMNS = ("embedding", "stored_vector")
-RECORD_FIELDS: tuple[str, ...] = tuple(
-    f.name for f in fields(MemoryRow) if f.name not in NOT_COLUMNS
-)

@@ -41,7 +41,8 @@ def derive_text(payload: dict[str, Any]) -> str:
 
 
 def to_memory(row: MemoryRow, include_vector: bool = False) -> Memory:
-    return Memory(
+    # the row's record as it is (no validation: it is what the store holds)
+    return Memory.unchecked(
         **row.record(),
         has_vector=row.has_vector,
         vector=row.embedding if include_vector else None,

@@ -199,7 +199,7 @@ class Transfer(UseCase):
                     chunk.memories.unchanged += 1
                     continue
                 vector = rec.vector if rec.vector is not None else embedded.get(memory_id)
-                row = MemoryRow(
+                row = MemoryRow.unchecked(
                     **{name: getattr(rec, name) for name in IMPORTED_AS_IS},
                     coordinate=coordinate_of(rec.coordinate) or (),
                     text=texts[memory_id],

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -166,14 +166,15 @@ class Writes(UseCase):
             "index_pending": vector is not None or plan.embed_failed,
         }
         if existing is not None:
-            return replace(
-                existing,
-                **content,
-                occurred_at=item.occurred_at or existing.occurred_at,
-                updated_at=now,
-                version=existing.version + 1,
+            return existing.model_copy(
+                update={
+                    **content,
+                    "occurred_at": item.occurred_at or existing.occurred_at,
+                    "updated_at": now,
+                    "version": existing.version + 1,
+                }
             )
-        return MemoryRow(
+        return MemoryRow.unchecked(
             **content,
             id=memory_id,
             coordinate=plan.coords[n] or coordinate_for_id(memory_id),
@@ -244,7 +245,7 @@ class Writes(UseCase):
                 raise ConflictError(
                     f"memory is at version {row.version}, not {change.if_version}; reload it"
                 )
-            new = replace(row, version=row.version + 1, updated_at=now_utc())
+            new = row.model_copy(update={"version": row.version + 1, "updated_at": now_utc()})
             if "payload" in fields and change.payload is not None:
                 new.payload = change.payload
             if "importance" in fields and change.importance is not None:

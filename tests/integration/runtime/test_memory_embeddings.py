@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import random
 import uuid
-from dataclasses import replace
 from datetime import UTC, datetime
 
 import pytest
@@ -31,7 +30,7 @@ def vector(seed: int) -> list[float]:
 
 def memory(coordinate: float, embedding: list[float] | None) -> MemoryRow:
     now = datetime.now(UTC)
-    return MemoryRow(
+    return MemoryRow.unchecked(
         id=uuid.uuid4(),
         coordinate=(coordinate,),
         memory_type="semantic",
@@ -106,7 +105,7 @@ def test_update_replaces_removes_and_keeps_the_vector(
     with pg_store.tx() as tx:
         row = tx.insert(memory(1.0, vector(1)))
     with pg_store.tx() as tx:
-        row = tx.update(replace(row, embedding=vector(2), version=2))
+        row = tx.update(row.model_copy(update={"embedding": vector(2), "version": 2}))
     assert stored_vectors(migrated) == {row.id: vector(2)}
 
     def tuple_id() -> str:
@@ -115,11 +114,11 @@ def test_update_replaces_removes_and_keeps_the_vector(
 
     written = tuple_id()
     with pg_store.tx() as tx:  # same vector, other fields: the 1.5 kB row is not rewritten
-        row = tx.update(replace(row, importance=0.9, version=3))
+        row = tx.update(row.model_copy(update={"importance": 0.9, "version": 3}))
     assert tuple_id() == written
     assert admin_rows(migrated, "SELECT importance FROM memories")[0]["importance"] == 0.9
     with pg_store.tx() as tx:
-        row = tx.update(replace(row, embedding=None, version=4))
+        row = tx.update(row.model_copy(update={"embedding": None, "version": 4}))
     assert row.embedding is None
     assert stored_vectors(migrated) == {}
 

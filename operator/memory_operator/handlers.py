@@ -13,7 +13,7 @@ from __future__ import annotations
 import functools
 import logging
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, cast
 
@@ -55,7 +55,7 @@ class Listings:
         self._guard = threading.Lock()
         self._versions: dict[str, str] = {}  # Deployment uid -> resourceVersion
 
-    def is_news(self, event: Mapping[str, Any]) -> bool:
+    def is_news(self, event: OwnedEvent) -> bool:
         obj = event.get("object") or {}
         meta = obj.get("metadata") or {}
         uid, version = meta.get("uid", ""), meta.get("resourceVersion", "")
@@ -89,7 +89,7 @@ class _Locks:
 
 def backoff(retry: int) -> float:
     """5 s, 10 s, 20 s ... capped at 5 minutes."""
-    return min(5.0 * (2 ** min(retry, 10)), MAX_BACKOFF)
+    return min(5.0 * 2.0 ** min(retry, 10), MAX_BACKOFF)
 
 
 def raise_for(result: Result, retry: int) -> None:
@@ -348,7 +348,7 @@ def _plain(body: kopf.Body) -> MemoryNamespace:
     return cast(MemoryNamespace, plain)  # the API server validated it against the CRD
 
 
-def _deep(value: Any) -> Any:
+def _deep(value: Any) -> Any:  # any JSON value, in Kopf's views of it
     if isinstance(value, dict) or hasattr(value, "items"):
         return {k: _deep(v) for k, v in value.items()}
     if isinstance(value, list | tuple):

@@ -17,9 +17,10 @@ import hmac
 import json
 import math
 import secrets
-from typing import Final
+from typing import Final, NamedTuple
 from urllib.parse import quote
 
+from memory_contract.env import env_name
 from memory_contract.naming import METRICS_PORT, RUNTIME_PORT
 from memory_operator.config import OperatorConfig
 from memory_operator.kube_types import (
@@ -58,13 +59,20 @@ PG_PASSWORD_KEY = "postgres-password"
 REDIS_PASSWORD_KEY = "redis-password"
 KAFKA_PASSWORD_KEY = "kafka-password"
 PASSWORD_KEYS = (PG_PASSWORD_KEY, REDIS_PASSWORD_KEY, KAFKA_PASSWORD_KEY)
-SECRET_ENV = (
-    "MEMORY_DATABASE_URL",
-    "MEMORY_REDIS_URL",
-    "MEMORY_KAFKA_USERNAME",
-    "MEMORY_KAFKA_PASSWORD",
-    "MEMORY_QDRANT_API_KEY",
-)
+
+
+class SecretSettings(NamedTuple):
+    """The runtime settings the credentials Secret holds (fields of its Settings)."""
+
+    database_url: str
+    redis_url: str
+    kafka_username: str
+    kafka_password: str
+    qdrant_api_key: str
+
+
+SECRET_ENV = tuple(env_name(field) for field in SecretSettings._fields)
+TOKENS_ENV = env_name("api_tokens")
 TOKEN_KEY = "token"
 
 
@@ -159,40 +167,46 @@ def runtime_config(
     """The non-secret half of the runtime environment contract."""
     qdrant = spec.vectors.backend == "qdrant" and config.qdrant is not None
     kafka = config.kafka if events_enabled(spec, config) else None
-    return {
-        "MEMORY_TENANT": names.tenant,
-        "MEMORY_DATABASE_SCHEMA": names.schema,
-        "MEMORY_DATABASE_EXTENSIONS_SCHEMA": config.postgres.extensions_schema,
-        "MEMORY_DATABASE_POOL_SIZE": str(config.runtime_db_pool_size),
-        "MEMORY_VECTOR_BACKEND": spec.vectors.backend,
-        "MEMORY_VECTOR_DIMENSIONS": str(spec.vectors.dimensions),
-        "MEMORY_VECTOR_DISTANCE": spec.vectors.distance,
-        "MEMORY_VECTOR_HNSW_M": str(spec.vectors.hnsw.m),
-        "MEMORY_VECTOR_HNSW_EF_CONSTRUCT": str(spec.vectors.hnsw.ef_construct),
-        "MEMORY_QDRANT_URL": config.qdrant.runtime_url if qdrant and config.qdrant else "",
-        "MEMORY_QDRANT_COLLECTION": names.collection if qdrant else "",
-        "MEMORY_REDIS_PREFIX": names.key_prefix,
-        "MEMORY_EVENTS_ENABLED": "true" if kafka else "false",
-        "MEMORY_KAFKA_BOOTSTRAP": kafka.runtime_bootstrap if kafka else "",
-        "MEMORY_KAFKA_TOPIC": names.events_topic if kafka else "",
-        "MEMORY_KAFKA_SECURITY_PROTOCOL": kafka.security_protocol if kafka and kafka.sasl else "",
-        "MEMORY_KAFKA_SASL_MECHANISM": kafka.sasl_mechanism if kafka and kafka.sasl else "",
-        "MEMORY_EMBEDDING_PROVIDER": spec.embedding.provider,
-        "MEMORY_EMBEDDING_MODEL": spec.embedding.model,
-        "MEMORY_EMBEDDING_URL": spec.embedding.url,
-        "MEMORY_DECAY_ENABLED": "true" if spec.decay.enabled else "false",
-        "MEMORY_DECAY_HALF_LIFE_HOURS": _num(spec.decay.half_life_hours),
-        "MEMORY_DECAY_PRUNE_BELOW": _num(spec.decay.prune_below),
-        "MEMORY_MAX_MEMORIES": str(spec.storage.max_memories),
-        "MEMORY_RATE_LIMIT_PER_MINUTE": str(spec.api.rate_limit.requests_per_minute),
-        "MEMORY_RATE_LIMIT_BURST": str(spec.api.rate_limit.burst),
-        "MEMORY_MAX_BODY_BYTES": str(spec.api.max_body_bytes),
-        "MEMORY_MCP_ENABLED": "true" if spec.api.mcp.enabled else "false",
-        "MEMORY_MIGRATE_ON_START": "true",
-        "MEMORY_HOST": "0.0.0.0",
-        "MEMORY_PORT": str(RUNTIME_PORT),
-        "MEMORY_METRICS_PORT": str(METRICS_PORT),
+    settings = {
+        "tenant": names.tenant,
+        "database_schema": names.schema,
+        "database_extensions_schema": config.postgres.extensions_schema,
+        "database_pool_size": str(config.runtime_db_pool_size),
+        "vector_backend": spec.vectors.backend,
+        "vector_dimensions": str(spec.vectors.dimensions),
+        "vector_distance": spec.vectors.distance,
+        "vector_hnsw_m": str(spec.vectors.hnsw.m),
+        "vector_hnsw_ef_construct": str(spec.vectors.hnsw.ef_construct),
+        "qdrant_url": config.qdrant.runtime_url if qdrant and config.qdrant else "",
+        "qdrant_collection": names.collection if qdrant else "",
+        "redis_prefix": names.key_prefix,
+        "events_enabled": "true" if kafka else "false",
+        "kafka_bootstrap": kafka.runtime_bootstrap if kafka else "",
+        "kafka_topic": names.events_topic if kafka else "",
+        "kafka_security_protocol": kafka.security_protocol if kafka and kafka.sasl else "",
+        "kafka_sasl_mechanism": kafka.sasl_mechanism if kafka and kafka.sasl else "",
+        "embedding_provider": spec.embedding.provider,
+        "embedding_model": spec.embedding.model,
+        "embedding_url": spec.embedding.url,
+        "decay_enabled": "true" if spec.decay.enabled else "false",
+        "decay_half_life_hours": _num(spec.decay.half_life_hours),
+        "decay_prune_below": _num(spec.decay.prune_below),
+        "max_memories": str(spec.storage.max_memories),
+        "rate_limit_per_minute": str(spec.api.rate_limit.requests_per_minute),
+        "rate_limit_burst": str(spec.api.rate_limit.burst),
+        "max_body_bytes": str(spec.api.max_body_bytes),
+        "mcp_enabled": "true" if spec.api.mcp.enabled else "false",
+        "migrate_on_start": "true",
+        "host": "0.0.0.0",
+        "port": str(RUNTIME_PORT),
+        "metrics_port": str(METRICS_PORT),
     }
+    return environment(settings)
+
+
+def environment(settings: dict[str, str]) -> dict[str, str]:
+    """The runtime's variables that set these Settings fields (memory_contract.env)."""
+    return {env_name(field): value for field, value in settings.items()}
 
 
 def _num(value: float) -> str:
@@ -228,11 +242,15 @@ def credentials_data(
         PG_PASSWORD_KEY: passwords[PG_PASSWORD_KEY],
         REDIS_PASSWORD_KEY: passwords[REDIS_PASSWORD_KEY],
         KAFKA_PASSWORD_KEY: passwords[KAFKA_PASSWORD_KEY],
-        "MEMORY_DATABASE_URL": db_url,
-        "MEMORY_REDIS_URL": redis_url,
-        "MEMORY_KAFKA_USERNAME": names.kafka_user if kafka_sasl else "",
-        "MEMORY_KAFKA_PASSWORD": passwords[KAFKA_PASSWORD_KEY] if kafka_sasl else "",
-        "MEMORY_QDRANT_API_KEY": qdrant_key,
+        **environment(
+            SecretSettings(
+                database_url=db_url,
+                redis_url=redis_url,
+                kafka_username=names.kafka_user if kafka_sasl else "",
+                kafka_password=passwords[KAFKA_PASSWORD_KEY] if kafka_sasl else "",
+                qdrant_api_key=qdrant_key,
+            )._asdict()
+        ),
     }
 
 
@@ -275,7 +293,7 @@ def render_secret(cr: MemoryNamespace, names: Names, name: str, data: dict[str, 
 
 
 def token_ref(spec: MemoryNamespaceSpec, names: Names) -> tuple[str, str]:
-    """(secret name, key) holding MEMORY_API_TOKENS."""
+    """(secret name, key) holding the runtime's API tokens (TOKENS_ENV)."""
     ref = spec.api.token_secret_ref
     return (ref.name, ref.key) if ref else (names.token_secret, TOKEN_KEY)
 
@@ -297,7 +315,7 @@ def render_deployment(
     ]
     env.append(
         {
-            "name": "MEMORY_API_TOKENS",
+            "name": TOKENS_ENV,
             "valueFrom": {"secretKeyRef": {"name": token_secret, "key": token_key}},
         }
     )

@@ -66,6 +66,14 @@ def test_both_images_ship_the_contract(dockerfile: str) -> None:
     assert len(re.findall(r"files_hash [^\n]*memory_contract", build)) == 2
 
 
+def test_the_operator_spells_no_runtime_variable_itself() -> None:
+    # each name comes from memory_contract.env (env_name of a Settings field)
+    for source in (ROOT / "operator" / "memory_operator").rglob("*.py"):
+        for node in ast.walk(ast.parse(source.read_text())):
+            if isinstance(node, ast.Constant) and isinstance(node.value, str):
+                assert not node.value.startswith(ENV_PREFIX), (source.name, node.value)
+
+
 def _resolved_env(spec: MemoryNamespaceSpec, config: OperatorConfig) -> dict[str, str]:
     """The runtime container's environment as the kubelet builds it from what the
     operator renders: the ConfigMap (envFrom) plus each Secret reference."""
@@ -81,6 +89,10 @@ def _resolved_env(spec: MemoryNamespaceSpec, config: OperatorConfig) -> dict[str
         "containers"
     ][0]
     assert container["envFrom"] == [{"configMapRef": {"name": names.objects}}]
+    # the credentials Secret holds the variables the Deployment references, no more
+    held = set(secrets[names.credentials_secret]) - set(m.PASSWORD_KEYS)
+    refs = [entry["valueFrom"]["secretKeyRef"] for entry in container["env"]]
+    assert held == {r["key"] for r in refs if r["name"] == names.credentials_secret}
     env = dict(configmap)
     for entry in container["env"]:
         ref = entry["valueFrom"]["secretKeyRef"]

@@ -16,26 +16,20 @@ from dataclasses import dataclass
 
 from memory_operator.conditions import Reason
 from memory_operator.kube_types import MemoryNamespace
+from memory_operator.ownership import Owner
 from memory_operator.spec import effective_tenant
 
 
 @dataclass(frozen=True, order=True)
 class Claim:
-    # Field order is the precedence: oldest first, then namespace/name.
+    # Field order is the precedence: oldest first, then namespace/name (Owner's order).
     created: str
-    namespace: str
-    name: str
-    uid: str
+    by: Owner
 
     @classmethod
     def of(cls, obj: MemoryNamespace) -> Claim:
-        md = obj["metadata"]
-        return cls(
-            created=md.get("creationTimestamp") or "9999",  # not yet stored: youngest
-            namespace=md["namespace"],
-            name=md["name"],
-            uid=md["uid"],
-        )
+        created = obj["metadata"].get("creationTimestamp") or "9999"  # not yet stored: youngest
+        return cls(created, Owner.of(obj))
 
 
 NOT_OWNER = Reason.TENANT_OWNED_ELSEWHERE  # the tenant's data has another owner
@@ -63,6 +57,6 @@ def claims_from(items: Iterable[MemoryNamespace]) -> dict[str, list[Claim]]:
 
 def owner(claims: Claims, tenant: str, mine: Claim) -> Claim | None:
     """The claim that owns `tenant` if it isn't `mine` (which always takes part)."""
-    others = [c for c in claims.get(tenant, ()) if c.uid != mine.uid]
+    others = [c for c in claims.get(tenant, ()) if c.by.uid != mine.by.uid]
     winner = min([*others, mine])
-    return None if winner.uid == mine.uid else winner
+    return None if winner.by.uid == mine.by.uid else winner

@@ -38,8 +38,10 @@ class Adoption(enum.Enum):
     ANY = "any"  # an administrator's adoption (operator configuration)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, order=True)
 class Owner:
+    """A MemoryNamespace by identity: who owns data, or claims a tenant (claims.Claim)."""
+
     namespace: str
     name: str
     uid: str

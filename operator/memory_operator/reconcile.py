@@ -269,7 +269,7 @@ class Reconciler:
         if owner is not None:
             # Touch nothing: not even our derived names go to status, they aren't ours.
             msg = (
-                f"tenant {spec.tenant!r} is already claimed by {owner.namespace}/{owner.name}"
+                f"tenant {spec.tenant!r} is already claimed by {owner.by.namespace}/{owner.by.name}"
                 f" (created {owner.created}); the oldest claim wins"
             )
             conds = c.set_condition(conds, c.READY, c.FALSE, Reason.TENANT_CONFLICT, msg, gen, now)

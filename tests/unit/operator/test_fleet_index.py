@@ -38,14 +38,14 @@ def test_claims_follow_puts_and_removes() -> None:
     newer = cr("b", ns="other", tenant="acme", created="2026-12-01T00:00:05Z")
     fleet.fill([older, newer, cr("solo")])
     assert sorted(fleet) == ["acme", "solo"]
-    assert {c.name for c in fleet["acme"]} == {"a", "b"}
+    assert {c.by.name for c in fleet["acme"]} == {"a", "b"}
     mine = fleet["acme"]
-    winner = owner(fleet, "acme", next(c for c in mine if c.name == "b"))
+    winner = owner(fleet, "acme", next(c for c in mine if c.by.name == "b"))
     assert winner is not None
-    assert winner.name == "a"
+    assert winner.by.name == "a"
 
     fleet.remove(older["metadata"]["uid"])
-    assert owner(fleet, "acme", next(c for c in mine if c.name == "b")) is None
+    assert owner(fleet, "acme", next(c for c in mine if c.by.name == "b")) is None
     assert len(fleet["acme"]) == 1
     fleet.remove(newer["metadata"]["uid"])
     assert "acme" not in fleet
@@ -98,4 +98,4 @@ def test_a_thousand_crs_cost_one_lookup() -> None:
         cr(f"t{i:04d}", created=f"2026-12-01T00:{i // 60:02d}:{i % 60:02d}Z") for i in range(1000)
     )
     assert len(fleet) == 1000
-    assert [c.name for c in fleet["t0007"]] == ["t0007"]
+    assert [c.by.name for c in fleet["t0007"]] == ["t0007"]

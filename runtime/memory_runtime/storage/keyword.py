@@ -58,6 +58,22 @@ def bm25_score(average_length: float) -> sql.Composable:
 QUERY_TERMS = sql.SQL("q(term, idf) AS (SELECT * FROM unnest(%s::text[], %s::float8[]))")
 
 
+def scored_candidates(
+    template: str, kq: KeywordQuery, where: sql.Composable, **parts: sql.Composable
+) -> sql.Composed:
+    """A query over live memories matching a filter, with their BM25 score: `template`
+    with {q} (the query's stems and IDF: its first two parameters), {c} (the
+    candidate columns), {score}, {where} and {live} filled in, and `parts`."""
+    return sql.SQL(template).format(
+        q=QUERY_TERMS,
+        c=sql.SQL(CANDIDATE_COLUMNS),
+        score=bm25_score(kq.average_length),
+        where=where,
+        live=LIVE,
+        **parts,
+    )
+
+
 class KeywordSearch(TxBase):
     def keyword_query(self, query_text: str) -> KeywordQuery | None:
         """The query's stems (english, as the tsv column) with their IDF from the
@@ -111,17 +127,13 @@ class KeywordSearch(TxBase):
             needed, total = needed + 1, total + n
             if total >= limit:
                 break
-        statement = sql.SQL(
+        statement = scored_candidates(
             "WITH {q} SELECT * FROM (SELECT {c}, {score} AS keyword_rank FROM memories"
             "  WHERE tsv @@ to_tsquery('simple', (SELECT string_agg(quote_literal(t), ' | ')"
             "   FROM unnest(%s::text[]) AS t)) AND {where} AND {live}) AS hit"
-            " ORDER BY keyword_rank DESC, id LIMIT %s"
-        ).format(
-            q=QUERY_TERMS,
-            c=sql.SQL(CANDIDATE_COLUMNS),
-            score=bm25_score(kq.average_length),
-            where=where,
-            live=LIVE,
+            " ORDER BY keyword_rank DESC, id LIMIT %s",
+            kq,
+            where,
         )
         while True:
             args = [list(kq.terms), list(kq.idf), list(kq.terms[:needed]), *params, limit]
@@ -171,17 +183,13 @@ class KeywordSearch(TxBase):
             if vector is not None
             else sql.SQL("NULL::float4[]")
         )
-        query = sql.SQL(
+        query = scored_candidates(
             "WITH {q} SELECT {c}, CASE WHEN NOT id = ANY(%s::uuid[]) THEN {score} END"
             " AS keyword_rank, {embedding} AS embedding"
-            " FROM memories WHERE id = ANY(%s::uuid[]) AND {where} AND {live}"
-        ).format(
-            q=QUERY_TERMS,
-            c=sql.SQL(CANDIDATE_COLUMNS),
-            score=bm25_score(kq.average_length),
+            " FROM memories WHERE id = ANY(%s::uuid[]) AND {where} AND {live}",
+            kq,
+            where,
             embedding=embedding,
-            where=where,
-            live=LIVE,
         )
         similarity_arg = [] if vector is None else [list(known_similarity)]
         args = [

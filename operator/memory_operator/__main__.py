@@ -16,8 +16,7 @@ import socket
 import sys
 import threading
 import uuid
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import Sequence
 
 import kopf
 
@@ -58,7 +57,7 @@ def build_registry(
     config: OperatorConfig,
     kube: KubePort,
     backends: Backends,
-    login: Callable[..., Any] = kube_login.login,
+    login: kube_login.Login = kube_login.login,
     peer: tuple[str, int] | None = None,
 ) -> kopf.OperatorRegistry:
     registry = kopf.OperatorRegistry()
@@ -74,7 +73,7 @@ def run_operator(
     stop_flag: threading.Event | None = None,
     ready_flag: threading.Event | None = None,
     liveness: bool = True,
-    login: Callable[..., Any] = kube_login.login,
+    login: kube_login.Login = kube_login.login,
 ) -> None:
     """Run Kopf until stopped; also used by tests and the benchmark in a thread."""
     peer: tuple[str, int] | None = None
@@ -136,7 +135,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         log_format=kopf.LogFormat.JSON if config.log_format == "json" else kopf.LogFormat.PLAIN,
     )
     logging.getLogger("memory_operator").setLevel(logging.DEBUG if args.verbose else logging.INFO)
-    login: Callable[..., Any] = kube_login.login  # the service account, else a kubeconfig
+    login: kube_login.Login = kube_login.login  # the service account, else a kubeconfig
     if args.kubeconfig:
         os.environ["KUBECONFIG"] = args.kubeconfig  # what Kopf's kubeconfig login reads
         login = kube_login.kubeconfig_login

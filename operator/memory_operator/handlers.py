@@ -20,7 +20,7 @@ from typing import Any, cast
 import kopf
 
 from memory_operator import metrics
-from memory_operator.adapters.kube import KubeApi
+from memory_operator.adapters.kube import KubeApi, Login
 from memory_operator.claims import Claims
 from memory_operator.config import OperatorConfig
 from memory_operator.fleet import Fleet
@@ -107,7 +107,7 @@ def setup(
     registry: kopf.OperatorRegistry,
     reconciler: Reconciler,
     config: OperatorConfig,
-    login: Callable[..., Any] | None = None,
+    login: Login | None = None,
     peer: tuple[str, int] | None = None,
 ) -> None:
     """Register every handler of the operator into `registry`. `peer`: this
@@ -120,7 +120,7 @@ def setup(
     kopf_listed = _Countdown()  # Kopf's initial listing of the CRs, processed
 
     @kopf.on.startup(registry=registry)
-    def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
+    def configure(settings: kopf.OperatorSettings, **_: object) -> None:
         # Our own finalizer name; Kopf's bookkeeping in annotations, not in status.
         settings.persistence.finalizer = FINALIZER
         settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
@@ -189,7 +189,7 @@ def setup(
         deployments.start()
 
     @kopf.on.cleanup(registry=registry)
-    def unwatch(**_: Any) -> None:
+    def unwatch(**_: object) -> None:
         metrics.TENANTS.watch(None)
         while running:
             running.pop().stop()
@@ -199,7 +199,7 @@ def setup(
         kopf.on.login(registry=registry)(login)
 
     @kopf.on.event(GROUP, VERSION, PLURAL, registry=registry)
-    def index(event: kopf.RawEvent, body: kopf.Body, **_: Any) -> None:
+    def index(event: kopf.RawEvent, body: kopf.Body, **_: object) -> None:
         # Every watch event of a CR (status patches included) before its other
         # handlers: the claims and readiness this replica knows.
         if event.get("type") == "DELETED":
@@ -234,7 +234,7 @@ def setup(
 
     @kopf.on.create(GROUP, VERSION, PLURAL, registry=registry)
     @kopf.on.update(GROUP, VERSION, PLURAL, field="spec", registry=registry)
-    def on_change(body: kopf.Body, retry: int, **_: Any) -> None:
+    def on_change(body: kopf.Body, retry: int, **_: object) -> None:
         result = run(_plain(body), fleet)
         if result is not None:
             raise_for(result, retry)
@@ -275,7 +275,7 @@ def setup(
             )
 
     @kopf.on.delete(GROUP, VERSION, PLURAL, registry=registry)
-    def on_delete(body: kopf.Body, retry: int, **_: Any) -> None:
+    def on_delete(body: kopf.Body, retry: int, **_: object) -> None:
         cr = _plain(body)
         uid = cr["metadata"]["uid"]
         with locks.get(uid):

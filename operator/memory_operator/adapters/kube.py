@@ -79,7 +79,7 @@ def _path(kind: str, namespace: str | None, name: str | None = None) -> str:
 Login = Callable[..., kopf.ConnectionInfo]
 
 
-def in_cluster_login(**_: Any) -> kopf.ConnectionInfo | None:
+def in_cluster_login(**_: object) -> kopf.ConnectionInfo | None:
     """The pod's service account (None outside a pod), through Kopf's helper. Kopf
     names the server https://kubernetes.default.svc; like client-go's
     InClusterConfig, KUBERNETES_SERVICE_HOST/PORT win when set (a hostNetwork pod
@@ -93,7 +93,7 @@ def in_cluster_login(**_: Any) -> kopf.ConnectionInfo | None:
     return info
 
 
-def kubeconfig_login(**_: Any) -> kopf.ConnectionInfo:
+def kubeconfig_login(**_: object) -> kopf.ConnectionInfo:
     """The current context of $KUBECONFIG, else ~/.kube/config, through Kopf's helper
     (certificates, tokens, basic auth; no exec or auth-provider plugins)."""
     info = kopf.login_with_kubeconfig(settings=kopf.OperatorSettings())
@@ -102,7 +102,7 @@ def kubeconfig_login(**_: Any) -> kopf.ConnectionInfo:
     return info
 
 
-def login(**kwargs: Any) -> kopf.ConnectionInfo:
+def login(**kwargs: object) -> kopf.ConnectionInfo:
     """A Kopf login handler, and KubeApi's: in a pod its service account, else a kubeconfig."""
     return in_cluster_login(**kwargs) or kubeconfig_login(**kwargs)
 
@@ -137,7 +137,7 @@ class KubeApi(KubePort):
         method: str,
         path: str,
         *,
-        body: Any = None,
+        body: object = None,
         content_type: str = "application/json",
         params: dict[str, str] | None = None,
     ) -> dict[str, Any] | None:

@@ -44,40 +44,6 @@ router = APIRouter()
 DEGRADED_HEADER = "Recall-Degraded"  # e.g. "vector": hybrid answered from full text only
 
 
-def _filters_from_query(
-    memory_type: MemoryType | None,
-    tags: list[str] | None,
-    agent_id: str | None,
-    user_id: str | None,
-    session_id: str | None,
-    metadata: str | None,
-    created_from: datetime | None,
-    created_to: datetime | None,
-    coordinate_min: str | None,
-    coordinate_max: str | None,
-) -> dict[str, Any]:
-    meta: Any = {}
-    if metadata:
-        try:
-            meta = json.loads(metadata)
-        except (ValueError, RecursionError):  # RecursionError: nested thousands deep
-            raise ProblemError(422, 'metadata must be a JSON object, e.g. {"k": "v"}') from None
-        if not isinstance(meta, dict):
-            raise ProblemError(422, "metadata must be a JSON object")
-    return {
-        "memory_type": memory_type,
-        "tags": tags or [],
-        "agent_id": agent_id,
-        "user_id": user_id,
-        "session_id": session_id,
-        "metadata": meta,
-        "created_from": created_from,
-        "created_to": created_to,
-        "coordinate_min": coordinate_min,
-        "coordinate_max": coordinate_max,
-    }
-
-
 # --- memories ---------------------------------------------------------------
 
 
@@ -149,10 +115,7 @@ router.add_api_route(
 )
 
 
-@router.get("/memories/search", response_model=SearchOut, responses=ERRORS, tags=["recall"])
-def search_get(
-    svc: Svc,
-    request: Request,
+def search_query(
     query: str | None = None,
     top_k: int = 10,
     mode: RecallMode = "hybrid",
@@ -169,32 +132,46 @@ def search_get(
     created_to: datetime | None = None,
     coordinate_min: Annotated[str | None, coordinate_query()] = None,
     coordinate_max: Annotated[str | None, coordinate_query()] = None,
-    _: Any = Depends(auth.read),
-) -> Response:
-    filters = _filters_from_query(
-        memory_type,
-        tags,
-        agent_id,
-        user_id,
-        session_id,
-        metadata,
-        created_from,
-        created_to,
-        coordinate_min,
-        coordinate_max,
-    )
+) -> SearchIn:
+    """The query of `GET /memories/search` as the request `POST` takes (metadata as JSON text)."""
+    meta: Any = {}
+    if metadata:
+        try:
+            meta = json.loads(metadata)
+        except (ValueError, RecursionError):  # RecursionError: nested thousands deep
+            raise ProblemError(422, 'metadata must be a JSON object, e.g. {"k": "v"}') from None
+        if not isinstance(meta, dict):
+            raise ProblemError(422, "metadata must be a JSON object")
     try:
-        req = SearchIn(
+        return SearchIn(
             query=query,
             top_k=top_k,
             mode=mode,
             alpha=alpha,
             recency_weight=recency_weight,
             importance_weight=importance_weight,
-            **filters,
+            memory_type=memory_type,
+            tags=tags or [],
+            agent_id=agent_id,
+            user_id=user_id,
+            session_id=session_id,
+            metadata=meta,
+            created_from=created_from,
+            created_to=created_to,
+            coordinate_min=coordinate_min,
+            coordinate_max=coordinate_max,
         )
     except ValidationError as exc:
         raise validation_problem(exc) from None
+
+
+@router.get("/memories/search", response_model=SearchOut, responses=ERRORS, tags=["recall"])
+def search_get(
+    svc: Svc,
+    request: Request,
+    _: Any = Depends(auth.read),
+    req: SearchIn = Depends(search_query),  # after auth: a stranger's bad query is a 401
+) -> Response:
     return search_response(recall(svc, req, request))
 
 

@@ -55,6 +55,15 @@ def test_missing_and_invalid_tokens_are_401(anon: TestClient):
     assert anon.get("/openapi.json").status_code == 200
 
 
+def test_a_strangers_bad_search_query_is_401_before_422(anon: TestClient):
+    # the query is read after the token: a stranger learns nothing from its checks
+    bad = {"query": "tea", "metadata": "{not json", "top_k": "many"}
+    assert_problem(anon.get("/memories/search", params=bad), 401)
+    read = bearer(READ_TOKEN)
+    listed = anon.get("/memories/search", params={"metadata": "[1]"}, headers=read)
+    assert assert_problem(listed, 422)["detail"] == "metadata must be a JSON object"
+
+
 def test_roles_give_403_when_too_low(anon: TestClient):
     read, write, admin = bearer(READ_TOKEN), bearer(WRITE_TOKEN), bearer(ADMIN_TOKEN)
     memory = {"coordinate": [1], "payload": {"text": "x"}}

@@ -36,15 +36,18 @@ log = logging.getLogger("memory_runtime.service")
 
 @dataclass(frozen=True)
 class ServiceConfig:
+    """The settings the use cases read, each from `Settings` (api/app.py): no defaults
+    here, they live there (and in memory_contract.limits)."""
+
     tenant: str
     dimensions: int
-    distance: str = "Cosine"
-    max_memories: int = 0
-    decay_enabled: bool = True
-    half_life_hours: float = 720.0
-    prune_below: float = 0.05
-    vector_backend: str = "postgres"
-    server_embeds: bool = True  # False for provider `none`: clients send vectors
+    distance: str
+    max_memories: int
+    decay_enabled: bool
+    half_life_hours: float
+    prune_below: float
+    vector_backend: str
+    server_embeds: bool  # False for provider `none`: clients send vectors
 
 
 class QueryVectorCache:

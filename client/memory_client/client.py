@@ -12,6 +12,7 @@ mapping, or keyword fields.
 from __future__ import annotations
 
 import functools
+import inspect
 import os
 import time
 from collections.abc import (
@@ -56,8 +57,8 @@ USER_AGENT = "somafractal-memory-client"
 class _Endpoint(Generic[P, T]):
     """A route as a method of both clients: `build` makes the call, the client's `_run` sends it.
 
-    On `MemoryClient` the method returns the answer, on `AsyncMemoryClient` an
-    awaitable of it; its arguments and docstring are those of `build`.
+    On `MemoryClient` the method returns the answer, on `AsyncMemoryClient` it is
+    a coroutine function; its arguments and docstring are those of `build`.
     """
 
     def __init__(self, build: Callable[P, Call[T]]) -> None:
@@ -76,6 +77,13 @@ class _Endpoint(Generic[P, T]):
         if client is None:
             return self
         build, run = self.build, client._run
+        if inspect.iscoroutinefunction(run):  # the async client's methods are coroutine functions
+
+            @functools.wraps(build)
+            async def awaited(*args: P.args, **kwargs: P.kwargs) -> Any:
+                return await run(build(*args, **kwargs))
+
+            return awaited
 
         @functools.wraps(build)
         def method(*args: P.args, **kwargs: P.kwargs) -> Any:

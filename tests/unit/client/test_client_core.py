@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -20,6 +21,7 @@ from memory_client._core import (
     split_lines_async,
 )
 from memory_client._routes import Routes
+from memory_client.client import AsyncMemoryClient, MemoryClient
 from memory_client.errors import NotFound, QuotaExceeded, ServerError, Unavailable, ValidationFailed
 
 
@@ -136,3 +138,16 @@ def test_link_takes_two_keys_or_one_whole_link_never_a_mix() -> None:
 def test_search_takes_the_query_text_or_a_whole_request() -> None:
     assert Routes.search("tea", top_k=3).json == {"query": "tea", "top_k": 3}
     assert Routes.search({"query": "tea"}).json == {"query": "tea"}
+
+
+def test_both_clients_have_every_method_async_ones_awaited() -> None:
+    sync, concurrent = MemoryClient("http://127.0.0.1:1", "t"), AsyncMemoryClient("http://x", "t")
+    try:
+        for name in ("store", "search", "link", "neighbors", "stats", "request"):
+            assert not inspect.iscoroutinefunction(getattr(sync, name))
+            assert inspect.iscoroutinefunction(getattr(concurrent, name))
+            assert getattr(sync, name).__doc__ == getattr(Routes, name).__doc__
+        assert "include_vector" in inspect.signature(concurrent.get).parameters
+    finally:
+        sync.close()
+        asyncio.run(concurrent.aclose())

@@ -59,7 +59,7 @@ def main() -> int:
     parser.add_argument("--embed-threads", type=int, default=0, help="0: the runtime's default")
     args = parser.parse_args()
 
-    for name in ("store", "_embed_ahead", "_write_stored"):
+    for name in ("store", "_write_ahead", "_write_stored"):
         timed(Writes, name)
     for name in ("_embed", "_index_after_commit"):  # shared by the use cases
         timed(UseCase, name)

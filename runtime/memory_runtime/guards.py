@@ -97,6 +97,7 @@ class GuardedStage:
     def __init__(self, staged: StagedWrite, index: GuardedIndex) -> None:
         self.inner = staged
         self.index = index
+        self.writes_ahead = staged.writes_ahead
 
     def write(self, items: Sequence[VectorItem]) -> None:
         self.inner.write(items)

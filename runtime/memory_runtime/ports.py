@@ -59,10 +59,18 @@ class VectorHit:
 
 
 class StagedWrite(Protocol):
-    """Index writes prepared while the memories' transaction runs, applied once
-    it committed: `write` (never raises; a failure surfaces at `commit`), then
-    `commit` after the memories committed, or `abort`. A crash in between
-    leaves the memories `index_pending`, which catch-up writes again."""
+    """Index writes prepared while the memories' transaction runs: `write`
+    (never raises; a failure surfaces at `commit`), then `commit` or `abort`.
+
+    `writes_ahead` False (Qdrant): `write` only collects the items, `commit`
+    upserts them after the memories committed; a crash in between leaves the
+    memories `index_pending`, which catch-up writes again. True (pgvector):
+    `write` starts writing at once, in a transaction of its own beside the
+    memories', and `commit` commits it just before the memories' transaction,
+    whose rows went in as indexed; `last` marks the vectors in flight, and
+    catch-up repairs a crash between the two commits from those marks."""
+
+    writes_ahead: bool
 
     def write(self, items: Sequence[VectorItem]) -> None: ...
 

@@ -3,7 +3,9 @@
 PostgreSQL is the source of truth. Every change writes its row(s) and outbox
 row(s) in one transaction; vectors go to the index after commit, and a row
 stays `index_pending` until the index confirmed it (a crash or an index outage
-between commit and index write is caught up by `index_pending()`).
+between commit and index write is caught up by `index_pending()`). A store on
+pgvector writes its vectors beside the memories' transaction and commits them
+just before it, marked in flight until the memories land (writes._commit_first).
 
 One module per use case: writes.py (store, patch, delete, forget), recall.py
 (get, range, hybrid recall), links.py (the graph), transfer.py (export,
@@ -58,7 +60,7 @@ from memory_runtime.service.shapes import (
     to_memory,
 )
 from memory_runtime.service.transfer import Transfer
-from memory_runtime.service.upkeep import Upkeep
+from memory_runtime.service.upkeep import IN_FLIGHT_GRACE_SECONDS, Upkeep
 from memory_runtime.service.writes import EMBED_SLICE, Writes
 from memory_runtime.storage.postgres import AccessLog, PostgresStore
 
@@ -178,8 +180,10 @@ class MemoryService(Parts):
     def prune(self) -> int:
         return self.upkeep.prune()
 
-    def index_pending(self, limit: int = 500) -> int:
-        return self.upkeep.index_pending(limit)
+    def index_pending(
+        self, limit: int = 500, in_flight_grace: float = IN_FLIGHT_GRACE_SECONDS
+    ) -> int:
+        return self.upkeep.index_pending(limit, in_flight_grace)
 
     def stats(self) -> dict[str, Any]:
         return self.upkeep.stats()

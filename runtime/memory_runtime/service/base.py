@@ -142,20 +142,25 @@ class UseCase(Parts):
     def __init__(self, deps: Deps) -> None:
         self.deps = deps
 
-    def _check_vector(self, vector: Sequence[float], what: str = "vector") -> list[float]:
+    def _check_length(self, vector: Sequence[float], what: str) -> None:
         if len(vector) != self.config.dimensions:
             raise InvalidInputError(
                 f"{what} has {len(vector)} dimensions; this namespace uses {self.config.dimensions}"
             )
+
+    def _check_vector(self, vector: Sequence[float], what: str = "vector") -> list[float]:
+        self._check_length(vector, what)
         return [float(v) for v in vector]
 
-    def _client_vector(self, vector: Sequence[float], what: str = "vector") -> list[float]:
-        """A vector a client sent (stored, searched or imported): checked alike everywhere."""
-        checked = self._check_vector(vector, what)
-        if self.config.distance == "Cosine" and not any(checked):
+    def _client_vector(self, vector: list[float], what: str = "vector") -> list[float]:
+        """A vector a client sent (stored, searched or imported): checked alike
+        everywhere. Its elements are finite floats already (the API models'
+        `Vector`), so it is used as it is, not copied."""
+        self._check_length(vector, what)
+        if self.config.distance == "Cosine" and not any(vector):
             # cosine similarity with a zero vector is undefined (NaN in every engine)
             raise InvalidInputError(f"{what} is all zeros: it has no direction for Cosine distance")
-        return checked
+        return vector
 
     def _embed(self, texts: list[str]) -> list[list[float]] | None:
         """Vectors for texts, or None when the embedder failed (the rows go pending)."""

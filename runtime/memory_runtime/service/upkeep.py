@@ -13,6 +13,9 @@ from memory_runtime.vectors.common import VectorIndexError, check_vector
 log = logging.getLogger("memory_runtime.service")
 
 PRUNE_BATCH = 500
+# A store's vectors commit just before its memories (writes._commit_first); an
+# in-flight mark older than this is of memories that never committed.
+IN_FLIGHT_GRACE_SECONDS = 60.0
 
 
 class Upkeep(UseCase):
@@ -41,14 +44,18 @@ class Upkeep(UseCase):
             if len(found) < PRUNE_BATCH:
                 return total
 
-    def index_pending(self, limit: int = 500) -> int:
-        """Catch the index up: pending vectors (embedding them if needed) and tombstones.
+    def index_pending(
+        self, limit: int = 500, in_flight_grace: float = IN_FLIGHT_GRACE_SECONDS
+    ) -> int:
+        """Catch the index up: vectors whose memories never committed, pending
+        vectors (embedding them if needed) and tombstones.
 
         A stored vector the index can never take (NaN, wrong size: written by
         an older version or by hand) is dropped, then re-embedded from the text
         where the server embeds, else the memory stays keyword-only: one bad
         row never holds back the batch, or the rows after it."""
         with self.db.tx() as tx:
+            tx.recover_in_flight(in_flight_grace)  # first: it may add pending rows, tombstones
             rows = tx.pending_index(limit)
             broken = [r for r in rows if r.embedding is not None and not self._indexable(r)]
             for r in broken:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
@@ -29,7 +30,15 @@ from memory_runtime.ports import (
 from memory_runtime.record import MemoryRow
 from memory_runtime.service.base import UseCase
 from memory_runtime.service.errors import ConflictError, InvalidInputError, QuotaExceededError
-from memory_runtime.service.shapes import derive_text, memory_record, now_utc, to_memory
+from memory_runtime.service.shapes import (
+    derive_text,
+    memory_record,
+    now_utc,
+    to_memory,
+)
+from memory_runtime.storage.postgres import Tx
+
+log = logging.getLogger("memory_runtime.service")
 
 EMBED_SLICE = 32  # texts per embedding call of a store: the index writes one slice
 # while the next is embedded
@@ -85,22 +94,30 @@ class Writes(UseCase):
     def _store_tx(self, plan: StorePlan) -> list[tuple[Memory, bool]]:
         now = now_utc()
         # the vectors go into the index while the memories are written (pgvector:
-        # in a transaction of their own, committed right after the memories')
+        # in a transaction of their own, committed right before the memories')
         staged = self.index.stage()
         try:
-            ahead = self._embed_ahead(plan, now, staged) if plan.need else None
+            # vectors to embed, or an index that writes while it is handed them:
+            # start the index writes before the memories' transaction, not within it
+            ahead = (
+                self._write_ahead(plan, now, staged)
+                if plan.need or (staged.writes_ahead and any(v is not None for v in plan.vectors))
+                else None
+            )
             results = self._write_stored(plan, now, staged, ahead)
         except BaseException:
             staged.abort()
             raise
-        self._index_after_commit([r for r, _ in results], staged)
+        if not staged.writes_ahead:
+            self._index_after_commit([r for r, _ in results], staged)
         return [(to_memory(r), created) for r, created in results]
 
-    def _embed_ahead(
+    def _write_ahead(
         self, plan: StorePlan, now: datetime, staged: StagedWrite
     ) -> dict[uuid.UUID, VectorItem]:
-        """Texts to embed: embed them in slices and stage each slice's vectors
-        while the next one is embedded (the index write overlaps the embedding).
+        """Stage the client's vectors, then embed the texts in slices and stage
+        each slice's vectors while the next one is embedded (the index write
+        overlaps the embedding and the memories' transaction).
         The memory ids come from an unlocked read of the coordinates' holders;
         the memories' transaction checks them and retries if they changed.
         Returns what was staged, by memory id."""
@@ -194,8 +211,7 @@ class Writes(UseCase):
         ahead: Mapping[uuid.UUID, VectorItem] | None,
     ) -> list[tuple[MemoryRow, bool]]:
         """The memories' transaction of a store: rows, events, and the staged vectors."""
-        results: list[tuple[MemoryRow, bool]] = []
-        fresh: list[MemoryRow] = []
+        planned: list[tuple[MemoryRow, bool]] = []  # (row, created)
         with self.db.tx() as tx:
             if self.config.max_memories:
                 tx.lock_quota()
@@ -215,27 +231,50 @@ class Writes(UseCase):
                             "memories; delete some or raise spec.storage.maxMemories"
                         )
                     room -= 1
-                row = self._stored_row(plan, n, now, existing, plan.fresh_ids[n])
-                if existing is not None:
-                    saved = tx.update(row)
-                    tx.outbox("memory.updated", saved.id, saved.version, memory_record(saved))
-                    results.append((saved, False))
-                else:
-                    fresh.append(row)
-                    results.append((row, True))
-            items = {i.memory_id: i for i in self._vector_items(r for r, _ in results)}
+                planned.append(
+                    (self._stored_row(plan, n, now, existing, plan.fresh_ids[n]), not existing)
+                )
+            items = {i.memory_id: i for i in self._vector_items(r for r, _ in planned)}
             if ahead is not None:
                 if any(items.get(key) != item for key, item in ahead.items()):
                     raise PlanChanged  # e.g. a concurrent writer replaced a holder
                 staged.write([i for key, i in items.items() if key not in ahead])
             else:
                 staged.write(list(items.values()))
+            if staged.writes_ahead:  # their vectors commit just before them (_commit_first)
+                for row, _ in planned:
+                    row.index_pending = row.index_pending and row.id not in items
+            results = [(row if created else tx.update(row), created) for row, created in planned]
+            for saved, created in results:
+                if not created:
+                    tx.outbox("memory.updated", saved.id, saved.version, memory_record(saved))
+            fresh = [row for row, created in results if created]
             # new memories in one COPY (and one statement for its triggers)
             tx.insert_many(fresh)
             tx.outbox_many(
                 [("memory.created", r.id, r.version, memory_record(r), None) for r in fresh]
             )
+            if staged.writes_ahead and items:
+                self._commit_first(tx, staged, [r for r, _ in results if r.id in items])
         return results
+
+    @staticmethod
+    def _commit_first(tx: Tx, staged: StagedWrite, rows: Sequence[MemoryRow]) -> None:
+        """Commit the staged vectors just before the memories' transaction (the
+        same database): the rows go in as indexed, no pending flags to clear
+        after. The vectors' transaction marks them in flight and this one lands
+        them, so a crash between the two commits is found by catch-up
+        (`recover_in_flight`). If the vectors fail, the rows commit pending."""
+        written = [(r.id, r.version) for r in rows]
+        try:
+            staged.commit(lambda conn: Tx(conn).mark_in_flight(written))
+        except Exception as exc:  # any index failure: PostgreSQL stays the truth
+            log.warning("vector index write failed, %d record(s) pending: %s", len(rows), exc)
+            tx.mark_index_pending([memory_id for memory_id, _ in written])
+            for row in rows:
+                row.index_pending = True
+            return
+        tx.land_in_flight([memory_id for memory_id, _ in written])
 
     def patch(self, key: str, change: MemoryPatch) -> Memory:
         fields = change.model_fields_set

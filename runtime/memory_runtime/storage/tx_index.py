@@ -1,4 +1,5 @@
-"""What the vector index still owes: pending vectors, tombstones, and what pruning may delete."""
+"""What the vector index still owes: pending vectors, tombstones, vectors in
+flight, and what pruning may delete."""
 
 from __future__ import annotations
 
@@ -53,6 +54,49 @@ class IndexState(TxBase):
                ON CONFLICT (memory_id) DO NOTHING""",
             ([i for i, _ in ids], [v for _, v in ids]),
         )
+
+    def mark_in_flight(self, written: Sequence[tuple[uuid.UUID, int]]) -> None:
+        """In the vectors' transaction: these (id, version)s are written ahead of
+        their memories' commit (migration 0010)."""
+        if written:
+            ids = sorted(written)
+            self.conn.execute(
+                "INSERT INTO index_in_flight (memory_id, version)"
+                " SELECT * FROM unnest(%s::uuid[], %s::bigint[]) ON CONFLICT DO NOTHING",
+                ([i for i, _ in ids], [v for _, v in ids]),
+            )
+
+    def land_in_flight(self, ids: Sequence[uuid.UUID]) -> None:
+        """In the memories' transaction, after the vectors committed: they land with it."""
+        if ids:
+            self.conn.execute(
+                "DELETE FROM index_in_flight WHERE memory_id = ANY(%s)", (sorted(ids),)
+            )
+
+    def recover_in_flight(self, grace_seconds: float) -> int:
+        """Vectors whose memories did not commit (a crash or a failed commit
+        between the two): a new memory's vector gets a tombstone, an updated
+        memory (still at an older version) is marked pending, so that catch-up
+        writes its committed state again. Returns how many were recovered."""
+        row = self.conn.execute(
+            """WITH stale AS (
+                   DELETE FROM index_in_flight WHERE (memory_id, version) IN (
+                       SELECT memory_id, version FROM index_in_flight
+                       WHERE written_at < now() - make_interval(secs => %s)
+                       FOR UPDATE SKIP LOCKED)
+                   RETURNING memory_id, version),
+               repend AS (
+                   UPDATE memories AS m SET index_pending = true FROM stale s
+                   WHERE m.id = s.memory_id AND m.version <> s.version AND NOT m.index_pending),
+               gone AS (
+                   INSERT INTO vector_tombstones (memory_id)
+                   SELECT DISTINCT s.memory_id FROM stale s
+                   WHERE NOT EXISTS (SELECT FROM memories m WHERE m.id = s.memory_id)
+                   ON CONFLICT (memory_id) DO NOTHING)
+               SELECT count(*) AS n FROM stale""",
+            (grace_seconds,),
+        ).fetchone()
+        return int(row["n"]) if row else 0
 
     def pending_index(self, limit: int) -> list[MemoryRow]:
         rows = self.conn.execute(

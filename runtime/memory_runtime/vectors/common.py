@@ -27,6 +27,8 @@ class VectorIndexUnavailable(RuntimeError):
 class AfterCommit:
     """The plain StagedWrite: the items are upserted when `commit` is called."""
 
+    writes_ahead = False
+
     def __init__(self, index: VectorIndex) -> None:
         self._index = index
         self._items: list[VectorItem] = []

@@ -343,33 +343,29 @@ class PgVectorIndex(Shaped):
                 f"the namespace declares {self._dimensions}"
             )
 
-    def _rows(self, items: Sequence[VectorItem]) -> list[tuple[Any, ...]]:
-        """upsert's rows, every item checked (VectorIndexError) before anything is written."""
-        return [
-            (
-                item.memory_id,
-                Vector(check_array(item.vector, self._dimensions)),
-                item.memory_type,
-                list(item.tags),
-                item.agent_id,
-                item.user_id,
-                item.session_id,
-                Jsonb(item.metadata),
-                as_utc(item.created_at),
-                [float(c) for c in item.coordinate],
-                as_utc(item.occurred_at),
-            )
-            for item in sorted(items, key=lambda i: i.memory_id)  # one lock order
-        ]
+    def _row(self, item: VectorItem) -> tuple[Any, ...]:
+        """One row of the binary COPY (or INSERT), its vector checked (VectorIndexError)."""
+        return (
+            item.memory_id,
+            Vector(check_array(item.vector, self._dimensions)),
+            item.memory_type,
+            list(item.tags),
+            item.agent_id,
+            item.user_id,
+            item.session_id,
+            Jsonb(item.metadata),
+            as_utc(item.created_at),
+            [float(c) for c in item.coordinate],
+            as_utc(item.occurred_at),
+        )
 
     def upsert(self, items: Sequence[VectorItem]) -> None:
         if not items:
             return
-        rows = self._rows(items)  # all or nothing
         with self._pool.connection() as conn:
             self._prepare(conn)
-            with conn.transaction():
-                self._write_rows(conn, rows)
+            with conn.transaction():  # a refused item rolls back the others
+                self._write_rows(conn, items)
 
     def stage(self) -> StagedUpsert:
         return StagedUpsert(self)
@@ -382,21 +378,24 @@ class PgVectorIndex(Shaped):
         conn.execute(self._upsert_selected(source=source))
         return True
 
-    def _write_rows(self, conn: Connection[Any], rows: list[tuple[Any, ...]]) -> None:
-        """Write rows inside the connection's open transaction (in a savepoint)."""
+    def _write_rows(self, conn: Connection[Any], items: Sequence[VectorItem]) -> None:
+        """Write items inside the connection's open transaction (in a savepoint)."""
+        ordered = sorted(items, key=lambda i: i.memory_id)  # one lock order
         for attempt in range(2):
             try:
                 with conn.transaction():
-                    self._write(conn, rows, copy_new=attempt == 0)
+                    self._write(conn, ordered, copy_new=attempt == 0)
                 return
             except errors.UniqueViolation:
                 # a concurrent writer added one of the "new" ids: upsert all
                 if attempt:
                     raise
 
-    def _write(self, conn: Connection[Any], rows: list[tuple[Any, ...]], copy_new: bool) -> None:
+    def _write(self, conn: Connection[Any], items: list[VectorItem], copy_new: bool) -> None:
         """New ids by binary COPY (faster than INSERTs into the HNSW index:
-        bench/README.md, ingest), ids already present by INSERT ... ON CONFLICT."""
+        bench/README.md, ingest), ids already present by INSERT ... ON CONFLICT.
+        The COPY's rows are built as they are sent: the server inserts the
+        first ones into the graph while the next are built."""
         if copy_new:
             present = {
                 r[0]
@@ -404,18 +403,18 @@ class PgVectorIndex(Shaped):
                     sql.SQL("SELECT memory_id FROM {t} WHERE memory_id = ANY(%s)").format(
                         t=self._table
                     ),
-                    ([r[0] for r in rows],),
+                    ([i.memory_id for i in items],),
                 )
             }
         else:
-            present = {r[0] for r in rows}
-        new = [r for r in rows if r[0] not in present]
+            present = {i.memory_id for i in items}
+        new = [i for i in items if i.memory_id not in present]
         if new:
             with conn.cursor() as cur, cur.copy(self._copy) as copy:
                 copy.set_types(_COPY_TYPES)
-                for row in new:
-                    copy.write_row(row)
-        old = [r for r in rows if r[0] in present]
+                for item in new:
+                    copy.write_row(self._row(item))
+        old = [self._row(i) for i in items if i.memory_id in present]
         if old:
             with conn.cursor() as cur:
                 cur.executemany(self._upsert, old)
@@ -491,6 +490,8 @@ class StagedUpsert:
     An aborted or failed stage rolls back: the index never holds a vector of a
     memory that did not commit."""
 
+    writes_ahead = True
+
     def __init__(self, index: PgVectorIndex) -> None:
         self._index = index
         self._queue: queue.Queue[object] = queue.Queue()
@@ -499,17 +500,13 @@ class StagedUpsert:
         self._last: Callable[[Connection[Any]], None] | None = None
 
     def write(self, items: Sequence[VectorItem]) -> None:
+        # a refused item (its vector) fails the thread's writes: it surfaces at commit
         if not items or self._error is not None:
-            return
-        try:
-            rows = self._index._rows(items)
-        except Exception as exc:  # surfaces at commit: the memories stay pending
-            self._error = exc
             return
         if self._thread is None:
             self._thread = threading.Thread(target=self._run, name="staged-upsert", daemon=True)
             self._thread.start()
-        self._queue.put(rows)
+        self._queue.put(list(items))
 
     def commit(self, last: Callable[[Connection[Any]], None] | None = None) -> bool:
         # a write refused here (bad input) rolls the others back: all or nothing

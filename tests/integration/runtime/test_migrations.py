@@ -40,6 +40,7 @@ def test_migrate_applies_once_and_records_versions(tenant: Tenant):
         "links",
         "outbox",
         "vector_tombstones",
+        "index_in_flight",
         "imports",
         "schema_migrations",
         "job_leases",

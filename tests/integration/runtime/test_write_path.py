@@ -203,37 +203,117 @@ def test_staged_vectors_of_a_store_that_did_not_commit_are_rolled_back(
     assert vector_ids(tenant) == live  # the first attempt's two fresh ids left nothing
 
 
-def test_a_stores_vectors_and_its_cleared_pending_flags_commit_together(
+def pending_count(tenant: Tenant) -> int:
+    return admin_rows(tenant, "SELECT count(*) AS n FROM memories WHERE index_pending")[0]["n"]
+
+
+def test_a_store_commits_its_vectors_just_before_its_memories_with_no_flags_to_clear(
     client: TestClient, tenant: Tenant, monkeypatch: pytest.MonkeyPatch
 ):
-    """pgvector clears the memories' pending flags inside the vectors' own
-    transaction: if clearing fails (here: a lock timeout), the vectors roll back
-    with it and the memories stay pending for catch-up (never vectors in the
-    index with their memories still pending, never a 5xx for the store)."""
+    """pgvector: the memories go in as indexed, their vectors commit just before
+    them, and nothing is left in flight or pending (no UPDATE of the stored rows
+    after the fact)."""
     from memory_runtime.storage.postgres import Tx
 
-    clear = Tx.set_index_done
+    def no_flags(self: Tx, done: Any) -> None:
+        raise AssertionError("a pgvector store clears no pending flags")
 
-    def refused(self: Tx, done: Any) -> None:
+    monkeypatch.setattr(Tx, "set_index_done", no_flags)
+    body = {"memories": [{"coordinate": [4, n], "payload": {"text": f"m{n}"}} for n in range(3)]}
+    response = client.post("/memories/batch", json=body)
+    assert response.status_code == 200, response.text
+    stored = response.json()["memories"]
+    assert not any(m["index_pending"] for m in stored)
+    assert vector_ids(tenant) == {m["id"] for m in stored}
+    assert pending_count(tenant) == 0
+    assert admin_rows(tenant, "SELECT count(*) AS n FROM index_in_flight")[0]["n"] == 0
+    # an update of one of them too (its vector replaced, in one go)
+    again = client.post(
+        "/memories/batch", json={"memories": [{**body["memories"][0], "payload": {"text": "new"}}]}
+    )
+    assert again.status_code == 200, again.text
+    assert again.json()["memories"][0]["version"] == 2
+    assert not again.json()["memories"][0]["index_pending"]
+    assert pending_count(tenant) == 0
+
+
+def test_vectors_that_fail_to_commit_leave_their_memories_pending(
+    client: TestClient, tenant: Tenant, monkeypatch: pytest.MonkeyPatch
+):
+    """If the vectors' transaction fails at its end (here: a lock timeout while
+    marking them in flight), the vectors roll back and the memories commit
+    pending for catch-up (never a 5xx for the store, never vectors of memories
+    that say they are pending)."""
+    from memory_runtime.storage.postgres import Tx
+
+    mark = Tx.mark_in_flight
+
+    def refused(self: Tx, written: Any) -> None:
         raise psycopg.errors.LockNotAvailable("lock timeout (test)")
 
-    monkeypatch.setattr(Tx, "set_index_done", refused)
+    monkeypatch.setattr(Tx, "mark_in_flight", refused)
     body = {"memories": [{"coordinate": [5, n], "payload": {"text": f"m{n}"}} for n in range(3)]}
     response = client.post("/memories/batch", json=body)
     assert response.status_code == 200, response.text
     assert all(m["index_pending"] for m in response.json()["memories"])
     assert vector_ids(tenant) == set()
-    pending = admin_rows(tenant, "SELECT count(*) AS n FROM memories WHERE index_pending")
-    assert pending[0]["n"] == 3
-    monkeypatch.setattr(Tx, "set_index_done", clear)
+    assert pending_count(tenant) == 3
+    monkeypatch.setattr(Tx, "mark_in_flight", mark)
     client.app.state.runtime.service.index_pending()  # catch-up
     assert len(vector_ids(tenant)) == 3
-    pending = admin_rows(tenant, "SELECT count(*) AS n FROM memories WHERE index_pending")
-    assert pending[0]["n"] == 0
-    # and a plain store clears its flags with its vectors
-    response = client.post("/memories/batch", json={"memories": [{"payload": {"text": "x"}}]})
-    assert not response.json()["memories"][0]["index_pending"]
-    assert len(vector_ids(tenant)) == 4
+    assert pending_count(tenant) == 0
+
+
+def test_vectors_whose_memories_never_committed_are_repaired_by_catch_up(
+    client: TestClient, tenant: Tenant, monkeypatch: pytest.MonkeyPatch
+):
+    """The window between the two commits: the vectors committed, then the
+    memories' transaction failed (as a crash would leave it). Catch-up finds
+    the in-flight marks once they are older than the grace period: a new
+    memory's vector is deleted, an updated memory's vector is written again
+    from the memory as it committed."""
+    from memory_runtime.storage.postgres import Tx
+
+    kept = client.post("/memories", json={"coordinate": [6, 0], "payload": {"text": "kept"}})
+    assert kept.status_code == 201, kept.text
+    kept_id = kept.json()["id"]
+    committed = admin_rows(
+        tenant, "SELECT embedding::text AS e FROM memory_vectors WHERE memory_id = %s", kept_id
+    )[0]["e"]
+    land = Tx.land_in_flight
+
+    def lost(self: Tx, ids: Any) -> None:
+        raise psycopg.errors.AdminShutdown("terminating connection (test)")
+
+    monkeypatch.setattr(Tx, "land_in_flight", lost)
+    body = {
+        "memories": [
+            {"coordinate": [6, 0], "payload": {"text": "an update that never lands"}},
+            {"coordinate": [6, 1], "payload": {"text": "a memory that never lands"}},
+        ]
+    }
+    response = client.post("/memories/batch", json=body)
+    assert response.status_code >= 500
+    monkeypatch.setattr(Tx, "land_in_flight", land)
+    memories = {r["id"] for r in admin_rows(tenant, "SELECT id::text FROM memories")}
+    assert memories == {kept_id}
+    assert len(vector_ids(tenant)) == 2  # the window: a vector of a memory that is not there
+    changed = admin_rows(
+        tenant, "SELECT embedding::text AS e FROM memory_vectors WHERE memory_id = %s", kept_id
+    )[0]["e"]
+    assert changed != committed
+
+    service_ = client.app.state.runtime.service
+    service_.index_pending()  # within the grace period: a store may still be landing
+    assert len(vector_ids(tenant)) == 2
+    service_.index_pending(in_flight_grace=0)
+    assert vector_ids(tenant) == {kept_id}
+    repaired = admin_rows(
+        tenant, "SELECT embedding::text AS e FROM memory_vectors WHERE memory_id = %s", kept_id
+    )[0]["e"]
+    assert repaired == committed
+    assert pending_count(tenant) == 0
+    assert admin_rows(tenant, "SELECT count(*) AS n FROM index_in_flight")[0]["n"] == 0
 
 
 def test_a_text_store_embeds_in_slices_and_stages_each_while_the_next_embeds(

@@ -117,29 +117,32 @@ class Writes(UseCase):
     ) -> dict[uuid.UUID, VectorItem]:
         """Stage the client's vectors, then embed the texts in slices and stage
         each slice's vectors while the next one is embedded (the index write
-        overlaps the embedding and the memories' transaction).
-        The memory ids come from an unlocked read of the coordinates' holders;
-        the memories' transaction checks them and retries if they changed.
-        Returns what was staged, by memory id."""
+        overlaps the embedding and the memories' transaction), for the new
+        memories among them. Their ids come from an unlocked read of the
+        coordinates' holders; the memories' transaction checks them and retries
+        if they changed. Returns what was staged, by memory id."""
         with self.db.tx() as tx:
             holders = tx.coordinate_holders([c for c in plan.coords if c is not None])
-            held = {r.id: r for r in tx.get_many([h for h in holders if h], live_only=False)}
         holder_of = dict(zip([c for c in plan.coords if c is not None], holders, strict=True))
         ids = plan.fresh_ids
 
-        def rows(numbers: Iterable[int]) -> list[MemoryRow]:
+        def new_rows(numbers: Iterable[int]) -> list[MemoryRow]:
+            # Only new memories: the vector of one that exists is written once
+            # the memories' transaction holds its lock (one lock order, memory
+            # then vector; the other order deadlocks two stores of one memory,
+            # as each commits its vectors from inside its memories' transaction)
             out = []
             for n in numbers:
                 coord = plan.coords[n]
                 holder = holder_of.get(coord) if coord else None
-                existing = held.get(holder) if holder is not None else None
-                out.append(self._stored_row(plan, n, now, existing, ids[n]))
+                if holder is None:
+                    out.append(self._stored_row(plan, n, now, None, ids[n]))
             return out
 
         written: dict[uuid.UUID, VectorItem] = {}
 
         def stage(numbers: Iterable[int]) -> None:
-            items = self._vector_items(rows(numbers))
+            items = self._vector_items(new_rows(numbers))
             staged.write(items)
             written.update((i.memory_id, i) for i in items)
 

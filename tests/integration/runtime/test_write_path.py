@@ -371,3 +371,54 @@ def test_a_coordinate_taken_while_a_store_embeds_is_updated_with_no_orphan_vecto
     assert live == {m["id"] for m in stored}
     assert vector_ids(tenant) == live
     assert calls["n"] == 2  # the retry embedded nothing again
+
+
+@pytest.mark.parametrize("client_vectors", [True, False], ids=["vectors", "texts"])
+def test_concurrent_stores_replacing_the_same_memories_never_wait_on_each_other(
+    tenant: Tenant, embedder: Any, client_vectors: bool
+):
+    """Stores that replace the same memories race. A store's vectors of memories
+    that exist are written only once its memories' transaction holds their
+    locks (new memories' vectors go ahead): one lock order, so no store waits on
+    another's vectors while that one waits on its memories, until a lock times
+    out and its memories commit pending."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import httpx
+
+    from tests.integration.runtime.helpers import serving
+
+    app = create_app(tenant_settings(tenant, embedding_provider="local"), embedder=embedder)
+
+    def body(k: int) -> dict[str, Any]:
+        return {
+            "memories": [
+                {
+                    "coordinate": [3, n],
+                    "payload": {"text": f"round {k}"},
+                    **(
+                        {"vector": [float((k + n + i) % 7 + 1) for i in range(DIMENSIONS)]}
+                        if client_vectors
+                        else {}
+                    ),
+                }
+                for n in range(2)
+            ]
+        }
+
+    answers: list[dict[str, Any]] = []
+    with serving(app) as url:
+
+        def work(worker: int) -> None:
+            with httpx.Client(base_url=url, headers=bearer(ADMIN_TOKEN), timeout=120) as c:
+                for k in range(8):
+                    response = c.post("/memories/batch", json=body(worker * 100 + k))
+                    assert response.status_code == 200, response.text
+                    answers.extend(response.json()["memories"])
+
+        work(0)  # they exist before the race
+        with ThreadPoolExecutor(4) as pool:
+            list(pool.map(work, range(1, 5)))
+    assert len(answers) == 5 * 8 * 2
+    assert not [m for m in answers if m["index_pending"]]
+    assert pending_count(tenant) == 0

@@ -40,8 +40,9 @@ from memory_runtime.storage.postgres import Tx
 
 log = logging.getLogger("memory_runtime.service")
 
-EMBED_SLICE = 32  # texts per embedding call of a store: the index writes one slice
-# while the next is embedded
+# texts per embedding call of a store (the local embedder's batch): the index
+# writes one slice while the next is embedded
+EMBED_SLICE = 32
 
 
 class PlanChanged(Exception):
@@ -148,8 +149,11 @@ class Writes(UseCase):
 
         needed = set(plan.need)
         stage(n for n in range(len(plan.items)) if n not in needed)  # client vectors
-        for start in range(0, len(plan.need), EMBED_SLICE):
-            part = plan.need[start : start + EMBED_SLICE]
+        # shortest texts first, as the embedder orders one call's texts: each
+        # slice pads to similar lengths, the same batches as one call of them all
+        by_length = sorted(plan.need, key=lambda n: len(plan.texts[n]))
+        for start in range(0, len(by_length), EMBED_SLICE):
+            part = by_length[start : start + EMBED_SLICE]
             vectors = self._embed([plan.texts[n] for n in part])
             if vectors is None:  # the rest stay pending, embedded by catch-up
                 plan.embed_failed = True

@@ -334,6 +334,38 @@ def test_a_text_store_embeds_in_slices_and_stages_each_while_the_next_embeds(
     assert vector_ids(tenant) == {m["id"] for m in stored}
 
 
+def test_a_text_store_embeds_its_shortest_texts_together(
+    client: TestClient, tenant: Tenant, embedder: Any, monkeypatch: pytest.MonkeyPatch
+):
+    """The slices a store embeds are cut from its texts ordered by length (as
+    the embedder orders the texts of one call): each slice pads to similar
+    lengths, the batches one call of all the texts would run."""
+    import random
+
+    embed = embedder.embed
+    calls: list[list[str]] = []
+
+    def recorded(texts: Any) -> Any:
+        calls.append(list(texts))
+        return embed(texts)
+
+    monkeypatch.setattr(embedder, "embed", recorded)
+    texts = ["w" * (1 + n) for n in range(2 * service.EMBED_SLICE)]
+    random.Random(5).shuffle(texts)
+    body = {
+        "memories": [{"coordinate": [9, n], "payload": {"text": t}} for n, t in enumerate(texts)]
+    }
+    response = client.post("/memories/batch", json=body)
+    assert response.status_code == 200, response.text
+    assert [sorted(map(len, c)) for c in calls] == [
+        list(range(1, service.EMBED_SLICE + 1)),
+        list(range(service.EMBED_SLICE + 1, 2 * service.EMBED_SLICE + 1)),
+    ]
+    stored = response.json()["memories"]
+    assert [m["text"] for m in stored] == texts  # answered in the request's order
+    assert vector_ids(tenant) == {m["id"] for m in stored}
+
+
 def test_a_coordinate_taken_while_a_store_embeds_is_updated_with_no_orphan_vector(
     client: TestClient, tenant: Tenant, embedder: Any, monkeypatch: pytest.MonkeyPatch
 ):

@@ -29,6 +29,8 @@ Text ingest, on --texts sentences (the server embeds them):
   and the ceiling they give http_text / raw_embed: with every core busy,
   http_text can't take less wall time than its CPU seconds over the cores.
   --embed-threads sets the embedder's intra-op threads (0: the runtime's default).
+  --db-cpus 1 runs PostgreSQL on CPU 1 and this process on the others, as in a
+  deployment, where the database does not share the runtime's CPUs.
 
     .venv/bin/python bench/ingest.py                  # 10k vectors, 1000 texts
     .venv/bin/python bench/ingest.py --n 2000 --texts 300   # quick
@@ -294,6 +296,14 @@ def chroma(vectors: np.ndarray, texts: list[str], batch: int, path: Path) -> dic
     }
 
 
+def pin_database(data_dir: Path, cpus: set[int]) -> None:
+    """The embedded server and its processes on `cpus` (backends it forks later
+    inherit the postmaster's)."""
+    postmaster = psutil.Process(int((data_dir / "postmaster.pid").read_text().split()[0]))
+    for proc in [postmaster, *postmaster.children()]:
+        proc.cpu_affinity(sorted(cpus))
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=10_000, help="memories per vector series")
@@ -308,7 +318,17 @@ def main() -> int:
         help="also run http_batch against the runtime of this commit, interleaved with the"
         " others (e.g. cd026d6: main when issue 15 was filed, bench/README.md)",
     )
+    parser.add_argument(
+        "--db-cpus",
+        type=lambda v: {int(c) for c in v.split(",")},
+        default=None,
+        metavar="N[,N...]",
+        help="run PostgreSQL on these CPUs and this process (client, runtime, embedder)"
+        " on the others, as a deployment gives the database its own CPUs",
+    )
     args = parser.parse_args()
+    if args.db_cpus:
+        os.sched_setaffinity(0, os.sched_getaffinity(0) - args.db_cpus)  # threads inherit it
 
     embedder = build_embedder("local", "all-MiniLM-L6-v2", "", 384, threads=args.embed_threads)
     embedder.embed(["warm up"])
@@ -323,6 +343,7 @@ def main() -> int:
         "n": args.n,
         "batch": args.batch,
         "embed_threads": embedder.threads,  # type: ignore[attr-defined]
+        "db_cpus": sorted(args.db_cpus) if args.db_cpus else None,
     }
 
     with tempfile.TemporaryDirectory(prefix="bench-ingest-") as tmp:
@@ -331,6 +352,8 @@ def main() -> int:
         try:
             batch_tenant = Tenant("batch", data_dir, embedder)
             tenants.append(batch_tenant)
+            if args.db_cpus:
+                pin_database(data_dir, args.db_cpus)
             raw = RawInsert(batch_tenant.local.server.get_uri(), "rawbench")
             docs = memories(vectors, base_texts, 0.0)
             # encoded before the clock: a client encodes on its own CPU, not on
@@ -437,7 +460,7 @@ def main() -> int:
                 text_tenant.request("POST", "/memories/batch", body)
                 text_seconds += time.perf_counter() - start
                 text_cpu += cpu_seconds(postmaster) - cpu
-            cores = len(os.sched_getaffinity(0))
+            cores = len(os.sched_getaffinity(0) | (args.db_cpus or set()))
             results["raw_embed"] = {
                 "texts_per_second": rate(len(texts), embed_seconds),
                 "cpu_seconds": round(embed_cpu, 2),

@@ -39,6 +39,7 @@ Text ingest, on --texts sentences (the server embeds them):
 from __future__ import annotations
 
 import argparse
+import gc
 import http.client
 import io
 import json
@@ -366,6 +367,12 @@ def main() -> int:
             if args.baseline:
                 baseline = BaselineTenant("old", data_dir, args.baseline, Path(tmp) / "old")
                 tenants.append(baseline)
+            # The client's data (every request body and memory) lives in the
+            # server's process here: out of the collector's full passes, as the
+            # runtime's own startup objects are in `serve` (which freezes them),
+            # or each full collection would walk it, a pause of ~100 ms inside
+            # some request (bench/README.md, session 6)
+            gc.freeze()
             # interleaved batch by batch, so machine noise hits every series alike
             raw_seconds = batch_seconds = baseline_seconds = 0.0
             for i, body in zip(range(0, args.n, args.batch), bodies, strict=True):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import logging
 import signal
 import sys
@@ -76,6 +77,10 @@ def _serve(embedded_flag: bool) -> int:
     # previous handler: make that a normal exit so atexit hooks run (embedded
     # mode stops its PostgreSQL there) and the exit code is 0.
     signal.signal(signal.SIGTERM, _exit_on_signal)
+    # The process's long-lived objects (modules, the app, its schemas) out of
+    # the collector's full passes, which would otherwise walk them all: a pause
+    # in whichever request triggers one (bench/README.md, ingest, session 6)
+    gc.freeze()
     uvicorn.run(app, host=settings.host, port=settings.port, log_level="info")
     return 0
 

@@ -16,15 +16,8 @@ from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from memory_runtime.service import (
-    ConflictError,
-    InvalidInputError,
-    NotFoundError,
-    QuotaExceededError,
-    ServiceError,
-    TooLargeError,
-    UnavailableError,
-)
+from memory_runtime.service import errors as kinds
+from memory_runtime.service.errors import ServiceError
 
 log = logging.getLogger("memory_runtime.api")
 
@@ -166,12 +159,12 @@ DATABASE_DOWN = (psycopg.OperationalError, PoolTimeout, PoolClosed)
 
 # What each service error answers: status, problem type (slug) and title.
 SERVICE_PROBLEMS: dict[type[ServiceError], tuple[int, str, str]] = {
-    NotFoundError: (404, "not-found", "Not found"),
-    ConflictError: (409, "conflict", "Conflict"),
-    QuotaExceededError: (409, "quota-exceeded", "Memory quota exceeded"),
-    InvalidInputError: (422, "invalid-input", "Invalid input"),
-    TooLargeError: (413, "payload-too-large", "Request body too large"),
-    UnavailableError: (503, "dependency-unavailable", "A dependency is unavailable"),
+    kinds.NotFoundError: (404, "not-found", "Not found"),
+    kinds.ConflictError: (409, "conflict", "Conflict"),
+    kinds.QuotaExceededError: (409, "quota-exceeded", "Memory quota exceeded"),
+    kinds.InvalidInputError: (422, "invalid-input", "Invalid input"),
+    kinds.TooLargeError: (413, "payload-too-large", "Request body too large"),
+    kinds.UnavailableError: (503, "dependency-unavailable", "A dependency is unavailable"),
 }
 
 

@@ -176,14 +176,21 @@ class Client(threading.Thread):
 
 
 def runtime_env(dsn: str, schema: str, port: int, urls: dict[str, str], topic: str) -> dict:  # type: ignore[type-arg]
+    vectors = (
+        {
+            "MEMORY_VECTOR_BACKEND": "qdrant",
+            "MEMORY_QDRANT_URL": urls["qdrant"],
+            "MEMORY_QDRANT_COLLECTION": schema,
+        }
+        if "qdrant" in urls
+        else {"MEMORY_VECTOR_BACKEND": "postgres"}
+    )
     return {
         **os.environ,
         "MEMORY_TENANT": "load",
         "MEMORY_DATABASE_URL": dsn,
         "MEMORY_DATABASE_SCHEMA": schema,
-        "MEMORY_VECTOR_BACKEND": "qdrant",
-        "MEMORY_QDRANT_URL": urls["qdrant"],
-        "MEMORY_QDRANT_COLLECTION": schema,
+        **vectors,
         "MEMORY_VECTOR_DIMENSIONS": str(DIMS),
         "MEMORY_EMBEDDING_PROVIDER": "none",
         "MEMORY_API_TOKENS": f"admin:{TOKEN}",
@@ -234,6 +241,12 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=60)
     parser.add_argument("--seed", type=int, default=15)
     parser.add_argument("--out", default=str(REPO / "bench" / "results" / "load_faults.json"))
+    parser.add_argument(
+        "--vector-backend",
+        choices=["qdrant", "postgres"],
+        default="qdrant",
+        help="postgres: pgvector in the tenant's database (no Qdrant to cut: Redis only)",
+    )
     args = parser.parse_args()
     third = args.seconds / 3
     # (start, end, dependency, fault): Qdrant hung, then Redis stopped
@@ -241,6 +254,8 @@ def main() -> int:
         (third, third + third / 2, "qdrant", "hang"),
         (2 * third - third / 4, 2 * third + third / 4, "redis", "down"),
     ]
+    if args.vector_backend == "postgres":
+        cuts = [cut for cut in cuts if cut[2] != "qdrant"]
 
     with ExitStack() as stack:
         pg = stack.enter_context(run_postgres())
@@ -266,6 +281,8 @@ def main() -> int:
             "redis": f"redis://:{rd.password}@127.0.0.1:{proxies['redis'].port}/0",
             "kafka": kafka.bootstrap,
         }
+        if args.vector_backend == "postgres":
+            del urls["qdrant"]
         logs = log_dir("runtime")
         replicas = []
         for n in range(2):
@@ -353,6 +370,7 @@ def main() -> int:
     result = {
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count()},
         "clients": args.clients,
+        "vector_backend": args.vector_backend,
         "seconds": round(ran, 1),
         "requests": len(samples),
         "statuses": dict(sorted(statuses.items())),

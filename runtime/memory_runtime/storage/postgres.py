@@ -2,6 +2,11 @@
 
 The pool connects as the tenant role with `search_path = <schema>, <extensions>`,
 so every statement here uses unqualified names and can only reach that schema.
+
+Why ~400 lines: the store's life cycle in one place (the pool, its session
+settings, cutting a stalled connection, the health probe, statistics and
+backlog counts) plus the access-count writer that shares its pool; the
+statements themselves live in the tx_* modules that `Tx` composes.
 """
 
 from __future__ import annotations

@@ -19,6 +19,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -58,13 +59,26 @@ def free_port(host: str = "127.0.0.1") -> int:
     low, _high = _ephemeral_range()
     candidates = range(15000, low) if low > 16000 else range(low, 65536)
     for port in random.sample(candidates, 200):
+        # never the same port twice in one process: a server may bind its port
+        # long after it was chosen (kube-controller-manager's waits for the
+        # apiserver), and another chosen meanwhile must not be that one
+        if port in _HANDED_OUT:
+            continue
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
             try:
                 s.bind((host, port))
             except OSError:
                 continue
+            with _HANDED_OUT_LOCK:
+                if port in _HANDED_OUT:
+                    continue
+                _HANDED_OUT.add(port)
             return port
     raise ServerStartError("no free TCP port found on 127.0.0.1")
+
+
+_HANDED_OUT: set[int] = set()
+_HANDED_OUT_LOCK = threading.Lock()
 
 
 # One directory per pytest process, so engineers running tests at the same time in one

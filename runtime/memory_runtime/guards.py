@@ -102,9 +102,9 @@ class GuardedStage:
     def write(self, items: Sequence[VectorItem]) -> None:
         self.inner.write(items)
 
-    def commit(self, last: Callable[[Any], None] | None = None) -> bool:
+    def commit(self, last: Callable[[Any], None] | None = None) -> None:
         try:
-            return self.index._call(lambda: self.inner.commit(last))
+            self.index._call(lambda: self.inner.commit(last))
         except BaseException:
             self.inner.abort()  # an open circuit skipped the commit: roll back
             raise

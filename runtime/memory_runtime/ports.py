@@ -74,10 +74,10 @@ class StagedWrite(Protocol):
 
     def write(self, items: Sequence[VectorItem]) -> None: ...
 
-    def commit(self, last: Callable[[Any], None] | None = None) -> bool:
+    def commit(self, last: Callable[[Any], None] | None = None) -> None:
         """Apply the writes. `last(conn)` runs inside their transaction just
         before it commits, when the engine has one in the memories' database
-        (pgvector): True if it ran, False if the caller must do it itself."""
+        (pgvector; the others ignore it)."""
         ...
 
     def abort(self) -> None: ...

@@ -218,8 +218,8 @@ class UseCase(Parts):
     def _index_after_commit(
         self, rows: Sequence[MemoryRow], staged: StagedWrite | None = None
     ) -> None:
-        """Send committed vectors to the index (or commit what `staged` wrote
-        ahead of them); leave rows pending if it fails."""
+        """Send committed vectors to the index (or commit what `staged` collected
+        for after the commit); leave rows pending if it fails."""
         items = self._vector_items(rows) if staged is None else []
         if staged is None and not items:
             return
@@ -227,19 +227,16 @@ class UseCase(Parts):
         flags = [(r.id, r.version) for r in done]
         try:
             if staged is not None:
-                # pgvector: the flags clear in the vectors' own transaction
-                cleared = staged.commit(lambda conn: Tx(conn).set_index_done(flags))
+                staged.commit()
             else:
                 self.index.upsert(items)
-                cleared = False
         except Exception as exc:  # any index failure: PostgreSQL stays the truth
             log.warning("vector index write failed, %d record(s) pending: %s", len(rows), exc)
             return
         if not done:
             return
-        if not cleared:
-            with self.db.tx() as tx:
-                tx.set_index_done(flags)
+        with self.db.tx() as tx:
+            tx.set_index_done(flags)
         for r in done:
             r.index_pending = False
 

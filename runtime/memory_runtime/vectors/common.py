@@ -36,10 +36,9 @@ class AfterCommit:
     def write(self, items: Sequence[VectorItem]) -> None:
         self._items.extend(items)
 
-    def commit(self, last: Callable[[Any], None] | None = None) -> bool:
+    def commit(self, last: Callable[[Any], None] | None = None) -> None:
         items, self._items = self._items, []
-        self._index.upsert(items)
-        return False  # no transaction of ours for `last` to run in
+        self._index.upsert(items)  # no transaction of ours for `last` to run in
 
     def abort(self) -> None:
         self._items = []

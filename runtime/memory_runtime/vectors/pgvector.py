@@ -486,7 +486,8 @@ class StagedUpsert:
     """pgvector's StagedWrite: the rows go into the HNSW index in a transaction of
     their own, on a thread of their own, while the caller's memories transaction
     runs (the graph insert, most of a batch store's time, overlaps the memories'
-    writes); `commit` waits for the writes and commits them after the memories'.
+    writes); `commit` waits for the writes and commits them, just before the
+    memories' transaction commits (the store's `_commit_first`).
     An aborted or failed stage rolls back: the index never holds a vector of a
     memory that did not commit."""
 
@@ -508,14 +509,12 @@ class StagedUpsert:
             self._thread.start()
         self._queue.put(list(items))
 
-    def commit(self, last: Callable[[Connection[Any]], None] | None = None) -> bool:
+    def commit(self, last: Callable[[Connection[Any]], None] | None = None) -> None:
         # a write refused here (bad input) rolls the others back: all or nothing
         self._last = last
-        ran = self._thread is not None
         self._finish(_COMMIT if self._error is None else _ABORT)
         if self._error is not None:
             raise self._error
-        return ran
 
     def abort(self) -> None:
         self._finish(_ABORT)

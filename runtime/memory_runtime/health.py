@@ -159,6 +159,7 @@ class HealthMonitor:
     def probe_once(self, name: str) -> Probe:
         """Run (or keep waiting on) one probe for at most `timeout` seconds."""
         pending = self._pending.get(name)
+        reported_hung = pending is not None  # this probe was unanswered a round ago
         if pending is None:
             pending = (self._executors[name].submit(self.checks[name]), time.monotonic())
             self._pending[name] = pending
@@ -173,7 +174,11 @@ class HealthMonitor:
                 breaker.failure("timeout")
         except Exception as exc:
             del self._pending[name]
-            probe = Probe("error", type(exc).__name__, None, time.time(), None)
+            # a probe already reported hung that ends with its client giving up
+            # (a read timeout) still had no answer: it stays hung, not an error
+            # one round later (a silent server's status would alternate)
+            status: Literal["hung", "error"] = "hung" if reported_hung else "error"
+            probe = Probe(status, type(exc).__name__, None, time.time(), None)
             if breaker is not None:
                 breaker.trip(type(exc).__name__)
         else:

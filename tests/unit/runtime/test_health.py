@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 import time
 
+import httpx
 import pytest
 
 from memory_runtime.guards import guarded
@@ -141,4 +142,26 @@ def test_a_refused_probe_opens_the_circuit_at_once() -> None:
     monitor = HealthMonitor({"db": _raise(ConnectionRefusedError())}, {"db": breaker})
     assert monitor.probe_once("db").status == "error"
     assert breaker.state == "open"
+    monitor.stop()
+
+
+def test_a_hung_probe_whose_client_gives_up_stays_hung() -> None:
+    # a silent server: the probe is reported hung, then its own client times out;
+    # that is still no answer, not an error (readyz would alternate hung/error)
+    gave_up = threading.Event()
+
+    def silent() -> None:
+        gave_up.wait(30)
+        raise httpx.ReadTimeout("timed out")  # what the http embedder's ping raises
+
+    breaker = Breaker("embedder", threshold=2)
+    monitor = HealthMonitor({"embedder": silent}, {"embedder": breaker}, timeout=0.1)
+    assert monitor.probe_once("embedder").status == "hung"
+    gave_up.set()
+    time.sleep(0.2)
+    probe = monitor.probe_once("embedder")
+    assert probe.status == "hung"
+    assert probe.error == "ReadTimeout"
+    assert breaker.state == "open"
+    assert monitor.probe_once("embedder").status == "error"  # a new probe refused at once
     monitor.stop()
